@@ -1,0 +1,80 @@
+import type { z } from "zod";
+import { adminEvents } from "./admin.ts";
+import { jobEvents } from "./job.ts";
+import { nodeEvents } from "./node.ts";
+import { replicationEvents } from "./replication.ts";
+import { snapshotEvents } from "./snapshot.ts";
+
+/**
+ * The one catalogue of duet's events. Each type names its current schema version `v` and
+ * the schema of its data; the TypeScript type of every event is inferred from that schema.
+ *
+ * Versioning: a record is stored with the `v` it was written with and is never rewritten.
+ * When a type's data changes shape, its `v` goes up and an upcaster from the old version is
+ * added to `upcasters` below; reading an old record runs the chain v -> v+1 -> ... -> current,
+ * then validates against the current schema. So folds, policy and replay only ever see the
+ * current shape, and an old journal stays readable and verifiable forever.
+ */
+export const catalogue = {
+  ...nodeEvents,
+  ...jobEvents,
+  ...replicationEvents,
+  ...snapshotEvents,
+  ...adminEvents,
+} as const;
+
+type Catalogue = typeof catalogue;
+export type EventType = keyof Catalogue;
+export type EventData<T extends EventType> = z.infer<Catalogue[T]["data"]>;
+
+/** An event as code builds it: a type and its data. */
+export type DuetEvent = { [T in EventType]: { type: T; data: EventData<T> } }[EventType];
+export type EventOf<T extends EventType> = Extract<DuetEvent, { type: T }>;
+
+/** Upcasters, by type, from a stored version to the next. Empty while every type is at v1. */
+type Upcaster = (data: unknown) => unknown;
+export const upcasters: Partial<Record<EventType, Record<number, Upcaster>>> = {};
+
+export function isEventType(type: unknown): type is EventType {
+  return typeof type === "string" && Object.hasOwn(catalogue, type);
+}
+
+export function currentVersion(type: EventType): number {
+  return catalogue[type].v;
+}
+
+export class EventSchemaError extends Error {
+  constructor(
+    readonly type: string,
+    readonly detail: string,
+  ) {
+    super(`event ${type}: ${detail}`);
+  }
+}
+
+/** Checks an event against its schema; throws an EventSchemaError naming the bad field. */
+export function validateEvent(type: string, data: unknown): DuetEvent {
+  if (!isEventType(type)) throw new EventSchemaError(type, "unknown event type");
+  const parsed = catalogue[type].data.safeParse(data);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const where = issue && issue.path.length > 0 ? issue.path.join(".") : "data";
+    throw new EventSchemaError(type, `${where}: ${issue?.message ?? "invalid"}`);
+  }
+  return { type, data: parsed.data } as DuetEvent;
+}
+
+/** Brings a stored record's data up to the current version of its type, then validates it. */
+export function upcast(type: string, v: number, data: unknown): DuetEvent {
+  if (!isEventType(type)) throw new EventSchemaError(type, "unknown event type");
+  const current = currentVersion(type);
+  if (!Number.isInteger(v) || v < 1 || v > current)
+    throw new EventSchemaError(type, `version ${v} is not known (this build reads 1..${current})`);
+  let upgraded = data;
+  for (let from = v; from < current; from++) {
+    const step = upcasters[type]?.[from];
+    if (!step) throw new EventSchemaError(type, `no upcaster from version ${from}`);
+    upgraded = step(upgraded);
+  }
+  return validateEvent(type, upgraded);
+}

@@ -1,0 +1,44 @@
+import { z } from "zod";
+import { jobId, nodeId, reason, resourceName, user } from "./ids.ts";
+
+export const takeoverPolicy = z.enum(["manual", "when-consistent", "allow-difference", "unconditional"]);
+export const resourceKind = z.enum(["vip", "process", "ocf", "script", "nic", "ping"]);
+
+/** Job lifecycle: requests say who asked; facts say what happened where; decisions carry reasons. */
+export const jobEvents = {
+  JobCreated: {
+    v: 1,
+    data: z.strictObject({
+      job: jobId,
+      nodes: z.tuple([nodeId, nodeId]),
+      policy: takeoverPolicy,
+      reverseWhenConsistent: z.boolean(),
+      resources: z.array(z.strictObject({ name: resourceName, kind: resourceKind })),
+      mirrors: z.array(z.string()),
+    }),
+  },
+  JobDeleted: { v: 1, data: z.strictObject({ job: jobId, by: user }) },
+  BringInRequested: { v: 1, data: z.strictObject({ job: jobId, on: nodeId, by: user }) },
+  BringOutRequested: { v: 1, data: z.strictObject({ job: jobId, by: user }) },
+  SwitchoverRequested: { v: 1, data: z.strictObject({ job: jobId, to: nodeId, by: user }) },
+  SwitchoverRefused: { v: 1, data: z.strictObject({ job: jobId, to: nodeId, by: user, reasons: z.array(reason) }) },
+  ResourceStarted: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, resource: resourceName }) },
+  ResourceStartFailed: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, resource: resourceName, error: z.string(), exitCode: z.number().int().optional() }) },
+  ResourceStopped: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, resource: resourceName }) },
+  ResourceStopFailed: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, resource: resourceName, error: z.string() }) },
+  MonitorFailed: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, resource: resourceName, error: z.string(), failures: z.number().int().positive() }) },
+  MonitorRecovered: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, resource: resourceName }) },
+  ResourceRestarted: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, resource: resourceName, attempt: z.number().int().positive() }) },
+  JobBroughtIn: { v: 1, data: z.strictObject({ job: jobId, node: nodeId }) },
+  JobBroughtOut: { v: 1, data: z.strictObject({ job: jobId, node: nodeId }) },
+  /** The node could not start the job; the job goes back where it was, and this says why. */
+  JobStartFailed: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, resource: resourceName, error: z.string() }) },
+  /** The active node gives the job up because of a local fault (monitor threshold, NIC down). */
+  FailoverDecided: {
+    v: 1,
+    data: z.strictObject({ job: jobId, from: nodeId, to: nodeId, cause: z.enum(["monitor-threshold", "nic-down", "start-failed"]), reasons: z.array(reason) }),
+  },
+  /** The standby takes a job whose active node is lost; journaled before anything is done. */
+  TakeoverDecided: { v: 1, data: z.strictObject({ job: jobId, by: nodeId, from: nodeId, policy: takeoverPolicy, reasons: z.array(reason) }) },
+  TakeoverDeclined: { v: 1, data: z.strictObject({ job: jobId, by: nodeId, from: nodeId, policy: takeoverPolicy, code: z.string(), reasons: z.array(reason) }) },
+} as const;

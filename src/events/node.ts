@@ -1,0 +1,36 @@
+import { z } from "zod";
+import { linkId, millis, nodeId, reason, jobId } from "./ids.ts";
+
+/** Membership and links: facts about agents, heartbeat links, the peer and tiebreakers. */
+export const nodeEvents = {
+  AgentStarted: { v: 1, data: z.strictObject({ node: nodeId, version: z.string(), pid: z.number().int(), configHash: z.string() }) },
+  AgentStopping: { v: 1, data: z.strictObject({ node: nodeId, signal: z.string(), jobsAction: z.enum(["bring-out", "leave-running"]) }) },
+  /** One heartbeat path (a UDP link or the TCP peer channel) started carrying frames from the peer. */
+  LinkUp: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, link: linkId, kind: z.enum(["udp", "tcp"]) }) },
+  LinkDown: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, link: linkId, kind: z.enum(["udp", "tcp"]), lastHeardAt: millis }) },
+  /** Every link has been silent for the deadtime: the peer is lost (not proven dead). */
+  PeerLost: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, lastHeardAt: millis, deadtimeMs: millis }) },
+  PeerSeen: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId }) },
+  TiebreakerResult: {
+    v: 1,
+    data: z.strictObject({
+      node: nodeId,
+      peer: nodeId,
+      method: z.enum(["ping", "fence", "witness"]),
+      // confirmed: the peer is gone and this node is connected; isolated: this node reaches nothing;
+      // peer-alive: the witness or fence says the peer still runs; failed: the tiebreaker itself broke.
+      verdict: z.enum(["confirmed", "isolated", "peer-alive", "failed"]),
+      targets: z.array(z.strictObject({ target: z.string(), ok: z.boolean(), ms: millis.optional() })),
+      exitCode: z.number().int().optional(),
+      output: z.string().max(4096).optional(),
+    }),
+  },
+  /** Frames that failed authentication or replayed an old sequence; journaled at a bounded rate. */
+  FramesRejected: {
+    v: 1,
+    data: z.strictObject({ node: nodeId, link: linkId, count: z.number().int().positive(), reason: z.enum(["bad-mac", "replayed", "malformed", "oversized", "unknown-peer"]), sinceAt: millis }),
+  },
+  /** The node cannot confirm it is connected while it has lost the peer: it brings its jobs out. */
+  SelfFenceDecided: { v: 1, data: z.strictObject({ node: nodeId, jobs: z.array(jobId), graceMs: millis, reasons: z.array(reason) }) },
+  AlertRaised: { v: 1, data: z.strictObject({ node: nodeId, job: jobId.optional(), code: z.string(), message: z.string() }) },
+} as const;

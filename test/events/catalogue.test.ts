@@ -1,0 +1,22 @@
+import { describe, expect, it } from "vitest";
+import { EventSchemaError, upcast, validateEvent } from "../../src/events/catalogue.ts";
+
+describe("event catalogue", () => {
+  it("accepts a well-formed event and returns its data", () => {
+    const event = validateEvent("JobBroughtIn", { job: "web", node: "a" });
+    expect(event).toEqual({ type: "JobBroughtIn", data: { job: "web", node: "a" } });
+  });
+
+  it("names the bad field of a malformed event", () => {
+    expect(() => validateEvent("LinkDown", { node: "a", peer: "b", link: "udp0", kind: "smoke", lastHeardAt: 1 })).toThrow(/LinkDown: kind:/);
+  });
+
+  it("refuses a field the schema does not know, so typos never reach the journal", () => {
+    expect(() => validateEvent("JobBroughtOut", { job: "web", node: "a", nod: "b" })).toThrow(EventSchemaError);
+  });
+
+  it("refuses an unknown type and a version from the future when reading", () => {
+    expect(() => upcast("Teleported", 1, {})).toThrow(/unknown event type/);
+    expect(() => upcast("JobBroughtIn", 99, { job: "web", node: "a" })).toThrow(/version 99 is not known/);
+  });
+});
