@@ -1,0 +1,37 @@
+import type { Clock } from "./clock.ts";
+
+/**
+ * A hybrid logical clock timestamp: wall-clock milliseconds plus a counter that orders events
+ * within one millisecond and across nodes whose clocks disagree (Kulkarni et al., 2014).
+ * Stored as a tuple to keep journal records small.
+ */
+export type Hlc = readonly [wall: number, logical: number];
+
+export function compareHlc(a: Hlc, b: Hlc): number {
+  return a[0] - b[0] || a[1] - b[1];
+}
+
+/** The clock of one node: `tick` stamps a local event, `receive` merges a peer's stamp. */
+export function createHlc(clock: Clock, start: Hlc = [0, 0]) {
+  let last: Hlc = start;
+  return {
+    tick(): Hlc {
+      const wall = clock.now();
+      last = wall > last[0] ? [wall, 0] : [last[0], last[1] + 1];
+      return last;
+    },
+    receive(remote: Hlc): Hlc {
+      const wall = clock.now();
+      const top = Math.max(wall, last[0], remote[0]);
+      const logical =
+        top === last[0] && top === remote[0] ? Math.max(last[1], remote[1]) + 1
+        : top === last[0] ? last[1] + 1
+        : top === remote[0] ? remote[1] + 1
+        : 0;
+      last = [top, logical];
+      return last;
+    },
+    peek: (): Hlc => last,
+  };
+}
+export type HybridClock = ReturnType<typeof createHlc>;
