@@ -31,6 +31,16 @@ export type EventData<T extends EventType> = z.infer<Catalogue[T]["data"]>;
 export type DuetEvent = { [T in EventType]: { type: T; data: EventData<T> } }[EventType];
 export type EventOf<T extends EventType> = Extract<DuetEvent, { type: T }>;
 
+/**
+ * A hybrid logical clock stamp: wall-clock ms plus a counter ordering events within one ms and
+ * across nodes whose clocks disagree. A tuple keeps journal records small.
+ */
+export type Hlc = readonly [wall: number, logical: number];
+
+/** An event as the journal recorded it: where it stands (seq), when, and on which node. */
+export type Recorded = DuetEvent & { seq: number; at: number; hlc: Hlc; node: string };
+export type RecordedOf<T extends EventType> = Extract<Recorded, { type: T }>;
+
 /** Upcasters, by type, from a stored version to the next. Empty while every type is at v1. */
 type Upcaster = (data: unknown) => unknown;
 export const upcasters: Partial<Record<EventType, Record<number, Upcaster>>> = {};

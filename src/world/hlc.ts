@@ -1,11 +1,7 @@
+import type { Hlc } from "../events/catalogue.ts";
 import type { Clock } from "./clock.ts";
 
-/**
- * A hybrid logical clock timestamp: wall-clock milliseconds plus a counter that orders events
- * within one millisecond and across nodes whose clocks disagree (Kulkarni et al., 2014).
- * Stored as a tuple to keep journal records small.
- */
-export type Hlc = readonly [wall: number, logical: number];
+// Hybrid logical clocks after Kulkarni et al., 2014; the stamp type lives with the events.
 
 export function compareHlc(a: Hlc, b: Hlc): number {
   return a[0] - b[0] || a[1] - b[1];
