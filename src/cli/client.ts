@@ -1,0 +1,104 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+
+/**
+ * How the CLI reaches the local agent: its HTTP API, authenticated with the token the agent
+ * writes into its data directory (mode 0600). Reading that file needs the same rights as
+ * reading the journal, the same model as Pacemaker's local CIB access for root.
+ */
+export const localTokenFile = (dataDir: string) => join(dataDir, "cli.token");
+
+/** Exit codes scripts can rely on, one per kind of outcome. */
+export const exitCodes = {
+  ok: 0,
+  failed: 1, // the agent answered with an error not listed below
+  usage: 2, // bad command line or bad input
+  refused: 3, // the policy refused (e.g. switchover gating)
+  notFound: 4, // unknown job, snapshot or node
+  unreachable: 5, // no agent answered
+  unauthorized: 6,
+} as const;
+
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+    readonly code = "error",
+  ) {
+    super(message);
+  }
+}
+
+export interface ApiClient {
+  url: string;
+  get<T = unknown>(path: string): Promise<T>;
+  post<T = unknown>(path: string, body?: unknown): Promise<T>;
+  delete<T = unknown>(path: string): Promise<T>;
+  stream(path: string, headers?: Record<string, string>): Promise<Response>;
+}
+
+export async function localClient(options: { url: string; dataDir: string; token?: string }): Promise<ApiClient> {
+  let token = options.token;
+  if (!token) {
+    try {
+      token = (await readFile(localTokenFile(options.dataDir), "utf8")).trim();
+    } catch (error) {
+      const reason = (error as NodeJS.ErrnoException).code === "ENOENT" ? "the agent is not running (no token file)" : (error as Error).message;
+      throw new CliError(`cannot reach the local agent: ${localTokenFile(options.dataDir)}: ${reason}`, exitCodes.unreachable, "unreachable");
+    }
+  }
+  return apiClient(options.url, token);
+}
+
+export function apiClient(url: string, token: string): ApiClient {
+  const headers = { authorization: `Bearer ${token}` };
+  async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    let response: Response;
+    try {
+      response = await fetch(`${url}${path}`, {
+        method,
+        headers: body === undefined ? headers : { ...headers, "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(30_000),
+      });
+    } catch (error) {
+      throw new CliError(`cannot reach the agent at ${url}: ${(error as Error).message}`, exitCodes.unreachable, "unreachable");
+    }
+    const text = await response.text();
+    const parsed = text ? safeJson(text) : undefined;
+    if (response.ok) return parsed as T;
+    const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
+    const code = error?.code ?? `http-${response.status}`;
+    const message = error?.message ?? (text || response.statusText);
+    throw new CliError(message, exitCodeFor(response.status, code), code);
+  }
+  return {
+    url,
+    get: (path) => call("GET", path),
+    post: (path, body) => call("POST", path, body ?? {}),
+    delete: (path) => call("DELETE", path),
+    async stream(path, extra = {}) {
+      try {
+        return await fetch(`${url}${path}`, { headers: { ...headers, ...extra, accept: "text/event-stream" } });
+      } catch (error) {
+        throw new CliError(`cannot reach the agent at ${url}: ${(error as Error).message}`, exitCodes.unreachable, "unreachable");
+      }
+    },
+  };
+}
+
+function exitCodeFor(status: number, code: string): number {
+  if (status === 401) return exitCodes.unauthorized;
+  if (status === 404) return exitCodes.notFound;
+  if (status === 409 || code === "refused") return exitCodes.refused;
+  if (status === 400 || status === 413) return exitCodes.usage;
+  return exitCodes.failed;
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return { error: { message: text } };
+  }
+}
