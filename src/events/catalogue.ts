@@ -37,6 +37,10 @@ export type EventOf<T extends EventType> = Extract<DuetEvent, { type: T }>;
  */
 export type Hlc = readonly [wall: number, logical: number];
 
+export function compareHlc(a: Hlc, b: Hlc): number {
+  return a[0] - b[0] || a[1] - b[1];
+}
+
 /** An event as the journal recorded it: where it stands (seq), when, and on which node. */
 export type Recorded = DuetEvent & { seq: number; at: number; hlc: Hlc; node: string };
 export type RecordedOf<T extends EventType> = Extract<Recorded, { type: T }>;

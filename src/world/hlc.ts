@@ -1,11 +1,8 @@
 import type { Hlc } from "../events/catalogue.ts";
+export { compareHlc } from "../events/catalogue.ts";
 import type { Clock } from "./clock.ts";
 
 // Hybrid logical clocks after Kulkarni et al., 2014; the stamp type lives with the events.
-
-export function compareHlc(a: Hlc, b: Hlc): number {
-  return a[0] - b[0] || a[1] - b[1];
-}
 
 /** The clock of one node: `tick` stamps a local event, `receive` merges a peer's stamp. */
 export function createHlc(clock: Clock, start: Hlc = [0, 0]) {
