@@ -10,12 +10,25 @@ export const generationId = z.string().regex(/^[0-9a-f]{16}$/, "a generation id 
 export const user = z.string().min(1).max(64);
 export const millis = z.number().int().nonnegative();
 
+/**
+ * Values a reason may carry: JSON-like data that the journal's codec round-trips exactly. msgpackr
+ * turns -0 into 0 and renames a "__proto__" key, so both are refused rather than silently changed.
+ */
+function roundTrips(value: unknown): boolean {
+  if (value === null || typeof value === "string" || typeof value === "boolean") return true;
+  if (typeof value === "number") return Number.isFinite(value) && !Object.is(value, -0);
+  if (Array.isArray(value)) return value.every(roundTrips);
+  if (typeof value === "object") return Object.entries(value).every(([k, v]) => k !== "__proto__" && roundTrips(v)) && !Object.hasOwn(value, "__proto__");
+  return false;
+}
+const reasonValue = z.unknown().refine(roundTrips, "expected JSON-like data (no -0, NaN, undefined or \"__proto__\" keys)");
+
 /** A reason tree: every input a decision used, by name, with its value. */
 export type Reason = { name: string; value?: unknown; ok?: boolean; because?: Reason[] };
 export const reason: z.ZodType<Reason> = z.lazy(() =>
   z.strictObject({
     name: z.string(),
-    value: z.unknown().optional(),
+    value: reasonValue.optional(),
     ok: z.boolean().optional(),
     because: z.array(reason).optional(),
   }),

@@ -13,6 +13,8 @@ export const jobEvents = {
       nodes: z.tuple([nodeId, nodeId]),
       policy: takeoverPolicy,
       reverseWhenConsistent: z.boolean(),
+      /** Monitor failures restarted in place within the window before the job fails over. */
+      restartMax: z.number().int().nonnegative(),
       resources: z.array(z.strictObject({ name: resourceName, kind: resourceKind })),
       mirrors: z.array(z.string()),
     }),

@@ -3,7 +3,11 @@ import { linkId, millis, nodeId, reason, jobId } from "./ids.ts";
 
 /** Membership and links: facts about agents, heartbeat links, the peer and tiebreakers. */
 export const nodeEvents = {
-  AgentStarted: { v: 1, data: z.strictObject({ node: nodeId, version: z.string(), pid: z.number().int(), configHash: z.string() }) },
+  // The timings policy depends on travel with the start, so a replay decides with the same inputs.
+  AgentStarted: {
+    v: 1,
+    data: z.strictObject({ node: nodeId, version: z.string(), pid: z.number().int(), configHash: z.string(), deadtimeMs: millis, selfFenceGraceMs: millis }),
+  },
   AgentStopping: { v: 1, data: z.strictObject({ node: nodeId, signal: z.string(), jobsAction: z.enum(["switch-over", "bring-out", "none"]) }) },
   /** One heartbeat path (a UDP link or the TCP peer channel) started carrying frames from the peer. */
   LinkUp: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, link: linkId, kind: z.enum(["udp", "tcp"]) }) },

@@ -20,3 +20,12 @@ describe("event catalogue", () => {
     expect(() => upcast("JobBroughtIn", 99, { job: "web", node: "a" })).toThrow(/version 99 is not known/);
   });
 });
+
+describe("reason values", () => {
+  it("refuses values the journal codec would silently change", () => {
+    const decision = (value: unknown) => ({ job: "web", by: "b", from: "a", policy: "manual", code: "x", reasons: [{ name: "n", value }] });
+    expect(() => validateEvent("TakeoverDeclined", decision(-0))).toThrow(/JSON-like/);
+    expect(() => validateEvent("TakeoverDeclined", decision(JSON.parse('{"__proto__": 1}')))).toThrow(/JSON-like/);
+    expect(() => validateEvent("TakeoverDeclined", decision({ links: [{ up: true, since: 5 }] }))).not.toThrow();
+  });
+});

@@ -28,7 +28,7 @@ export const eventArb: fc.Arbitrary<DuetEvent> = fc.oneof(
       from: nameArb,
       policy: fc.constantFrom("manual", "when-consistent", "allow-difference", "unconditional"),
       reasons: fc.array(
-        fc.record({ name: nameArb, value: fc.oneof(fc.string(), fc.integer(), fc.constant(null), fc.array(fc.double({ noNaN: true }))), ok: fc.boolean() }),
+        fc.record({ name: nameArb, value: fc.oneof(fc.string(), fc.integer(), fc.constant(null), fc.array(fc.double({ noNaN: true, noDefaultInfinity: true }).map((x) => (Object.is(x, -0) ? 0 : x)))), ok: fc.boolean() }),
         { maxLength: 3 },
       ),
     })

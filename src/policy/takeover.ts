@@ -1,0 +1,75 @@
+import type { Reason } from "../events/ids.ts";
+import type { ClusterState } from "../projections/cluster.ts";
+import type { JobView } from "../projections/jobs.ts";
+import { linksState, verdictSinceLoss } from "../projections/membership.ts";
+import type { ReplicationView } from "../projections/replication.ts";
+import { check, input, type Decision } from "./decision.ts";
+
+/**
+ * The standby's answer when the node active for a job is lost (DESIGN.md's table). Every policy
+ * first needs a tiebreaker verdict recorded after the loss that confirms the peer is gone and
+ * this node is connected: a node that cannot prove that never takes over, whatever the policy.
+ * Returns null while there is nothing to decide (peer not lost, job not on the peer, verdict
+ * still pending, or this loss already decided).
+ */
+export function decideTakeover(state: ClusterState, job: JobView, _now: number): Decision | null {
+  const { membership, self } = state;
+  const peer = membership.peer;
+  if (membership.peerStatus !== "lost" || peer === null) return null;
+  if (job.active !== peer || !job.nodes.includes(self)) return null;
+  if (job.lastDecision && job.lastDecision.seq > membership.peerSinceSeq) return null;
+  const verdict = verdictSinceLoss(membership);
+  if (!verdict) return null; // the agent runs the tiebreaker on PeerLost; decide once it reports
+
+  const replica = state.replication.get(job.name);
+  const reasons: Reason[] = [
+    input("peer-lost-since", membership.peerSince),
+    input("links", { state: linksState(membership), links: [...membership.links.values()].map((l) => ({ link: l.link, up: l.up, since: l.since })) }),
+    check("tiebreaker-confirmed", verdict.verdict === "confirmed", { verdict: verdict.verdict, method: verdict.method, at: verdict.at }),
+    input("policy", job.policy),
+    input("replica", replicaFacts(job, replica)),
+  ];
+  const decline = (code: string): Decision => ({ kind: "decline", job: job.name, code, reasons });
+  if (verdict.verdict === "isolated") return decline("i-am-isolated");
+  if (verdict.verdict !== "confirmed") return decline("tiebreaker-not-confirmed");
+
+  switch (job.policy) {
+    case "manual":
+      return decline("policy-manual");
+    case "when-consistent": {
+      const consistent = isConsistent(job, replica);
+      reasons.push(check("replica-consistent", consistent));
+      return consistent ? takeover(job, self, reasons) : decline("replica-not-consistent");
+    }
+    case "allow-difference": {
+      const notDiverged = !replica?.diverged;
+      reasons.push(check("replica-not-diverged", notDiverged));
+      return notDiverged ? takeover(job, self, reasons) : decline("replica-diverged");
+    }
+    case "unconditional":
+      return takeover(job, self, reasons);
+  }
+}
+
+function takeover(job: JobView, self: string, reasons: Reason[]): Decision {
+  return { kind: "takeover", job: job.name, code: "takeover", to: self, reasons };
+}
+
+/** Consistent: verified, not diverged, not mid-resync, nothing refused. A job without mirrors has no data to doubt. */
+export function isConsistent(job: JobView, replica: ReplicationView | undefined): boolean {
+  if (job.mirrors.length === 0) return true;
+  if (!replica) return false;
+  return replica.verification.state === "done" && !replica.diverged && !replica.resync && !replica.refused;
+}
+
+function replicaFacts(job: JobView, replica: ReplicationView | undefined) {
+  if (job.mirrors.length === 0) return { mirrors: 0 };
+  if (!replica) return { verification: "none" };
+  return {
+    verification: replica.verification.state,
+    lastApplied: replica.lastApplied,
+    resyncing: replica.resync !== null,
+    diverged: replica.diverged !== null,
+    refused: replica.refused?.reason ?? null,
+  };
+}

@@ -1,0 +1,124 @@
+import type { Recorded } from "../events/catalogue.ts";
+
+export type JobPhase = "out" | "bringing-in" | "in" | "bringing-out" | "failed";
+export type ResourceStatus = { status: "started" | "stopped" | "failed"; failures: number; since: number; error?: string };
+
+export interface JobView {
+  name: string;
+  nodes: readonly [string, string];
+  policy: "manual" | "when-consistent" | "allow-difference" | "unconditional";
+  reverseWhenConsistent: boolean;
+  restartMax: number;
+  resources: { name: string; kind: string }[];
+  mirrors: string[];
+  phase: JobPhase;
+  phaseSince: number;
+  /** The node the job runs on; null while it is out. */
+  active: string | null;
+  /** Per resource, per node: the last fact about it. */
+  resourceStatus: Map<string, Map<string, ResourceStatus>>;
+  lastDecision: { kind: string; code: string; at: number; seq: number } | null;
+  lastError: { node: string; resource: string; error: string; at: number } | null;
+}
+
+export type JobsState = Map<string, JobView>;
+
+export const initialJobs: JobsState = new Map();
+
+export function evolveJobs(jobs: JobsState, event: Recorded): JobsState {
+  if (event.type === "JobCreated") {
+    const d = event.data;
+    const existing = jobs.get(d.job);
+    const definition = { name: d.job, nodes: d.nodes, policy: d.policy, reverseWhenConsistent: d.reverseWhenConsistent, restartMax: d.restartMax, resources: d.resources, mirrors: d.mirrors };
+    const job: JobView = existing
+      ? { ...existing, ...definition }
+      : { ...definition, phase: "out", phaseSince: event.at, active: null, resourceStatus: new Map(), lastDecision: null, lastError: null };
+    return withJob(jobs, job);
+  }
+  const name = jobOf(event);
+  if (name === undefined) return jobs;
+  const job = jobs.get(name);
+  if (!job) return jobs; // facts about a job this node does not know (deleted, or not ours)
+  const next = evolveJob(job, event);
+  if (next === null) {
+    const without = new Map(jobs);
+    without.delete(name);
+    return without;
+  }
+  return next === job ? jobs : withJob(jobs, next);
+}
+
+function evolveJob(job: JobView, event: Recorded): JobView | null {
+  const phase = (p: JobPhase, active: string | null = job.active): JobView => ({ ...job, phase: p, phaseSince: event.at, active });
+  switch (event.type) {
+    case "JobDeleted":
+      return null;
+    case "BringInRequested":
+      return job.phase === "out" || job.phase === "failed" ? phase("bringing-in", null) : job;
+    case "BringOutRequested":
+      return job.phase === "in" ? phase("bringing-out") : job;
+    case "JobBroughtIn":
+      return phase("in", event.data.node);
+    case "JobBroughtOut":
+      // A bring-out on the node that is not active (a clean-up, a refused start) changes nothing.
+      return job.active === event.data.node || job.active === null ? phase("out", null) : job;
+    case "JobStartFailed": {
+      const failed = { ...job, lastError: { node: event.data.node, resource: event.data.resource, error: event.data.error, at: event.at } };
+      return job.active === event.data.node || job.active === null ? { ...failed, phase: "failed", phaseSince: event.at, active: null } : failed;
+    }
+    case "ResourceStarted":
+      return withResource(job, event.data.resource, event.data.node, { status: "started", failures: 0, since: event.at });
+    case "ResourceStopped":
+      return withResource(job, event.data.resource, event.data.node, { status: "stopped", failures: 0, since: event.at });
+    case "ResourceStartFailed":
+    case "ResourceStopFailed":
+      return withResource(job, event.data.resource, event.data.node, { status: "failed", failures: failuresOf(job, event.data.resource, event.data.node), since: event.at, error: event.data.error });
+    case "MonitorFailed":
+      return withResource(job, event.data.resource, event.data.node, { status: "failed", failures: event.data.failures, since: event.at, error: event.data.error });
+    case "MonitorRecovered":
+    case "ResourceRestarted":
+      return withResource(job, event.data.resource, event.data.node, { status: "started", failures: failuresOf(job, event.data.resource, event.data.node), since: event.at });
+    case "TakeoverDecided":
+      return { ...job, lastDecision: { kind: "takeover", code: "takeover", at: event.at, seq: event.seq } };
+    case "TakeoverDeclined":
+      return { ...job, lastDecision: { kind: "decline", code: event.data.code, at: event.at, seq: event.seq } };
+    case "FailoverDecided":
+      return { ...job, lastDecision: { kind: "failover", code: event.data.cause, at: event.at, seq: event.seq } };
+    default:
+      return job;
+  }
+}
+
+function jobOf(event: Recorded): string | undefined {
+  const job = (event.data as { job?: unknown }).job;
+  return typeof job === "string" ? job : undefined;
+}
+
+function withJob(jobs: JobsState, job: JobView): JobsState {
+  const next = new Map(jobs);
+  next.set(job.name, job);
+  return next;
+}
+
+function failuresOf(job: JobView, resource: string, node: string): number {
+  return job.resourceStatus.get(resource)?.get(node)?.failures ?? 0;
+}
+
+function withResource(job: JobView, resource: string, node: string, status: ResourceStatus): JobView {
+  const resourceStatus = new Map(job.resourceStatus);
+  const perNode = new Map(resourceStatus.get(resource));
+  perNode.set(node, status);
+  resourceStatus.set(resource, perNode);
+  return { ...job, resourceStatus };
+}
+
+/** Marks self-fence decisions on every job they name (the event lists jobs, not one job). */
+export function recordSelfFence(jobs: JobsState, event: Recorded): JobsState {
+  if (event.type !== "SelfFenceDecided") return jobs;
+  let next = jobs;
+  for (const name of event.data.jobs) {
+    const job = next.get(name);
+    if (job) next = withJob(next, { ...job, lastDecision: { kind: "self-fence", code: "isolated", at: event.at, seq: event.seq } });
+  }
+  return next;
+}

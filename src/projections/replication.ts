@@ -1,0 +1,102 @@
+import type { Recorded } from "../events/catalogue.ts";
+
+export type Verification =
+  | { state: "none" }
+  | { state: "running"; doneBytes: number; totalBytes: number; differingBlocks: number; since: number }
+  | { state: "done"; at: number; differingBlocks: number };
+
+/** One job's mirror, as this node knows it. Colour is derived (see mirrorColour), never stored. */
+export interface ReplicationView {
+  job: string;
+  lastCaptured: number;
+  lastApplied: number;
+  lastAcked: number;
+  queue: { batches: number; bytes: number };
+  verification: Verification;
+  resync: { from: string; to: string; paths: number; bytes: number; since: number } | null;
+  /** A refused op: the link is red until a verification, resync or source selection starts afresh. */
+  refused: { at: number; batch: number; path: string; reason: string } | null;
+  diverged: { at: number; local: string; peer: string } | null;
+  sourceSelected: { at: number; from: string; by: string } | null;
+  shippedBytes: number;
+}
+
+export type ReplicationState = Map<string, ReplicationView>;
+export const initialReplication: ReplicationState = new Map();
+
+function fresh(job: string): ReplicationView {
+  return { job, lastCaptured: 0, lastApplied: 0, lastAcked: 0, queue: { batches: 0, bytes: 0 }, verification: { state: "none" }, resync: null, refused: null, diverged: null, sourceSelected: null, shippedBytes: 0 };
+}
+
+export function evolveReplication(state: ReplicationState, event: Recorded): ReplicationState {
+  const job = (event.data as { job?: unknown }).job;
+  if (typeof job !== "string") return state;
+  if (event.type === "JobDeleted") {
+    const next = new Map(state);
+    next.delete(job);
+    return next;
+  }
+  const view = state.get(job) ?? fresh(job);
+  const next = evolveView(view, event);
+  if (next === view && state.has(job)) return state;
+  return new Map(state).set(job, next);
+}
+
+function evolveView(view: ReplicationView, event: Recorded): ReplicationView {
+  switch (event.type) {
+    case "BatchCaptured":
+      return { ...view, lastCaptured: Math.max(view.lastCaptured, event.data.batch), queue: { batches: view.queue.batches + 1, bytes: view.queue.bytes + event.data.bytes } };
+    case "BatchApplied":
+      return { ...view, lastApplied: Math.max(view.lastApplied, event.data.batch) };
+    case "BatchAcked": {
+      if (event.data.batch < view.lastAcked)
+        throw new Error(`replication ${view.job}: acknowledged batch went backwards from ${view.lastAcked} to ${event.data.batch} (seq ${event.seq})`);
+      const acked = event.data.batch - view.lastAcked;
+      const batches = Math.max(0, view.lastCaptured - event.data.batch);
+      // Bytes of the acknowledged batches are not in the ack; the queue report corrects the estimate.
+      const bytes = batches === 0 ? 0 : Math.max(0, view.queue.bytes - Math.round((view.queue.bytes / Math.max(1, view.queue.batches)) * acked));
+      return { ...view, lastAcked: event.data.batch, queue: { batches, bytes } };
+    }
+    case "QueueReported":
+      return { ...view, queue: { batches: event.data.batches, bytes: event.data.bytes } };
+    case "OpRefused":
+      return { ...view, refused: { at: event.at, batch: event.data.batch, path: event.data.path, reason: event.data.reason } };
+    case "VerificationStarted":
+      return { ...view, refused: null, verification: { state: "running", doneBytes: 0, totalBytes: event.data.bytes, differingBlocks: 0, since: event.at } };
+    case "VerificationProgress":
+      return view.verification.state === "running"
+        ? { ...view, verification: { ...view.verification, doneBytes: event.data.doneBytes, totalBytes: event.data.totalBytes, differingBlocks: event.data.differingBlocks } }
+        : view;
+    case "VerificationCompleted":
+      return { ...view, verification: { state: "done", at: event.at, differingBlocks: event.data.differingBlocks }, shippedBytes: view.shippedBytes + event.data.shippedBytes };
+    case "DivergenceDetected":
+      return { ...view, diverged: { at: event.at, local: event.data.local, peer: event.data.peer }, verification: { state: "none" } };
+    case "SourceSelected":
+      return { ...view, diverged: null, refused: null, sourceSelected: { at: event.at, from: event.data.from, by: event.data.by } };
+    case "ResyncStarted":
+      return { ...view, refused: null, resync: { from: event.data.from, to: event.data.to, paths: event.data.paths, bytes: event.data.bytes, since: event.at } };
+    case "ResyncCompleted":
+      // A completed resync leaves both sides equal, as a verification would.
+      return { ...view, resync: null, verification: { state: "done", at: event.at, differingBlocks: 0 }, shippedBytes: view.shippedBytes + event.data.shippedBytes };
+    case "GenerationStarted":
+      // A new line of history on this side: what was verified before no longer describes the pair.
+      return event.data.reason === "wrote-without-peer" ? { ...view, verification: { state: "none" } } : view;
+    default:
+      return view;
+  }
+}
+
+export type MirrorColour = "green" | "yellow" | "gray" | "red" | "none";
+
+/**
+ * gray: the sides may differ and only an operator restarts the link; red: broken (peer lost or a
+ * refused op); yellow: verifying, resyncing or not verified yet; green: realtime and draining.
+ */
+export function mirrorColour(view: ReplicationView | undefined, hasMirrors: boolean, peerConnected: boolean): MirrorColour {
+  if (!hasMirrors) return "none";
+  if (!view) return peerConnected ? "yellow" : "red";
+  if (view.diverged) return "gray";
+  if (view.refused || !peerConnected) return "red";
+  if (view.resync || view.verification.state !== "done") return "yellow";
+  return "green";
+}
