@@ -1,0 +1,91 @@
+import { mkdir, open, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { generatePassword, hashPassword, writeClusterKey } from "./secrets.ts";
+import { parseConfig } from "./load.ts";
+
+export interface InitOptions {
+  dir: string;
+  cluster: string;
+  nodes: [{ name: string; address: string; dataDir?: string }, { name: string; address: string; dataDir?: string }];
+  /** The admin password; when absent one is generated and returned once. */
+  password?: string;
+  force?: boolean;
+  /** Extra YAML appended under `jobs:` (the demo passes its sample job). */
+  jobsYaml?: string;
+  tiebreakerYaml?: string;
+}
+
+export interface InitResult {
+  configFile: string;
+  keyFile: string;
+  generatedPassword: string | null;
+}
+
+/**
+ * `duet init`: a commented config, a new cluster key (0600) and an admin user. There is never a
+ * default password: without one, a random one is generated and shown once.
+ */
+export async function initConfig(options: InitOptions): Promise<InitResult> {
+  await mkdir(options.dir, { recursive: true, mode: 0o755 });
+  const configFile = join(options.dir, "duet.yaml");
+  const keyFile = join(options.dir, "cluster.key");
+  if (!options.force && (await exists(configFile))) throw new Error(`${configFile} already exists; pass --force to replace it`);
+  const generatedPassword = options.password === undefined ? generatePassword() : null;
+  const passwordHash = await hashPassword(options.password ?? generatedPassword!);
+  const text = renderConfig({ ...options, keyFile, passwordHash });
+  parseConfig(text, configFile); // what init writes must load: checked before anything is on disk
+  if (!(await exists(keyFile))) await writeClusterKey(keyFile);
+  const handle = await open(configFile, options.force ? "w" : "wx", 0o640);
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  return { configFile, keyFile, generatedPassword };
+}
+
+function renderConfig(o: InitOptions & { keyFile: string; passwordHash: string }): string {
+  const node = (n: InitOptions["nodes"][number]) => `  - name: ${n.name}\n    address: ${n.address}${n.dataDir ? `\n    dataDir: ${n.dataDir}` : ""}`;
+  return `# duet config written by \`duet init\`; the same file goes on both nodes (copy cluster.key too).
+# Every key is explained in examples/duet.example.yaml.
+
+cluster:
+  name: ${o.cluster}
+  keyFile: ${o.keyFile}       # 32 random bytes, mode 0600: copy it to the peer as is
+
+nodes:
+${node(o.nodes[0])}
+${node(o.nodes[1])}
+
+heartbeat:
+  intervalMs: 500              # a frame per link every interval
+  deadtimeMs: 3000             # silence after which a link is down; the peer is lost when all links are
+
+tiebreaker:
+${o.tiebreakerYaml ?? `  # ping: { targets: [GATEWAY], mode: any, timeoutMs: 1000 }   # without a tiebreaker no node ever takes over by itself`}
+  selfFenceGraceMs: 10000
+
+jobs:
+${o.jobsYaml ?? `  # - name: web
+  #   policy: manual           # manual | when-consistent | allow-difference | unconditional
+  #   resources:
+  #     - name: ip
+  #       vip: { address: 10.0.0.100/24, interface: eth0 }
+  #   mirrors:
+  #     - path: /srv/web/data
+  []`}
+
+users:
+  - name: admin
+    role: admin
+    passwordHash: "${o.passwordHash}"
+`;
+}
+
+async function exists(file: string): Promise<boolean> {
+  return stat(file).then(
+    () => true,
+    () => false,
+  );
+}

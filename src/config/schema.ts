@@ -1,0 +1,89 @@
+import { z } from "zod";
+import { resourceSpec, restartSpec } from "../resources/spec.ts";
+import { takeoverPolicy } from "../events/job.ts";
+import { passwordHashPattern } from "./secrets.ts";
+
+/**
+ * The config file of a two-node cluster, identical on both nodes. Lists, never maps keyed by
+ * operator-chosen names: a name is a value that can be checked, not a key that can be "__proto__".
+ */
+const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "expected a name of letters, digits, '_', '.' or '-' (at most 64, starting with a letter or digit)");
+const address = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}$|^[0-9a-fA-F:]+$/, "expected an IP address like 10.0.0.1");
+const port = z.number().int().min(1, "expected a port 1..65535").max(65535, "expected a port 1..65535");
+const ms = z.number().int().positive("expected a positive number of milliseconds");
+const absolutePath = z.string().regex(/^\//, "expected an absolute path like /var/lib/duet");
+
+export const DEFAULT_PORTS = { api: 7320, peer: 7330 } as const;
+export const DEFAULT_HEARTBEAT = { intervalMs: 500, deadtimeMs: 3000, port: 7340 } as const;
+export const SNAPSHOTS_KEPT_DEFAULT = 64;
+
+export const nodeSpec = z.strictObject({
+  name,
+  /** The peer channel and the API listen here; the peer dials it. */
+  address,
+  dataDir: absolutePath.default("/var/lib/duet"),
+});
+export type NodeSpec = z.infer<typeof nodeSpec>;
+
+export const linkSpec = z.strictObject({
+  name,
+  port,
+  /** This link's address on each node, in the order of `nodes`. */
+  addresses: z.tuple([address, address], { error: "expected two addresses, one per node in the order of nodes" }),
+});
+
+export const jobSpec = z.strictObject({
+  name,
+  nodes: z.array(name).length(2, "expected the two node names").optional(),
+  policy: takeoverPolicy.default("manual"),
+  reverseWhenConsistent: z.boolean().default(false),
+  restart: restartSpec.default({ max: 3, windowMs: 300_000 }),
+  resources: z.array(resourceSpec).default([]),
+  mirrors: z.array(z.strictObject({ path: absolutePath })).default([]),
+  snapshots: z
+    .strictObject({
+      intervalMs: ms.optional(),
+      /** Local time of day the schedule starts from, like 02:00. */
+      firstAt: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, "expected a time of day like 02:00").optional(),
+      keep: z.number().int().min(1).max(10_000).default(SNAPSHOTS_KEPT_DEFAULT),
+    })
+    .default({ keep: SNAPSHOTS_KEPT_DEFAULT }),
+});
+
+export const userSpec = z.strictObject({
+  name,
+  role: z.enum(["admin", "monitor"]),
+  passwordHash: z.string().regex(passwordHashPattern, "expected a scrypt hash written by `duet init` or `duet passwd`"),
+});
+
+export const configSchema = z.strictObject({
+  cluster: z.strictObject({ name, keyFile: absolutePath }),
+  nodes: z.tuple([nodeSpec, nodeSpec], { error: "expected exactly two nodes" }),
+  ports: z.strictObject({ api: port.default(DEFAULT_PORTS.api), peer: port.default(DEFAULT_PORTS.peer) }).default(DEFAULT_PORTS),
+  heartbeat: z
+    .strictObject({
+      intervalMs: ms.default(DEFAULT_HEARTBEAT.intervalMs),
+      deadtimeMs: ms.default(DEFAULT_HEARTBEAT.deadtimeMs),
+      /** Absent: one link "lan" on port 7340 over the node addresses. */
+      links: z.array(linkSpec).min(1, "expected at least one heartbeat link").optional(),
+    })
+    .default({ intervalMs: DEFAULT_HEARTBEAT.intervalMs, deadtimeMs: DEFAULT_HEARTBEAT.deadtimeMs }),
+  tiebreaker: z
+    .strictObject({
+      ping: z.strictObject({ targets: z.array(z.string().min(1)).min(1, "expected at least one ping target"), mode: z.enum(["any", "all"]).default("any"), timeoutMs: ms.default(1000) }).optional(),
+      fence: z.strictObject({ command: z.array(z.string().min(1)).min(1, "expected a command as a list"), timeoutMs: ms.default(30_000) }).optional(),
+      selfFenceGraceMs: z.number().int().nonnegative().default(10_000),
+    })
+    .default({ selfFenceGraceMs: 10_000 }),
+  jobs: z.array(jobSpec).default([]),
+  users: z.array(userSpec).default([]),
+});
+
+type Parsed = z.infer<typeof configSchema>;
+/** The config after defaults are filled in: every job names its nodes, every cluster has links. */
+export type Config = Omit<Parsed, "jobs" | "heartbeat"> & {
+  heartbeat: Omit<Parsed["heartbeat"], "links"> & { links: z.infer<typeof linkSpec>[] };
+  jobs: (Omit<Parsed["jobs"][number], "nodes"> & { nodes: [string, string] })[];
+};
+export type JobSpec = Config["jobs"][number];
+export type UserSpec = z.infer<typeof userSpec>;

@@ -1,0 +1,154 @@
+import { mkdtemp, readFile, rm, stat, writeFile, chmod } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { ConfigError, loadConfig, parseConfig, selfNode } from "../../src/config/load.ts";
+import { initConfig } from "../../src/config/init.ts";
+import { redactConfigText } from "../../src/config/redact.ts";
+import { readClusterKey, verifyPassword } from "../../src/config/secrets.ts";
+
+const base = `
+cluster: { name: shop, keyFile: /etc/duet/cluster.key }
+nodes:
+  - { name: alpha, address: 10.0.0.1 }
+  - { name: beta, address: 10.0.0.2 }
+`;
+const job = (body: string) => `${base}jobs:\n  - name: web\n${body}`;
+
+function errorOf(text: string): ConfigError {
+  try {
+    parseConfig(text, "test.yaml");
+  } catch (error) {
+    if (error instanceof ConfigError) return error;
+    throw error;
+  }
+  throw new Error("expected the config to be refused");
+}
+
+const dirs: string[] = [];
+afterEach(async () => {
+  for (const dir of dirs.splice(0)) await rm(dir, { recursive: true, force: true });
+});
+async function tempDir() {
+  const dir = await mkdtemp(join(tmpdir(), "duet-config-"));
+  dirs.push(dir);
+  return dir;
+}
+
+describe("config errors name the key path and what was expected", () => {
+  const table: [string, string, string, RegExp][] = [
+    ["a vip without a prefix length", job(`    resources:\n      - name: ip\n        vip: { address: 10.0.0.10, interface: eth0 }\n`), "jobs[0].resources[0].vip.address", /expected CIDR like 10\.0\.0\.10\/24/],
+    ["one node only", `cluster: { name: shop, keyFile: /k }\nnodes:\n  - { name: alpha, address: 10.0.0.1 }\n`, "nodes", /expected exactly two nodes/],
+    ["a missing cluster", `nodes: []\n`, "cluster", /missing/],
+    ["a relative key file", base.replace("/etc/duet/cluster.key", "cluster.key"), "cluster.keyFile", /expected an absolute path/],
+    ["a bad address", base.replace("10.0.0.2", "ten"), "nodes[1].address", /expected an IP address.*got "ten"/],
+    ["an unknown top-level key", `${base}heartbeet: {}\n`, "(top)", /unknown key "heartbeet"/],
+    ["an unknown job key", job(`    polcy: manual\n`), "jobs[0]", /unknown key "polcy"/],
+    ["an unknown policy", job(`    policy: sometimes\n`), "jobs[0].policy", /manual.*when-consistent/],
+    ["a job on a node not in the cluster", job(`    nodes: [alpha, gamma]\n`), "jobs[0].nodes[1]", /expected one of the cluster's nodes \(alpha, beta\), got "gamma"/],
+    ["a deadtime shorter than three intervals", `${base}heartbeat: { intervalMs: 500, deadtimeMs: 1000 }\n`, "heartbeat.deadtimeMs", /at least 3 × intervalMs \(1500\), got 1000/],
+    ["a port out of range", `${base}ports: { api: 70000 }\n`, "ports.api", /1\.\.65535/],
+    ["api and peer on one port", `${base}ports: { api: 7330, peer: 7330 }\n`, "ports.peer", /also ports.api/],
+    ["two jobs with one name", `${base}jobs:\n  - name: web\n  - name: web\n`, "jobs[1].name", /defined twice/],
+    ["a resource with two kinds", job(`    resources:\n      - name: x\n        nic: { interface: eth0 }\n        ping: { target: 10.0.0.254 }\n`), "jobs[0].resources[0]", /exactly one resource kind key.*found nic and ping/],
+    ["a resource with no kind", job(`    resources:\n      - name: x\n`), "jobs[0].resources[0]", /exactly one resource kind key.*found none/],
+    ["a process command given as a string", job(`    resources:\n      - name: app\n        process: { command: "node app.js" }\n`), "jobs[0].resources[0]", /process\.command/],
+    ["nested mirrors", job(`    mirrors:\n      - path: /srv/data\n      - path: /srv/data/sub\n`), "jobs[0].mirrors[1].path", /overlaps mirrors\[0\]/],
+    ["a relative mirror", job(`    mirrors:\n      - path: data\n`), "jobs[0].mirrors[0].path", /absolute path/],
+    ["a plain-text password", `${base}users:\n  - { name: admin, role: admin, passwordHash: secret }\n`, "users[0].passwordHash", /scrypt hash/],
+    ["an unknown role", `${base}users:\n  - { name: bob, role: root, passwordHash: "scrypt$1$1$1$a$b" }\n`, "users[0].role", /admin.*monitor/],
+    ["an env name that is not a variable name", job(`    resources:\n      - name: app\n        process: { command: [x], env: { "__proto__": "1" } }\n`), "jobs.resources.process.env.__proto__", /not allowed as a key/],
+    ["a link with one address", `${base}heartbeat:\n  links:\n    - { name: lan, port: 7340, addresses: [10.0.0.1] }\n`, "heartbeat.links[0].addresses", /two addresses/],
+  ];
+  it.each(table)("%s", (_name, text, path, message) => {
+    const error = errorOf(text);
+    const issue = error.issues.find((i) => i.path === path);
+    expect(issue, `issues were ${JSON.stringify(error.issues)}`).toBeDefined();
+    expect(issue!.message).toMatch(message);
+    expect(error.message).toContain("test.yaml");
+  });
+
+  it("a YAML syntax error names its line", () => {
+    const error = errorOf(`cluster:\n  name: [shop\nnodes: []\n`);
+    expect(error.issues[0]!.path).toBe("(yaml)");
+    expect(error.issues[0]!.message).toMatch(/line \d+/);
+  });
+
+  it("an issue names the line of the bad key", () => {
+    const error = errorOf(job(`    policy: sometimes\n`));
+    expect(error.issues[0]!.message).toMatch(/\(line 8\)/);
+  });
+
+  it("every problem is listed at once", () => {
+    const error = errorOf(`${base.replace("10.0.0.2", "ten")}ports: { api: 0 }\n`);
+    expect(error.issues.map((i) => i.path).sort()).toEqual(["nodes[1].address", "ports.api"]);
+  });
+});
+
+describe("config defaults and examples", () => {
+  it("fills defaults: ports, a lan link over the node addresses, manual policy, both nodes", () => {
+    const { config } = parseConfig(job(""), "t");
+    expect(config.ports).toEqual({ api: 7320, peer: 7330 });
+    expect(config.heartbeat).toMatchObject({ intervalMs: 500, deadtimeMs: 3000, links: [{ name: "lan", port: 7340, addresses: ["10.0.0.1", "10.0.0.2"] }] });
+    expect(config.jobs[0]).toMatchObject({ policy: "manual", nodes: ["alpha", "beta"], restart: { max: 3 } });
+  });
+
+  it("the annotated example loads", async () => {
+    const { config } = await loadConfig(join(import.meta.dirname, "../../examples/duet.example.yaml"));
+    expect(config.jobs[0]!.resources.map((r) => r.name)).toEqual(["ip", "db", "app"]);
+  });
+
+  it("picks this node by name, and refuses a name that is not in the config", () => {
+    const { config } = parseConfig(base, "t");
+    expect(selfNode(config, "beta").address).toBe("10.0.0.2");
+    expect(() => selfNode(config, "gamma")).toThrow(/expected one of alpha, beta, got "gamma"/);
+  });
+
+  it("picks this node by a local address", () => {
+    const { config } = parseConfig(base.replace("10.0.0.1", "127.0.0.1"), "t");
+    expect(selfNode(config).name).toBe("alpha");
+  });
+});
+
+describe("duet init", () => {
+  it("writes a config that loads, a 0600 key and an admin with a generated password", async () => {
+    const dir = await tempDir();
+    const result = await initConfig({ dir, cluster: "shop", nodes: [{ name: "a", address: "10.0.0.1" }, { name: "b", address: "10.0.0.2" }] });
+    expect(result.generatedPassword).toMatch(/^[A-Za-z0-9_-]{20,}$/);
+    const { config } = await loadConfig(result.configFile);
+    expect((await stat(result.keyFile)).mode & 0o777).toBe(0o600);
+    expect((await readClusterKey(result.keyFile)).length).toBe(32);
+    expect(await verifyPassword(result.generatedPassword!, config.users[0]!.passwordHash)).toBe(true);
+    await expect(initConfig({ dir, cluster: "shop", nodes: [{ name: "a", address: "10.0.0.1" }, { name: "b", address: "10.0.0.2" }] })).rejects.toThrow(/already exists; pass --force/);
+  });
+
+  it("refuses a key others can read, or of the wrong size", async () => {
+    const dir = await tempDir();
+    const key = join(dir, "k");
+    await writeFile(key, Buffer.alloc(32), { mode: 0o644 });
+    await chmod(key, 0o644);
+    await expect(readClusterKey(key)).rejects.toThrow(/mode 644 lets others read it; expected 600/);
+    await chmod(key, 0o600);
+    await writeFile(key, Buffer.alloc(31));
+    await expect(readClusterKey(key)).rejects.toThrow(/expected 32 bytes, got 31/);
+  });
+
+  it("refuses a short password", async () => {
+    const dir = await tempDir();
+    await expect(initConfig({ dir, cluster: "c", password: "short", nodes: [{ name: "a", address: "10.0.0.1" }, { name: "b", address: "10.0.0.2" }] })).rejects.toThrow(/at least 8 characters/);
+  });
+});
+
+describe("redaction for support bundles", () => {
+  it("removes every password hash, in block and flow style, and keeps the rest", async () => {
+    const dir = await tempDir();
+    const result = await initConfig({ dir, cluster: "shop", password: "correct horse", nodes: [{ name: "a", address: "10.0.0.1" }, { name: "b", address: "10.0.0.2" }] });
+    const text = (await readFile(result.configFile, "utf8")) + `  - { name: ops, role: monitor, passwordHash: "scrypt$16384$8$1$c2FsdA==$aGFzaA==" }\n`;
+    const hashes = [...text.matchAll(/scrypt\$[^"\s]+/g)].map((m) => m[0]);
+    expect(hashes.length).toBe(2);
+    const redacted = redactConfigText(text);
+    for (const hash of hashes) expect(redacted).not.toContain(hash);
+    expect(redacted).toContain("cluster:");
+    expect(redacted.match(/<redacted>/g)?.length).toBe(2);
+  });
+});
