@@ -1,0 +1,131 @@
+import { randomBytes } from "node:crypto";
+import { createSocket } from "node:dgram";
+import fc from "fast-check";
+import { afterEach, describe, expect, it } from "vitest";
+import type { DuetEvent } from "../../src/events/catalogue.ts";
+import { createFrameCodec } from "../../src/cluster/frame.ts";
+import { startHeartbeat, type Heartbeat } from "../../src/cluster/heartbeat.ts";
+import { systemClock, systemTimers } from "../../src/world/clock.ts";
+import { udpTransport } from "../../src/world/transport.ts";
+
+const key = randomBytes(32);
+const codecs = (boot = "boot-1") => ({
+  a: createFrameCodec({ cluster: "c", self: "a", peer: "b", key, boot }),
+  b: createFrameCodec({ cluster: "c", self: "b", peer: "a", key, boot: "boot-b" }),
+});
+
+describe("heartbeat frames", () => {
+  it("a sealed frame opens once; a replay, another link or another key is refused", () => {
+    const { a, b } = codecs();
+    const frame = a.seal("lan", 1000);
+    expect(b.open(frame, "lan")).toEqual({ ok: true, from: "a", sentAt: 1000 });
+    expect(b.open(frame, "lan")).toEqual({ ok: false, reason: "replayed" });
+    expect(b.open(a.seal("lan", 1001), "backup")).toEqual({ ok: false, reason: "replayed" });
+    const stranger = createFrameCodec({ cluster: "c", self: "a", peer: "b", key: randomBytes(32), boot: "x" });
+    expect(b.open(stranger.seal("lan", 2000), "lan")).toEqual({ ok: false, reason: "bad-mac" });
+  });
+
+  it("a restarted peer is believed, and frames of its previous boot stay refused", () => {
+    const { b } = codecs();
+    const first = createFrameCodec({ cluster: "c", self: "a", peer: "b", key, boot: "boot-1" });
+    const captured = first.seal("lan", 1000);
+    expect(b.open(first.seal("lan", 1500), "lan").ok).toBe(true);
+    const second = createFrameCodec({ cluster: "c", self: "a", peer: "b", key, boot: "boot-2" });
+    expect(b.open(second.seal("lan", 2000), "lan").ok).toBe(true);
+    expect(b.open(captured, "lan")).toEqual({ ok: false, reason: "replayed" });
+    const old = createFrameCodec({ cluster: "c", self: "a", peer: "b", key, boot: "boot-1" });
+    for (let i = 0; i < 5; i++) old.seal("lan", 0);
+    expect(b.open(old.seal("lan", 3000), "lan")).toEqual({ ok: false, reason: "replayed" });
+  });
+
+  it("garbage, oversized and foreign-cluster frames are refused without throwing", () => {
+    const { b } = codecs();
+    expect(b.open(Buffer.alloc(0), "lan").ok).toBe(false);
+    expect(b.open(Buffer.alloc(600), "lan")).toEqual({ ok: false, reason: "oversized" });
+    const foreign = createFrameCodec({ cluster: "other", self: "a", peer: "b", key, boot: "x" });
+    expect(b.open(foreign.seal("lan", 1), "lan")).toEqual({ ok: false, reason: "unknown-peer" });
+  });
+
+  it("any change to a sealed frame's bytes is refused (property)", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 10_000 }), fc.integer({ min: 1, max: 255 }), (position, flip) => {
+        const { a, b } = codecs();
+        const frame = Buffer.from(a.seal("lan", 5000));
+        const at = position % frame.length;
+        frame[at] = frame[at]! ^ flip;
+        expect(b.open(frame, "lan").ok).toBe(false);
+      }),
+    );
+  });
+});
+
+describe("heartbeat links on loopback", () => {
+  const running: Heartbeat[] = [];
+  afterEach(async () => {
+    for (const h of running.splice(0)) await h.stop();
+  });
+  const port = 20000 + ((process.pid * 7) % 20000);
+
+  function start(self: "a" | "b", events: DuetEvent[], keyUsed = key) {
+    const address = self === "a" ? "127.0.0.1" : "127.0.0.2";
+    const peerAddress = self === "a" ? "127.0.0.2" : "127.0.0.1";
+    return startHeartbeat({
+      self,
+      peer: self === "a" ? "b" : "a",
+      cluster: "c",
+      key: keyUsed,
+      boot: randomBytes(4).toString("hex"),
+      links: [{ id: "lan", local: { address, port }, peer: { address: peerAddress, port } }],
+      intervalMs: 50,
+      deadtimeMs: 300,
+      transport: udpTransport,
+      clock: systemClock,
+      timers: systemTimers,
+      report: (e) => events.push(...e),
+    }).then((h) => (running.push(h), h));
+  }
+  const until = async (what: () => boolean, ms = 5000) => {
+    const deadline = Date.now() + ms;
+    while (!what()) {
+      if (Date.now() > deadline) throw new Error("timed out waiting");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const types = (events: DuetEvent[]) => events.map((e) => e.type);
+
+  it("links come up, go down after the deadtime when the peer stops, and the peer is seen again when it returns", async () => {
+    const eventsA: DuetEvent[] = [];
+    await start("a", eventsA);
+    const b = await start("b", []);
+    await until(() => types(eventsA).includes("PeerSeen"));
+    expect(types(eventsA).slice(0, 2)).toEqual(["LinkUp", "PeerSeen"]);
+    await b.stop();
+    running.splice(running.indexOf(b), 1);
+    const stoppedAt = Date.now();
+    await until(() => types(eventsA).includes("PeerLost"));
+    expect(Date.now() - stoppedAt).toBeGreaterThanOrEqual(250);
+    expect(types(eventsA)).toEqual(["LinkUp", "PeerSeen", "LinkDown", "PeerLost"]);
+    await start("b", []);
+    await until(() => types(eventsA).filter((t) => t === "PeerSeen").length === 2);
+  });
+
+  it("frames with a wrong key are dropped, counted and reported once, and never bring a link up", async () => {
+    const eventsA: DuetEvent[] = [];
+    const a = await start("a", eventsA);
+    await start("b", [], randomBytes(32));
+    await until(() => (a.stats().rejected["bad-mac"] ?? 0) >= 5);
+    expect(types(eventsA).filter((t) => t === "FramesRejected")).toHaveLength(1);
+    expect(types(eventsA)).not.toContain("LinkUp");
+  });
+
+  it("random datagrams from anywhere never crash the agent", async () => {
+    const eventsA: DuetEvent[] = [];
+    const a = await start("a", eventsA);
+    const socket = createSocket("udp4");
+    await new Promise<void>((r) => socket.bind(0, "127.0.0.2", r));
+    for (let i = 0; i < 50; i++) socket.send(randomBytes(i * 13), port, "127.0.0.1");
+    await until(() => Object.values(a.stats().rejected).reduce((x, y) => x + (y ?? 0), 0) >= 45);
+    socket.close();
+    expect(types(eventsA)).toContain("FramesRejected");
+  });
+});
