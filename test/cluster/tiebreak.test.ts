@@ -1,0 +1,78 @@
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { runTiebreaker } from "../../src/cluster/tiebreak.ts";
+import { systemClock } from "../../src/world/clock.ts";
+import { inNamespace } from "../../src/world/netns-runner.ts";
+import { systemProcesses } from "../../src/world/process.ts";
+import { createTestNet, type TestNet } from "../e2e/netns.ts";
+
+const base = { self: "b", peer: "a", processes: systemProcesses, clock: systemClock };
+let net: TestNet;
+let dir: string;
+beforeAll(async () => {
+  net = await createTestNet({ prefix: `tb${process.pid % 10000}`, subnet: `10.233.${process.pid % 200}`, hosts: ["b", "gw"] });
+  dir = await mkdtemp(join(tmpdir(), "duet-tiebreak-"));
+});
+afterAll(async () => {
+  await net?.destroy();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function script(name: string, body: string) {
+  const file = join(dir, name);
+  await writeFile(file, `#!/bin/sh\n${body}\n`);
+  await chmod(file, 0o755);
+  return file;
+}
+
+describe("tiebreaker", () => {
+  it("confirms when a ping target answers", async () => {
+    const result = await runTiebreaker({ ...base, ping: { targets: ["127.0.0.1"], mode: "any", timeoutMs: 1000 }, fence: null });
+    expect(result).toMatchObject({ verdict: "confirmed", method: "ping", targets: [{ target: "127.0.0.1", ok: true }] });
+  });
+
+  it("a node cut off from its gateway is isolated and must not take over", async () => {
+    const processes = inNamespace(net.ns("b"), systemProcesses);
+    const gateway = net.address("gw");
+    expect((await runTiebreaker({ ...base, processes, ping: { targets: [gateway], mode: "any", timeoutMs: 1000 }, fence: null })).verdict).toBe("confirmed");
+    await net.isolate("b");
+    try {
+      const result = await runTiebreaker({ ...base, processes, ping: { targets: [gateway], mode: "any", timeoutMs: 1000 }, fence: null });
+      expect(result).toMatchObject({ verdict: "isolated", targets: [{ target: gateway, ok: false }] });
+    } finally {
+      await net.heal("b");
+    }
+  });
+
+  it("mode all needs every target", async () => {
+    const processes = inNamespace(net.ns("b"), systemProcesses);
+    const result = await runTiebreaker({ ...base, processes, ping: { targets: [net.address("gw"), "10.233.250.250"], mode: "all", timeoutMs: 1000 }, fence: null });
+    expect(result.verdict).toBe("isolated");
+  });
+
+  it("a fence command that succeeds confirms; its output and exit code are kept", async () => {
+    const fence = await script("fence-ok", 'echo "powered off $1"');
+    const result = await runTiebreaker({ ...base, ping: { targets: ["127.0.0.1"], mode: "any", timeoutMs: 1000 }, fence: { command: [fence, "{peer}"], timeoutMs: 5000 } });
+    expect(result).toMatchObject({ verdict: "confirmed", method: "fence", exitCode: 0, output: "powered off a\n" });
+  });
+
+  it("a failing or hanging fence command fails the tiebreaker, with bounded output", async () => {
+    const noisy = await script("fence-fail", 'head -c 10000 /dev/zero | tr "\\0" x; echo; echo "ipmi: no answer" >&2; exit 3');
+    const failed = await runTiebreaker({ ...base, ping: null, fence: { command: [noisy], timeoutMs: 5000 } });
+    expect(failed).toMatchObject({ verdict: "failed", method: "fence", exitCode: 3 });
+    expect(failed.output!.length).toBeLessThanOrEqual(4096);
+    expect(failed.output).toContain("ipmi: no answer");
+    const hang = await script("fence-hang", "sleep 30");
+    const timedOut = await runTiebreaker({ ...base, ping: null, fence: { command: [hang], timeoutMs: 300 } });
+    expect(timedOut.verdict).toBe("failed");
+    expect(timedOut.output).toContain("timed out after 300 ms");
+  });
+
+  it("without any tiebreaker configured the verdict is failed, never confirmed", async () => {
+    const result = await runTiebreaker({ ...base, ping: null, fence: null });
+    expect(result.verdict).toBe("failed");
+    expect(result.output).toMatch(/no tiebreaker configured/);
+  });
+});
