@@ -1,0 +1,69 @@
+import type { Clock } from "../world/clock.ts";
+import type { ProcessRunner, RunResult } from "../world/process.ts";
+import { kindOf, type ResourceSpec } from "./spec.ts";
+import { createVip } from "./vip.ts";
+import { createProcess } from "./process.ts";
+import { createOcf } from "./ocf.ts";
+import { createScript } from "./script.ts";
+import { createNic } from "./nic.ts";
+import { createPing } from "./ping.ts";
+
+export type MonitorResult = { ok: true } | { ok: false; error: string; notRunning?: boolean };
+
+/** One resource of a job on this node: start and stop are idempotent, monitor never throws. */
+export interface ResourceAgent {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  monitor(): Promise<MonitorResult>;
+}
+
+export class ResourceError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode?: number,
+  ) {
+    super(message);
+    this.name = "ResourceError";
+  }
+}
+
+export interface AgentContext {
+  job: string;
+  node: string;
+  /** Per node and job: pid files, the OCF agents' HA_RSCTMP, process logs. */
+  stateDir: string;
+  processes: ProcessRunner;
+  clock: Clock;
+}
+
+export function createAgent(spec: ResourceSpec, ctx: AgentContext): ResourceAgent {
+  switch (kindOf(spec)) {
+    case "vip":
+      return createVip(spec as Extract<ResourceSpec, { vip: unknown }>, ctx);
+    case "process":
+      return createProcess(spec as Extract<ResourceSpec, { process: unknown }>, ctx);
+    case "ocf":
+      return createOcf(spec as Extract<ResourceSpec, { ocf: unknown }>, ctx);
+    case "script":
+      return createScript(spec as Extract<ResourceSpec, { script: unknown }>, ctx);
+    case "nic":
+      return createNic(spec as Extract<ResourceSpec, { nic: unknown }>);
+    case "ping":
+      return createPing(spec as Extract<ResourceSpec, { ping: unknown }>, ctx);
+  }
+}
+
+/** The last lines of a command's output, for an error message that explains itself. */
+export function outputTail(result: RunResult, maxChars = 400): string {
+  const text = `${result.stderr}${result.stdout}`.trim();
+  if (!text) return result.timedOut ? "timed out" : `exit ${result.code ?? result.signal}`;
+  return text.length > maxChars ? `…${text.slice(-maxChars)}` : text;
+}
+
+/** Runs a command; throws a ResourceError naming the resource and the command's own complaint. */
+export async function runOrThrow(ctx: AgentContext, resource: string, what: string, argv: string[], timeoutMs: number, env?: NodeJS.ProcessEnv): Promise<RunResult> {
+  const result = await ctx.processes.run(argv, { timeoutMs, env });
+  if (result.code !== 0 || result.timedOut)
+    throw new ResourceError(`${resource}: ${what} failed${result.timedOut ? ` (timed out after ${timeoutMs} ms)` : ` (exit ${result.code ?? result.signal})`}: ${outputTail(result)}`, result.code ?? undefined);
+  return result;
+}

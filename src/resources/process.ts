@@ -1,0 +1,174 @@
+import { spawn, execFileSync } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
+import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { connect } from "node:net";
+import { join } from "node:path";
+import type { AgentContext, MonitorResult, ResourceAgent } from "./agent.ts";
+import { ResourceError } from "./agent.ts";
+import type { ResourceSpec } from "./spec.ts";
+
+type ProcessSpec = Extract<ResourceSpec, { process: unknown }>;
+
+/** A process's log is rotated once past this size: one old file kept, memory never involved. */
+export const PROCESS_LOG_MAX_BYTES = 1024 * 1024;
+const HEALTH_POLL_MS = 200;
+
+/** A pid plus its start time: a pid recycled by another program is never mistaken for ours. */
+interface PidRecord {
+  pid: number;
+  startTime: string;
+}
+
+async function startTimeOf(pid: number): Promise<string | null> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (fields[0] === "Z" || fields[0] === "X") return null; // exited, not yet reaped
+    return fields[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function idOf(user: string, flag: "-u" | "-g"): number {
+  try {
+    return Number(execFileSync("id", [flag, user], { encoding: "utf8", timeout: 5000 }).trim());
+  } catch {
+    throw new ResourceError(`user ${user}: no such user on this host`);
+  }
+}
+
+/**
+ * A supervised long-running command, in its own process group so a stop reaches its children too.
+ * Its pid file lets an agent restarted after a crash find it again; health is the pid alone or a
+ * TCP port, an HTTP URL or a command.
+ */
+export function createProcess(spec: ProcessSpec, ctx: AgentContext): ResourceAgent {
+  const p = spec.process;
+  const pidFile = join(ctx.stateDir, `${spec.name}.pid`);
+  const logFile = join(ctx.stateDir, `${spec.name}.log`);
+
+  async function running(): Promise<PidRecord | null> {
+    let record: PidRecord;
+    try {
+      record = JSON.parse(await readFile(pidFile, "utf8")) as PidRecord;
+    } catch {
+      return null;
+    }
+    return record.startTime === (await startTimeOf(record.pid)) ? record : null;
+  }
+
+  async function healthy(timeoutMs: number): Promise<MonitorResult> {
+    const h = p.health;
+    if ("pid" in h) return { ok: true };
+    if ("tcp" in h) {
+      const index = h.tcp.lastIndexOf(":");
+      const host = h.tcp.slice(0, index).replace(/^\[|\]$/g, "");
+      const port = Number(h.tcp.slice(index + 1));
+      return new Promise((resolve) => {
+        const socket = connect({ host, port, timeout: timeoutMs });
+        const done = (result: MonitorResult) => {
+          socket.destroy();
+          resolve(result);
+        };
+        socket.once("connect", () => done({ ok: true }));
+        socket.once("timeout", () => done({ ok: false, error: `${spec.name}: tcp ${h.tcp} did not accept within ${timeoutMs} ms` }));
+        socket.once("error", (e) => done({ ok: false, error: `${spec.name}: tcp ${h.tcp}: ${e.message}` }));
+      });
+    }
+    if ("http" in h) {
+      try {
+        const response = await fetch(h.http, { signal: AbortSignal.timeout(timeoutMs), redirect: "manual" });
+        await response.body?.cancel();
+        return response.status < 400 ? { ok: true } : { ok: false, error: `${spec.name}: GET ${h.http} answered ${response.status}` };
+      } catch (e) {
+        return { ok: false, error: `${spec.name}: GET ${h.http}: ${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}` };
+      }
+    }
+    const result = await ctx.processes.run(h.command, { timeoutMs });
+    return result.code === 0 ? { ok: true } : { ok: false, error: `${spec.name}: health command exited ${result.code ?? result.signal}: ${result.stderr.trim().slice(-200)}` };
+  }
+
+  async function monitor(): Promise<MonitorResult> {
+    const record = await running();
+    if (!record) return { ok: false, error: `${spec.name}: process is not running`, notRunning: true };
+    return healthy(spec.monitor.timeoutMs);
+  }
+
+  async function rotateLog(): Promise<void> {
+    const size = await stat(logFile).then((s) => s.size, () => 0);
+    if (size > PROCESS_LOG_MAX_BYTES) await rename(logFile, `${logFile}.1`);
+  }
+
+  async function logTail(): Promise<string> {
+    const text = await readFile(logFile, "utf8").catch(() => "");
+    return text.trim().slice(-400);
+  }
+
+  async function kill(record: PidRecord, timeoutMs: number): Promise<void> {
+    const signal = (s: NodeJS.Signals) => {
+      try {
+        process.kill(-record.pid, s);
+      } catch {
+        // the group is gone already
+      }
+    };
+    signal("SIGTERM");
+    const deadline = ctx.clock.monotonic() + timeoutMs;
+    while (ctx.clock.monotonic() < deadline) {
+      if ((await startTimeOf(record.pid)) !== record.startTime) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    signal("SIGKILL");
+  }
+
+  return {
+    async start() {
+      if (!(await running())) {
+        await mkdir(ctx.stateDir, { recursive: true });
+        await rotateLog();
+        const out = openSync(logFile, "a", 0o640);
+        const [command, ...args] = p.command;
+        let child;
+        try {
+          child = spawn(command!, args, {
+            cwd: p.cwd,
+            env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", DUET_JOB: ctx.job, DUET_NODE: ctx.node, ...p.env },
+            detached: true,
+            stdio: ["ignore", out, out],
+            ...(p.user ? { uid: idOf(p.user, "-u"), gid: idOf(p.user, "-g") } : {}),
+          });
+        } finally {
+          closeSync(out);
+        }
+        const spawned = await new Promise<number>((resolve, reject) => {
+          child.once("spawn", () => resolve(child.pid!));
+          child.once("error", (e) => reject(new ResourceError(`${spec.name}: cannot run ${command}: ${e.message}`)));
+        });
+        child.unref();
+        const startTime = await startTimeOf(spawned);
+        if (startTime === null) throw new ResourceError(`${spec.name}: ${command} exited at once: ${await logTail()}`);
+        await writeFile(pidFile, JSON.stringify({ pid: spawned, startTime }));
+      }
+      const deadline = ctx.clock.monotonic() + spec.startTimeoutMs;
+      let last: MonitorResult = { ok: false, error: "not checked" };
+      while (ctx.clock.monotonic() < deadline) {
+        last = await monitor();
+        if (last.ok) return;
+        if (last.notRunning) break;
+        await new Promise((r) => setTimeout(r, HEALTH_POLL_MS));
+      }
+      const record = await running();
+      if (record) await kill(record, spec.stopTimeoutMs);
+      await rm(pidFile, { force: true });
+      throw new ResourceError(`${spec.name}: did not become healthy within ${spec.startTimeoutMs} ms (${last.ok ? "" : last.error}); its log ends: ${await logTail()}`);
+    },
+    async stop() {
+      const record = await running();
+      if (record) await kill(record, spec.stopTimeoutMs);
+      await rm(pidFile, { force: true });
+    },
+    monitor,
+  };
+}

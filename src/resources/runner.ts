@@ -1,0 +1,155 @@
+import type { DuetEvent } from "../events/catalogue.ts";
+import type { TimerHandle, Timers } from "../world/clock.ts";
+import { createAgent, type AgentContext, type MonitorResult, type ResourceAgent } from "./agent.ts";
+import { kindOf, type ResourceSpec, type RestartSpec } from "./spec.ts";
+
+export interface JobRunner {
+  bringIn(): Promise<{ ok: true } | { ok: false; resource: string; error: string }>;
+  bringOut(): Promise<{ ok: boolean; failed: { resource: string; error: string }[] }>;
+  /** Each resource's monitor, without acting: what runs here after an agent restart. */
+  probe(): Promise<{ resource: string; running: boolean }[]>;
+  monitoring(): boolean;
+  close(): Promise<void>;
+}
+
+export interface JobRunnerOptions {
+  job: string;
+  node: string;
+  resources: ResourceSpec[];
+  restart: RestartSpec;
+  ctx: Omit<AgentContext, "job" | "node">;
+  timers: Timers;
+  report: (events: DuetEvent[]) => Promise<void>;
+}
+
+function bounded<T>(work: Promise<T>, ms: number, timers: Timers, what: string): Promise<T> {
+  let handle: TimerHandle | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    handle = timers.after(ms, () => reject(new Error(`${what} timed out after ${ms} ms`)));
+  });
+  return Promise.race([work, timeout]).finally(() => handle?.cancel());
+}
+
+/**
+ * The resources of one job on this node: started in order, stopped in reverse, watched by one
+ * monitor loop each. A failing monitor restarts its resource in place up to restart.max times
+ * within restart.windowMs; past that it only reports, and the policy moves the job.
+ */
+export function createJobRunner(options: JobRunnerOptions): JobRunner {
+  const { job, node, timers, report } = options;
+  const ctx: AgentContext = { ...options.ctx, job, node };
+  const resources = options.resources.map((spec) => ({ spec, agent: createAgent(spec, ctx) as ResourceAgent, failures: [] as number[], failing: false, given_up: false }));
+  const loops = new Map<string, TimerHandle>();
+  let generation = 0; // bumps on bring-out so a monitor run in flight does not act afterwards
+
+  const fact = <T extends DuetEvent["type"]>(type: T, data: Record<string, unknown>) => ({ type, data: { job, node, ...data } }) as DuetEvent;
+
+  async function start(r: (typeof resources)[number]): Promise<string | null> {
+    try {
+      await bounded(r.agent.start(), r.spec.startTimeoutMs + 5000, timers, `${r.spec.name}: start`);
+      return null;
+    } catch (error) {
+      return (error as Error).message;
+    }
+  }
+
+  async function stop(r: (typeof resources)[number]): Promise<string | null> {
+    try {
+      await bounded(r.agent.stop(), r.spec.stopTimeoutMs + 5000, timers, `${r.spec.name}: stop`);
+      return null;
+    } catch (error) {
+      return (error as Error).message;
+    }
+  }
+
+  function schedule(r: (typeof resources)[number], mine: number): void {
+    loops.set(r.spec.name, timers.after(r.spec.monitor.intervalMs, () => void check(r, mine)));
+  }
+
+  async function check(r: (typeof resources)[number], mine: number): Promise<void> {
+    if (mine !== generation) return;
+    let result: MonitorResult;
+    try {
+      result = await bounded(r.agent.monitor(), r.spec.monitor.timeoutMs + 1000, timers, `${r.spec.name}: monitor`);
+    } catch (error) {
+      result = { ok: false, error: (error as Error).message };
+    }
+    if (mine !== generation) return;
+    if (result.ok) {
+      if (r.failing) await report([fact("MonitorRecovered", { resource: r.spec.name })]);
+      r.failing = false;
+    } else if (!r.given_up) {
+      const now = ctx.clock.monotonic();
+      r.failures = [...r.failures.filter((t) => now - t < options.restart.windowMs), now];
+      r.failing = true;
+      const failures = r.failures.length;
+      await report([fact("MonitorFailed", { resource: r.spec.name, error: result.error, failures })]);
+      // A NIC cannot be restarted, and past the threshold restarting only hides a broken host.
+      if (kindOf(r.spec) === "nic" || failures > options.restart.max) {
+        r.given_up = true;
+      } else {
+        await stop(r);
+        const error = await start(r);
+        if (mine !== generation) return;
+        if (error === null) {
+          r.failing = false;
+          await report([fact("ResourceRestarted", { resource: r.spec.name, attempt: failures })]);
+        } else await report([fact("ResourceStartFailed", { resource: r.spec.name, error })]);
+      }
+    }
+    if (mine === generation) schedule(r, mine);
+  }
+
+  function stopMonitors(): void {
+    generation += 1;
+    for (const loop of loops.values()) loop.cancel();
+    loops.clear();
+  }
+
+  return {
+    async bringIn() {
+      stopMonitors();
+      const started: (typeof resources)[number][] = [];
+      for (const r of resources) {
+        const error = await start(r);
+        if (error !== null) {
+          await report([fact("ResourceStartFailed", { resource: r.spec.name, error })]);
+          // Roll back what this attempt started, so a failed start leaves nothing half-running.
+          for (const s of started.reverse()) {
+            const stopError = await stop(s);
+            await report([stopError === null ? fact("ResourceStopped", { resource: s.spec.name }) : fact("ResourceStopFailed", { resource: s.spec.name, error: stopError })]);
+          }
+          return { ok: false, resource: r.spec.name, error };
+        }
+        started.push(r);
+        r.failures = [];
+        r.failing = false;
+        r.given_up = false;
+        await report([fact("ResourceStarted", { resource: r.spec.name })]);
+      }
+      const mine = generation;
+      for (const r of resources) schedule(r, mine);
+      return { ok: true };
+    },
+    async bringOut() {
+      stopMonitors();
+      const failed: { resource: string; error: string }[] = [];
+      for (const r of [...resources].reverse()) {
+        const error = await stop(r);
+        if (error === null) await report([fact("ResourceStopped", { resource: r.spec.name })]);
+        else {
+          failed.push({ resource: r.spec.name, error });
+          await report([fact("ResourceStopFailed", { resource: r.spec.name, error })]);
+        }
+      }
+      return { ok: failed.length === 0, failed };
+    },
+    async probe() {
+      return Promise.all(resources.map(async (r) => ({ resource: r.spec.name, running: (await r.agent.monitor()).ok })));
+    },
+    monitoring: () => loops.size > 0,
+    async close() {
+      stopMonitors();
+    },
+  };
+}

@@ -1,0 +1,41 @@
+import type { AgentContext, ResourceAgent } from "./agent.ts";
+import { ResourceError, outputTail, runOrThrow } from "./agent.ts";
+import type { ResourceSpec } from "./spec.ts";
+
+type VipSpec = Extract<ResourceSpec, { vip: unknown }>;
+
+/**
+ * A virtual IP: `ip addr add`, then gratuitous ARP so clients and switches follow at once (without
+ * it a client keeps the old MAC for 20–30 s). It refuses to start while the address answers
+ * elsewhere: two hosts claiming one address is the failure an HA pair exists to prevent.
+ */
+export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
+  const { address: cidr, interface: dev, arpCount } = spec.vip;
+  const address = cidr.split("/")[0]!;
+  const present = async () => {
+    const result = await ctx.processes.run(["ip", "-o", "addr", "show", "dev", dev], { timeoutMs: spec.monitor.timeoutMs });
+    if (result.code !== 0) throw new ResourceError(`${spec.name}: interface ${dev}: ${outputTail(result)}`);
+    return result.stdout.split("\n").some((line) => line.includes(` ${cidr} `) || line.includes(` ${address}/`));
+  };
+  return {
+    async start() {
+      if (await present()) return;
+      // Duplicate address detection: arping -D exits 1 when someone answers for the address.
+      const dad = await ctx.processes.run(["arping", "-D", "-c", "2", "-w", "2", "-I", dev, address], { timeoutMs: spec.startTimeoutMs });
+      if (dad.code === 1) throw new ResourceError(`${spec.name}: ${address} already answers on the network (${outputTail(dad, 200)}); refusing to start it here too`);
+      await runOrThrow(ctx, spec.name, `ip addr add ${cidr} dev ${dev}`, ["ip", "addr", "add", cidr, "dev", dev], spec.startTimeoutMs);
+      if (arpCount > 0) await runOrThrow(ctx, spec.name, "gratuitous ARP", ["arping", "-U", "-c", String(arpCount), "-I", dev, address], spec.startTimeoutMs);
+    },
+    async stop() {
+      if (!(await present())) return;
+      await runOrThrow(ctx, spec.name, `ip addr del ${cidr} dev ${dev}`, ["ip", "addr", "del", cidr, "dev", dev], spec.stopTimeoutMs);
+    },
+    async monitor() {
+      try {
+        return (await present()) ? { ok: true } : { ok: false, error: `${cidr} is not on ${dev}`, notRunning: true };
+      } catch (error) {
+        return { ok: false, error: (error as Error).message };
+      }
+    },
+  };
+}

@@ -1,0 +1,112 @@
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createAgent, type AgentContext } from "../../src/resources/agent.ts";
+import { ocfMetadata } from "../../src/resources/ocf.ts";
+import { resourceSpec } from "../../src/resources/spec.ts";
+import { systemClock } from "../../src/world/clock.ts";
+import { inNamespace } from "../../src/world/netns-runner.ts";
+import { systemProcesses } from "../../src/world/process.ts";
+import { createTestNet, type TestNet } from "../e2e/netns.ts";
+
+const DUMMY = "/usr/lib/ocf/resource.d/heartbeat/Dummy";
+let stateDir: string;
+let net: TestNet;
+const subnet = `10.234.${process.pid % 200}`;
+beforeAll(async () => {
+  if (!existsSync(DUMMY)) throw new Error(`${DUMMY} is missing: install Debian's resource-agents (apt-get install resource-agents, or run bash .ci/run)`);
+  stateDir = await mkdtemp(join(tmpdir(), "duet-agents-"));
+  net = await createTestNet({ prefix: `rs${process.pid % 10000}`, subnet, hosts: ["a", "b", "client"] });
+});
+afterAll(async () => {
+  await net?.destroy();
+  await rm(stateDir, { recursive: true, force: true });
+});
+const ctx = (over: Partial<AgentContext> = {}): AgentContext => ({ job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock, ...over });
+const agentFor = (spec: unknown, over: Partial<AgentContext> = {}) => createAgent(resourceSpec.parse(spec), ctx(over));
+
+describe("ocf resource agents (Debian's resource-agents)", () => {
+  it("Dummy: monitor before start says not running (7), then start, monitor, stop", async () => {
+    const dummy = agentFor({ name: "dummy", ocf: { agent: "heartbeat/Dummy" } });
+    expect(await dummy.monitor()).toMatchObject({ ok: false, notRunning: true });
+    await dummy.start();
+    expect(await dummy.monitor()).toEqual({ ok: true });
+    await dummy.stop();
+    expect(await dummy.monitor()).toMatchObject({ ok: false, notRunning: true });
+    await dummy.stop(); // stopping a stopped resource succeeds (OCF 7 on stop is success)
+  });
+
+  it("two nodes on one machine keep separate state (HA_RSCTMP per node)", async () => {
+    const onA = agentFor({ name: "dummy2", ocf: { agent: "heartbeat/Dummy" } }, { stateDir: join(stateDir, "a") });
+    const onB = agentFor({ name: "dummy2", ocf: { agent: "heartbeat/Dummy" } }, { stateDir: join(stateDir, "b") });
+    await onA.start();
+    expect((await onB.monitor()).ok).toBe(false);
+    await onA.stop();
+  });
+
+  it("an error code is named: a missing agent is 'not installed', a bad parameter is explained", async () => {
+    const missing = agentFor({ name: "x", ocf: { agent: "heartbeat/NoSuchAgent" } });
+    await expect(missing.start()).rejects.toThrow(/ocf:heartbeat\/NoSuchAgent start/);
+    const unconfigured = agentFor({ name: "ip", ocf: { agent: "heartbeat/IPaddr2" } });
+    await expect(unconfigured.start()).rejects.toThrow(/returned 6 \(not configured \(it will not work on the other node either\)\).*the ip parameter\) is mandatory/);
+  });
+
+  it("anything runs a command as a resource", async () => {
+    const any = agentFor({ name: "sleeper", ocf: { agent: "heartbeat/anything", params: { binfile: "/bin/sleep", cmdline_options: "60", pidfile: join(stateDir, "sleeper.pid") } } });
+    await any.start();
+    expect(await any.monitor()).toEqual({ ok: true });
+    await any.stop();
+    expect((await any.monitor()).ok).toBe(false);
+  });
+
+  it("meta-data describes the agent's parameters", async () => {
+    const spec = resourceSpec.parse({ name: "d", ocf: { agent: "heartbeat/Dummy" } });
+    expect(await ocfMetadata(spec as never, ctx())).toMatch(/<resource-agent name="Dummy"/);
+  });
+});
+
+describe("vip, nic and ping in test namespaces", () => {
+  const vip = `${subnet}.100`;
+  const vipSpec = { name: "ip", vip: { address: `${vip}/24`, interface: "eth0", arpCount: 2 }, startTimeoutMs: 5000 };
+
+  it("the address moves with gratuitous ARP: the client learns the new MAC at once", async () => {
+    const onA = agentFor(vipSpec, { processes: inNamespace(net.ns("a"), systemProcesses) });
+    const onB = agentFor(vipSpec, { processes: inNamespace(net.ns("b"), systemProcesses) });
+    await onA.start();
+    expect(await onA.monitor()).toEqual({ ok: true });
+    await net.exec("client", ["ping", "-c", "1", "-W", "1", vip]);
+    const macOf = async (host: string) => (await net.exec(host, ["cat", "/sys/class/net/eth0/address"])).trim();
+    const neighbour = async () => (await net.exec("client", ["ip", "neigh", "show", vip])).trim();
+    expect(await neighbour()).toContain(await macOf("a"));
+    await expect(onB.start(), "b must refuse while a holds the address").rejects.toThrow(/already answers on the network/);
+    await onA.stop();
+    expect((await onA.monitor()).ok).toBe(false);
+    await onB.start();
+    expect(await neighbour()).toContain(await macOf("b"));
+    await onB.stop();
+  });
+
+  it("nic: up with carrier is healthy, a downed NIC fails", async () => {
+    const processes = inNamespace(net.ns("a"), systemProcesses);
+    // /sys/class/net shows the namespace of the reading process: check through a shell in the namespace.
+    const carrier = async () => (await processes.run(["cat", "/sys/class/net/eth0/carrier", "/sys/class/net/eth0/operstate"])).stdout;
+    expect(await carrier()).toMatch(/1\s+up/);
+    const nic = agentFor({ name: "nic", nic: { interface: "lo" } });
+    expect(await nic.monitor()).toEqual({ ok: true });
+    const missing = agentFor({ name: "nic", nic: { interface: "nosuch0" } });
+    await expect(missing.start()).rejects.toThrow(/no interface nosuch0/);
+  });
+
+  it("ping: a reachable target is healthy, an unreachable one fails", async () => {
+    const processes = inNamespace(net.ns("a"), systemProcesses);
+    expect(await agentFor({ name: "gw", ping: { target: net.address("client") } }, { processes }).monitor()).toEqual({ ok: true });
+    await net.isolate("a");
+    try {
+      expect((await agentFor({ name: "gw", ping: { target: net.address("client") } }, { processes }).monitor()).ok).toBe(false);
+    } finally {
+      await net.heal("a");
+    }
+  });
+});
