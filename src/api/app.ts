@@ -1,0 +1,247 @@
+import { Hono, type Context } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { streamSSE } from "hono/streaming";
+import { z } from "zod";
+import { isEventType, type Recorded } from "../events/catalogue.ts";
+import type { Clock } from "../world/clock.ts";
+import { createAuth } from "./auth.ts";
+import { createMetrics } from "./metrics.ts";
+import { ControlError, type ApiJournal, type ApiUser, type ControlPort, type Role } from "./ports.ts";
+import { clusterView, jobView } from "./views.ts";
+
+export const API_BODY_MAX_BYTES = 64 * 1024;
+export const EVENTS_PAGE_DEFAULT = 100;
+export const EVENTS_PAGE_MAX = 1000;
+/** Events an SSE subscriber may fall behind by before it is told to reconnect from its last id. */
+export const SSE_BUFFER_MAX = 10_000;
+export const SSE_HEARTBEAT_MS = 15_000;
+
+type Env = { Variables: { user: string; role: Role } };
+
+function errorBody(code: string, message: string, field?: string, details?: unknown) {
+  return { error: { code, message, ...(field ? { field } : {}), ...(details !== undefined ? { details } : {}) } };
+}
+
+/** Parses a JSON body with a schema; a bad body is a 400 naming the field and what was expected. */
+async function body<T>(c: Context, schema: z.ZodType<T>): Promise<T> {
+  const text = await c.req.text();
+  let raw: unknown = {};
+  if (text.trim()) {
+    try {
+      raw = JSON.parse(text);
+    } catch {
+      throw new ControlError("bad-request", 400, "body: expected JSON");
+    }
+  }
+  const parsed = schema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const field = issue.path.join(".") || "body";
+    throw new ControlError("bad-request", 400, `${field}: ${issue.message}`, { field });
+  }
+  return parsed.data;
+}
+
+export interface ApiOptions {
+  journal: ApiJournal;
+  control: ControlPort;
+  users: ApiUser[];
+  clock: Clock;
+  self: string;
+  tokenTtlMs?: number;
+  /** Fixed tokens (the local CLI's, from a 0600 file in the data directory). */
+  localTokens?: { token: string; user: string; role: Role }[];
+}
+
+/** The HTTP API under /v1: read the state, act through the agent, follow the journal live. */
+export function createApi(options: ApiOptions) {
+  const { journal, control, clock } = options;
+  const auth = createAuth({ users: options.users, clock, tokenTtlMs: options.tokenTtlMs, localTokens: options.localTokens });
+  const metrics = createMetrics(journal);
+  const streams = new Set<() => void>();
+  const app = new Hono<Env>();
+
+  app.onError((error, c) => {
+    if (error instanceof ControlError) {
+      const field = (error.details as { field?: string } | undefined)?.field;
+      return c.json(errorBody(error.code, error.message, field, field ? undefined : error.details), error.status);
+    }
+    return c.json(errorBody("internal", error.message), 500);
+  });
+  app.notFound((c) => c.json(errorBody("not-found", `no route ${c.req.method} ${c.req.path}`), 404));
+  app.use(bodyLimit({ maxSize: API_BODY_MAX_BYTES, onError: (c) => c.json(errorBody("body-too-large", `body: expected at most ${API_BODY_MAX_BYTES} bytes`), 413) }));
+
+  // For load balancers and monitoring: no token, nothing secret.
+  app.get("/v1/health", (c) => c.json({ ok: true, node: options.self }));
+  app.get("/v1/health/jobs/:job/active", (c) => {
+    const job = journal.state().jobs.get(c.req.param("job"));
+    const active = job?.active === options.self && job.phase === "in";
+    return c.json({ job: c.req.param("job"), node: options.self, active }, active ? 200 : 503);
+  });
+
+  app.post("/v1/login", async (c) => {
+    const { user, password } = await body(c, z.strictObject({ user: z.string().min(1).max(64), password: z.string().min(1).max(1024) }));
+    const from = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress ?? "unknown";
+    const outcome = await auth.login(user, password, from);
+    if (outcome.ok) {
+      await journal.append([{ type: "LoginSucceeded", data: { user, role: outcome.session.role, from } }]);
+      return c.json({ token: outcome.token, role: outcome.session.role, expiresAt: outcome.session.expiresAt });
+    }
+    await journal.append([{ type: "LoginFailed", data: { user, from, reason: outcome.reason } }]);
+    if (outcome.reason === "rate-limited") {
+      c.header("Retry-After", String(Math.ceil((outcome.retryAfterMs ?? 60_000) / 1000)));
+      return c.json(errorBody("rate-limited", "too many failed logins; try again later"), 429);
+    }
+    return c.json(errorBody("unauthorized", "user or password is wrong"), 401);
+  });
+
+  const authenticate = async (c: Context<Env>, next: () => Promise<void>) => {
+    const header = c.req.header("authorization");
+    const token = header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
+    const checked = auth.check(token);
+    if (!checked.ok) return c.json(errorBody(checked.code, checked.code === "token-expired" ? "the token has expired; log in again" : "a bearer token is required (POST /v1/login)"), 401);
+    c.set("user", checked.session.user);
+    c.set("role", checked.session.role);
+    if (c.req.method !== "GET" && checked.session.role !== "admin") return c.json(errorBody("forbidden", `role ${checked.session.role} may only read; this needs admin`), 403);
+    await next();
+  };
+  app.use("/v1/*", authenticate);
+  app.use("/metrics", authenticate);
+
+  app.get("/metrics", async (c) => c.text(await metrics.metrics(), 200, { "content-type": metrics.contentType }));
+  app.get("/v1/cluster", (c) => c.json(clusterView(journal.state())));
+  app.get("/v1/nodes", (c) => {
+    const v = clusterView(journal.state());
+    return c.json({ nodes: [{ name: v.node, self: true, links: v.links, linksState: v.linksState }, { name: v.peer, self: false, status: v.peerStatus, since: v.peerSince }] });
+  });
+  app.get("/v1/jobs", (c) => c.json({ jobs: clusterView(journal.state()).jobs }));
+  app.get("/v1/jobs/:job", (c) => {
+    const state = journal.state();
+    const job = state.jobs.get(c.req.param("job"));
+    if (!job) throw new ControlError("not-found", 404, `job ${c.req.param("job")}: no such job`);
+    return c.json(jobView(state, job));
+  });
+  app.get("/v1/replication", (c) => c.json({ jobs: clusterView(journal.state()).jobs.map((j) => ({ job: j.name, ...j.replication })) }));
+
+  const eventsQuery = z.strictObject({
+    from: z.coerce.number().int().positive().optional(),
+    to: z.coerce.number().int().positive().optional(),
+    type: z.string().refine(isEventType, "expected an event type like TakeoverDecided").optional(),
+    job: z.string().optional(),
+    since: z.coerce.number().int().nonnegative().optional(),
+    until: z.coerce.number().int().nonnegative().optional(),
+    limit: z.coerce.number().int().min(1).max(EVENTS_PAGE_MAX, `expected at most ${EVENTS_PAGE_MAX}`).default(EVENTS_PAGE_DEFAULT),
+  });
+  app.get("/v1/events", async (c) => {
+    const parsed = eventsQuery.safeParse(c.req.query());
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new ControlError("bad-request", 400, `${issue.path.join(".") || "query"}: ${issue.message}`, { field: issue.path.join(".") });
+    }
+    const q = parsed.data;
+    const events: Recorded[] = [];
+    let scanned = 0;
+    for await (const e of journal.read(q.from ?? 1, q.to)) {
+      scanned += 1;
+      if (q.until !== undefined && e.at > q.until) break;
+      if ((q.type && e.type !== q.type) || (q.since !== undefined && e.at < q.since) || (q.job && (e.data as { job?: string }).job !== q.job)) continue;
+      events.push(e);
+      if (events.length >= q.limit) break;
+    }
+    return c.json({ events, head: journal.head(), scanned });
+  });
+
+  // Server-sent events: history from Last-Event-ID (or ?from) and then live, every seq once.
+  app.get("/v1/events/stream", (c) => {
+    const lastId = Number(c.req.header("last-event-id") ?? Number.NaN);
+    const fromQuery = Number(c.req.query("from") ?? Number.NaN);
+    const from = Number.isSafeInteger(lastId) && lastId >= 0 ? lastId + 1 : Number.isSafeInteger(fromQuery) && fromQuery > 0 ? fromQuery : journal.head() + 1;
+    return streamSSE(c, async (stream) => {
+      const queue: Recorded[] = [];
+      let wake: (() => void) | null = null;
+      let done = false;
+      let overflow = false;
+      const finish = () => {
+        done = true;
+        wake?.();
+      };
+      const subscription = journal.tail(from).subscribe({
+        next: (e) => {
+          if (queue.length >= SSE_BUFFER_MAX) {
+            overflow = true;
+            finish();
+            return;
+          }
+          queue.push(e);
+          wake?.();
+        },
+        complete: finish,
+        error: finish,
+      });
+      streams.add(finish);
+      stream.onAbort(finish);
+      const beat = setInterval(() => void stream.write(": keepalive\n\n").catch(finish), SSE_HEARTBEAT_MS);
+      try {
+        while (!done || queue.length > 0) {
+          const next = queue.shift();
+          if (next) {
+            await stream.writeSSE({ id: String(next.seq), event: next.type, data: JSON.stringify(next) });
+            continue;
+          }
+          if (done) break;
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = null;
+        }
+        if (overflow) await stream.writeSSE({ event: "overflow", data: JSON.stringify({ message: `fell ${SSE_BUFFER_MAX} events behind; reconnect with Last-Event-ID` }) });
+      } finally {
+        clearInterval(beat);
+        subscription.unsubscribe();
+        streams.delete(finish);
+      }
+    });
+  });
+
+  const jobParam = (c: Context) => c.req.param("job") as string;
+  const user = (c: Context<Env>) => c.get("user");
+  app.post("/v1/jobs/:job/bring-in", async (c) => {
+    const { on } = await body(c, z.strictObject({ on: z.string().min(1).optional() }));
+    return c.json(await control.bringIn(jobParam(c), user(c), on), 202);
+  });
+  app.post("/v1/jobs/:job/bring-out", async (c) => {
+    await body(c, z.strictObject({}));
+    return c.json(await control.bringOut(jobParam(c), user(c)), 202);
+  });
+  app.post("/v1/jobs/:job/switchover", async (c) => {
+    const { to } = await body(c, z.strictObject({ to: z.string().min(1).optional() }));
+    return c.json(await control.switchover(jobParam(c), user(c), to), 202);
+  });
+  app.delete("/v1/jobs/:job", async (c) => c.json(await control.deleteJob(jobParam(c), user(c)), 202));
+  app.post("/v1/jobs/:job/verify", async (c) => {
+    await body(c, z.strictObject({}));
+    return c.json(await control.verify(jobParam(c), user(c)), 202);
+  });
+  app.post("/v1/jobs/:job/source", async (c) => {
+    const { from, force } = await body(c, z.strictObject({ from: z.string().min(1), force: z.boolean().default(false) }));
+    return c.json(await control.selectSource(jobParam(c), from, user(c), force), 202);
+  });
+  app.post("/v1/config/clear", async (c) => {
+    const { force } = await body(c, z.strictObject({ force: z.boolean().default(false) }));
+    return c.json(await control.clearConfig(user(c), force), 200);
+  });
+  app.get("/v1/gatherinfo", async (c) => {
+    if (c.get("role") !== "admin") return c.json(errorBody("forbidden", "gatherinfo holds logs and network facts: admin only"), 403);
+    const { file } = await control.gatherinfo();
+    const { readFile } = await import("node:fs/promises");
+    return c.body(new Uint8Array(await readFile(file)), 200, { "content-type": "application/zip", "content-disposition": `attachment; filename="${file.split("/").pop()}"` });
+  });
+
+  return {
+    app,
+    metrics,
+    /** Ends every live stream (the agent is stopping). */
+    close(): void {
+      for (const finish of streams) finish();
+    },
+  };
+}
+export type Api = ReturnType<typeof createApi>;

@@ -1,0 +1,44 @@
+import type { Observable } from "rxjs";
+import type { DuetEvent, Recorded } from "../events/catalogue.ts";
+import type { ClusterState } from "../projections/cluster.ts";
+
+/** What the API reads and appends: the agent's journal. */
+export interface ApiJournal {
+  state(): ClusterState;
+  head(): number;
+  read(from?: number, to?: number): AsyncIterable<Recorded>;
+  tail(from: number): Observable<Recorded>;
+  append(events: DuetEvent[]): Promise<Recorded[]>;
+}
+
+/** What the API asks of the agent. Each act resolves with the seq of its request event to follow. */
+export interface ControlPort {
+  bringIn(job: string, by: string, on?: string): Promise<{ seq: number }>;
+  bringOut(job: string, by: string): Promise<{ seq: number }>;
+  switchover(job: string, by: string, to?: string): Promise<{ seq: number }>;
+  deleteJob(job: string, by: string): Promise<{ seq: number }>;
+  verify(job: string, by: string): Promise<{ seq: number }>;
+  selectSource(job: string, from: string, by: string, force: boolean): Promise<{ seq: number }>;
+  clearConfig(by: string, force: boolean): Promise<{ archivedTo: string }>;
+  gatherinfo(): Promise<{ file: string }>;
+}
+
+/** A refusal with a stable code for scripts and the HTTP status that fits it. */
+export class ControlError extends Error {
+  constructor(
+    readonly code: string,
+    readonly status: 400 | 404 | 409 | 422 | 503,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = "ControlError";
+  }
+}
+
+export type Role = "admin" | "monitor";
+export interface ApiUser {
+  name: string;
+  role: Role;
+  passwordHash: string;
+}

@@ -1,0 +1,222 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createApi } from "../../src/api/app.ts";
+import { ControlError, type ControlPort } from "../../src/api/ports.ts";
+import { startApiServer } from "../../src/api/server.ts";
+import { hashPassword } from "../../src/config/secrets.ts";
+import type { DuetEvent, Recorded } from "../../src/events/catalogue.ts";
+import { openJournal, type Journal } from "../../src/journal/journal.ts";
+import { clusterProjection, type ClusterState } from "../../src/projections/cluster.ts";
+import type { Clock } from "../../src/world/clock.ts";
+
+let dir: string;
+let journal: Journal<ClusterState>;
+let url: string;
+let close: () => Promise<void>;
+let offsetMs = 0;
+const clock: Clock = { now: () => Date.now() + offsetMs, monotonic: () => performance.now() + offsetMs };
+
+/** A real ControlPort for tests: it appends the request events an agent would, to the real journal. */
+const control: ControlPort = {
+  async bringIn(job, by, on) {
+    if (!journal.state().jobs.has(job)) throw new ControlError("not-found", 404, `job ${job}: no such job`);
+    const [r] = await journal.append([{ type: "BringInRequested", data: { job, on: on ?? "a", by } }]);
+    return { seq: r!.seq };
+  },
+  async bringOut(job, by) {
+    const [r] = await journal.append([{ type: "BringOutRequested", data: { job, by } }]);
+    return { seq: r!.seq };
+  },
+  async switchover(job, _by, to) {
+    throw new ControlError("switchover-refused", 409, `switchover of ${job} to ${to ?? "b"} refused: peer-connected`, [{ name: "peer-connected", ok: false }]);
+  },
+  async deleteJob(job, by) {
+    const [r] = await journal.append([{ type: "JobDeleted", data: { job, by } }]);
+    return { seq: r!.seq };
+  },
+  verify: async () => ({ seq: journal.head() }),
+  selectSource: async () => ({ seq: journal.head() }),
+  clearConfig: async () => ({ archivedTo: "/tmp/x" }),
+  gatherinfo: async () => {
+    throw new ControlError("not-available", 409, "not in this test");
+  },
+};
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "duet-api-"));
+  journal = await openJournal({ dir, node: "a", clock, projection: clusterProjection("a") });
+  await journal.append([
+    { type: "JobCreated", data: { job: "web", nodes: ["a", "b"], policy: "manual", reverseWhenConsistent: false, restartMax: 3, resources: [{ name: "app", kind: "process" }], mirrors: [] } },
+    { type: "JobCreated", data: { job: "old", nodes: ["a", "b"], policy: "manual", reverseWhenConsistent: false, restartMax: 3, resources: [], mirrors: [] } },
+  ]);
+  const users = [
+    { name: "admin", role: "admin" as const, passwordHash: await hashPassword("admin-password") },
+    { name: "watcher", role: "monitor" as const, passwordHash: await hashPassword("monitor-password") },
+  ];
+  const api = createApi({ journal, control, users, clock, self: "a", tokenTtlMs: 60_000, localTokens: [{ token: "local-cli-token", user: "local-cli", role: "admin" }] });
+  const server = await startApiServer(api, { address: "127.0.0.1", port: 0 });
+  url = server.url;
+  close = server.close;
+});
+afterAll(async () => {
+  await close?.();
+  await journal?.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function login(user: string, password: string) {
+  const response = await fetch(`${url}/v1/login`, { method: "POST", body: JSON.stringify({ user, password }) });
+  return { status: response.status, body: (await response.json()) as { token?: string; error?: { code: string } } };
+}
+const call = (method: string, path: string, token?: string, body?: unknown) =>
+  fetch(`${url}${path}`, { method, headers: token ? { authorization: `Bearer ${token}` } : {}, body: body === undefined ? undefined : JSON.stringify(body) });
+
+describe("API auth matrix", () => {
+  const reads = ["/v1/cluster", "/v1/nodes", "/v1/jobs", "/v1/jobs/web", "/v1/replication", "/v1/events", "/metrics"];
+  const acts: [string, string, unknown][] = [
+    ["POST", "/v1/jobs/web/bring-out", {}],
+    ["POST", "/v1/jobs/web/verify", {}],
+    ["POST", "/v1/jobs/web/source", { from: "b" }],
+    ["POST", "/v1/config/clear", {}],
+    ["DELETE", "/v1/jobs/old", undefined],
+  ];
+
+  it("every read: admin and monitor 200; no token, garbage and expired tokens 401", async () => {
+    const admin = (await login("admin", "admin-password")).body.token!;
+    const monitor = (await login("watcher", "monitor-password")).body.token!;
+    for (const path of reads) {
+      expect((await call("GET", path, admin)).status, `admin ${path}`).toBe(200);
+      expect((await call("GET", path, monitor)).status, `monitor ${path}`).toBe(200);
+      expect((await call("GET", path)).status, `none ${path}`).toBe(401);
+      expect((await call("GET", path, "garbage")).status, `garbage ${path}`).toBe(401);
+    }
+    offsetMs += 61_000;
+    try {
+      for (const path of reads) {
+        const response = await call("GET", path, monitor);
+        expect(response.status).toBe(401);
+        expect(((await response.json()) as { error: { code: string } }).error.code).toBe("token-expired");
+      }
+    } finally {
+      offsetMs -= 61_000;
+    }
+  });
+
+  it("every act: admin allowed, monitor 403, no token 401, expired 401", async () => {
+    const monitor = (await login("watcher", "monitor-password")).body.token!;
+    for (const [method, path, body] of acts) {
+      expect((await call(method, path, monitor, body)).status, `monitor ${path}`).toBe(403);
+      expect((await call(method, path, undefined, body)).status, `none ${path}`).toBe(401);
+    }
+    const admin = (await login("admin", "admin-password")).body.token!;
+    offsetMs += 61_000;
+    try {
+      for (const [method, path, body] of acts) expect((await call(method, path, admin, body)).status, `expired ${path}`).toBe(401);
+    } finally {
+      offsetMs -= 61_000;
+    }
+    const fresh = (await login("admin", "admin-password")).body.token!;
+    for (const [method, path, body] of acts) expect([200, 202], `admin ${path}`).toContain((await call(method, path, fresh, body)).status);
+  });
+
+  it("the local CLI token acts as admin", async () => {
+    expect((await call("POST", "/v1/jobs/web/bring-in", "local-cli-token", {})).status).toBe(202);
+  });
+
+  it("health endpoints need no token and reveal only whether this node is active", async () => {
+    expect(await (await call("GET", "/v1/health")).json()).toEqual({ ok: true, node: "a" });
+    expect((await call("GET", "/v1/health/jobs/web/active")).status).toBe(503);
+    await journal.append([{ type: "JobBroughtIn", data: { job: "web", node: "a" } }]);
+    expect((await call("GET", "/v1/health/jobs/web/active")).status).toBe(200);
+  });
+});
+
+describe("API errors", () => {
+  it("wrong types, unknown jobs, bad JSON and oversized bodies get JSON errors naming the field", async () => {
+    const t = "local-cli-token";
+    const wrong = await call("POST", "/v1/jobs/web/source", t, { from: 7 });
+    expect(wrong.status).toBe(400);
+    expect(await wrong.json()).toMatchObject({ error: { code: "bad-request", field: "from" } });
+    const extra = await call("POST", "/v1/jobs/web/bring-in", t, { onn: "a" });
+    expect(extra.status).toBe(400);
+    const unknown = await call("POST", "/v1/jobs/nosuch/bring-in", t, {});
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ error: { code: "not-found" } });
+    const notJson = await fetch(`${url}/v1/jobs/web/bring-in`, { method: "POST", headers: { authorization: `Bearer ${t}` }, body: "{nope" });
+    expect(await notJson.json()).toMatchObject({ error: { code: "bad-request", message: "body: expected JSON" } });
+    const huge = await call("POST", "/v1/jobs/web/bring-in", t, { on: "x".repeat(70_000) });
+    expect(huge.status).toBe(413);
+    expect(await huge.json()).toMatchObject({ error: { code: "body-too-large" } });
+    const refused = await call("POST", "/v1/jobs/web/switchover", t, {});
+    expect(refused.status).toBe(409);
+    expect(await refused.json()).toMatchObject({ error: { code: "switchover-refused", details: [{ name: "peer-connected", ok: false }] } });
+    const badQuery = await call("GET", "/v1/events?limit=5000", t);
+    expect(await badQuery.json()).toMatchObject({ error: { code: "bad-request", field: "limit" } });
+    expect((await call("GET", "/v1/nowhere", t)).status).toBe(404);
+  });
+
+  it("failed logins are journaled and rate-limited", async () => {
+    for (let i = 0; i < 5; i++) expect((await login("admin", `wrong-${i}`)).status).toBe(401);
+    const limited = await fetch(`${url}/v1/login`, { method: "POST", body: JSON.stringify({ user: "admin", password: "admin-password" }) });
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
+    const failed: Recorded[] = [];
+    for await (const e of journal.read(1)) if (e.type === "LoginFailed") failed.push(e);
+    expect(failed.map((e) => (e.data as { reason: string }).reason)).toEqual([...Array(5).fill("bad-password"), "rate-limited"]);
+    offsetMs += 61_000;
+    try {
+      expect((await login("admin", "admin-password")).status).toBe(200);
+    } finally {
+      offsetMs -= 61_000;
+    }
+  });
+
+  it("metrics are Prometheus text with duet's series", async () => {
+    const text = await (await call("GET", "/metrics", "local-cli-token")).text();
+    for (const name of ["duet_peer_connected", "duet_job_active", "duet_job_phase", "duet_queue_bytes", "duet_journal_head_seq"]) expect(text).toContain(`# TYPE ${name} gauge`);
+    expect(text).toMatch(/duet_job_active\{job="web",node="a"\} 1/);
+  });
+});
+
+describe("live event stream", () => {
+  async function readStream(lastEventId: number | null, count: number): Promise<number[]> {
+    const controller = new AbortController();
+    const response = await fetch(`${url}/v1/events/stream`, { headers: { authorization: "Bearer local-cli-token", ...(lastEventId !== null ? { "last-event-id": String(lastEventId) } : {}) }, signal: controller.signal });
+    const reader = response.body!.getReader();
+    const seqs: number[] = [];
+    let text = "";
+    while (seqs.length < count) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+      const frames = text.split("\n\n");
+      text = frames.pop()!;
+      for (const frame of frames) {
+        const id = /^id: (\d+)$/m.exec(frame);
+        if (id) seqs.push(Number(id[1]));
+      }
+    }
+    controller.abort();
+    return seqs.slice(0, count);
+  }
+
+  it("resumes from Last-Event-ID across reconnects while events are appended, without gap or duplicate", async () => {
+    const start = journal.head();
+    const total = 600;
+    const filler: DuetEvent = { type: "AlertRaised", data: { node: "a", code: "test", message: "x" } };
+    const appending = (async () => {
+      for (let i = 0; i < total; i++) await journal.append([filler]);
+    })();
+    const seen: number[] = [];
+    let last = start;
+    while (seen.length < total) {
+      const chunk = await readStream(last, Math.min(97, total - seen.length));
+      seen.push(...chunk);
+      last = chunk.at(-1) ?? last;
+    }
+    await appending;
+    expect(seen).toEqual(Array.from({ length: total }, (_, i) => start + 1 + i));
+  });
+});
