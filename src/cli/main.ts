@@ -1,12 +1,117 @@
-import { Command } from "commander";
+import { Command, Option } from "commander";
+import { initConfig } from "../config/init.ts";
+import { runReplay } from "../../tools/replay/main.ts";
+import type { clusterView } from "../api/views.ts";
+import { runAgent } from "./agent-command.ts";
+import { CliError, exitCodes, type ApiClient } from "./client.ts";
+import { DEFAULT_CONFIG, localAgent } from "./context.ts";
+import { runDemo } from "./demo.ts";
+import { renderStatus } from "./status.ts";
+import { followEvents, waitForOutcome } from "./follow.ts";
 
-const program = new Command("duet").description("High availability for a pair of Linux hosts with no shared storage.");
+const program = new Command("duet")
+  .description("High availability for a pair of Linux hosts with no shared storage.")
+  .showHelpAfterError()
+  .exitOverride();
+const configOption = () => new Option("-c, --config <file>", "the cluster config").default(DEFAULT_CONFIG);
+const nodeOption = () => new Option("-n, --node <name>", "this node's name (default: the node whose address is local)");
+const print = (json: boolean, value: unknown, human: string) => console.log(json ? JSON.stringify(value, null, 2) : human);
+
+program
+  .command("init")
+  .description("write a commented config, a new cluster key (0600) and an admin password")
+  .requiredOption("--dir <dir>", "where to write duet.yaml and cluster.key (e.g. /etc/duet)")
+  .requiredOption("--cluster <name>", "the cluster's name")
+  .requiredOption("--nodes <a=addr,b=addr>", "the two nodes and their addresses")
+  .option("--password-stdin", "read the admin password from stdin instead of generating one")
+  .option("--force", "replace an existing duet.yaml")
+  .action(async (o: { dir: string; cluster: string; nodes: string; passwordStdin?: boolean; force?: boolean }) => {
+    const nodes = o.nodes.split(",").map((pair) => {
+      const [name, address] = pair.split("=");
+      if (!name || !address) throw new CliError(`--nodes: expected name=address,name=address, got "${o.nodes}"`, exitCodes.usage);
+      return { name, address };
+    });
+    if (nodes.length !== 2) throw new CliError(`--nodes: expected exactly two nodes, got ${nodes.length}`, exitCodes.usage);
+    const password = o.passwordStdin ? (await new Response(process.stdin as unknown as ReadableStream).text()).trim() : undefined;
+    const result = await initConfig({ dir: o.dir, cluster: o.cluster, nodes: nodes as never, password, force: o.force });
+    console.log(`wrote ${result.configFile} and ${result.keyFile} (copy both to the other node)`);
+    if (result.generatedPassword) console.log(`admin password (shown once): ${result.generatedPassword}`);
+  });
+
+program
+  .command("agent")
+  .description("run the agent of this node (SIGTERM switches its jobs over when allowed, else brings them out)")
+  .addOption(configOption())
+  .addOption(nodeOption())
+  .action((o: { config: string; node?: string }) => runAgent(o));
+
+program
+  .command("status")
+  .description("hosts, links, jobs, resources, data link and queue")
+  .addOption(configOption())
+  .addOption(nodeOption())
+  .option("--json", "machine-readable output")
+  .action(async (o: { config: string; node?: string; json?: boolean }) => {
+    const client = await localAgent(o);
+    const cluster = await client.get<ReturnType<typeof clusterView>>("/v1/cluster");
+    print(!!o.json, cluster, renderStatus(cluster));
+  });
+
+const job = program.command("job").description("operate a job");
+const jobAction = (name: string, description: string, act: (client: ApiClient, job: string, o: Record<string, string | boolean | undefined>) => Promise<{ seq: number }>, extra?: (c: Command) => Command) => {
+  let command = job.command(`${name} <job>`).description(description).addOption(configOption()).addOption(nodeOption()).option("--json", "machine-readable output").option("--no-wait", "return once the request is journaled").option("--timeout <ms>", "how long to wait for the outcome", "120000");
+  if (extra) command = extra(command);
+  command.action(async (jobName: string, o: Record<string, string | boolean | undefined>) => {
+    const client = await localAgent(o as { config: string; node?: string });
+    const { seq } = await act(client, jobName, o);
+    if (o.wait === false) return print(!!o.json, { seq }, `requested (journal seq ${seq})`);
+    const outcome = await waitForOutcome(client, jobName, seq, name, Number(o.timeout));
+    print(!!o.json, { seq, outcome }, outcome.text);
+    if (!outcome.ok) process.exitCode = exitCodes.failed;
+  });
+};
+jobAction("bring-in", "start the job on a node (default: its first node)", (c, j, o) => c.post(`/v1/jobs/${encodeURIComponent(j)}/bring-in`, o.on ? { on: o.on } : {}), (c) => c.option("--on <node>", "the node to run it on"));
+jobAction("bring-out", "stop the job; it is then unmanaged", (c, j) => c.post(`/v1/jobs/${encodeURIComponent(j)}/bring-out`, {}));
+jobAction("switchover", "move the job to the other node (only when the data link is green, verified and the queue empty)", (c, j, o) => c.post(`/v1/jobs/${encodeURIComponent(j)}/switchover`, o.to ? { to: o.to } : {}), (c) => c.option("--to <node>", "the target node"));
+jobAction("delete", "remove a brought-out job from the cluster state (remove it from the config too)", (c, j) => c.delete(`/v1/jobs/${encodeURIComponent(j)}`));
+
+program
+  .command("events")
+  .description("the journal")
+  .command("tail")
+  .description("follow the live event stream (resumes after a reconnect)")
+  .addOption(configOption())
+  .addOption(nodeOption())
+  .option("--from <seq>", "start at this seq (default: new events only)")
+  .option("--json", "one JSON event per line")
+  .action(async (o: { config: string; node?: string; from?: string; json?: boolean }) => {
+    const client = await localAgent(o);
+    await followEvents(client, o.from ? Number(o.from) : null, !!o.json);
+  });
+
+program
+  .command("replay <journals...>")
+  .description("merge one or both nodes' journals (directories, exports or gatherinfo bundles), explain and re-check every automatic decision")
+  .option("--at <time>", "show each node's state at this time (ISO or epoch ms)")
+  .option("--json", "machine-readable output")
+  .option("--html <file>", "write a self-contained timeline page")
+  .action(async (paths: string[], o: { at?: string; json?: boolean; html?: string }) => {
+    const { output, exitCode } = await runReplay(paths, o);
+    console.log(output);
+    process.exitCode = exitCode;
+  });
 
 program
   .command("demo")
   .description("run two agents on this machine, fail the active one and explain the takeover")
-  .action(() => {
-    console.log("duet demo: the agents are not built yet; see README.md for what exists today.");
-  });
+  .option("--keep", "keep the demo's directory for a look afterwards")
+  .action((o: { keep?: boolean }) => runDemo({ keep: !!o.keep }));
 
-await program.parseAsync(process.argv);
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  const e = error as Error & { exitCode?: number; code?: string };
+  if (e.code?.startsWith("commander.")) process.exit(e.code === "commander.helpDisplayed" || e.code === "commander.version" ? 0 : exitCodes.usage);
+  console.error(`duet: ${e.message}`);
+  process.exit(e instanceof CliError ? e.exitCode : e.name === "ConfigError" ? exitCodes.usage : exitCodes.failed);
+}

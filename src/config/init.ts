@@ -12,6 +12,8 @@ export interface InitOptions {
   force?: boolean;
   /** Extra YAML appended under `jobs:` (the demo passes its sample job). */
   jobsYaml?: string;
+  /** Ports other than the defaults (the demo runs beside a real agent without clashing). */
+  ports?: { api: number; peer: number; heartbeat: number };
   tiebreakerYaml?: string;
 }
 
@@ -58,10 +60,10 @@ nodes:
 ${node(o.nodes[0])}
 ${node(o.nodes[1])}
 
-heartbeat:
+${o.ports ? `ports: { api: ${o.ports.api}, peer: ${o.ports.peer} }\n\n` : ""}heartbeat:
   intervalMs: 500              # a frame per link every interval
   deadtimeMs: 3000             # silence after which a link is down; the peer is lost when all links are
-
+${o.ports ? `  links:\n    - { name: lan, port: ${o.ports.heartbeat}, addresses: [${o.nodes[0].address}, ${o.nodes[1].address}] }\n` : ""}
 tiebreaker:
 ${o.tiebreakerYaml ?? `  # ping: { targets: [GATEWAY], mode: any, timeoutMs: 1000 }   # without a tiebreaker no node ever takes over by itself`}
   selfFenceGraceMs: 10000

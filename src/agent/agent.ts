@@ -1,0 +1,298 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { DuetEvent, Recorded } from "../events/catalogue.ts";
+import { openJournal, type Journal } from "../journal/journal.ts";
+import { clusterProjection, type ClusterState } from "../projections/cluster.ts";
+import { decideSwitchover } from "../policy/switchover.ts";
+import type { Config } from "../config/schema.ts";
+import { peerOf, selfNode } from "../config/load.ts";
+import { startHeartbeat } from "../cluster/heartbeat.ts";
+import { startPeerChannel } from "../cluster/peer-channel.ts";
+import { runTiebreaker } from "../cluster/tiebreak.ts";
+import { createJobRunner, type JobRunner } from "../resources/runner.ts";
+import { createApi } from "../api/app.ts";
+import { startApiServer } from "../api/server.ts";
+import type { ControlPort } from "../api/ports.ts";
+import { ControlError } from "../api/ports.ts";
+import { systemClock, systemTimers, type Clock, type Timers } from "../world/clock.ts";
+import { createHlc } from "../world/hlc.ts";
+import { systemProcesses, type ProcessRunner } from "../world/process.ts";
+import { udpTransport, type DatagramTransport } from "../world/transport.ts";
+import { localTokenFile } from "../cli/client.ts";
+import { createJobControl } from "./jobs.ts";
+import { jobsRunningHere, parseRelayedFact, reconcile } from "./peer-link.ts";
+import { parsePeerRequest, type PeerRequest, type PeerResponse, peerResponse } from "./peer-protocol.ts";
+import { createReactor } from "./reactor.ts";
+import { jobDefinitionEvents } from "./definitions.ts";
+import type { Logger } from "./log.ts";
+
+export const AGENT_VERSION = "0.1.0";
+
+export interface AgentWorld {
+  clock: Clock;
+  timers: Timers;
+  transport: DatagramTransport;
+  processes: ProcessRunner;
+}
+
+export interface AgentOptions {
+  config: Config;
+  configHash: string;
+  /** This node's name; resolved from the config by address when absent. */
+  node?: string;
+  key: Buffer;
+  log: Logger;
+  world?: AgentWorld;
+}
+
+export interface RunningAgent {
+  node: string;
+  journal: Journal<ClusterState>;
+  apiUrl: string;
+  /** What SIGTERM does: switch brought-in jobs over when the gate allows, else bring them out; then close. */
+  stop(signal?: string): Promise<void>;
+}
+
+/** The daemon: the only place that knows the journal, the core and every effector. */
+export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
+  const { config, log } = options;
+  const world = options.world ?? { clock: systemClock, timers: systemTimers, transport: udpTransport, processes: systemProcesses };
+  const me = selfNode(config, options.node);
+  const peer = peerOf(config, me.name);
+  const dataDir = me.dataDir;
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const hlc = createHlc(world.clock);
+  // The journal's lock refuses a second agent on this data directory with a clear error.
+  const journal = await openJournal({ dir: join(dataDir, "journal"), node: me.name, clock: world.clock, hlc, projection: clusterProjection(me.name), warn: (m) => log.warn(m) });
+  const boot = randomBytes(8).toString("hex");
+  const closers: (() => Promise<void> | void)[] = [() => journal.close()];
+  try {
+    const record = (events: DuetEvent[]) => (events.length === 0 ? Promise.resolve([] as Recorded[]) : journal.append(events));
+    const state = () => journal.state();
+    const info = (message: string, fields?: Record<string, unknown>) => log.info(fields ?? {}, message);
+
+    await record([
+      { type: "AgentStarted", data: { node: me.name, version: AGENT_VERSION, pid: process.pid, configHash: options.configHash, deadtimeMs: config.heartbeat.deadtimeMs, selfFenceGraceMs: config.tiebreaker.selfFenceGraceMs } },
+      ...jobDefinitionEvents(config, state()),
+    ]);
+
+    const runners = new Map<string, JobRunner>();
+    for (const job of config.jobs) {
+      if (!job.nodes.includes(me.name)) continue;
+      const runner = createJobRunner({
+        job: job.name,
+        node: me.name,
+        resources: job.resources,
+        restart: job.restart,
+        ctx: { stateDir: join(dataDir, "jobs", job.name), processes: world.processes, clock: world.clock },
+        timers: world.timers,
+        report: async (events) => {
+          await record(events);
+          reactor.poke();
+        },
+      });
+      runners.set(job.name, runner);
+    }
+    closers.push(async () => {
+      for (const runner of runners.values()) await runner.close();
+    });
+
+    // After a restart the journal may say a job runs here, while the peer may have taken it over
+    // meanwhile. Wait to hear from the peer: the hello exchange tells (one node keeps a job found on
+    // both); if the peer is lost instead, this node was the last to run it and starts it again.
+    const recovering = new Set([...state().jobs.values()].filter((j) => j.active === me.name && runners.has(j.name)).map((j) => j.name));
+    const recover = async (peerRuns: ReadonlySet<string>) => {
+      for (const job of recovering) {
+        recovering.delete(job);
+        if (peerRuns.has(job)) continue;
+        await record([{ type: "AlertRaised", data: { node: me.name, job, code: "recovered-after-restart", message: `job ${job} was running on ${me.name} when its agent last stopped; restarting its resources here` } }]);
+        void jobs.startHere(job);
+      }
+    };
+
+    let heartbeat: Awaited<ReturnType<typeof startHeartbeat>> | undefined;
+    const channel = startPeerChannel({
+      self: me.name,
+      peer: peer.name,
+      cluster: config.cluster.name,
+      key: options.key,
+      listen: { address: me.address, port: config.ports.peer },
+      connect: { address: peer.address, port: config.ports.peer },
+      dial: me.name < peer.name,
+      keepaliveMs: config.heartbeat.intervalMs,
+      timers: world.timers,
+      clock: world.clock,
+      onRequest: (body) => onPeerRequest(body),
+      onMessage: (topic, body) => void onPeerMessage(topic, body),
+      onUp: () => void sayHello(),
+      onDown: (reason) => info(`peer channel down: ${reason}`),
+      onHeard: (at) => heartbeat?.heardTcp(at),
+      log: (line) => info(line),
+    });
+    closers.push(() => channel.close());
+
+    const peerPort = {
+      connected: () => channel.connected(),
+      async request(request: PeerRequest, timeoutMs: number): Promise<PeerResponse> {
+        return peerResponse.parse(await channel.request(request, timeoutMs));
+      },
+      relay(event: DuetEvent) {
+        if (channel.connected()) void channel.send("fact", { type: event.type, data: event.data }).catch(() => undefined);
+      },
+    };
+
+    const jobs = createJobControl({ self: me.name, state, now: () => world.clock.now(), record, runner: (j) => runners.get(j), peer: peerPort, log: info });
+
+    const reactor = createReactor({
+      self: me.name,
+      state,
+      now: () => world.clock.now(),
+      record,
+      jobs,
+      log: info,
+      tiebreak: async () => ({
+        type: "TiebreakerResult",
+        data: await runTiebreaker({ self: me.name, peer: peer.name, ping: config.tiebreaker.ping ?? null, fence: config.tiebreaker.fence ?? null, processes: world.processes, clock: world.clock }),
+      }),
+    });
+    closers.push(() => reactor.stop());
+
+    heartbeat = await startHeartbeat({
+      self: me.name,
+      peer: peer.name,
+      cluster: config.cluster.name,
+      key: options.key,
+      boot,
+      links: config.heartbeat.links.map((link) => {
+        const mine = config.nodes.findIndex((n) => n.name === me.name);
+        return { id: link.name, local: { address: link.addresses[mine]!, port: link.port }, peer: { address: link.addresses[1 - mine]!, port: link.port } };
+      }),
+      intervalMs: config.heartbeat.intervalMs,
+      deadtimeMs: config.heartbeat.deadtimeMs,
+      transport: world.transport,
+      clock: world.clock,
+      timers: world.timers,
+      report: (events) => {
+        void record(events).then(() => {
+          for (const e of events) if (e.type === "PeerSeen" || e.type === "PeerLost") info(`${e.type}: ${peer.name}`);
+          if (events.some((e) => e.type === "PeerLost")) void recover(new Set());
+          reactor.poke();
+        });
+      },
+    });
+    closers.push(() => heartbeat?.stop());
+
+    async function sayHello(): Promise<void> {
+      try {
+        const answer = await peerPort.request({ kind: "hello", node: me.name, boot, jobs: jobsRunningHere(state()) }, 10_000);
+        if (answer.ok && answer.jobs) await applyPeerJobs(answer.jobs);
+      } catch (error) {
+        info(`hello to ${peer.name} failed: ${(error as Error).message}`);
+      }
+    }
+
+    async function applyPeerJobs(peerJobs: Extract<PeerRequest, { kind: "hello" }>["jobs"]): Promise<void> {
+      const { facts, giveUp } = reconcile(state(), peer.name, peerJobs);
+      for (const g of giveUp) {
+        await record([{ type: "AlertRaised", data: { node: me.name, job: g.job, code: "both-active", message: `job ${g.job} was running on both nodes; ${peer.name} brought it in later (${new Date(g.peerSince).toISOString()}) and keeps it, ${me.name} brings it out` } }]);
+        await jobs.stopHere(g.job);
+      }
+      await record(facts);
+      await recover(new Set(peerJobs.map((j) => j.job)));
+      reactor.poke();
+    }
+
+    async function onPeerRequest(body: unknown): Promise<PeerResponse> {
+      let request: PeerRequest;
+      try {
+        request = parsePeerRequest(body);
+      } catch (error) {
+        return { ok: false, code: "bad-request", message: (error as Error).message };
+      }
+      if (request.kind === "hello") {
+        if (request.node !== peer.name) return { ok: false, code: "unknown-peer", message: `hello from ${request.node}, expected ${peer.name}` };
+        await applyPeerJobs(request.jobs);
+        return { ok: true, jobs: jobsRunningHere(state()) };
+      }
+      const answer = await jobs.onPeerRequest(request);
+      reactor.poke();
+      return answer;
+    }
+
+    async function onPeerMessage(topic: string, body: unknown): Promise<void> {
+      if (topic !== "fact") return info(`peer message on unknown topic ${topic} ignored`);
+      try {
+        await record([parseRelayedFact(body, peer.name)]);
+        reactor.poke();
+      } catch (error) {
+        log.warn(`peer ${peer.name}: ${(error as Error).message}`);
+      }
+    }
+
+    const control: ControlPort = {
+      bringIn: (job, by, on) => jobs.bringIn(job, by, on),
+      bringOut: (job, by) => jobs.bringOut(job, by),
+      switchover: (job, by, to) => jobs.switchover(job, by, to),
+      deleteJob: (job, by) => jobs.deleteJob(job, by),
+      verify: async () => {
+        throw new ControlError("not-available", 409, "verification needs the replication engine, which this build does not run yet");
+      },
+      selectSource: async () => {
+        throw new ControlError("not-available", 409, "source selection needs the replication engine, which this build does not run yet");
+      },
+      clearConfig: async () => {
+        throw new ControlError("not-available", 409, "run `duet config clear` on the host with the agent stopped");
+      },
+      gatherinfo: async () => {
+        throw new ControlError("not-available", 409, "run `duet gatherinfo` on the host");
+      },
+    };
+    const cliToken = randomBytes(32).toString("base64url");
+    const api = createApi({ journal, control, users: config.users, clock: world.clock, self: me.name, localTokens: [{ token: cliToken, user: "local-cli", role: "admin" }] });
+    const server = await startApiServer(api, { address: me.address, port: config.ports.api });
+    closers.push(() => server.close(), () => api.close());
+    await writeFile(localTokenFile(dataDir), `${cliToken}\n`, { mode: 0o600 });
+    closers.push(() => rm(localTokenFile(dataDir), { force: true }));
+
+    const tick = world.timers.every(Math.max(100, Math.floor(config.heartbeat.intervalMs / 2)), () => reactor.poke());
+    closers.push(() => tick.cancel());
+    reactor.poke();
+    info(`agent ${me.name} started`, { api: server.url, peer: peer.name });
+
+    let stopping: Promise<void> | null = null;
+    return {
+      node: me.name,
+      journal,
+      apiUrl: server.url,
+      stop(signal = "SIGTERM") {
+        stopping ??= (async () => {
+          const running = [...state().jobs.values()].filter((j) => j.active === me.name && j.phase === "in").map((j) => j.name);
+          const switchable = running.filter((j) => decideSwitchover(state(), j, peer.name, world.clock.now()).allowed);
+          const action = running.length === 0 ? "none" : switchable.length === running.length ? "switch-over" : "bring-out";
+          await record([{ type: "AgentStopping", data: { node: me.name, signal, jobsAction: action } }]);
+          for (const job of running) {
+            if (switchable.includes(job)) await jobs.moveToPeer(job, `agent-stop@${me.name}`, "switchover");
+            else await jobs.stopHere(job);
+          }
+          await jobs.drain();
+          await closeAll(closers, log);
+        })();
+        return stopping;
+      },
+    };
+  } catch (error) {
+    await closeAll(closers, log);
+    throw error;
+  }
+}
+
+async function closeAll(closers: (() => Promise<void> | void)[], log: Logger): Promise<void> {
+  for (const close of closers.reverse()) {
+    try {
+      await close();
+    } catch (error) {
+      log.warn(`while stopping: ${(error as Error).message}`);
+    }
+  }
+}

@@ -1,0 +1,181 @@
+import type { DuetEvent } from "../events/catalogue.ts";
+import type { ClusterState } from "../projections/cluster.ts";
+import type { JobView } from "../projections/jobs.ts";
+import { decideSwitchover } from "../policy/switchover.ts";
+import type { JobRunner } from "../resources/runner.ts";
+import { ControlError } from "../api/ports.ts";
+import type { PeerRequest, PeerResponse } from "./peer-protocol.ts";
+
+/** How long a peer gets to start or stop a job it was asked to: the slowest resource timeouts, with margin. */
+export const PEER_JOB_REQUEST_TIMEOUT_MS = 120_000;
+
+export interface JobHost {
+  self: string;
+  state(): ClusterState;
+  now(): number;
+  record(events: DuetEvent[]): Promise<{ seq: number }[]>;
+  runner(job: string): JobRunner | undefined;
+  peer: {
+    connected(): boolean;
+    request(request: PeerRequest, timeoutMs: number): Promise<PeerResponse>;
+    relay(event: DuetEvent): void;
+  };
+  log(message: string, fields?: Record<string, unknown>): void;
+}
+
+/**
+ * Starting and stopping jobs on this node, and the operator's job operations. Each job has one
+ * queue: two operations on one job never overlap, so a bring-out cannot race a switchover.
+ */
+export function createJobControl(host: JobHost) {
+  const queues = new Map<string, Promise<unknown>>();
+  const serial = <T>(job: string, work: () => Promise<T>): Promise<T> => {
+    const previous = queues.get(job) ?? Promise.resolve();
+    const next = previous.then(work, work);
+    queues.set(job, next.catch(() => undefined));
+    return next;
+  };
+
+  function jobOrThrow(name: string): JobView {
+    const job = host.state().jobs.get(name);
+    if (!job) throw new ControlError("not-found", 404, `job ${name}: no such job (duet status lists the jobs)`);
+    return job;
+  }
+  const otherNode = (job: JobView) => job.nodes.find((n) => n !== host.self) ?? host.self;
+
+  /** Starts the job's resources here and records the outcome for both journals. */
+  async function startHere(name: string): Promise<boolean> {
+    const runner = host.runner(name);
+    if (!runner) throw new ControlError("not-found", 404, `job ${name}: not configured on node ${host.self}`);
+    const result = await runner.bringIn();
+    const fact: DuetEvent = result.ok
+      ? { type: "JobBroughtIn", data: { job: name, node: host.self } }
+      : { type: "JobStartFailed", data: { job: name, node: host.self, resource: result.resource, error: result.error } };
+    await host.record([fact]);
+    host.peer.relay(fact);
+    host.log(result.ok ? `job ${name} brought in here` : `job ${name} failed to start here: ${result.error}`);
+    return result.ok;
+  }
+
+  async function stopHere(name: string): Promise<void> {
+    const runner = host.runner(name);
+    if (!runner) return;
+    const result = await runner.bringOut();
+    const fact: DuetEvent = { type: "JobBroughtOut", data: { job: name, node: host.self } };
+    await host.record([fact]);
+    host.peer.relay(fact);
+    if (!result.ok) host.log(`job ${name} brought out with stop failures`, { failed: result.failed });
+  }
+
+  async function askPeer(request: PeerRequest): Promise<PeerResponse> {
+    if (!host.peer.connected()) return { ok: false, code: "peer-not-connected", message: "the peer is not connected" };
+    try {
+      return await host.peer.request(request, PEER_JOB_REQUEST_TIMEOUT_MS);
+    } catch (error) {
+      return { ok: false, code: "peer-request-failed", message: (error as Error).message };
+    }
+  }
+
+  /**
+   * Moves a job that runs here to the peer. If the peer cannot start it, it comes back here: a
+   * planned move must never leave the service down when the old node can still run it.
+   */
+  async function moveToPeer(name: string, by: string, cause: "switchover" | "failover"): Promise<boolean> {
+    const peer = otherNode(jobOrThrow(name));
+    await stopHere(name);
+    const answer = await askPeer({ kind: "bring-in", job: name, by, cause });
+    if (answer.ok) return true;
+    await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: `${cause}-failed`, message: `node ${peer} could not start job ${name} (${answer.code}: ${answer.message}); bringing it back in on ${host.self}` } }]);
+    await startHere(name);
+    return false;
+  }
+
+  return {
+    startHere: (name: string) => serial(name, () => startHere(name)),
+    stopHere: (name: string) => serial(name, () => stopHere(name)),
+    moveToPeer: (name: string, by: string, cause: "switchover" | "failover") => serial(name, () => moveToPeer(name, by, cause)),
+
+    /** Operator: start the job on `on` (default: its first node). Answers once the request is journaled. */
+    async bringIn(name: string, by: string, on?: string): Promise<{ seq: number }> {
+      const job = jobOrThrow(name);
+      const target = on ?? job.nodes[0];
+      if (!job.nodes.includes(target)) throw new ControlError("bad-request", 400, `on: expected one of the job's nodes (${job.nodes.join(", ")}), got "${target}"`);
+      if (job.phase !== "out" && job.phase !== "failed") throw new ControlError("job-not-out", 409, `job ${name} is ${job.phase}${job.active ? ` on ${job.active}` : ""}; bring it out first`);
+      if (target !== host.self && !host.peer.connected()) throw new ControlError("peer-not-connected", 503, `job ${name}: node ${target} is not connected; bring the job in on ${host.self} or wait for the peer`);
+      const [recorded] = await host.record([{ type: "BringInRequested", data: { job: name, on: target, by } }]);
+      if (target === host.self) void serial(name, () => startHere(name));
+      else void askPeer({ kind: "bring-in", job: name, by, cause: "operator" }).then((answer) => reportPeerFailure(name, answer));
+      return { seq: recorded!.seq };
+    },
+
+    async bringOut(name: string, by: string): Promise<{ seq: number }> {
+      const job = jobOrThrow(name);
+      if (job.phase === "out") throw new ControlError("job-not-in", 409, `job ${name} is already brought out`);
+      const [recorded] = await host.record([{ type: "BringOutRequested", data: { job: name, by } }]);
+      // A failed or half-started job may have leftovers on either node: clean here, and ask the peer too.
+      void serial(name, () => stopHere(name));
+      if (job.active !== host.self && host.peer.connected()) void askPeer({ kind: "bring-out", job: name, by }).then((answer) => reportPeerFailure(name, answer));
+      return { seq: recorded!.seq };
+    },
+
+    async switchover(name: string, by: string, to?: string): Promise<{ seq: number }> {
+      const job = jobOrThrow(name);
+      const target = to ?? (job.active ? job.nodes.find((n) => n !== job.active) : undefined) ?? otherNode(job);
+      const [requested] = await host.record([{ type: "SwitchoverRequested", data: { job: name, to: target, by } }]);
+      const gate = decideSwitchover(host.state(), name, target, host.now());
+      if (!gate.allowed) {
+        await host.record([{ type: "SwitchoverRefused", data: { job: name, to: target, by, reasons: gate.reasons } }]);
+        const failed = gate.reasons.filter((r) => r.ok === false).map((r) => r.name);
+        throw new ControlError("switchover-refused", 409, `switchover of ${name} to ${target} refused: ${failed.join(", ")}`, gate.reasons);
+      }
+      if (job.active === host.self) void serial(name, () => moveToPeer(name, by, "switchover"));
+      else void askPeer({ kind: "switchover", job: name, to: target, by }).then((answer) => reportPeerFailure(name, answer));
+      return { seq: requested!.seq };
+    },
+
+    async deleteJob(name: string, by: string): Promise<{ seq: number }> {
+      const job = jobOrThrow(name);
+      if (job.phase !== "out") throw new ControlError("job-not-out", 409, `job ${name} is ${job.phase}; bring it out before deleting it`);
+      const [recorded] = await host.record([{ type: "JobDeleted", data: { job: name, by } }]);
+      return { seq: recorded!.seq };
+    },
+
+    /** What the peer asks of this node. Answers after the work is done, so the asker knows the outcome. */
+    async onPeerRequest(request: PeerRequest): Promise<PeerResponse> {
+      if (request.kind === "hello") throw new Error("hello is handled by the peer link");
+      const job = host.state().jobs.get(request.job);
+      if (!job || !job.nodes.includes(host.self)) return { ok: false, code: "not-found", message: `job ${request.job} is not configured on ${host.self}` };
+      switch (request.kind) {
+        case "bring-in": {
+          if (job.active === host.self && job.phase === "in") return { ok: true };
+          await host.record([{ type: "BringInRequested", data: { job: request.job, on: host.self, by: request.by } }]);
+          const ok = await serial(request.job, () => startHere(request.job));
+          return ok ? { ok: true } : { ok: false, code: "start-failed", message: host.state().jobs.get(request.job)?.lastError?.error ?? "start failed" };
+        }
+        case "bring-out":
+          await serial(request.job, () => stopHere(request.job));
+          return { ok: true };
+        case "switchover":
+          try {
+            await this.switchover(request.job, request.by, request.to);
+            return { ok: true };
+          } catch (error) {
+            const e = error as ControlError;
+            return { ok: false, code: e.code ?? "error", message: e.message };
+          }
+      }
+    },
+
+    /** Waits for every queued job operation (used when the agent stops). */
+    async drain(): Promise<void> {
+      await Promise.all([...queues.values()]);
+    },
+  };
+
+  async function reportPeerFailure(name: string, answer: PeerResponse): Promise<void> {
+    if (answer.ok) return;
+    await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: answer.code, message: answer.message } }]);
+  }
+}
+
+export type JobControl = ReturnType<typeof createJobControl>;

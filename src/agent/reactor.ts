@@ -1,0 +1,108 @@
+import type { DuetEvent } from "../events/catalogue.ts";
+import type { ClusterState } from "../projections/cluster.ts";
+import { decide, needsTiebreaker } from "../policy/decide.ts";
+import type { Decision } from "../policy/decision.ts";
+import type { JobControl } from "./jobs.ts";
+
+export interface ReactorHost {
+  self: string;
+  state(): ClusterState;
+  now(): number;
+  record(events: DuetEvent[]): Promise<unknown>;
+  /** Asks the tiebreaker and returns its verdict as a fact (never throws). */
+  tiebreak(): Promise<DuetEvent>;
+  jobs: JobControl;
+  log(message: string, fields?: Record<string, unknown>): void;
+}
+
+/**
+ * The control loop: fold → decide → journal the decision → execute. It runs after every batch of
+ * facts and on a timer (decisions that wait for time, like the self-fence grace). Runs never
+ * overlap; a request arriving during a run makes one more run afterwards.
+ */
+export function createReactor(host: ReactorHost) {
+  let running: Promise<void> | null = null;
+  let again = false;
+  let tiebreaking = false;
+  let stopped = false;
+
+  async function step(): Promise<void> {
+    const state = host.state();
+    if (needsTiebreaker(state) && !tiebreaking) {
+      tiebreaking = true;
+      void host
+        .tiebreak()
+        .then((verdict) => host.record([verdict]))
+        .catch((error: Error) => host.log(`tiebreaker failed: ${error.message}`))
+        .finally(() => {
+          tiebreaking = false;
+          poke();
+        });
+    }
+    const decisions = decide(state, host.now());
+    if (decisions.length === 0) return;
+    const selfFence = decisions.filter((d) => d.kind === "self-fence");
+    const others = decisions.filter((d) => d.kind !== "self-fence");
+    const peer = state.membership.peer ?? "unknown";
+    // Journaled before anything is done: the journal must say why even if the action then hangs.
+    const events: DuetEvent[] = others.map((d) => decisionEvent(d, host.self, peer, state));
+    if (selfFence.length > 0)
+      events.push({ type: "SelfFenceDecided", data: { node: host.self, jobs: selfFence.map((d) => d.job), graceMs: state.membership.settings.selfFenceGraceMs, reasons: selfFence[0]!.reasons } });
+    for (const d of decisions.filter((d) => d.kind === "decline"))
+      events.push({ type: "AlertRaised", data: { node: host.self, job: d.job, code: d.code, message: declineMessage(d, host.self, peer) } });
+    await host.record(events);
+    for (const d of decisions) execute(d);
+  }
+
+  function execute(d: Decision): void {
+    host.log(`decided ${d.kind} for job ${d.job}: ${d.code}`);
+    const done = (error: unknown) => error && host.log(`executing ${d.kind} for job ${d.job} failed: ${(error as Error).message}`);
+    if (d.kind === "takeover") void host.jobs.startHere(d.job).then(() => undefined, done);
+    if (d.kind === "self-fence") void host.jobs.stopHere(d.job).then(() => undefined, done);
+    if (d.kind === "failover") void host.jobs.moveToPeer(d.job, "policy", "failover").then(() => undefined, done);
+  }
+
+  function poke(): void {
+    if (stopped) return;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        try {
+          await step();
+        } catch (error) {
+          host.log(`control loop: ${(error as Error).message}`);
+        }
+      } while (again && !stopped);
+      running = null;
+    })();
+  }
+
+  return {
+    poke,
+    async stop(): Promise<void> {
+      stopped = true;
+      await running;
+    },
+  };
+}
+
+function decisionEvent(d: Decision, self: string, peer: string, state: ClusterState): DuetEvent {
+  const job = state.jobs.get(d.job)!;
+  switch (d.kind) {
+    case "takeover":
+      return { type: "TakeoverDecided", data: { job: d.job, by: self, from: peer, policy: job.policy, reasons: d.reasons } };
+    case "failover":
+      return { type: "FailoverDecided", data: { job: d.job, from: self, to: d.to ?? peer, cause: d.code === "nic-down" ? "nic-down" : "monitor-threshold", reasons: d.reasons } };
+    default:
+      return { type: "TakeoverDeclined", data: { job: d.job, by: self, from: peer, policy: job.policy, code: d.code, reasons: d.reasons } };
+  }
+}
+
+function declineMessage(d: Decision, self: string, peer: string): string {
+  if (d.code === "failover-peer-not-connected") return `job ${d.job} has a fault on ${self} but ${peer} is not connected: it stays here`;
+  return `node ${peer} is lost and job ${d.job} was not taken over (${d.code}); to take it over: duet job bring-in ${d.job} --on ${self}`;
+}

@@ -1,0 +1,51 @@
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { loadConfig, selfNode } from "../config/load.ts";
+import { readClusterKey } from "../config/secrets.ts";
+import { startAgent } from "../agent/agent.ts";
+import { createAgentLog } from "../agent/log.ts";
+import { CliError, exitCodes } from "./client.ts";
+
+export const AGENT_STOP_TIMEOUT_MS = 180_000;
+
+/**
+ * `duet agent --config FILE`: runs until SIGTERM/SIGINT, then does what the journal's
+ * AgentStopping says (switch jobs over when allowed, else bring them out). A second signal, or
+ * a stop that hangs past AGENT_STOP_TIMEOUT_MS, exits at once: an operator must always win.
+ */
+export async function runAgent(options: { config: string; node?: string }): Promise<void> {
+  const loaded = await loadConfig(options.config);
+  const me = selfNode(loaded.config, options.node);
+  const key = await readClusterKey(loaded.config.cluster.keyFile);
+  await mkdir(me.dataDir, { recursive: true, mode: 0o700 });
+  const log = createAgentLog(join(me.dataDir, "agent.log"), me.name);
+  let agent;
+  try {
+    agent = await startAgent({ config: loaded.config, configHash: loaded.hash, node: me.name, key, log });
+  } catch (error) {
+    throw new CliError(`agent ${me.name}: ${(error as Error).message}`, exitCodes.failed);
+  }
+  await new Promise<void>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals += 1;
+      if (signals > 1) {
+        log.warn(`second ${signal}: exiting without waiting`);
+        process.exit(exitCodes.failed);
+      }
+      log.info(`${signal}: stopping`);
+      setTimeout(() => {
+        log.error(`stop took longer than ${AGENT_STOP_TIMEOUT_MS} ms: exiting`);
+        process.exit(exitCodes.failed);
+      }, AGENT_STOP_TIMEOUT_MS).unref();
+      void agent.stop(signal).then(resolve, (error: Error) => {
+        log.error(`stop failed: ${error.message}`);
+        resolve();
+      });
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+  });
+  log.info("agent stopped");
+  log.flush();
+}

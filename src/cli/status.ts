@@ -1,0 +1,30 @@
+import type { clusterView } from "../api/views.ts";
+
+type ClusterJson = ReturnType<typeof clusterView>;
+const ago = (since: number | null, now: number) => (since === null ? "" : ` for ${Math.max(0, Math.round((now - since) / 1000))} s`);
+const mark = (ok: boolean) => (ok ? "●" : "○");
+
+/** One screen: hosts, links, jobs with where they run, resources, data link colour and queue. */
+export function renderStatus(c: ClusterJson, now = Date.now()): string {
+  const lines = [
+    `node ${c.node}   peer ${c.peer ?? "?"}: ${c.peerStatus}${ago(c.peerSince, now)}   links: ${c.linksState}`,
+    ...c.links.map((l) => `  ${mark(l.up)} link ${l.link} (${l.kind}) ${l.up ? "up" : "down"}${ago(l.since, now)}`),
+  ];
+  if (c.tiebreaker) lines.push(`  tiebreaker: ${c.tiebreaker.verdict} (${c.tiebreaker.method}) at ${new Date(c.tiebreaker.at).toISOString()}`);
+  lines.push("");
+  if (c.jobs.length === 0) lines.push("no jobs configured");
+  for (const j of c.jobs) {
+    lines.push(`job ${j.name}: ${j.phase}${j.active ? ` on ${j.active}` : ""}${ago(j.phaseSince, now)}   policy ${j.policy}   data link ${j.replication.colour}${j.replication.queue ? `   queue ${j.replication.queue.batches} batches / ${j.replication.queue.bytes} bytes` : ""}`);
+    for (const r of j.resources) {
+      const here = r.status.map((s) => `${s.node}: ${s.status}${s.failures ? ` (${s.failures} failures)` : ""}`).join(", ");
+      lines.push(`  ${r.kind.padEnd(7)} ${r.name.padEnd(16)} ${here || "-"}`);
+    }
+    if (j.lastDecision) lines.push(`  last decision: ${j.lastDecision.kind} (${j.lastDecision.code}) at ${new Date(j.lastDecision.at).toISOString()}, seq ${j.lastDecision.seq}`);
+    if (j.lastError) lines.push(`  last error on ${j.lastError.node}: ${j.lastError.resource}: ${j.lastError.error}`);
+  }
+  if (c.alerts.length > 0) {
+    lines.push("", "alerts:");
+    for (const a of c.alerts.slice(-5)) lines.push(`  ${new Date(a.at).toISOString()} ${a.code}: ${a.message}`);
+  }
+  return lines.join("\n");
+}
