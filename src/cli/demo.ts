@@ -148,7 +148,9 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
     const betaAgent = agents.get("beta")!;
     const exited = new Promise((r) => betaAgent.once("exit", r));
     betaAgent.kill("SIGTERM");
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
+    let stopTimer: NodeJS.Timeout | undefined;
+    await Promise.race([exited, new Promise((r) => (stopTimer = setTimeout(r, 20_000)))]);
+    clearTimeout(stopTimer);
     agents.delete("beta");
 
     step("replay: both journals merged, the takeover explained and re-checked against the policy");

@@ -12,6 +12,8 @@ type ProcessSpec = Extract<ResourceSpec, { process: unknown }>;
 /** A process's log is rotated once past this size: one old file kept, memory never involved. */
 export const PROCESS_LOG_MAX_BYTES = 1024 * 1024;
 const HEALTH_POLL_MS = 200;
+/** With health by pid alone, a process must stay up this long to count as started: a command that dies at once is a failed start. */
+export const PID_SETTLE_MS = 1000;
 
 /** A pid plus its start time: a pid recycled by another program is never mistaken for ours. */
 interface PidRecord {
@@ -152,10 +154,11 @@ export function createProcess(spec: ProcessSpec, ctx: AgentContext): ResourceAge
         await writeFile(pidFile, JSON.stringify({ pid: spawned, startTime }));
       }
       const deadline = ctx.clock.monotonic() + spec.startTimeoutMs;
+      const settled = ctx.clock.monotonic() + ("pid" in p.health ? Math.min(PID_SETTLE_MS, spec.startTimeoutMs / 2) : 0);
       let last: MonitorResult = { ok: false, error: "not checked" };
       while (ctx.clock.monotonic() < deadline) {
         last = await monitor();
-        if (last.ok) return;
+        if (last.ok && ctx.clock.monotonic() >= settled) return;
         if (last.notRunning) break;
         await new Promise((r) => setTimeout(r, HEALTH_POLL_MS));
       }
