@@ -47,5 +47,7 @@ export async function runAgent(options: { config: string; node?: string }): Prom
     process.on("SIGINT", onSignal);
   });
   log.info("agent stopped");
-  log.flush();
+  // Everything is closed and journaled; an idle keep-alive socket of a health check (fetch keeps
+  // them for seconds) must not hold the exit an init system is waiting for.
+  log.flush(() => process.exit(0));
 }
