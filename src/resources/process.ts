@@ -159,7 +159,7 @@ export function createProcess(spec: ProcessSpec, ctx: AgentContext): ResourceAge
       while (ctx.clock.monotonic() < deadline) {
         last = await monitor();
         if (last.ok && ctx.clock.monotonic() >= settled) return;
-        if (last.notRunning) break;
+        if (!last.ok && last.notRunning) break;
         await new Promise((r) => setTimeout(r, HEALTH_POLL_MS));
       }
       const record = await running();
