@@ -137,7 +137,8 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
       return by === "beta" ? by : null;
     });
     say(`  the service was ${down ? "down" : "slow"} for ${Date.now() - crashedAt} ms; now served by ${second}`);
-    say(`  (deadtime 3000 ms: beta waits that long before it calls alpha lost, then asks its tiebreaker)`);
+    say(`  (beta waits the 3000 ms deadtime before it calls alpha lost, asks its ping tiebreaker, then gives alpha`);
+    say(`   the 1000 ms self-fence grace + 1000 ms to bring the job out in case alpha was only cut off: never two actives)`);
     const view = await until("beta journaling the takeover", 10_000, async () => {
       const v = await beta.get<ReturnType<typeof clusterView>>("/v1/cluster");
       return v.jobs[0]?.active === "beta" ? v : null;

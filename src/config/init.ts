@@ -66,7 +66,7 @@ ${o.ports ? `ports: { api: ${o.ports.api}, peer: ${o.ports.peer} }\n\n` : ""}hea
 ${o.ports ? `  links:\n    - { name: lan, port: ${o.ports.heartbeat}, addresses: [${o.nodes[0].address}, ${o.nodes[1].address}] }\n` : ""}
 tiebreaker:
 ${o.tiebreakerYaml ?? `  # ping: { targets: [GATEWAY], mode: any, timeoutMs: 1000 }   # without a tiebreaker no node ever takes over by itself`}
-  selfFenceGraceMs: 10000
+  selfFenceGraceMs: 1000       # an active node cut off from peer AND ping targets brings its jobs out after this; the standby waits it out (plus 1 s) before taking over
 
 jobs:
 ${o.jobsYaml ?? `  # - name: web

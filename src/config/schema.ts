@@ -72,9 +72,9 @@ export const configSchema = z.strictObject({
     .strictObject({
       ping: z.strictObject({ targets: z.array(z.string().min(1)).min(1, "expected at least one ping target"), mode: z.enum(["any", "all"]).default("any"), timeoutMs: ms.default(1000) }).optional(),
       fence: z.strictObject({ command: z.array(z.string().min(1)).min(1, "expected a command as a list"), timeoutMs: ms.default(30_000) }).optional(),
-      selfFenceGraceMs: z.number().int().nonnegative().default(10_000),
+      selfFenceGraceMs: z.number().int().nonnegative().default(1000),
     })
-    .default({ selfFenceGraceMs: 10_000 }),
+    .default({ selfFenceGraceMs: 1000 }),
   jobs: z.array(jobSpec).default([]),
   users: z.array(userSpec).default([]),
 });

@@ -12,7 +12,15 @@ import { check, input, type Decision } from "./decision.ts";
  * Returns null while there is nothing to decide (peer not lost, job not on the peer, verdict
  * still pending, or this loss already decided).
  */
-export function decideTakeover(state: ClusterState, job: JobView, _now: number): Decision | null {
+/**
+ * With only a ping tiebreaker, the standby knows it is connected, not that the peer is dead: a peer
+ * cut off from everything is still running the job until it fences itself (self-fence grace, its
+ * own ping timeout, detection skew). The standby takes over only after that, so the job never runs
+ * on both; a fence command that confirmed the peer is off needs no wait.
+ */
+export const TAKEOVER_FENCE_MARGIN_MS = 1000;
+
+export function decideTakeover(state: ClusterState, job: JobView, now: number): Decision | null {
   const { membership, self } = state;
   const peer = membership.peer;
   if (membership.peerStatus !== "lost" || peer === null) return null;
@@ -49,10 +57,15 @@ export function decideTakeover(state: ClusterState, job: JobView, _now: number):
     case "unconditional":
       return takeover(job, self, reasons);
   }
-}
 
-function takeover(job: JobView, self: string, reasons: Reason[]): Decision {
-  return { kind: "takeover", job: job.name, code: "takeover", to: self, reasons };
+  function takeover(job: JobView, self: string, reasons: Reason[]): Decision | null {
+    if (verdict!.method !== "fence") {
+      const waitMs = membership.settings.selfFenceGraceMs + TAKEOVER_FENCE_MARGIN_MS;
+      if (now - verdict!.at < waitMs) return null; // the reactor's tick decides again once it has passed
+      reasons.push(check("peer-had-time-to-fence-itself", true, { waitedMs: now - verdict!.at, neededMs: waitMs }));
+    }
+    return { kind: "takeover", job: job.name, code: "takeover", to: self, reasons };
+  }
 }
 
 /** Consistent: verified, not diverged, not mid-resync, nothing refused. A job without mirrors has no data to doubt. */

@@ -27,7 +27,7 @@ export interface MembershipState {
 
 /** Alerts kept in the state: enough for status and the console; the journal keeps them all. */
 export const ALERTS_KEPT = 32;
-const defaultSettings = { deadtimeMs: 3000, selfFenceGraceMs: 10_000 };
+const defaultSettings = { deadtimeMs: 3000, selfFenceGraceMs: 1000 };
 
 export function initialMembership(self: string): MembershipState {
   return {

@@ -3,6 +3,7 @@ import { ResourceError, outputTail, runOrThrow } from "./agent.ts";
 import type { ResourceSpec } from "./spec.ts";
 
 type VipSpec = Extract<ResourceSpec, { vip: unknown }>;
+const DAD_RETRY_MS = 1000;
 
 /**
  * A virtual IP: `ip addr add`, then gratuitous ARP so clients and switches follow at once (without
@@ -20,9 +21,15 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
   return {
     async start() {
       if (await present()) return;
-      // Duplicate address detection: arping -D exits 1 when someone answers for the address.
-      const dad = await ctx.processes.run(["arping", "-D", "-c", "2", "-w", "2", "-I", dev, address], { timeoutMs: spec.startTimeoutMs });
-      if (dad.code === 1) throw new ResourceError(`${spec.name}: ${address} already answers on the network (${outputTail(dad, 200)}); refusing to start it here too`);
+      // Duplicate address detection: arping -D exits 1 when someone answers for the address. A peer
+      // that is fencing itself may still hold it for a moment, so ask again until the start timeout.
+      const deadline = ctx.clock.monotonic() + spec.startTimeoutMs;
+      for (;;) {
+        const dad = await ctx.processes.run(["arping", "-D", "-c", "2", "-w", "2", "-I", dev, address], { timeoutMs: spec.startTimeoutMs });
+        if (dad.code !== 1) break;
+        if (ctx.clock.monotonic() + DAD_RETRY_MS > deadline) throw new ResourceError(`${spec.name}: ${address} still answers on the network after ${spec.startTimeoutMs} ms (${outputTail(dad, 200)}); refusing to start it here too`);
+        await new Promise((r) => setTimeout(r, DAD_RETRY_MS));
+      }
       await runOrThrow(ctx, spec.name, `ip addr add ${cidr} dev ${dev}`, ["ip", "addr", "add", cidr, "dev", dev], spec.startTimeoutMs);
       if (arpCount > 0) await runOrThrow(ctx, spec.name, "gratuitous ARP", ["arping", "-U", "-c", String(arpCount), "-I", dev, address], spec.startTimeoutMs);
     },

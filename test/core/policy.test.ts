@@ -31,7 +31,7 @@ function given(...events: DuetEvent[]) {
       const recorded = stamp(events, self);
       const state = projectCluster(self, recorded);
       const last = recorded.at(-1)?.at ?? 0;
-      return { state, decisions: (afterMs = 0) => decide(state, last + afterMs) };
+      return { state, decisions: (afterMs = 60_000) => decide(state, last + afterMs) };
     },
   };
 }
@@ -72,6 +72,16 @@ describe("takeover when the active node is lost", () => {
     expect(needsTiebreaker(waiting.state)).toBe(true);
     const [isolated] = given(created("unconditional"), started("b"), peerSeen, broughtIn("a"), lost(), tiebreaker("isolated")).on("b").decisions();
     expect(isolated).toMatchObject({ kind: "decline", code: "i-am-isolated" });
+  });
+
+  it("with a ping tiebreaker the standby waits until the lost peer has had time to fence itself", () => {
+    const { decisions } = given(created("unconditional"), started("b", 5000), peerSeen, broughtIn("a"), lost(), tiebreaker("confirmed")).on("b");
+    expect(decisions(5999)).toEqual([]);
+    const [d] = decisions(6000);
+    expect(d).toMatchObject({ kind: "takeover" });
+    expect(d!.reasons.find((r) => r.name === "peer-had-time-to-fence-itself")).toMatchObject({ ok: true, value: { neededMs: 6000 } });
+    const fenced: DuetEvent = { type: "TiebreakerResult", data: { node: "b", peer: "a", method: "fence", verdict: "confirmed", targets: [], exitCode: 0, output: "off" } };
+    expect(given(created("unconditional"), started("b", 5000), peerSeen, broughtIn("a"), lost(), fenced).on("b").decisions(0)[0]).toMatchObject({ kind: "takeover" });
   });
 
   it("does not count a tiebreaker verdict recorded before the loss", () => {

@@ -82,7 +82,7 @@ beforeAll(async () => {
   }));
   // Faster detection than the defaults keeps the suite short; the bench measures the defaults.
   const { readFile, writeFile } = await import("node:fs/promises");
-  await writeFile(configFile, (await readFile(configFile, "utf8")).replace("intervalMs: 500", "intervalMs: 200").replace("deadtimeMs: 3000", "deadtimeMs: 1000").replace("selfFenceGraceMs: 10000", "selfFenceGraceMs: 1000"));
+  await writeFile(configFile, (await readFile(configFile, "utf8")).replace("intervalMs: 500", "intervalMs: 200").replace("deadtimeMs: 3000", "deadtimeMs: 1000"));
   startAgent("a");
   startAgent("b");
   await until("both agents connected", 20_000, async () => (await status("a")).peerStatus === "connected" && (await status("b")).peerStatus === "connected");

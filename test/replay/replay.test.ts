@@ -23,7 +23,7 @@ afterAll(async () => {
 
 const T0 = Date.parse("2026-11-24T03:12:00Z");
 const job = (policy: string): DuetEvent => ({ type: "JobCreated", data: { job: "web", nodes: ["a", "b"], policy, reverseWhenConsistent: false, restartMax: 3, resources: [{ name: "app", kind: "process" }], mirrors: [] } } as DuetEvent);
-const started = (node: string): DuetEvent => ({ type: "AgentStarted", data: { node, version: "t", pid: 1, configHash: "h", deadtimeMs: 3000, selfFenceGraceMs: 10_000 } });
+const started = (node: string): DuetEvent => ({ type: "AgentStarted", data: { node, version: "t", pid: 1, configHash: "h", deadtimeMs: 3000, selfFenceGraceMs: 1000 } });
 
 /** Writes events one by one at `at` times, and at each "decide" marker appends what decide() says. */
 async function writeJournal(name: string, node: string, steps: (DuetEvent | "decide" | { edit: DuetEvent })[]) {
@@ -31,7 +31,7 @@ async function writeJournal(name: string, node: string, steps: (DuetEvent | "dec
   const clock: Clock = { now: () => now, monotonic: () => now - T0 };
   const journal = await openJournal({ dir: join(dir, name), node, clock, projection: clusterProjection(node) });
   for (const s of steps) {
-    now += 100;
+    now += s === "decide" ? 3000 : 100; // past the self-fence wait a ping tiebreaker needs
     if (s === "decide") {
       const [d] = decide(journal.state(), now);
       if (!d) throw new Error("fixture: decide returned nothing");
@@ -97,7 +97,7 @@ describe("replay", () => {
     const b = join(dir, "crash-b");
     const middle = await runReplay([b], { at: new Date(T0 + 650).toISOString() });
     expect(middle.output).toMatch(/state at .*\n\s+b: peer a connected; links lan up, tcp up\n\s+job web: in on a/);
-    const after = await runReplay([b], { at: String(T0 + 5000) });
+    const after = await runReplay([b], { at: String(T0 + 10_000) });
     expect(after.output).toMatch(/b: peer a lost.*\n\s+job web: in on b/);
     const json = JSON.parse((await runReplay([b], { json: true })).output) as { explanations: { recheck: { matches: boolean } }[] };
     expect(json.explanations[0]!.recheck.matches).toBe(true);

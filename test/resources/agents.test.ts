@@ -80,7 +80,7 @@ describe("vip, nic and ping in test namespaces", () => {
     const macOf = async (host: string) => (await net.exec(host, ["cat", "/sys/class/net/eth0/address"])).trim();
     const neighbour = async () => (await net.exec("client", ["ip", "neigh", "show", vip])).trim();
     expect(await neighbour()).toContain(await macOf("a"));
-    await expect(onB.start(), "b must refuse while a holds the address").rejects.toThrow(/already answers on the network/);
+    await expect(onB.start(), "b must refuse while a holds the address").rejects.toThrow(/still answers on the network after 5000 ms/);
     await onA.stop();
     expect((await onA.monitor()).ok).toBe(false);
     await onB.start();
