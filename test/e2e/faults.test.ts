@@ -1,0 +1,231 @@
+import { execFile, type ChildProcess } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { initConfig } from "../../src/config/init.ts";
+import { runReplay } from "../../tools/replay/main.ts";
+import { createTestNet, removeStaleNamespaces, type TestNet } from "./netns.ts";
+
+/**
+ * Faults on a real pair: a public network (eth0, with the VIP and the client, which is also the
+ * tiebreaker's ping target) and a private interconnect (eth1, a veth between a and b) that carries
+ * the peer channel and a second heartbeat link, as a production pair would be cabled.
+ */
+const run = promisify(execFile);
+const ROOT = resolve(import.meta.dirname, "../..");
+const DUET = join(ROOT, "bin/duet.js");
+const prefix = `fl${process.pid % 10000}`;
+const subnet = `10.236.${process.pid % 200}`;
+const privateNet = `192.168.${process.pid % 200}`;
+const vip = `${subnet}.100`;
+let net: TestNet;
+let dir: string;
+let configFile: string;
+const agents = new Map<string, { child: ChildProcess; log: string[] }>();
+const ns = (host: string) => `${prefix}${host}`;
+
+function startAgent(host: "a" | "b") {
+  const child = net.spawn(host, [process.execPath, DUET, "agent", "--config", configFile, "--node", host]);
+  const log: string[] = [];
+  child.stderr!.on("data", (d: Buffer) => log.push(d.toString()));
+  agents.set(host, { child, log });
+}
+const duet = async (host: string, ...args: string[]) => JSON.parse(await net.exec(host, [process.execPath, DUET, ...args, "--config", configFile, "--node", host, "--json"], 60_000));
+type Job = { name: string; phase: string; active: string | null; lastDecision: { kind: string; code: string } | null };
+const web = async (host: string) => ((await duet(host, "status")) as { jobs: Job[] }).jobs.find((j) => j.name === "web")!;
+async function until<T>(what: string, ms: number, probe: () => Promise<T | null | false | undefined>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe().catch(() => null);
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms\n${[...agents].map(([h, a]) => `--- ${h}\n${a.log.join("").slice(-2500)}`).join("\n")}`);
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+const servedBy = async () => JSON.parse(await net.exec("client", [process.execPath, "-e", `fetch("http://${vip}:8080/",{signal:AbortSignal.timeout(500)}).then(r=>r.text()).then(t=>console.log(t))`], 5000)).servedBy as string;
+const hasVip = async (host: string) => (await net.probe(host, ["ip", "-o", "addr", "show"])).out.includes(`${vip}/`);
+const appPid = async (host: string) => (JSON.parse(await readFile(join(dir, host, "jobs", "web", "app.pid"), "utf8")) as { pid: number }).pid;
+const events = async (host: string, type: string) => {
+  const out = await net.exec(host, [process.execPath, "-e", `
+    const fs=require("fs");const t=fs.readFileSync(${JSON.stringify(join(dir, host, "cli.token"))},"utf8").trim();
+    fetch("http://${privateNet}.${host === "a" ? 1 : 2}:7320/v1/events?type=${type}&limit=1000",{headers:{authorization:"Bearer "+t}}).then(r=>r.json()).then(j=>console.log(JSON.stringify(j.events)))`]);
+  return JSON.parse(out) as { data: Record<string, unknown> }[];
+};
+
+/** Samples `ip addr` on both nodes until stopped: the VIP must never be on both at once. */
+function watchVip() {
+  let both = 0;
+  let samples = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const [a, b] = await Promise.all([hasVip("a"), hasVip("b")]);
+      samples += 1;
+      if (a && b) both += 1;
+    }
+  })();
+  return async () => {
+    running = false;
+    await loop;
+    return { both, samples };
+  };
+}
+
+beforeAll(async () => {
+  await removeStaleNamespaces(prefix);
+  net = await createTestNet({ prefix, subnet, hosts: ["a", "b", "client"] });
+  await run("ip", ["-n", ns("a"), "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", ns("b")]);
+  for (const [host, n] of [["a", 1], ["b", 2]] as const) {
+    await run("ip", ["-n", ns(host), "addr", "add", `${privateNet}.${n}/24`, "dev", "eth1"]);
+    await run("ip", ["-n", ns(host), "link", "set", "eth1", "up"]);
+  }
+  dir = await mkdtemp(join(tmpdir(), "duet-faults-"));
+  const app = join(ROOT, "examples/demo-app.mjs");
+  ({ configFile } = await initConfig({
+    dir,
+    cluster: "faults",
+    nodes: [
+      { name: "a", address: `${privateNet}.1`, dataDir: join(dir, "a") },
+      { name: "b", address: `${privateNet}.2`, dataDir: join(dir, "b") },
+    ],
+    password: "faults-test-password",
+    tiebreakerYaml: `  ping: { targets: [${net.address("client")}], mode: any, timeoutMs: 1000 }`,
+    jobsYaml: `  - name: web
+    policy: when-consistent
+    restart: { max: 1, windowMs: 60000 }
+    resources:
+      - name: ip
+        vip: { address: ${vip}/24, interface: eth0, arpCount: 2 }
+        startTimeoutMs: 6000
+      - name: app
+        process:
+          command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(app)}, ${vip}, "8080", ${JSON.stringify(dir)}]
+          health: { http: "http://${vip}:8080/" }
+        monitor: { intervalMs: 300, timeoutMs: 1000 }
+      - name: public
+        nic: { interface: eth0 }
+        monitor: { intervalMs: 300, timeoutMs: 1000 }`,
+  }));
+  const text = (await readFile(configFile, "utf8"))
+    .replace("intervalMs: 500", "intervalMs: 200")
+    .replace("deadtimeMs: 3000", "deadtimeMs: 1000\n  links:\n    - { name: private, port: 7340, addresses: [" + `${privateNet}.1, ${privateNet}.2` + "] }\n    - { name: public, port: 7350, addresses: [" + `${net.address("a")}, ${net.address("b")}` + "] }");
+  await writeFile(configFile, text);
+  startAgent("a");
+  startAgent("b");
+  await until("both agents connected", 20_000, async () => (await duet("a", "status")).peerStatus === "connected" && (await duet("b", "status")).peerStatus === "connected");
+  expect((await duet("a", "job", "bring-in", "web", "--on", "a")).outcome.ok).toBe(true);
+  expect(await servedBy()).toBe("a");
+}, 60_000);
+
+afterAll(async () => {
+  for (const { child } of agents.values()) child.kill("SIGKILL");
+  for (const host of ["a", "b"]) await run("sh", ["-c", `for p in $(ip netns pids ${ns(host)}); do kill -9 $p; done`]).catch(() => undefined);
+  await net?.destroy();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("faults on a real pair", () => {
+  it("the application killed below its threshold is restarted in place; past it, the job fails over", async () => {
+    process.kill(-(await appPid("a")), "SIGKILL");
+    await until("the app restarted on a", 10_000, async () => (await events("a", "ResourceRestarted")).length === 1);
+    expect(await until("served by a again", 5000, async () => (await servedBy()) === "a" && "a")).toBe("a");
+    process.kill(-(await appPid("a")), "SIGKILL");
+    await until("web failed over to b", 20_000, async () => (await servedBy()) === "b");
+    const [decision] = await events("a", "FailoverDecided");
+    expect(decision!.data).toMatchObject({ job: "web", from: "a", to: "b", cause: "monitor-threshold" });
+    expect(await hasVip("a")).toBe(false);
+  }, 40_000);
+
+  it("bring-out removes the VIP and stops the application", async () => {
+    expect((await duet("b", "job", "bring-out", "web")).outcome.ok).toBe(true);
+    expect(await hasVip("b")).toBe(false);
+    await expect(servedBy()).rejects.toThrow();
+    expect((await web("a")).phase).toBe("out");
+  }, 30_000);
+
+  it("the public NIC going down on the active node fails the job over (the interconnect keeps the pair connected)", async () => {
+    expect((await duet("b", "job", "bring-in", "web", "--on", "b")).outcome.ok).toBe(true);
+    expect(await servedBy()).toBe("b");
+    await run("ip", ["-n", ns("b"), "link", "set", "eth0", "down"]);
+    try {
+      await until("web failed over to a", 20_000, async () => (await servedBy()) === "a");
+      const [decision] = await events("b", "FailoverDecided");
+      expect(decision!.data).toMatchObject({ from: "b", to: "a", cause: "nic-down" });
+    } finally {
+      await run("ip", ["-n", ns("b"), "link", "set", "eth0", "up"]);
+    }
+    await until("b back on the public network", 10_000, async () => (await duet("a", "status")).links.every((l: { up: boolean }) => l.up));
+  }, 40_000);
+
+  it("the active node cut off from everything fences itself; the peer takes over; the VIP is never on both", async () => {
+    const stop = watchVip();
+    await net.isolate("a");
+    await run("sh", ["-c", `ip netns exec ${ns("a")} nft -f - <<'EOF'
+table inet duet_isolate_private {
+  chain in { type filter hook input priority 0; iifname "eth1" drop; }
+  chain out { type filter hook output priority 0; oifname "eth1" drop; }
+}
+table arp duet_isolate_arp {
+  chain in { type filter hook input priority 0; drop; }
+  chain out { type filter hook output priority 0; drop; }
+}
+EOF`]);
+    try {
+      await until("b serves after the isolation", 25_000, async () => (await servedBy()) === "b");
+      const { both, samples } = await stop();
+      expect(samples).toBeGreaterThan(10);
+      expect(both, "samples with the VIP on both nodes").toBe(0);
+      expect(await hasVip("a")).toBe(false);
+    } finally {
+      await stop();
+      await run("sh", ["-c", `ip netns exec ${ns("a")} nft delete table arp duet_isolate_arp; ip netns exec ${ns("a")} nft delete table inet duet_isolate_private; true`]);
+      await net.heal("a");
+    }
+    const fence = await events("a", "SelfFenceDecided");
+    expect(fence[0]!.data).toMatchObject({ node: "a", jobs: ["web"] });
+    await until("a learns that b runs web after the heal", 15_000, async () => (await web("a")).active === "b");
+  }, 60_000);
+
+  it("a partition between the nodes while both reach the gateway: no takeover succeeds, the VIP is never on both", async () => {
+    expect((await web("b")).active).toBe("b");
+    const stop = watchVip();
+    const cut = (host: string, peerPublic: string) =>
+      run("sh", ["-c", `ip netns exec ${ns(host)} nft -f - <<'EOF'
+table inet duet_partition_all {
+  chain in { type filter hook input priority 0; iifname "eth1" drop; ip saddr ${peerPublic} drop; }
+  chain out { type filter hook output priority 0; oifname "eth1" drop; ip daddr ${peerPublic} drop; }
+}
+EOF`]);
+    await cut("a", net.address("b"));
+    await cut("b", net.address("a"));
+    try {
+      await until("a declares b lost and decides", 15_000, async () => (await events("a", "JobStartFailed")).length > 0 || (await events("a", "TakeoverDecided")).length > 0);
+      await until("a's takeover attempt ends", 15_000, async () => (await events("a", "JobStartFailed")).length > 0);
+      expect(await servedBy()).toBe("b");
+      const { both } = await stop();
+      expect(both, "samples with the VIP on both nodes").toBe(0);
+      const [failed] = await events("a", "JobStartFailed");
+      expect(String(failed!.data.error)).toMatch(/still answers on the network/);
+    } finally {
+      await stop();
+      await net.heal("a");
+      await net.heal("b");
+    }
+    await until("a learns again that b runs web", 15_000, async () => (await web("a")).active === "b");
+  }, 60_000);
+
+  it("replay of both journals re-checks every automatic decision", async () => {
+    for (const host of ["a", "b"] as const) {
+      agents.get(host)!.child.kill("SIGTERM");
+      await until(`agent ${host} stopped`, 30_000, async () => agents.get(host)!.child.exitCode !== null);
+    }
+    const { output, exitCode } = await runReplay([join(dir, "a", "journal"), join(dir, "b", "journal")]);
+    expect(output).toMatch(/failover \(monitor-threshold\)/);
+    expect(output).toMatch(/failover \(nic-down\)/);
+    expect(output).toMatch(/self-fence \(isolated\)/);
+    expect(output).toMatch(/why: takeover \(takeover\) of job web on b/);
+    expect(exitCode, output).toBe(0);
+  }, 60_000);
+});
