@@ -1,11 +1,17 @@
-// bench:failover — time from a fault to the client being served again on the VIP.
-// Needs root (network namespaces). Usage: npm run bench:failover [-- --runs N]
+// bench:failover — time from a fault to the client being served again on the VIP, duet beside
+// keepalived in the same namespaces, and false peer losses while both CPUs are saturated.
+// Needs root (network namespaces) and keepalived. Usage: npm run bench:failover [-- --runs N --saturate-s S]
+import { spawn } from "node:child_process";
+import { availableParallelism } from "node:os";
 import { createTestNet, removeStaleNamespaces } from "../test/e2e/netns.ts";
+import { startDuetPair } from "./duet-pair.ts";
 import { keepalivedAvailable, measureKeepalivedHostCrash } from "./keepalived-pair.ts";
 import { summarize } from "./vip-client.ts";
 
-const runs = Number(process.argv[process.argv.indexOf("--runs") + 1] || 10);
-const deadtimeMs = 3000;
+const arg = (name: string, fallback: number) => (process.argv.includes(name) ? Number(process.argv[process.argv.indexOf(name) + 1]) : fallback);
+const runs = arg("--runs", 10);
+const saturateS = arg("--saturate-s", 60);
+const deadtimeMs = 3000; // duet's default, and keepalived tuned to the same detection budget
 const prefix = `bf${process.pid % 10000}`;
 
 if (process.getuid?.() !== 0) {
@@ -18,11 +24,31 @@ if (!(await keepalivedAvailable())) {
 }
 await removeStaleNamespaces(prefix);
 const net = await createTestNet({ prefix, subnet: "10.231.90", hosts: ["a", "b", "client"] });
+const vip = "10.231.90.100";
 try {
-  const vip = "10.231.90.100";
   const keepalived = await measureKeepalivedHostCrash(net, { vip, deadtimeMs, runs });
-  console.log(`keepalived advert_int=${keepalived.advertS}s (master down after ~3 x advert + skew)`);
-  summarize("keepalived host crash -> served", keepalived.takeovers, deadtimeMs);
+  console.log(`keepalived advert_int=${keepalived.advertS}s`);
+  const k = summarize("keepalived host crash -> served", keepalived.takeovers, deadtimeMs);
+
+  const pair = await startDuetPair(net, { vip });
+  try {
+    const host: number[] = [];
+    for (let i = 0; i < runs; i++) host.push(await pair.hostCrash());
+    const d = summarize("duet host crash -> served", host, deadtimeMs);
+    console.log(`duet host crash: median - deadtime = ${d.median - deadtimeMs} ms (target <= 1000 ms); duet/keepalived median ratio = ${(d.median / k.median).toFixed(2)} (target <= 1)`);
+    const app: number[] = [];
+    for (let i = 0; i < runs; i++) app.push(await pair.appCrash());
+    summarize("duet application crash -> served (monitor every 1000 ms, restart.max 0)", app, deadtimeMs);
+
+    const before = await pair.peerLostCount();
+    const busy = Array.from({ length: availableParallelism() * 2 }, () => spawn(process.execPath, ["-e", `const end=Date.now()+${saturateS * 1000};while(Date.now()<end){}`], { stdio: "ignore" }));
+    const started = Date.now();
+    await Promise.all(busy.map((c) => new Promise((r) => c.on("exit", r))));
+    const lost = (await pair.peerLostCount()) - before;
+    console.log(`CPU saturation: ${busy.length} busy loops for ${((Date.now() - started) / 1000).toFixed(0)} s on ${availableParallelism()} cores: false peer-lost events = ${lost} (target 0 with the default 500 ms / 3000 ms)`);
+  } finally {
+    await pair.stop();
+  }
 } finally {
   await net.destroy();
 }

@@ -26,6 +26,7 @@ import { parsePeerRequest, type PeerRequest, type PeerResponse, peerResponse } f
 import { createReactor } from "./reactor.ts";
 import { jobDefinitionEvents } from "./definitions.ts";
 import type { Logger } from "./log.ts";
+import { writeGatherinfo } from "./gatherinfo.ts";
 
 export const AGENT_VERSION = "0.1.0";
 
@@ -39,6 +40,8 @@ export interface AgentWorld {
 export interface AgentOptions {
   config: Config;
   configHash: string;
+  /** Where the config was read from: gatherinfo bundles it, redacted. */
+  configFile: string;
   /** This node's name; resolved from the config by address when absent. */
   node?: string;
   key: Buffer;
@@ -245,7 +248,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         throw new ControlError("not-available", 409, "run `duet config clear` on the host with the agent stopped");
       },
       gatherinfo: async () => {
-        throw new ControlError("not-available", 409, "run `duet gatherinfo` on the host");
+        const outDir = join(dataDir, "gatherinfo");
+        await mkdir(outDir, { recursive: true, mode: 0o700 });
+        return writeGatherinfo({ journal, configFile: options.configFile, logFile: join(dataDir, "agent.log"), node: me.name, version: AGENT_VERSION, outDir, now: world.clock.now() });
       },
     };
     const cliToken = randomBytes(32).toString("base64url");
@@ -268,11 +273,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       stop(signal = "SIGTERM") {
         stopping ??= (async () => {
           const running = [...state().jobs.values()].filter((j) => j.active === me.name && j.phase === "in").map((j) => j.name);
-          const switchable = running.filter((j) => decideSwitchover(state(), j, peer.name, world.clock.now()).allowed);
+          // The journal may still call the peer connected for a deadtime after it went away: ask the channel too.
+          const switchable = channel.connected() ? running.filter((j) => decideSwitchover(state(), j, peer.name, world.clock.now()).allowed) : [];
           const action = running.length === 0 ? "none" : switchable.length === running.length ? "switch-over" : "bring-out";
           await record([{ type: "AgentStopping", data: { node: me.name, signal, jobsAction: action } }]);
           for (const job of running) {
-            if (switchable.includes(job)) await jobs.moveToPeer(job, `agent-stop@${me.name}`, "switchover");
+            if (switchable.includes(job)) await jobs.moveToPeer(job, `agent-stop@${me.name}`, "switchover", false);
             else await jobs.stopHere(job);
           }
           await jobs.drain();

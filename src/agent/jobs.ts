@@ -80,20 +80,22 @@ export function createJobControl(host: JobHost) {
    * Moves a job that runs here to the peer. If the peer cannot start it, it comes back here: a
    * planned move must never leave the service down when the old node can still run it.
    */
-  async function moveToPeer(name: string, by: string, cause: "switchover" | "failover"): Promise<boolean> {
+  async function moveToPeer(name: string, by: string, cause: "switchover" | "failover", failBack = true): Promise<boolean> {
     const peer = otherNode(jobOrThrow(name));
     await stopHere(name);
     const answer = await askPeer({ kind: "bring-in", job: name, by, cause });
     if (answer.ok) return true;
-    await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: `${cause}-failed`, message: `node ${peer} could not start job ${name} (${answer.code}: ${answer.message}); bringing it back in on ${host.self}` } }]);
-    await startHere(name);
+    const then = failBack ? `bringing it back in on ${host.self}` : `it stays out: ${host.self} is stopping`;
+    await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: `${cause}-failed`, message: `node ${peer} could not start job ${name} (${answer.code}: ${answer.message}); ${then}` } }]);
+    if (failBack) await startHere(name);
     return false;
   }
 
   return {
     startHere: (name: string) => serial(name, () => startHere(name)),
     stopHere: (name: string) => serial(name, () => stopHere(name)),
-    moveToPeer: (name: string, by: string, cause: "switchover" | "failover") => serial(name, () => moveToPeer(name, by, cause)),
+    /** failBack false when this agent is stopping: a job the peer cannot take stays out rather than outliving its agent. */
+    moveToPeer: (name: string, by: string, cause: "switchover" | "failover", failBack = true) => serial(name, () => moveToPeer(name, by, cause, failBack)),
 
     /** Operator: start the job on `on` (default: its first node). Answers once the request is journaled. */
     async bringIn(name: string, by: string, on?: string): Promise<{ seq: number }> {

@@ -21,7 +21,7 @@ export async function runAgent(options: { config: string; node?: string }): Prom
   const log = createAgentLog(join(me.dataDir, "agent.log"), me.name);
   let agent;
   try {
-    agent = await startAgent({ config: loaded.config, configHash: loaded.hash, node: me.name, key, log });
+    agent = await startAgent({ config: loaded.config, configHash: loaded.hash, configFile: options.config, node: me.name, key, log });
   } catch (error) {
     throw new CliError(`agent ${me.name}: ${(error as Error).message}`, exitCodes.failed);
   }

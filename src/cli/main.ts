@@ -6,6 +6,7 @@ import { runAgent } from "./agent-command.ts";
 import { CliError, exitCodes, type ApiClient } from "./client.ts";
 import { DEFAULT_CONFIG, localAgent } from "./context.ts";
 import { runDemo } from "./demo.ts";
+import { clearConfig, gatherinfo } from "./maintenance.ts";
 import { renderStatus } from "./status.ts";
 import { followEvents, waitForOutcome } from "./follow.ts";
 
@@ -99,6 +100,31 @@ program
     const { output, exitCode } = await runReplay(paths, o);
     console.log(output);
     process.exitCode = exitCode;
+  });
+
+program
+  .command("gatherinfo")
+  .description("write HOSTNAME-NODE-DATE.zip: journal export, redacted config, agent log, versions, network facts")
+  .addOption(configOption())
+  .addOption(nodeOption())
+  .option("--out <dir>", "where to write the bundle", ".")
+  .option("--json", "machine-readable output")
+  .action(async (o: { config: string; node?: string; out: string; json?: boolean }) => {
+    const result = await gatherinfo(o);
+    print(!!o.json, result, `wrote ${result.file} (${result.bytes} bytes); duet replay reads it as is`);
+  });
+
+const configCommand = program.command("config").description("this node's cluster configuration");
+configCommand
+  .command("clear")
+  .description("forget this node's cluster configuration (journal and config archived, not deleted)")
+  .addOption(configOption())
+  .addOption(nodeOption())
+  .option("--force", "even if the journal says a job runs here")
+  .option("--json", "machine-readable output")
+  .action(async (o: { config: string; node?: string; force?: boolean; json?: boolean }) => {
+    const result = await clearConfig({ ...o, force: !!o.force, by: process.env.SUDO_USER ?? process.env.USER ?? "root" });
+    print(!!o.json, result, `cleared; the old journal and config are in ${result.archivedTo}`);
   });
 
 program

@@ -53,6 +53,18 @@ export function createAgent(spec: ResourceSpec, ctx: AgentContext): ResourceAgen
   }
 }
 
+/** A resource that nothing starts (a NIC, a reachable gateway): start checks it, stop has nothing to undo. */
+export function checkOnly(check: () => Promise<MonitorResult>): ResourceAgent {
+  return {
+    async start() {
+      const result = await check();
+      if (!result.ok) throw new ResourceError(result.error);
+    },
+    async stop() {},
+    monitor: check,
+  };
+}
+
 /** The last lines of a command's output, for an error message that explains itself. */
 export function outputTail(result: RunResult, maxChars = 400): string {
   const text = `${result.stderr}${result.stdout}`.trim();

@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import type { ResourceAgent } from "./agent.ts";
-import { ResourceError } from "./agent.ts";
+import { checkOnly } from "./agent.ts";
 import type { ResourceSpec } from "./spec.ts";
 
 /** The public NIC: nothing to start, but a job must not run on a host whose NIC has no carrier. */
@@ -14,12 +14,5 @@ export function createNic(spec: Extract<ResourceSpec, { nic: unknown }>): Resour
     if (carrier !== "1" || (operstate !== "up" && operstate !== "unknown")) return { ok: false as const, error: `${spec.name}: ${dev} is ${operstate}, carrier ${carrier ?? "unknown"}` };
     return { ok: true as const };
   };
-  return {
-    async start() {
-      const result = await check();
-      if (!result.ok) throw new ResourceError(result.error);
-    },
-    async stop() {},
-    monitor: check,
-  };
+  return checkOnly(check);
 }

@@ -1,5 +1,5 @@
 import type { AgentContext, ResourceAgent } from "./agent.ts";
-import { ResourceError, outputTail } from "./agent.ts";
+import { checkOnly, outputTail } from "./agent.ts";
 import type { ResourceSpec } from "./spec.ts";
 
 /** Reachability of a target (a gateway, a database): a job is only useful where it can reach it. */
@@ -8,12 +8,5 @@ export function createPing(spec: Extract<ResourceSpec, { ping: unknown }>, ctx: 
     const result = await ctx.processes.run(["ping", "-n", "-c", String(spec.ping.count), "-W", "1", spec.ping.target], { timeoutMs: spec.monitor.timeoutMs });
     return result.code === 0 ? { ok: true as const } : { ok: false as const, error: `${spec.name}: ${spec.ping.target} unreachable: ${outputTail(result, 200)}` };
   };
-  return {
-    async start() {
-      const result = await check();
-      if (!result.ok) throw new ResourceError(result.error);
-    },
-    async stop() {},
-    monitor: check,
-  };
+  return checkOnly(check);
 }

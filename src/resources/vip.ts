@@ -25,13 +25,15 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
       // that is fencing itself may still hold it for a moment, so ask again until the start timeout.
       const deadline = ctx.clock.monotonic() + spec.startTimeoutMs;
       for (;;) {
-        const dad = await ctx.processes.run(["arping", "-D", "-c", "2", "-w", "2", "-I", dev, address], { timeoutMs: spec.startTimeoutMs });
+        const dad = await ctx.processes.run(["arping", "-D", "-c", "1", "-w", "1", "-I", dev, address], { timeoutMs: spec.startTimeoutMs });
         if (dad.code !== 1) break;
         if (ctx.clock.monotonic() + DAD_RETRY_MS > deadline) throw new ResourceError(`${spec.name}: ${address} still answers on the network after ${spec.startTimeoutMs} ms (${outputTail(dad, 200)}); refusing to start it here too`);
         await new Promise((r) => setTimeout(r, DAD_RETRY_MS));
       }
       await runOrThrow(ctx, spec.name, `ip addr add ${cidr} dev ${dev}`, ["ip", "addr", "add", cidr, "dev", dev], spec.startTimeoutMs);
-      if (arpCount > 0) await runOrThrow(ctx, spec.name, "gratuitous ARP", ["arping", "-U", "-c", String(arpCount), "-I", dev, address], spec.startTimeoutMs);
+      // Gratuitous ARP: the first goes out as arping starts, but arping lingers a second after each
+      // one, so it runs on in the background rather than delaying the application's start.
+      if (arpCount > 0) void ctx.processes.run(["arping", "-U", "-c", String(arpCount), "-I", dev, address], { timeoutMs: arpCount * 1000 + 2000 });
     },
     async stop() {
       if (!(await present())) return;

@@ -1,4 +1,4 @@
-import { execFile, type ChildProcess } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { initConfig } from "../../src/config/init.ts";
 import { runReplay } from "../../tools/replay/main.ts";
 import { createTestNet, removeStaleNamespaces, type TestNet } from "./netns.ts";
+import { createPairKit } from "./pair-kit.ts";
 
 /**
  * Faults on a real pair: a public network (eth0, with the VIP and the client, which is also the
@@ -15,7 +16,6 @@ import { createTestNet, removeStaleNamespaces, type TestNet } from "./netns.ts";
  */
 const run = promisify(execFile);
 const ROOT = resolve(import.meta.dirname, "../..");
-const DUET = join(ROOT, "bin/duet.js");
 const prefix = `fl${process.pid % 10000}`;
 const subnet = `10.236.${process.pid % 200}`;
 const privateNet = `192.168.${process.pid % 200}`;
@@ -23,29 +23,16 @@ const vip = `${subnet}.100`;
 let net: TestNet;
 let dir: string;
 let configFile: string;
-const agents = new Map<string, { child: ChildProcess; log: string[] }>();
+let kit: ReturnType<typeof createPairKit>;
+const startAgent = (host: string) => kit.startAgent(host);
+const duet = (host: string, ...args: string[]) => kit.duet(host, ...args);
+const until = <T,>(what: string, ms: number, probe: () => Promise<T | null | false | undefined>) => kit.until(what, ms, probe);
+const servedBy = () => kit.servedBy();
+const hasVip = (host: string) => kit.hasVip(host);
 const ns = (host: string) => `${prefix}${host}`;
 
-function startAgent(host: "a" | "b") {
-  const child = net.spawn(host, [process.execPath, DUET, "agent", "--config", configFile, "--node", host]);
-  const log: string[] = [];
-  child.stderr!.on("data", (d: Buffer) => log.push(d.toString()));
-  agents.set(host, { child, log });
-}
-const duet = async (host: string, ...args: string[]) => JSON.parse(await net.exec(host, [process.execPath, DUET, ...args, "--config", configFile, "--node", host, "--json"], 60_000));
 type Job = { name: string; phase: string; active: string | null; lastDecision: { kind: string; code: string } | null };
 const web = async (host: string) => ((await duet(host, "status")) as { jobs: Job[] }).jobs.find((j) => j.name === "web")!;
-async function until<T>(what: string, ms: number, probe: () => Promise<T | null | false | undefined>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe().catch(() => null);
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms\n${[...agents].map(([h, a]) => `--- ${h}\n${a.log.join("").slice(-2500)}`).join("\n")}`);
-    await new Promise((r) => setTimeout(r, 150));
-  }
-}
-const servedBy = async () => JSON.parse(await net.exec("client", [process.execPath, "-e", `fetch("http://${vip}:8080/",{signal:AbortSignal.timeout(500)}).then(r=>r.text()).then(t=>console.log(t))`], 5000)).servedBy as string;
-const hasVip = async (host: string) => (await net.probe(host, ["ip", "-o", "addr", "show"])).out.includes(`${vip}/`);
 const appPid = async (host: string) => (JSON.parse(await readFile(join(dir, host, "jobs", "web", "app.pid"), "utf8")) as { pid: number }).pid;
 const events = async (host: string, type: string) => {
   const out = await net.exec(host, [process.execPath, "-e", `
@@ -112,6 +99,7 @@ beforeAll(async () => {
     .replace("intervalMs: 500", "intervalMs: 200")
     .replace("deadtimeMs: 3000", "deadtimeMs: 1000\n  links:\n    - { name: private, port: 7340, addresses: [" + `${privateNet}.1, ${privateNet}.2` + "] }\n    - { name: public, port: 7350, addresses: [" + `${net.address("a")}, ${net.address("b")}` + "] }");
   await writeFile(configFile, text);
+  kit = createPairKit(net, configFile, vip);
   startAgent("a");
   startAgent("b");
   await until("both agents connected", 20_000, async () => (await duet("a", "status")).peerStatus === "connected" && (await duet("b", "status")).peerStatus === "connected");
@@ -120,7 +108,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  for (const { child } of agents.values()) child.kill("SIGKILL");
+  for (const { child } of kit?.agents.values() ?? []) child.kill("SIGKILL");
   for (const host of ["a", "b"]) await run("sh", ["-c", `for p in $(ip netns pids ${ns(host)}); do kill -9 $p; done`]).catch(() => undefined);
   await net?.destroy();
   await rm(dir, { recursive: true, force: true });
@@ -218,8 +206,8 @@ EOF`]);
 
   it("replay of both journals re-checks every automatic decision", async () => {
     for (const host of ["a", "b"] as const) {
-      agents.get(host)!.child.kill("SIGTERM");
-      await until(`agent ${host} stopped`, 30_000, async () => agents.get(host)!.child.exitCode !== null);
+      kit.agents.get(host)!.child.kill("SIGTERM");
+      await until(`agent ${host} stopped`, 30_000, async () => kit.agents.get(host)!.child.exitCode !== null);
     }
     const { output, exitCode } = await runReplay([join(dir, "a", "journal"), join(dir, "b", "journal")]);
     expect(output).toMatch(/failover \(monitor-threshold\)/);

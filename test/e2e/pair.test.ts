@@ -1,4 +1,4 @@
-import { execFile, type ChildProcess } from "node:child_process";
+import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { initConfig } from "../../src/config/init.ts";
 import { runReplay } from "../../tools/replay/main.ts";
 import { createTestNet, removeStaleNamespaces, type TestNet } from "./netns.ts";
+import { createPairKit } from "./pair-kit.ts";
 
 /**
  * Two real agents in network namespaces, a client namespace that is also the gateway the
@@ -23,29 +24,14 @@ const vip = `${subnet}.100`;
 let net: TestNet;
 let dir: string;
 let configFile: string;
-const agents = new Map<string, { child: ChildProcess; log: string[] }>();
+let kit: ReturnType<typeof createPairKit>;
+const startAgent = (host: string) => kit.startAgent(host);
+const duet = (host: string, ...args: string[]) => kit.duet(host, ...args);
+const until = <T,>(what: string, ms: number, probe: () => Promise<T | null | false | undefined>) => kit.until(what, ms, probe);
+const servedBy = () => kit.servedBy();
 
-function startAgent(host: "a" | "b") {
-  const child = net.spawn(host, [process.execPath, DUET, "agent", "--config", configFile, "--node", host]);
-  const log: string[] = [];
-  child.stderr!.on("data", (d: Buffer) => log.push(d.toString()));
-  child.stdout!.on("data", (d: Buffer) => log.push(d.toString()));
-  agents.set(host, { child, log });
-  return child;
-}
-const duet = async (host: string, ...args: string[]) => JSON.parse(await net.exec(host, [process.execPath, DUET, ...args, "--config", configFile, "--node", host, "--json"], 60_000));
 const status = (host: string) => duet(host, "status") as Promise<{ peerStatus: string; jobs: { name: string; phase: string; active: string | null; lastDecision: { kind: string; code: string } | null }[]; alerts: { code: string }[] }>;
 const job = async (host: string, name: string) => (await status(host)).jobs.find((j) => j.name === name)!;
-async function until<T>(what: string, ms: number, probe: () => Promise<T | null | false>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe().catch(() => null);
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms\n${[...agents].map(([h, a]) => `--- ${h}\n${a.log.join("").slice(-3000)}`).join("\n")}`);
-    await new Promise((r) => setTimeout(r, 150));
-  }
-}
-const servedBy = async () => JSON.parse(await net.exec("client", [process.execPath, "-e", `fetch("http://${vip}:8080/",{signal:AbortSignal.timeout(500)}).then(r=>r.text()).then(t=>console.log(t))`], 5000)).servedBy as string;
 
 beforeAll(async () => {
   if (!existsSync("/usr/lib/ocf/resource.d/heartbeat/Dummy")) throw new Error("resource-agents is missing: run bash .ci/run or apt-get install resource-agents");
@@ -83,13 +69,14 @@ beforeAll(async () => {
   // Faster detection than the defaults keeps the suite short; the bench measures the defaults.
   const { readFile, writeFile } = await import("node:fs/promises");
   await writeFile(configFile, (await readFile(configFile, "utf8")).replace("intervalMs: 500", "intervalMs: 200").replace("deadtimeMs: 3000", "deadtimeMs: 1000"));
+  kit = createPairKit(net, configFile, vip);
   startAgent("a");
   startAgent("b");
   await until("both agents connected", 20_000, async () => (await status("a")).peerStatus === "connected" && (await status("b")).peerStatus === "connected");
 }, 60_000);
 
 afterAll(async () => {
-  for (const { child } of agents.values()) child.kill("SIGKILL");
+  for (const { child } of kit?.agents.values() ?? []) child.kill("SIGKILL");
   for (const host of ["a", "b"]) await run("sh", ["-c", `for p in $(ip netns pids ${prefix}${host}); do kill -9 $p; done`]).catch(() => undefined);
   await net?.destroy();
   await rm(dir, { recursive: true, force: true });
@@ -101,6 +88,13 @@ describe("a real pair in network namespaces", () => {
     expect(outcome.outcome.ok).toBe(true);
     expect(await servedBy()).toBe("a");
     await until("b knows web runs on a", 5000, async () => (await job("b", "web")).active === "a");
+  }, 30_000);
+
+  it("gatherinfo from the running agent: a bundle replay can read", async () => {
+    const { file } = await duet("a", "gatherinfo", "--out", join(dir, "bundles"));
+    const { output, exitCode } = await runReplay([file]);
+    expect(exitCode, output).toBe(0);
+    expect(output).toMatch(/job web running on a/);
   }, 30_000);
 
   it("a second agent on the same data directory is refused with a clear error", async () => {
@@ -137,14 +131,26 @@ describe("a real pair in network namespaces", () => {
     });
     expect(db.active).toBe("b");
     expect((await status("a")).alerts.map((a) => a.code)).toContain("policy-manual");
-    // Replay needs the journals closed: stop a cleanly (it brings web out: no peer to switch to).
-    agents.get("a")!.child.kill("SIGTERM");
-    await until("agent a stopped", 30_000, async () => agents.get("a")!.child.exitCode !== null);
+    // b comes back: its journal says it ran web and db; the hello exchange tells it a runs web now,
+    // so it gives web up (stopping leftovers) and keeps db, which nobody took over.
+    await run("ip", ["-n", `${prefix}b`, "link", "set", "eth0", "up"]);
+    startAgent("b");
+    await until("b rejoins and learns a runs web", 30_000, async () => (await job("b", "web")).active === "a");
+    expect((await job("b", "db")).active).toBe("b");
+    expect(await servedBy()).toBe("a");
+    // Replay needs the journals closed. SIGTERM on a switches web over to the connected peer;
+    // then b, alone, brings its jobs out.
+    for (const host of ["a", "b"]) {
+      kit.agents.get(host)!.child.kill("SIGTERM");
+      await until(`agent ${host} stopped`, 30_000, async () => kit.agents.get(host)!.child.exitCode !== null);
+    }
     const { output, exitCode } = await runReplay([join(dir, "a", "journal"), join(dir, "b", "journal")]);
     expect(output, output).toMatch(/why: takeover \(takeover\) of job web on a/);
     expect(output).toMatch(/why: decline \(policy-manual\) of job db on a/);
-    expect(output).toMatch(/agent a stopping on SIGTERM; its jobs: bring-out/);
+    expect(output).toMatch(/agent a stopping on SIGTERM; its jobs: switch-over/);
+    expect(output).toMatch(/job web running on b/);
+    expect(output).toMatch(/agent b stopping on SIGTERM; its jobs: bring-out/);
     expect(exitCode, output).toBe(0);
-    expect((await net.probe("a", ["ip", "-o", "addr", "show", "dev", "eth0"])).out).not.toContain(vip);
-  }, 60_000);
+    for (const host of ["a", "b"]) expect((await net.probe(host, ["ip", "-o", "addr", "show", "dev", "eth0"])).out).not.toContain(vip);
+  }, 90_000);
 });

@@ -84,7 +84,11 @@ describe("vip, nic and ping in test namespaces", () => {
     await onA.stop();
     expect((await onA.monitor()).ok).toBe(false);
     await onB.start();
-    expect(await neighbour()).toContain(await macOf("b"));
+    // The gratuitous ARP runs in the background: the client's table follows within a moment.
+    const macB = await macOf("b");
+    const deadline = Date.now() + 2000;
+    while (!(await neighbour()).includes(macB) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(await neighbour()).toContain(macB);
     await onB.stop();
   });
 

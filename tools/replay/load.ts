@@ -5,6 +5,7 @@ import { unzipSync } from "fflate";
 import type { Recorded } from "../../src/events/catalogue.ts";
 import { importJournal, openJournal, verifyExport } from "../../src/journal/journal.ts";
 import { systemClock } from "../../src/world/clock.ts";
+import { BUNDLE_JOURNAL_NAME } from "../../src/agent/gatherinfo.ts";
 
 /** One node's history as replay reads it: its records, in seq order, and where they came from. */
 export interface LoadedJournal {
@@ -17,7 +18,7 @@ export interface LoadedJournal {
 
 /** Bounds what replay holds in memory: a forensic read, not a bulk export. */
 export const REPLAY_RECORDS_MAX = 2_000_000;
-const EXPORT_NAME_IN_BUNDLE = "journal.duetj";
+const EXPORT_NAME_IN_BUNDLE = BUNDLE_JOURNAL_NAME;
 
 /**
  * Reads a journal directory (a stopped node's, or a copy), a journal export file, or a

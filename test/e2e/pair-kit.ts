@@ -1,0 +1,51 @@
+import type { ChildProcess } from "node:child_process";
+import { join, resolve } from "node:path";
+import type { TestNet } from "./netns.ts";
+
+const DUET = join(resolve(import.meta.dirname, "../.."), "bin/duet.js");
+
+/**
+ * Real agents in test namespaces, driven through the real CLI run inside the namespaces (the root
+ * namespace never talks to a test address), with their logs kept for a failing wait to show.
+ */
+export function createPairKit(net: TestNet, configFile: string, vip: string) {
+  const agents = new Map<string, { child: ChildProcess; log: string[] }>();
+  const kit = {
+    agents,
+    startAgent(host: string): ChildProcess {
+      const child = net.spawn(host, [process.execPath, DUET, "agent", "--config", configFile, "--node", host]);
+      const log: string[] = [];
+      child.stderr!.on("data", (d: Buffer) => log.push(d.toString()));
+      child.stdout!.on("data", (d: Buffer) => log.push(d.toString()));
+      agents.set(host, { child, log });
+      return child;
+    },
+    /** `duet ARGS --json` on a node, parsed. */
+    async duet(host: string, ...args: string[]) {
+      return JSON.parse(await net.exec(host, [process.execPath, DUET, ...args, "--config", configFile, "--node", host, "--json"], 60_000));
+    },
+    /** Polls until the probe gives a truthy value; on timeout the error carries both agents' recent logs. */
+    async until<T>(what: string, ms: number, probe: () => Promise<T | null | false | undefined>): Promise<T> {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        const value = await probe().catch(() => null);
+        if (value) return value;
+        if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms\n${[...agents].map(([h, a]) => `--- ${h}\n${a.log.join("").slice(-2500)}`).join("\n")}`);
+        await new Promise((r) => setTimeout(r, 150));
+      }
+    },
+    /** Who answers on the VIP, asked from the client namespace. */
+    async servedBy(): Promise<string> {
+      const body = await net.exec("client", [process.execPath, "-e", `fetch("http://${vip}:8080/",{signal:AbortSignal.timeout(500)}).then(r=>r.text()).then(t=>console.log(t))`], 5000);
+      return (JSON.parse(body) as { servedBy: string }).servedBy;
+    },
+    async hasVip(host: string): Promise<boolean> {
+      return (await net.probe(host, ["ip", "-o", "addr", "show"])).out.includes(`${vip}/`);
+    },
+    async stopAgent(host: string): Promise<void> {
+      agents.get(host)!.child.kill("SIGTERM");
+      await kit.until(`agent ${host} stopped`, 30_000, async () => agents.get(host)!.child.exitCode !== null);
+    },
+  };
+  return kit;
+}
