@@ -26,6 +26,9 @@ vrrp_instance duet_bench {
   virtual_ipaddress { ${options.vip}/24 dev eth0 }
 }`;
   const start = (host: string) => {
+    // A SIGKILLed keepalived leaves its pid files; if the pid is reused, a restart would think it
+    // still runs and exit at once.
+    for (const ext of ["pid", "vpid", "cpid"]) rmSync(join(dir, `${host}.${ext}`), { force: true });
     const child = net.spawn(host, ["keepalived", "-n", "-l", "-D", "-f", join(dir, `${host}.conf`), `--pid=${join(dir, `${host}.pid`)}`, `--vrrp_pid=${join(dir, `${host}.vpid`)}`, `--checkers_pid=${join(dir, `${host}.cpid`)}`]);
     child.stdout?.resume();
     child.stderr?.resume();
