@@ -1,6 +1,8 @@
 // bench:api — GET /v1/jobs latency and SSE delivery lag with 200 live subscribers while the journal
 // takes 1,000 events/s, against a baseline of the same GET with no subscribers and no appends.
+import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
+import { createInterface } from "node:readline";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApi } from "../src/api/app.ts";
@@ -20,7 +22,9 @@ const refuse = async (): Promise<never> => {
   throw new ControlError("not-available", 409, "bench");
 };
 const control: ControlPort = { bringIn: refuse, bringOut: refuse, switchover: refuse, deleteJob: refuse, verify: refuse, selectSource: refuse, clearConfig: refuse, gatherinfo: refuse };
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] ?? NaN;
+/** Percentile of an ascending array. */
+const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+const ascending = (xs: number[]) => Float64Array.from(xs).sort() as unknown as number[];
 
 const dir = await mkdtemp(join(tmpdir(), "duet-bench-api-"));
 const journal = await openJournal({ dir, node: "a", clock: systemClock, projection: clusterProjection("a") });
@@ -38,65 +42,36 @@ try {
   const baseline: number[] = [];
   for (let i = 0; i < BASELINE_REQUESTS; i++) baseline.push(await get());
 
-  // Subscribers count every seq and the lag from the append (the time is in the event's message).
-  const lags: number[] = [];
-  const aborts: AbortController[] = [];
-  const seen: number[][] = [];
+  // The subscribers run in their own process, as real clients would: this one is the agent's side.
   const from = journal.head();
-  await Promise.all(
-    Array.from({ length: SUBSCRIBERS }, async (_, i) => {
-      const abort = new AbortController();
-      aborts.push(abort);
-      seen[i] = [];
-      const response = await fetch(`${server.url}/v1/events/stream`, { headers: { ...headers, "last-event-id": String(from) }, signal: abort.signal });
-      const reader = response.body!.getReader();
-      const decoder = new TextDecoder();
-      let text = "";
-      void (async () => {
-        try {
-          for (;;) {
-            const { value, done } = await reader.read();
-            if (done) return;
-            text += decoder.decode(value, { stream: true });
-            const frames = text.split("\n\n");
-            text = frames.pop() ?? "";
-            for (const frame of frames) {
-              const data = /^data: (.*)$/m.exec(frame)?.[1];
-              if (!data) continue;
-              const event = JSON.parse(data) as { seq: number; data: { message: string } };
-              seen[i]!.push(event.seq);
-              if (lags.length < 5_000_000) lags.push(Date.now() - Number(event.data.message));
-            }
-          }
-        } catch {
-          // aborted at the end
-        }
-      })();
-    }),
-  );
-
+  const subscribers = spawn(process.execPath, [join(import.meta.dirname, "api-subscribers.mjs"), server.url, TOKEN, String(SUBSCRIBERS), String(from), String(EVENTS_PER_SECOND * LOAD_SECONDS)], { stdio: ["pipe", "pipe", "inherit"] });
+  const lines = createInterface({ input: subscribers.stdout! })[Symbol.asyncIterator]();
+  if ((await lines.next()).value !== "ready") throw new Error("subscribers did not start");
   const loaded: number[] = [];
   let appended = 0;
   const end = Date.now() + LOAD_SECONDS * 1000;
+  const started = Date.now();
+  // Paced by the clock, not by sleeps: each tick appends what the target rate owes so far.
   const appending = (async () => {
-    while (Date.now() < end) {
-      const batch = Array.from({ length: EVENTS_PER_SECOND / 100 }, () => ({ type: "AlertRaised" as const, data: { node: "a", code: "bench", message: String(Date.now()) } }));
-      await journal.append(batch);
-      appended += batch.length;
-      await new Promise((r) => setTimeout(r, 10));
+    while (appended < EVENTS_PER_SECOND * LOAD_SECONDS) {
+      const owed = Math.min(EVENTS_PER_SECOND * LOAD_SECONDS, Math.floor(((Date.now() - started) / 1000) * EVENTS_PER_SECOND)) - appended;
+      if (owed > 0) {
+        await journal.append(Array.from({ length: owed }, () => ({ type: "AlertRaised" as const, data: { node: "a", code: "bench", message: String(Date.now()) } })));
+        appended += owed;
+      }
+      await new Promise((r) => setTimeout(r, 5));
     }
   })();
   while (Date.now() < end) loaded.push(await get());
   await appending;
-  const deadline = Date.now() + 30_000;
-  while (seen.some((s) => s.length < appended) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-
-  const complete = seen.filter((s) => s.length === appended && s.every((seq, k) => seq === from + 1 + k)).length;
-  console.log(`baseline (no subscribers, no appends): GET /v1/jobs p50 ${pct(baseline, 50).toFixed(2)} ms, p99 ${pct(baseline, 99).toFixed(2)} ms over ${baseline.length} requests`);
-  console.log(`under load (${SUBSCRIBERS} SSE subscribers, ${(appended / LOAD_SECONDS).toFixed(0)} events/s for ${LOAD_SECONDS} s): GET /v1/jobs p50 ${pct(loaded, 50).toFixed(2)} ms, p99 ${pct(loaded, 99).toFixed(2)} ms over ${loaded.length} requests; p99 ratio to baseline ${(pct(loaded, 99) / pct(baseline, 99)).toFixed(2)}`);
-  console.log(`SSE delivery lag (append to receipt): p50 ${pct(lags, 50)} ms, p99 ${pct(lags, 99)} ms, max ${Math.max(...lags)} ms over ${lags.length} deliveries`);
-  console.log(`subscribers that received every one of the ${appended} events exactly once, in order: ${complete} of ${SUBSCRIBERS}`);
-  for (const a of aborts) a.abort();
+  await new Promise((r) => setTimeout(r, 2000)); // let the last events reach every subscriber
+  subscribers.stdin!.write("done\n");
+  const result = JSON.parse((await lines.next()).value as string) as { p50: number; p99: number; max: number; deliveries: number; complete: number };
+  const [b, l] = [ascending(baseline), ascending(loaded)];
+  console.log(`baseline (no subscribers, no appends): GET /v1/jobs p50 ${pct(b, 50).toFixed(2)} ms, p99 ${pct(b, 99).toFixed(2)} ms over ${baseline.length} requests`);
+  console.log(`under load (${SUBSCRIBERS} SSE subscribers, ${(appended / ((Date.now() - started - 2000) / 1000)).toFixed(0)} events/s for ${LOAD_SECONDS} s): GET /v1/jobs p50 ${pct(l, 50).toFixed(2)} ms, p99 ${pct(l, 99).toFixed(2)} ms over ${loaded.length} requests; p99 ratio to baseline ${(pct(l, 99) / pct(b, 99)).toFixed(2)}`);
+  console.log(`SSE delivery lag (append to receipt): p50 ${result.p50} ms, p99 ${result.p99} ms, max ${result.max} ms over ${result.deliveries} deliveries`);
+  console.log(`subscribers that received every one of the ${appended} events exactly once, in order: ${result.complete} of ${SUBSCRIBERS}`);
 } finally {
   await server.close();
   await journal.close();

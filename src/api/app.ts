@@ -15,6 +15,10 @@ export const EVENTS_PAGE_MAX = 1000;
 /** Events an SSE subscriber may fall behind by before it is told to reconnect from its last id. */
 export const SSE_BUFFER_MAX = 10_000;
 export const SSE_HEARTBEAT_MS = 15_000;
+/** Events written to one subscriber in one chunk. */
+export const SSE_WRITE_BATCH_MAX = 500;
+/** Serialized frames kept for other subscribers of the same events (JSON has no newlines to escape). */
+export const SSE_FRAME_CACHE_MAX = 20_000;
 
 type Env = { Variables: { user: string; role: Role } };
 
@@ -59,6 +63,16 @@ export function createApi(options: ApiOptions) {
   const auth = createAuth({ users: options.users, clock, tokenTtlMs: options.tokenTtlMs, localTokens: options.localTokens });
   const metrics = createMetrics(journal);
   const streams = new Set<() => void>();
+  const frames = new Map<number, string>();
+  const sseFrame = (event: Recorded): string => {
+    let frame = frames.get(event.seq);
+    if (frame === undefined) {
+      frame = `id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
+      frames.set(event.seq, frame);
+      if (frames.size > SSE_FRAME_CACHE_MAX) frames.delete(frames.keys().next().value!);
+    }
+    return frame;
+  };
   const app = new Hono<Env>();
 
   app.onError((error, c) => {
@@ -183,9 +197,10 @@ export function createApi(options: ApiOptions) {
       const beat = setInterval(() => void stream.write(": keepalive\n\n").catch(finish), SSE_HEARTBEAT_MS);
       try {
         while (!done || queue.length > 0) {
-          const next = queue.shift();
-          if (next) {
-            await stream.writeSSE({ id: String(next.seq), event: next.type, data: JSON.stringify(next) });
+          if (queue.length > 0) {
+            // Everything queued goes out in one write, each event serialized once for all subscribers.
+            const batch = queue.splice(0, SSE_WRITE_BATCH_MAX);
+            await stream.write(batch.map(sseFrame).join(""));
             continue;
           }
           if (done) break;
