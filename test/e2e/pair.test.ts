@@ -49,7 +49,7 @@ beforeAll(async () => {
     password: "pair-test-password",
     tiebreakerYaml: `  ping: { targets: [${net.address("client")}], mode: any, timeoutMs: 1000 }`,
     jobsYaml: `  - name: web
-    policy: unconditional
+    policy: when-consistent
     restart: { max: 1, windowMs: 60000 }
     resources:
       - name: ip
@@ -103,15 +103,17 @@ describe("a real pair in network namespaces", () => {
     expect(result.out).toMatch(/in use by another process/);
   }, 30_000);
 
-  it("switches over to b on request: the VIP and the app move, the client follows", async () => {
-    const outcome = await duet("a", "job", "switchover", "web", "--to", "b");
-    expect(outcome.outcome.ok).toBe(true);
-    expect(await until("the client served by b", 10_000, async () => (await servedBy()) === "b" && "b")).toBe("b");
-    expect((await net.probe("a", ["ip", "-o", "addr", "show", "dev", "eth0"])).out).not.toContain(vip);
+  it("switches over a->b and back and to b again, asked on either node: the VIP and the app move, the client follows", async () => {
+    for (const [asked, to, from] of [["a", "b", "a"], ["a", "a", "b"], ["b", "b", "a"]] as const) {
+      const outcome = await duet(asked, "job", "switchover", "web", "--to", to);
+      expect(outcome.outcome.ok, `switchover to ${to} asked on ${asked}`).toBe(true);
+      expect(await until(`the client served by ${to}`, 10_000, async () => (await servedBy()) === to && to)).toBe(to);
+      expect((await net.probe(from, ["ip", "-o", "addr", "show", "dev", "eth0"])).out).not.toContain(vip);
+    }
     await duet("b", "job", "bring-in", "db", "--on", "b");
-  }, 40_000);
+  }, 60_000);
 
-  it("host b crashes: a takes web over (unconditional) but not db (manual: an alert), and replay confirms both", async () => {
+  it("host b crashes: a takes web over (when-consistent) but not db (manual: an alert), and replay confirms both", async () => {
     for (const host of ["b"]) {
       await run("sh", ["-c", `for p in $(ip netns pids ${prefix}${host}); do kill -9 $p; done`]);
       await run("ip", ["-n", `${prefix}${host}`, "link", "set", "eth0", "down"]);
