@@ -277,6 +277,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
           const switchable = channel.connected() ? running.filter((j) => decideSwitchover(state(), j, peer.name, world.clock.now()).allowed) : [];
           const action = running.length === 0 ? "none" : switchable.length === running.length ? "switch-over" : "bring-out";
           await record([{ type: "AgentStopping", data: { node: me.name, signal, jobsAction: action } }]);
+          await reactor.stop(); // no new automatic decision may start while the jobs are being handed over
           for (const job of running) {
             if (switchable.includes(job)) await jobs.moveToPeer(job, `agent-stop@${me.name}`, "switchover", false);
             else await jobs.stopHere(job);
