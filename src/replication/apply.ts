@@ -1,0 +1,184 @@
+import { constants as fsConstants } from "node:fs";
+import { chmod, mkdir, open, readdir, readFile, rename, rm, symlink, truncate, writeFile } from "node:fs/promises";
+import { dirname, isAbsolute, join, normalize } from "node:path";
+import type { DuetEvent } from "../events/catalogue.ts";
+import { BatchError, blocksChecksum, decodeBatch, encodeBatch, type Batch } from "./batch.ts";
+import { resolveInside, UnsafePathError } from "./safepath.ts";
+
+export class RefusedBatchError extends Error {
+  constructor(
+    readonly batch: number,
+    readonly path: string,
+    readonly reason: string,
+  ) {
+    super(`batch ${batch} refused: ${path}: ${reason}`);
+    this.name = "RefusedBatchError";
+  }
+}
+
+async function fsyncPath(path: string): Promise<void> {
+  const handle = await open(path, "r");
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * The standby's side of a mirror. Each batch is checked whole first (checksum, every path inside
+ * the root, every write's bytes) so a bad batch writes nothing; then staged and fsynced, applied in
+ * order, fsynced, and only then recorded as applied. Every op is idempotent, so a crash anywhere
+ * is repaired by applying the staged batch again: the replica always ends at a batch boundary.
+ */
+export function createApplier(options: { job: string; node: string; root: string; stateDir: string; report?: (events: DuetEvent[]) => Promise<void> | void }) {
+  const { root, stateDir } = options;
+  const stagedDir = join(stateDir, "staged");
+  const appliedFile = join(stateDir, "applied");
+  let lastApplied = 0;
+
+  async function check(b: Batch): Promise<void> {
+    let offset = 0;
+    for (const op of b.ops) {
+      try {
+        await resolveInside(root, op.path);
+        if (op.op === "rename") await resolveInside(root, op.to);
+        if (op.op === "symlink") {
+          const target = normalize(join(dirname(op.path), op.target));
+          if (isAbsolute(op.target) || target.startsWith("..")) throw new UnsafePathError(op.path, `symlink to ${op.target} points outside the mirror root`);
+        }
+      } catch (error) {
+        if (error instanceof UnsafePathError) throw new RefusedBatchError(b.batch, op.path, error.reason);
+        throw error;
+      }
+      if (op.op === "write") {
+        const length = op.blocks.reduce((sum, [, len]) => sum + len, 0);
+        if (blocksChecksum(b.data.subarray(offset, offset + length)) !== op.sha256) throw new RefusedBatchError(b.batch, op.path, "the written blocks do not match their checksum");
+        offset += length;
+      }
+    }
+    if (offset !== b.data.length) throw new RefusedBatchError(b.batch, "(batch)", `${b.data.length - offset} bytes of data belong to no write`);
+  }
+
+  async function applyOps(b: Batch): Promise<void> {
+    const touched = new Set<string>();
+    let offset = 0;
+    for (const op of b.ops) {
+      const path = join(root, op.path);
+      touched.add(dirname(path));
+      switch (op.op) {
+        case "write": {
+          await mkdir(dirname(path), { recursive: true });
+          // Never through a symlink: a link where the source now has a file is replaced, not followed.
+          const flags = fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW;
+          const handle = await open(path, flags, 0o644).catch(async (e: NodeJS.ErrnoException) => {
+            if (e.code !== "ELOOP") throw e;
+            await rm(path, { force: true });
+            return open(path, flags, 0o644);
+          });
+          try {
+            for (const [at, len] of op.blocks) {
+              await handle.write(b.data, offset, len, at);
+              offset += len;
+            }
+            await handle.truncate(op.size);
+            await handle.sync();
+          } finally {
+            await handle.close();
+          }
+          break;
+        }
+        case "truncate":
+          await truncate(path, op.size).catch(async (e: NodeJS.ErrnoException) => {
+            if (e.code !== "ENOENT") throw e;
+            await mkdir(dirname(path), { recursive: true });
+            await writeFile(path, Buffer.alloc(op.size));
+          });
+          break;
+        case "mkdir":
+          await mkdir(path, { recursive: true });
+          await chmod(path, op.mode);
+          break;
+        case "remove":
+          await rm(path, { recursive: true, force: true });
+          break;
+        case "rename": {
+          const to = join(root, op.to);
+          touched.add(dirname(to));
+          await mkdir(dirname(to), { recursive: true });
+          // Applied before a crash: the source is gone and the target is in place already.
+          await rename(path, to).catch((e: NodeJS.ErrnoException) => {
+            if (e.code !== "ENOENT") throw e;
+          });
+          break;
+        }
+        case "symlink":
+          await mkdir(dirname(path), { recursive: true });
+          await rm(path, { force: true, recursive: true });
+          await symlink(op.target, path);
+          break;
+        case "chmod":
+          await chmod(path, op.mode);
+          break;
+      }
+    }
+    for (const dir of touched) await fsyncPath(dir).catch(() => undefined);
+  }
+
+  async function record(batch: number): Promise<void> {
+    await writeFile(`${appliedFile}.tmp`, String(batch));
+    await fsyncPath(`${appliedFile}.tmp`);
+    await rename(`${appliedFile}.tmp`, appliedFile);
+    await fsyncPath(stateDir);
+    lastApplied = batch;
+  }
+
+  const applier = {
+    lastApplied: () => lastApplied,
+    /** Reads the applied position and re-applies a batch staged before a crash. */
+    async open(): Promise<void> {
+      await mkdir(stagedDir, { recursive: true });
+      lastApplied = Number((await readFile(appliedFile, "utf8").catch(() => "0")).trim()) || 0;
+      const files = await readdir(stagedDir);
+      for (const partial of files.filter((f) => f.endsWith(".tmp"))) await rm(join(stagedDir, partial), { force: true });
+      const staged = files.filter((f) => f.endsWith(".batch")).sort((x, y) => parseInt(x) - parseInt(y));
+      for (const file of staged) {
+        const b = decodeBatch(await readFile(join(stagedDir, file)));
+        if (b.batch > lastApplied) await applier.apply(b);
+        await rm(join(stagedDir, file), { force: true });
+      }
+    },
+    /** Applies one batch; a duplicate is a no-op, a gap or a bad batch an error that writes nothing. */
+    async apply(input: Batch | Buffer): Promise<{ applied: boolean }> {
+      let b: Batch;
+      try {
+        b = Buffer.isBuffer(input) ? decodeBatch(input) : input;
+      } catch (error) {
+        if (error instanceof BatchError) await options.report?.([{ type: "OpRefused", data: { job: options.job, node: options.node, batch: 0, path: "(batch)", reason: error.message } }]);
+        throw error;
+      }
+      if (b.batch <= lastApplied) return { applied: false };
+      if (b.batch !== lastApplied + 1) throw new BatchError(`batch ${b.batch} arrived after ${lastApplied}: batches apply in order, ${lastApplied + 1} is missing`);
+      try {
+        await check(b);
+      } catch (error) {
+        if (error instanceof RefusedBatchError) await options.report?.([{ type: "OpRefused", data: { job: options.job, node: options.node, batch: b.batch, path: error.path, reason: error.reason } }]);
+        throw error;
+      }
+      const staged = join(stagedDir, `${b.batch}.batch`);
+      await mkdir(stagedDir, { recursive: true });
+      // Staged under a temporary name and renamed: a crash mid-stage leaves no half batch to re-apply
+      // (and nothing of it was applied yet, since applying starts after the rename).
+      await writeFile(`${staged}.tmp`, encodeBatch(b));
+      await fsyncPath(`${staged}.tmp`);
+      await rename(`${staged}.tmp`, staged);
+      await fsyncPath(stagedDir);
+      await applyOps(b);
+      await record(b.batch);
+      await rm(staged, { force: true });
+      await options.report?.([{ type: "BatchApplied", data: { job: options.job, node: options.node, batch: b.batch, generation: b.generation } }]);
+      return { applied: true };
+    },
+  };
+  return applier;
+}

@@ -1,0 +1,69 @@
+import { createHash } from "node:crypto";
+import { Packr } from "msgpackr";
+import { z } from "zod";
+import { batchOp } from "../events/replication.ts";
+
+export type BatchOp = z.infer<typeof batchOp>;
+
+/** One write batch on the wire and in staging: ops in order, the written blocks' bytes after them. */
+export interface Batch {
+  job: string;
+  generation: string;
+  batch: number;
+  ops: BatchOp[];
+  /** The bytes of every write op's blocks, in op and block order. */
+  data: Buffer;
+  sha256: string;
+}
+
+/** A batch larger than this is split by capture; the applier refuses one on the wire. */
+export const BATCH_MAX_BYTES = 64 * 1024 * 1024;
+const BATCH_FORMAT = 1;
+const packr = new Packr({ useRecords: false, moreTypes: false });
+
+export class BatchError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "BatchError";
+  }
+}
+
+/** The checksum covers the ops and the bytes, so neither can change unseen between capture and apply. */
+export function batchChecksum(ops: BatchOp[], data: Buffer): string {
+  return createHash("sha256").update(packr.pack(ops)).update(data).digest("hex");
+}
+
+/** A write op's sha256 is over its own blocks' bytes: cheap to compute on capture and to check on apply. */
+export function blocksChecksum(bytes: Buffer): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+export function makeBatch(job: string, generation: string, batch: number, ops: BatchOp[], data: Buffer): Batch {
+  return { job, generation, batch, ops, data, sha256: batchChecksum(ops, data) };
+}
+
+export function encodeBatch(b: Batch): Buffer {
+  if (batchChecksum(b.ops, b.data) !== b.sha256) throw new BatchError(`batch ${b.batch}: checksum does not match its contents (built wrong)`);
+  const bytes = packr.pack([BATCH_FORMAT, b.job, b.generation, b.batch, b.ops, b.data, b.sha256]);
+  if (bytes.length > BATCH_MAX_BYTES) throw new BatchError(`batch ${b.batch}: ${bytes.length} bytes, more than ${BATCH_MAX_BYTES}`);
+  return bytes;
+}
+
+/** Decodes and checks a batch; anything wrong is a BatchError naming what, never a partial batch. */
+export function decodeBatch(bytes: Buffer): Batch {
+  if (bytes.length > BATCH_MAX_BYTES) throw new BatchError(`batch of ${bytes.length} bytes, more than ${BATCH_MAX_BYTES}`);
+  let fields: unknown;
+  try {
+    fields = packr.unpack(bytes);
+  } catch (error) {
+    throw new BatchError(`undecodable batch: ${(error as Error).message}`);
+  }
+  if (!Array.isArray(fields) || fields.length !== 7 || fields[0] !== BATCH_FORMAT) throw new BatchError("not a duet write batch (format 1)");
+  const [, job, generation, batch, ops, data, sha256] = fields as [number, string, string, number, BatchOp[], Buffer, string];
+  if (typeof job !== "string" || typeof generation !== "string" || !Number.isSafeInteger(batch) || !Array.isArray(ops) || !Buffer.isBuffer(data) || typeof sha256 !== "string")
+    throw new BatchError("batch fields have the wrong types");
+  const checked = z.array(batchOp).safeParse(ops);
+  if (!checked.success) throw new BatchError(`batch ${batch}: ops.${checked.error.issues[0]!.path.join(".")}: ${checked.error.issues[0]!.message}`);
+  if (batchChecksum(ops, data) !== sha256) throw new BatchError(`batch ${batch}: checksum mismatch (corrupted in transit or on disk)`);
+  return { job, generation, batch, ops, data, sha256 };
+}
