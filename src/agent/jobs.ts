@@ -57,10 +57,10 @@ export function createJobControl(host: JobHost) {
     return result.ok;
   }
 
-  async function stopHere(name: string): Promise<void> {
+  async function stopHere(name: string, urgent = false): Promise<void> {
     const runner = host.runner(name);
     if (!runner) return;
-    const result = await runner.bringOut();
+    const result = await runner.bringOut({ urgent });
     const fact: DuetEvent = { type: "JobBroughtOut", data: { job: name, node: host.self } };
     await host.record([fact]);
     host.peer.relay(fact);
@@ -94,6 +94,8 @@ export function createJobControl(host: JobHost) {
   return {
     startHere: (name: string) => serial(name, () => startHere(name)),
     stopHere: (name: string) => serial(name, () => stopHere(name)),
+    /** Self-fence: the job's virtual IPs are released before anything else stops. */
+    fenceHere: (name: string) => serial(name, () => stopHere(name, true)),
     /** failBack false when this agent is stopping: a job the peer cannot take stays out rather than outliving its agent. */
     moveToPeer: (name: string, by: string, cause: "switchover" | "failover", failBack = true) => serial(name, () => moveToPeer(name, by, cause, failBack)),
 

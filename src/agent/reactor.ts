@@ -58,7 +58,7 @@ export function createReactor(host: ReactorHost) {
     host.log(`decided ${d.kind} for job ${d.job}: ${d.code}`);
     const done = (error: unknown) => error && host.log(`executing ${d.kind} for job ${d.job} failed: ${(error as Error).message}`);
     if (d.kind === "takeover") void host.jobs.startHere(d.job).then(() => undefined, done);
-    if (d.kind === "self-fence") void host.jobs.stopHere(d.job).then(() => undefined, done);
+    if (d.kind === "self-fence") void host.jobs.fenceHere(d.job).then(() => undefined, done);
     if (d.kind === "failover") void host.jobs.moveToPeer(d.job, "policy", "failover").then(() => undefined, done);
   }
 

@@ -5,7 +5,8 @@ import { kindOf, type ResourceSpec, type RestartSpec } from "./spec.ts";
 
 export interface JobRunner {
   bringIn(): Promise<{ ok: true } | { ok: false; resource: string; error: string }>;
-  bringOut(): Promise<{ ok: boolean; failed: { resource: string; error: string }[] }>;
+  /** urgent (self-fence): virtual IPs go first, so a node that may be cut off stops claiming them at once. */
+  bringOut(options?: { urgent?: boolean }): Promise<{ ok: boolean; failed: { resource: string; error: string }[] }>;
   /** Each resource's monitor, without acting: what runs here after an agent restart. */
   probe(): Promise<{ resource: string; running: boolean }[]>;
   monitoring(): boolean;
@@ -131,10 +132,12 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       for (const r of resources) schedule(r, mine);
       return { ok: true };
     },
-    async bringOut() {
+    async bringOut(options = {}) {
       stopMonitors();
       const failed: { resource: string; error: string }[] = [];
-      for (const r of [...resources].reverse()) {
+      const reversed = [...resources].reverse();
+      const order = options.urgent ? [...reversed.filter((r) => kindOf(r.spec) === "vip"), ...reversed.filter((r) => kindOf(r.spec) !== "vip")] : reversed;
+      for (const r of order) {
         const error = await stop(r);
         if (error === null) await report([fact("ResourceStopped", { resource: r.spec.name })]);
         else {

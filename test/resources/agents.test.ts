@@ -92,6 +92,23 @@ describe("vip, nic and ping in test namespaces", () => {
     await onB.stop();
   });
 
+  it("an urgent bring-out (self-fence) releases the VIP before anything else stops", async () => {
+    const processes = inNamespace(net.ns("a"), systemProcesses);
+    const seen = join(stateDir, "vip-at-stop");
+    // The script's stop records whether the VIP is still on the NIC when it runs.
+    const probe = `ip -o addr show dev eth0 | grep -q ' ${vip}/' && echo present >> ${seen} || echo absent >> ${seen}`;
+    const specs = [vipSpec, { name: "app", script: { start: ["/bin/true"], stop: ["/bin/sh", "-c", probe], monitor: ["/bin/true"] } }].map((s) => resourceSpec.parse(s));
+    const { createJobRunner } = await import("../../src/resources/runner.ts");
+    const { systemTimers } = await import("../../src/world/clock.ts");
+    const runner = createJobRunner({ job: "web", node: "a", resources: specs, restart: { max: 1, windowMs: 1000 }, ctx: { stateDir, processes, clock: systemClock }, timers: systemTimers, report: async () => undefined });
+    expect((await runner.bringIn()).ok).toBe(true);
+    await runner.bringOut();
+    expect((await runner.bringIn()).ok).toBe(true);
+    await runner.bringOut({ urgent: true });
+    const { readFile } = await import("node:fs/promises");
+    expect((await readFile(seen, "utf8")).trim().split("\n")).toEqual(["present", "absent"]);
+  });
+
   it("nic: up with carrier is healthy, a downed NIC fails", async () => {
     const processes = inNamespace(net.ns("a"), systemProcesses);
     // /sys/class/net shows the namespace of the reading process: check through a shell in the namespace.

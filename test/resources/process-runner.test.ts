@@ -112,3 +112,4 @@ describe("process resource and job runner", () => {
     expect((result as { error: string }).error).toMatch(/did not become healthy within 600 ms.*listening nowhere/s);
   });
 });
+
