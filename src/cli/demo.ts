@@ -108,9 +108,9 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
     const beta = clients.get("beta")!;
     await until("the two agents seeing each other", 10_000, async () => {
       const views = await Promise.all([alpha, beta].map((c) => c.get<ReturnType<typeof clusterView>>("/v1/cluster")));
-      return views.every((v) => v.peerStatus === "connected") ? true : null;
+      return views.every((v) => v.peerStatus === "connected" && v.linksState === "normal") ? true : null;
     });
-    say(`  alpha and beta connected (authenticated UDP heartbeats + TLS peer channel) after ${Date.now() - started} ms`);
+    say(`  alpha and beta connected on both links (an authenticated UDP heartbeat and the TLS peer channel) after ${Date.now() - started} ms`);
 
     step("bringing job web in on alpha");
     await alpha.post("/v1/jobs/web/bring-in", { on: "alpha" });
