@@ -108,7 +108,7 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
     const beta = clients.get("beta")!;
     await until("the two agents seeing each other", 10_000, async () => {
       const views = await Promise.all([alpha, beta].map((c) => c.get<ReturnType<typeof clusterView>>("/v1/cluster")));
-      return views.every((v) => v.peerStatus === "connected" && v.linksState === "normal") ? true : null;
+      return views.every((v) => v.peerStatus === "connected" && v.links.filter((l) => l.up).length === 2) ? true : null;
     });
     say(`  alpha and beta connected on both links (an authenticated UDP heartbeat and the TLS peer channel) after ${Date.now() - started} ms`);
 
