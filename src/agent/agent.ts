@@ -7,7 +7,7 @@ import { clusterProjection, type ClusterState } from "../projections/cluster.ts"
 import { decideSwitchover } from "../policy/switchover.ts";
 import type { Config } from "../config/schema.ts";
 import { peerOf, selfNode } from "../config/load.ts";
-import { startHeartbeat } from "../cluster/heartbeat.ts";
+import { startHeartbeat, TCP_LINK } from "../cluster/heartbeat.ts";
 import { startPeerChannel } from "../cluster/peer-channel.ts";
 import { runTiebreaker } from "../cluster/tiebreak.ts";
 import { createJobRunner, type JobRunner } from "../resources/runner.ts";
@@ -76,7 +76,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const info = (message: string, fields?: Record<string, unknown>) => log.info(fields ?? {}, message);
 
     await record([
-      { type: "AgentStarted", data: { node: me.name, version: AGENT_VERSION, pid: process.pid, configHash: options.configHash, deadtimeMs: config.heartbeat.deadtimeMs, selfFenceGraceMs: config.tiebreaker.selfFenceGraceMs } },
+      { type: "AgentStarted", data: { node: me.name, version: AGENT_VERSION, pid: process.pid, configHash: options.configHash, deadtimeMs: config.heartbeat.deadtimeMs, selfFenceGraceMs: config.tiebreaker.selfFenceGraceMs, links: [...config.heartbeat.links.map((l) => ({ link: l.name, kind: "udp" as const })), { link: TCP_LINK, kind: "tcp" as const }] } },
       ...jobDefinitionEvents(config, state()),
     ]);
 

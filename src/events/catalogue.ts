@@ -45,9 +45,15 @@ export function compareHlc(a: Hlc, b: Hlc): number {
 export type Recorded = DuetEvent & { seq: number; at: number; hlc: Hlc; node: string };
 export type RecordedOf<T extends EventType> = Extract<Recorded, { type: T }>;
 
-/** Upcasters, by type, from a stored version to the next. Empty while every type is at v1. */
+/**
+ * Upcasters, by type, from a stored version to the next: a record written by an older agent is
+ * read as the current version (records on disk are never rewritten; the hash chain covers them).
+ */
 type Upcaster = (data: unknown) => unknown;
-export const upcasters: Partial<Record<EventType, Record<number, Upcaster>>> = {};
+export const upcasters: Partial<Record<EventType, Record<number, Upcaster>>> = {
+  // v1 did not list the configured links: none known, as before.
+  AgentStarted: { 1: (data) => ({ ...(data as object), links: [] }) },
+};
 
 export function isEventType(type: unknown): type is EventType {
   return typeof type === "string" && Object.hasOwn(catalogue, type);

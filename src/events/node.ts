@@ -4,9 +4,18 @@ import { linkId, millis, nodeId, reason, jobId } from "./ids.ts";
 /** Membership and links: facts about agents, heartbeat links, the peer and tiebreakers. */
 export const nodeEvents = {
   // The timings policy depends on travel with the start, so a replay decides with the same inputs.
+  // v2 adds the configured links, so a link that never reports counts as down rather than unknown.
   AgentStarted: {
-    v: 1,
-    data: z.strictObject({ node: nodeId, version: z.string(), pid: z.number().int(), configHash: z.string(), deadtimeMs: millis, selfFenceGraceMs: millis }),
+    v: 2,
+    data: z.strictObject({
+      node: nodeId,
+      version: z.string(),
+      pid: z.number().int(),
+      configHash: z.string(),
+      deadtimeMs: millis,
+      selfFenceGraceMs: millis,
+      links: z.array(z.strictObject({ link: linkId, kind: z.enum(["udp", "tcp"]) })).max(64),
+    }),
   },
   AgentStopping: { v: 1, data: z.strictObject({ node: nodeId, signal: z.string(), jobsAction: z.enum(["switch-over", "bring-out", "none"]) }) },
   /** One heartbeat path (a UDP link or the TCP peer channel) started carrying frames from the peer. */

@@ -48,8 +48,8 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
   switch (event.type) {
     case "AgentStarted":
       if (event.data.node !== state.self) return state;
-      // A restart forgets link state: links must prove themselves again.
-      return { ...state, links: new Map(), peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, settings: { deadtimeMs: event.data.deadtimeMs, selfFenceGraceMs: event.data.selfFenceGraceMs } };
+      // A restart forgets link state: every configured link is down until it proves itself again.
+      return { ...state, links: new Map(event.data.links.map((l) => [l.link, { link: l.link, kind: l.kind, up: false, since: event.at }])), peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, settings: { deadtimeMs: event.data.deadtimeMs, selfFenceGraceMs: event.data.selfFenceGraceMs } };
     case "JobCreated": {
       const peer = event.data.nodes.find((n) => n !== state.self);
       return peer !== undefined && state.peer === null && event.data.nodes.includes(state.self) ? { ...state, peer } : state;

@@ -47,7 +47,7 @@ export function createAgent(spec: ResourceSpec, ctx: AgentContext): ResourceAgen
     case "script":
       return createScript(spec as Extract<ResourceSpec, { script: unknown }>, ctx);
     case "nic":
-      return createNic(spec as Extract<ResourceSpec, { nic: unknown }>);
+      return createNic(spec as Extract<ResourceSpec, { nic: unknown }>, ctx);
     case "ping":
       return createPing(spec as Extract<ResourceSpec, { ping: unknown }>, ctx);
   }

@@ -1,6 +1,6 @@
-import { spawn, execFileSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readFile, rename, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
 import type { AgentContext, MonitorResult, ResourceAgent } from "./agent.ts";
@@ -12,6 +12,10 @@ type ProcessSpec = Extract<ResourceSpec, { process: unknown }>;
 /** A process's log is rotated once past this size: one old file kept, memory never involved. */
 export const PROCESS_LOG_MAX_BYTES = 1024 * 1024;
 const HEALTH_POLL_MS = 200;
+const EXIT_POLL_MS = 50;
+const ID_LOOKUP_TIMEOUT_MS = 5000;
+/** After SIGKILL, how long a process gets to vanish before the stop is reported as failed (stuck in the kernel). */
+export const KILL_REAP_MS = 2000;
 /** With health by pid alone, a process must stay up this long to count as started: a command that dies at once is a failed start. */
 export const PID_SETTLE_MS = 1000;
 
@@ -33,12 +37,11 @@ async function startTimeOf(pid: number): Promise<string | null> {
   }
 }
 
-function idOf(user: string, flag: "-u" | "-g"): number {
-  try {
-    return Number(execFileSync("id", [flag, user], { encoding: "utf8", timeout: 5000 }).trim());
-  } catch {
-    throw new ResourceError(`user ${user}: no such user on this host`);
-  }
+async function idOf(ctx: AgentContext, resource: string, user: string, flag: "-u" | "-g"): Promise<number> {
+  const result = await ctx.processes.run(["id", flag, user], { timeoutMs: ID_LOOKUP_TIMEOUT_MS });
+  const id = Number(result.stdout.trim());
+  if (result.code !== 0 || !Number.isInteger(id)) throw new ResourceError(`${resource}: user ${user}: no such user on this host (${result.stderr.trim() || `id exited ${result.code ?? result.signal}`})`);
+  return id;
 }
 
 /**
@@ -95,12 +98,25 @@ export function createProcess(spec: ProcessSpec, ctx: AgentContext): ResourceAge
   async function monitor(): Promise<MonitorResult> {
     const record = await running();
     if (!record) return { ok: false, error: `${spec.name}: process is not running`, notRunning: true };
+    await capLog();
     return healthy(spec.monitor.timeoutMs);
   }
 
+  const logSize = () => stat(logFile).then((s) => s.size, () => 0);
+
+  /** Before a start: the old log moves aside whole. */
   async function rotateLog(): Promise<void> {
-    const size = await stat(logFile).then((s) => s.size, () => 0);
-    if (size > PROCESS_LOG_MAX_BYTES) await rename(logFile, `${logFile}.1`);
+    if ((await logSize()) > PROCESS_LOG_MAX_BYTES) await rename(logFile, `${logFile}.1`);
+  }
+
+  /**
+   * While it runs (checked at each monitor): the process holds the log open for appending, so it is
+   * copied aside and truncated in place; what it writes between the copy and the truncation is lost.
+   */
+  async function capLog(): Promise<void> {
+    if ((await logSize()) <= PROCESS_LOG_MAX_BYTES) return;
+    await copyFile(logFile, `${logFile}.1`);
+    await truncate(logFile, 0);
   }
 
   async function logTail(): Promise<string> {
@@ -116,13 +132,18 @@ export function createProcess(spec: ProcessSpec, ctx: AgentContext): ResourceAge
         // the group is gone already
       }
     };
+    const gone = async (ms: number) => {
+      const deadline = ctx.clock.monotonic() + ms;
+      while (ctx.clock.monotonic() < deadline) {
+        if ((await startTimeOf(record.pid)) !== record.startTime) return true;
+        await new Promise((r) => setTimeout(r, EXIT_POLL_MS));
+      }
+      return false;
+    };
     signal("SIGTERM");
-    const deadline = ctx.clock.monotonic() + timeoutMs;
-    while (ctx.clock.monotonic() < deadline) {
-      if ((await startTimeOf(record.pid)) !== record.startTime) return;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    if (await gone(timeoutMs)) return;
     signal("SIGKILL");
+    if (!(await gone(KILL_REAP_MS))) throw new ResourceError(`${spec.name}: pid ${record.pid} still there ${KILL_REAP_MS} ms after SIGKILL (stuck in the kernel?)`);
   }
 
   return {
@@ -130,8 +151,9 @@ export function createProcess(spec: ProcessSpec, ctx: AgentContext): ResourceAge
       if (!(await running())) {
         await mkdir(ctx.stateDir, { recursive: true });
         await rotateLog();
-        const out = openSync(logFile, "a", 0o640);
         const [command, ...args] = p.command;
+        const ids = p.user ? { uid: await idOf(ctx, spec.name, p.user, "-u"), gid: await idOf(ctx, spec.name, p.user, "-g") } : {};
+        const out = openSync(logFile, "a", 0o640);
         let child;
         try {
           child = spawn(command!, args, {
@@ -139,7 +161,7 @@ export function createProcess(spec: ProcessSpec, ctx: AgentContext): ResourceAge
             env: { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", DUET_JOB: ctx.job, DUET_NODE: ctx.node, ...p.env },
             detached: true,
             stdio: ["ignore", out, out],
-            ...(p.user ? { uid: idOf(p.user, "-u"), gid: idOf(p.user, "-g") } : {}),
+            ...ids,
           });
         } finally {
           closeSync(out);

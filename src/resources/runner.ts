@@ -1,6 +1,6 @@
 import type { DuetEvent } from "../events/catalogue.ts";
 import type { TimerHandle, Timers } from "../world/clock.ts";
-import { createAgent, type AgentContext, type MonitorResult, type ResourceAgent } from "./agent.ts";
+import { ResourceError, createAgent, type AgentContext, type MonitorResult, type ResourceAgent } from "./agent.ts";
 import { kindOf, type ResourceSpec, type RestartSpec } from "./spec.ts";
 
 export interface JobRunner {
@@ -21,7 +21,14 @@ export interface JobRunnerOptions {
   ctx: Omit<AgentContext, "job" | "node">;
   timers: Timers;
   report: (events: DuetEvent[]) => Promise<void>;
+  /** Where a monitor loop's failure to report goes (the journal refused): the loop itself carries on. */
+  onLoopError?: (error: Error) => void;
 }
+
+/** Slack over an action's own timeout before the runner gives up on it: the agent's own kill and clean-up come first. */
+export const ACTION_MARGIN_MS = 5000;
+/** Failure times kept per resource: only the count within the window matters, and it is compared with restart.max (<= 100). */
+const FAILURES_KEPT_MAX = 1000;
 
 function bounded<T>(work: Promise<T>, ms: number, timers: Timers, what: string): Promise<T> {
   let handle: TimerHandle | undefined;
@@ -39,24 +46,25 @@ function bounded<T>(work: Promise<T>, ms: number, timers: Timers, what: string):
 export function createJobRunner(options: JobRunnerOptions): JobRunner {
   const { job, node, timers, report } = options;
   const ctx: AgentContext = { ...options.ctx, job, node };
-  const resources = options.resources.map((spec) => ({ spec, agent: createAgent(spec, ctx) as ResourceAgent, failures: [] as number[], failing: false, given_up: false }));
+  const resources = options.resources.map((spec) => ({ spec, agent: createAgent(spec, ctx) as ResourceAgent, failures: [] as number[], failing: false, leftToPolicy: false }));
   const loops = new Map<string, TimerHandle>();
   let generation = 0; // bumps on bring-out so a monitor run in flight does not act afterwards
 
   const fact = <T extends DuetEvent["type"]>(type: T, data: Record<string, unknown>) => ({ type, data: { job, node, ...data } }) as DuetEvent;
 
-  async function start(r: (typeof resources)[number]): Promise<string | null> {
+  async function start(r: (typeof resources)[number]): Promise<{ error: string; exitCode?: number } | null> {
     try {
-      await bounded(r.agent.start(), r.spec.startTimeoutMs + 5000, timers, `${r.spec.name}: start`);
+      await bounded(r.agent.start(), r.spec.startTimeoutMs + ACTION_MARGIN_MS, timers, `${r.spec.name}: start`);
       return null;
     } catch (error) {
-      return (error as Error).message;
+      const exitCode = error instanceof ResourceError ? error.exitCode : undefined;
+      return { error: (error as Error).message, ...(exitCode === undefined ? {} : { exitCode }) };
     }
   }
 
   async function stop(r: (typeof resources)[number]): Promise<string | null> {
     try {
-      await bounded(r.agent.stop(), r.spec.stopTimeoutMs + 5000, timers, `${r.spec.name}: stop`);
+      await bounded(r.agent.stop(), r.spec.stopTimeoutMs + ACTION_MARGIN_MS, timers, `${r.spec.name}: stop`);
       return null;
     } catch (error) {
       return (error as Error).message;
@@ -64,38 +72,48 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
   }
 
   function schedule(r: (typeof resources)[number], mine: number): void {
-    loops.set(r.spec.name, timers.after(r.spec.monitor.intervalMs, () => void check(r, mine)));
+    loops.set(
+      r.spec.name,
+      timers.after(r.spec.monitor.intervalMs, () => {
+        check(r, mine).catch((error: unknown) => {
+          options.onLoopError?.(error instanceof Error ? error : new Error(String(error)));
+          if (mine === generation) schedule(r, mine);
+        });
+      }),
+    );
+  }
+
+  function monitor(r: (typeof resources)[number]): Promise<MonitorResult> {
+    return bounded(r.agent.monitor(), r.spec.monitor.timeoutMs + ACTION_MARGIN_MS, timers, `${r.spec.name}: monitor`).catch((error: unknown) => ({ ok: false, error: (error as Error).message }));
   }
 
   async function check(r: (typeof resources)[number], mine: number): Promise<void> {
     if (mine !== generation) return;
-    let result: MonitorResult;
-    try {
-      result = await bounded(r.agent.monitor(), r.spec.monitor.timeoutMs + 1000, timers, `${r.spec.name}: monitor`);
-    } catch (error) {
-      result = { ok: false, error: (error as Error).message };
-    }
+    const result = await monitor(r);
     if (mine !== generation) return;
     if (result.ok) {
       if (r.failing) await report([fact("MonitorRecovered", { resource: r.spec.name })]);
       r.failing = false;
-    } else if (!r.given_up) {
+      r.leftToPolicy = false;
+    } else if (!(r.failing && r.leftToPolicy)) {
+      // Each fall from healthy to failing is reported, even after the policy was left to act: a NIC
+      // that flaps, or a resource that recovered by itself and failed again, must not go unseen.
       const now = ctx.clock.monotonic();
-      r.failures = [...r.failures.filter((t) => now - t < options.restart.windowMs), now];
+      r.failures = [...r.failures.filter((t) => now - t < options.restart.windowMs), now].slice(-FAILURES_KEPT_MAX);
       r.failing = true;
       const failures = r.failures.length;
       await report([fact("MonitorFailed", { resource: r.spec.name, error: result.error, failures })]);
       // A NIC cannot be restarted, and past the threshold restarting only hides a broken host.
       if (kindOf(r.spec) === "nic" || failures > options.restart.max) {
-        r.given_up = true;
+        r.leftToPolicy = true;
       } else {
         await stop(r);
-        const error = await start(r);
+        const failed = await start(r);
         if (mine !== generation) return;
-        if (error === null) {
+        if (failed === null) {
           r.failing = false;
           await report([fact("ResourceRestarted", { resource: r.spec.name, attempt: failures })]);
-        } else await report([fact("ResourceStartFailed", { resource: r.spec.name, error })]);
+        } else await report([fact("ResourceStartFailed", { resource: r.spec.name, ...failed })]);
       }
     }
     if (mine === generation) schedule(r, mine);
@@ -112,20 +130,20 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       stopMonitors();
       const started: (typeof resources)[number][] = [];
       for (const r of resources) {
-        const error = await start(r);
-        if (error !== null) {
-          await report([fact("ResourceStartFailed", { resource: r.spec.name, error })]);
+        const failed = await start(r);
+        if (failed !== null) {
+          await report([fact("ResourceStartFailed", { resource: r.spec.name, ...failed })]);
           // Roll back what this attempt started, so a failed start leaves nothing half-running.
           for (const s of started.reverse()) {
             const stopError = await stop(s);
             await report([stopError === null ? fact("ResourceStopped", { resource: s.spec.name }) : fact("ResourceStopFailed", { resource: s.spec.name, error: stopError })]);
           }
-          return { ok: false, resource: r.spec.name, error };
+          return { ok: false, resource: r.spec.name, error: failed.error };
         }
         started.push(r);
         r.failures = [];
         r.failing = false;
-        r.given_up = false;
+        r.leftToPolicy = false;
         await report([fact("ResourceStarted", { resource: r.spec.name })]);
       }
       const mine = generation;
@@ -148,7 +166,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       return { ok: failed.length === 0, failed };
     },
     async probe() {
-      return Promise.all(resources.map(async (r) => ({ resource: r.spec.name, running: (await r.agent.monitor()).ok })));
+      return Promise.all(resources.map(async (r) => ({ resource: r.spec.name, running: (await monitor(r)).ok })));
     },
     monitoring: () => loops.size > 0,
     async close() {

@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { Packr } from "msgpackr";
 import { describe, expect, it } from "vitest";
+import type { DuetEvent } from "../../src/events/catalogue.ts";
 import { evolveCluster, initialCluster, projectCluster } from "../../src/projections/cluster.ts";
 import { linksState } from "../../src/projections/membership.ts";
 import { mirrorColour } from "../../src/projections/replication.ts";
@@ -85,5 +86,16 @@ describe("cluster projection", () => {
     expect(colour(selected)).toBe("yellow");
     const refused = stamp([...verified, { type: "OpRefused", data: { job: "web", node: "a", batch: 3, path: "../etc/passwd", reason: "escapes the mirror root" } }]);
     expect(colour(refused)).toBe("red");
+  });
+});
+
+describe("configured links", () => {
+  it("count as down from the agent's start until they report, so links are not called normal too early", () => {
+    const started: DuetEvent = { type: "AgentStarted", data: { node: "a", version: "t", pid: 1, configHash: "h", deadtimeMs: 3000, selfFenceGraceMs: 1000, links: [{ link: "lan", kind: "udp" }, { link: "tcp", kind: "tcp" }] } };
+    const tcpUp: DuetEvent = { type: "LinkUp", data: { node: "a", peer: "b", link: "tcp", kind: "tcp" } };
+    const lanUp: DuetEvent = { type: "LinkUp", data: { node: "a", peer: "b", link: "lan", kind: "udp" } };
+    expect(linksState(projectCluster("a", stamp([started])).membership)).toBe("fault");
+    expect(linksState(projectCluster("a", stamp([started, tcpUp])).membership)).toBe("partial");
+    expect(linksState(projectCluster("a", stamp([started, tcpUp, lanUp])).membership)).toBe("normal");
   });
 });

@@ -13,7 +13,7 @@ const created = (policy: Policy = "manual", mirrors: string[] = ["/srv/data"], r
   type: "JobCreated",
   data: { job: "web", nodes: ["a", "b"], policy, reverseWhenConsistent: false, restartMax, resources: [{ name: "ip", kind: "vip" }, { name: "app", kind: "process" }, { name: "eth", kind: "nic" }], mirrors },
 });
-const started = (node: string, graceMs = 5000): DuetEvent => ({ type: "AgentStarted", data: { node, version: "t", pid: 1, configHash: "h", deadtimeMs: 3000, selfFenceGraceMs: graceMs } });
+const started = (node: string, graceMs = 5000): DuetEvent => ({ type: "AgentStarted", data: { node, version: "t", pid: 1, configHash: "h", deadtimeMs: 3000, selfFenceGraceMs: graceMs, links: [] } });
 const peerSeen: DuetEvent = { type: "PeerSeen", data: { node: "b", peer: "a" } };
 const broughtIn = (node: string): DuetEvent => ({ type: "JobBroughtIn", data: { job: "web", node } });
 const verified: DuetEvent = { type: "VerificationCompleted", data: { job: "web", node: "b", differingBlocks: 0, shippedBytes: 0 } };

@@ -29,3 +29,11 @@ describe("reason values", () => {
     expect(() => validateEvent("TakeoverDeclined", decision({ links: [{ up: true, since: 5 }] }))).not.toThrow();
   });
 });
+
+describe("reading records of an older version", () => {
+  it("an AgentStarted written by a v1 agent reads as v2 with no configured links", () => {
+    const v1 = { node: "a", version: "0.0.9", pid: 7, configHash: "h", deadtimeMs: 3000, selfFenceGraceMs: 1000 };
+    expect(upcast("AgentStarted", 1, v1)).toEqual({ type: "AgentStarted", data: { ...v1, links: [] } });
+    expect(() => upcast("AgentStarted", 2, v1)).toThrow(/links/);
+  });
+});

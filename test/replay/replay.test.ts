@@ -23,7 +23,7 @@ afterAll(async () => {
 
 const T0 = Date.parse("2026-11-24T03:12:00Z");
 const job = (policy: string): DuetEvent => ({ type: "JobCreated", data: { job: "web", nodes: ["a", "b"], policy, reverseWhenConsistent: false, restartMax: 3, resources: [{ name: "app", kind: "process" }], mirrors: [] } } as DuetEvent);
-const started = (node: string): DuetEvent => ({ type: "AgentStarted", data: { node, version: "t", pid: 1, configHash: "h", deadtimeMs: 3000, selfFenceGraceMs: 1000 } });
+const started = (node: string): DuetEvent => ({ type: "AgentStarted", data: { node, version: "t", pid: 1, configHash: "h", deadtimeMs: 3000, selfFenceGraceMs: 1000, links: [] } });
 
 /** Writes events one by one at `at` times, and at each "decide" marker appends what decide() says. */
 async function writeJournal(name: string, node: string, steps: (DuetEvent | "decide" | { edit: DuetEvent })[]) {

@@ -1,12 +1,14 @@
 import { existsSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAgent, type AgentContext } from "../../src/resources/agent.ts";
 import { ocfMetadata } from "../../src/resources/ocf.ts";
 import { resourceSpec } from "../../src/resources/spec.ts";
-import { systemClock } from "../../src/world/clock.ts";
+import type { DuetEvent } from "../../src/events/catalogue.ts";
+import { createJobRunner } from "../../src/resources/runner.ts";
+import { systemClock, systemTimers } from "../../src/world/clock.ts";
 import { inNamespace } from "../../src/world/netns-runner.ts";
 import { systemProcesses } from "../../src/world/process.ts";
 import { createTestNet, type TestNet } from "../e2e/netns.ts";
@@ -24,6 +26,14 @@ afterAll(async () => {
   await net?.destroy();
   await rm(stateDir, { recursive: true, force: true });
 });
+/** Polls the outside world until it agrees, within a bounded deadline. */
+const until = async (what: () => boolean | Promise<boolean>, ms = 10_000) => {
+  const deadline = Date.now() + ms;
+  while (!(await what())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what.toString()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
 const ctx = (over: Partial<AgentContext> = {}): AgentContext => ({ job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock, ...over });
 const agentFor = (spec: unknown, over: Partial<AgentContext> = {}) => createAgent(resourceSpec.parse(spec), ctx(over));
 
@@ -67,6 +77,26 @@ describe("ocf resource agents (Debian's resource-agents)", () => {
   });
 });
 
+describe("script resources", () => {
+  it("monitor exit 0 is healthy, 7 is cleanly not running, anything else is an error with its output", async () => {
+    const flag = join(stateDir, "script-state");
+    const monitor = ["/bin/sh", "-c", `test -e ${flag} || exit 7; grep -q broken ${flag} && { echo disk full >&2; exit 1; }; exit 0`];
+    const script = agentFor({ name: "svc", script: { start: ["/bin/sh", "-c", `echo fine > ${flag}`], stop: ["/bin/rm", "-f", flag], monitor } });
+    expect(await script.monitor()).toEqual({ ok: false, error: "svc: monitor says not running", notRunning: true });
+    await script.start();
+    expect(await script.monitor()).toEqual({ ok: true });
+    await writeFile(flag, "broken\n");
+    expect(await script.monitor()).toEqual({ ok: false, error: "svc: monitor failed: disk full", notRunning: false });
+    await script.stop();
+    expect((await script.monitor()).ok).toBe(false);
+  });
+
+  it("a failing start names the resource, the exit code and the command's complaint", async () => {
+    const script = agentFor({ name: "svc", script: { start: ["/bin/sh", "-c", "echo cannot bind port 80 >&2; exit 3"], stop: ["/bin/true"], monitor: ["/bin/true"] } });
+    await expect(script.start()).rejects.toMatchObject({ name: "ResourceError", exitCode: 3, message: "svc: start failed (exit 3): cannot bind port 80" });
+  });
+});
+
 describe("vip, nic and ping in test namespaces", () => {
   const vip = `${subnet}.100`;
   const vipSpec = { name: "ip", vip: { address: `${vip}/24`, interface: "eth0", arpCount: 2 }, startTimeoutMs: 5000 };
@@ -98,8 +128,6 @@ describe("vip, nic and ping in test namespaces", () => {
     // The script's stop records whether the VIP is still on the NIC when it runs.
     const probe = `ip -o addr show dev eth0 | grep -q ' ${vip}/' && echo present >> ${seen} || echo absent >> ${seen}`;
     const specs = [vipSpec, { name: "app", script: { start: ["/bin/true"], stop: ["/bin/sh", "-c", probe], monitor: ["/bin/true"] } }].map((s) => resourceSpec.parse(s));
-    const { createJobRunner } = await import("../../src/resources/runner.ts");
-    const { systemTimers } = await import("../../src/world/clock.ts");
     const runner = createJobRunner({ job: "web", node: "a", resources: specs, restart: { max: 1, windowMs: 1000 }, ctx: { stateDir, processes, clock: systemClock }, timers: systemTimers, report: async () => undefined });
     expect((await runner.bringIn()).ok).toBe(true);
     await runner.bringOut();
@@ -109,15 +137,52 @@ describe("vip, nic and ping in test namespaces", () => {
     expect((await readFile(seen, "utf8")).trim().split("\n")).toEqual(["present", "absent"]);
   });
 
-  it("nic: up with carrier is healthy, a downed NIC fails", async () => {
-    const processes = inNamespace(net.ns("a"), systemProcesses);
-    // /sys/class/net shows the namespace of the reading process: check through a shell in the namespace.
-    const carrier = async () => (await processes.run(["cat", "/sys/class/net/eth0/carrier", "/sys/class/net/eth0/operstate"])).stdout;
-    expect(await carrier()).toMatch(/1\s+up/);
-    const nic = agentFor({ name: "nic", nic: { interface: "lo" } });
+  it("nic: up with carrier is healthy, a downed NIC fails its start and its monitor", async () => {
+    const processes = inNamespace(net.ns("b"), systemProcesses);
+    const nic = agentFor({ name: "nic", nic: { interface: "eth0" } }, { processes });
+    await nic.start();
     expect(await nic.monitor()).toEqual({ ok: true });
-    const missing = agentFor({ name: "nic", nic: { interface: "nosuch0" } });
-    await expect(missing.start()).rejects.toThrow(/no interface nosuch0/);
+    await net.exec("b", ["ip", "link", "set", "eth0", "down"]);
+    try {
+      expect(await nic.monitor()).toEqual({ ok: false, error: "nic: eth0 is down, carrier unknown" });
+      await expect(nic.start()).rejects.toThrow(/nic: eth0 is down/);
+    } finally {
+      await net.exec("b", ["ip", "link", "set", "eth0", "up"]);
+    }
+    await until(async () => (await nic.monitor()).ok);
+    await expect(agentFor({ name: "nic", nic: { interface: "nosuch0" } }, { processes }).start()).rejects.toThrow(/no interface nosuch0/);
+  });
+
+  it("nic in a job: never restarted; every fall from up to down is reported, also after a recovery", async () => {
+    const processes = inNamespace(net.ns("b"), systemProcesses);
+    const events: DuetEvent[] = [];
+    const runner = createJobRunner({
+      job: "web",
+      node: "b",
+      resources: [resourceSpec.parse({ name: "nic", nic: { interface: "eth0" }, monitor: { intervalMs: 50, timeoutMs: 1000 } })],
+      restart: { max: 3, windowMs: 60_000 },
+      ctx: { stateDir, processes, clock: systemClock },
+      timers: systemTimers,
+      report: async (e) => void events.push(...e),
+    });
+    const count = (type: string) => events.filter((e) => e.type === type).length;
+    const link = (state: "up" | "down") => net.exec("b", ["ip", "link", "set", "eth0", state]);
+    try {
+      expect(await runner.bringIn()).toEqual({ ok: true });
+      await link("down");
+      await until(() => count("MonitorFailed") === 1);
+      await link("up");
+      await until(() => count("MonitorRecovered") === 1);
+      await link("down");
+      await until(() => count("MonitorFailed") === 2);
+      await link("up");
+      await until(() => count("MonitorRecovered") === 2);
+    } finally {
+      await link("up");
+      await runner.bringOut();
+    }
+    expect(events.map((e) => e.type)).toEqual(["ResourceStarted", "MonitorFailed", "MonitorRecovered", "MonitorFailed", "MonitorRecovered", "ResourceStopped"]);
+    expect(events.filter((e) => e.type === "MonitorFailed").map((e) => (e.data as { failures: number }).failures)).toEqual([1, 2]);
   });
 
   it("ping: a reachable target is healthy, an unreachable one fails", async () => {

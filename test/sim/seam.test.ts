@@ -34,7 +34,7 @@ async function runScenario(seed: number, dropRate: number) {
   const job = { type: "JobCreated", data: { job: "web", nodes: ["a", "b"], policy: "unconditional", reverseWhenConsistent: false, restartMax: 3, resources: [], mirrors: [] } } as DuetEvent;
   for (const node of ["a", "b"]) {
     nodes.set(node, { state: initialCluster(node), seq: 0, takeoverAt: null });
-    record(node, [{ type: "AgentStarted", data: { node, version: "sim", pid: 1, configHash: "sim", deadtimeMs: DEADTIME_MS, selfFenceGraceMs: 10_000 } }, job, { type: "JobBroughtIn", data: { job: "web", node: "a" } }]);
+    record(node, [{ type: "AgentStarted", data: { node, version: "sim", pid: 1, configHash: "sim", deadtimeMs: DEADTIME_MS, selfFenceGraceMs: 10_000, links: [{ link: "lan", kind: "udp" }, { link: "backup", kind: "udp" }, { link: "tcp", kind: "tcp" }] } }, job, { type: "JobBroughtIn", data: { job: "web", node: "a" } }]);
   }
   const addresses = { a: ["10.0.0.1", "10.1.0.1"], b: ["10.0.0.2", "10.1.0.2"] } as const;
   for (const self of ["a", "b"] as const) {
