@@ -94,6 +94,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
           await record(events);
           reactor.poke();
         },
+        onLoopError: (error) => log.warn({ job: job.name }, `monitor loop: ${error.message}`),
       });
       runners.set(job.name, runner);
     }

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { copyFile, mkdir, readFile, rename, rm, stat, truncate, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { join } from "node:path";
 import type { AgentContext, MonitorResult, ResourceAgent } from "./agent.ts";
@@ -25,16 +25,38 @@ interface PidRecord {
   startTime: string;
 }
 
-async function startTimeOf(pid: number): Promise<string | null> {
+/** /proc/PID/stat after the command name (which is in parentheses and may contain spaces): state, ppid, pgrp, ... */
+async function statFields(pid: number | string): Promise<string[] | null> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (fields[0] === "Z" || fields[0] === "X") return null; // exited, not yet reaped
-    return fields[19] ?? null;
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   } catch {
     return null;
   }
+}
+const exited = (fields: string[]) => fields[0] === "Z" || fields[0] === "X"; // exited, not yet reaped
+
+async function startTimeOf(pid: number): Promise<string | null> {
+  const fields = await statFields(pid);
+  return fields && !exited(fields) ? (fields[19] ?? null) : null;
+}
+
+/**
+ * Whether any live process is left in the group. Zombies do not count: an orphan's is reaped by
+ * init whenever init gets to it, and it holds nothing (no port, no file).
+ */
+async function groupAlive(pgid: number): Promise<boolean> {
+  try {
+    process.kill(-pgid, 0);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ESRCH") return false;
+  }
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const fields = await statFields(entry);
+    if (fields && fields[2] === String(pgid) && !exited(fields)) return true;
+  }
+  return false;
 }
 
 async function idOf(ctx: AgentContext, resource: string, user: string, flag: "-u" | "-g"): Promise<number> {
@@ -124,6 +146,11 @@ export function createProcess(spec: ProcessSpec, ctx: AgentContext): ResourceAge
     return text.trim().slice(-400);
   }
 
+  /**
+   * SIGTERM to the whole group, SIGKILL to whatever is left after the timeout. Done means the group
+   * is empty, not just its leader gone: a child that shrugs off SIGTERM would keep the port. The
+   * caller has just checked the leader is ours; while the group has members its id cannot be reused.
+   */
   async function kill(record: PidRecord, timeoutMs: number): Promise<void> {
     const signal = (s: NodeJS.Signals) => {
       try {
@@ -132,18 +159,18 @@ export function createProcess(spec: ProcessSpec, ctx: AgentContext): ResourceAge
         // the group is gone already
       }
     };
-    const gone = async (ms: number) => {
+    const emptied = async (ms: number) => {
       const deadline = ctx.clock.monotonic() + ms;
       while (ctx.clock.monotonic() < deadline) {
-        if ((await startTimeOf(record.pid)) !== record.startTime) return true;
+        if (!(await groupAlive(record.pid))) return true;
         await new Promise((r) => setTimeout(r, EXIT_POLL_MS));
       }
-      return false;
+      return !(await groupAlive(record.pid));
     };
     signal("SIGTERM");
-    if (await gone(timeoutMs)) return;
+    if (await emptied(timeoutMs)) return;
     signal("SIGKILL");
-    if (!(await gone(KILL_REAP_MS))) throw new ResourceError(`${spec.name}: pid ${record.pid} still there ${KILL_REAP_MS} ms after SIGKILL (stuck in the kernel?)`);
+    if (!(await emptied(KILL_REAP_MS))) throw new ResourceError(`${spec.name}: process group ${record.pid} still there ${KILL_REAP_MS} ms after SIGKILL (stuck in the kernel?)`);
   }
 
   return {

@@ -46,13 +46,16 @@ function bounded<T>(work: Promise<T>, ms: number, timers: Timers, what: string):
 export function createJobRunner(options: JobRunnerOptions): JobRunner {
   const { job, node, timers, report } = options;
   const ctx: AgentContext = { ...options.ctx, job, node };
-  const resources = options.resources.map((spec) => ({ spec, agent: createAgent(spec, ctx) as ResourceAgent, failures: [] as number[], failing: false, leftToPolicy: false }));
-  const loops = new Map<string, TimerHandle>();
-  let generation = 0; // bumps on bring-out so a monitor run in flight does not act afterwards
+  type Resource = { spec: ResourceSpec; agent: ResourceAgent; failures: number[]; failing: boolean; leftToPolicy: boolean };
+  const resources: Resource[] = options.resources.map((spec) => ({ spec, agent: createAgent(spec, ctx), failures: [], failing: false, leftToPolicy: false }));
+  const loops = new Map<Resource, TimerHandle>();
+  /** Monitor runs under way (with their restarts): a bring-out waits for them, or a restart could start a resource again behind it. */
+  const inflight = new Map<Resource, Promise<void>>();
+  let generation = 0; // bumps when monitoring stops, so a monitor run in flight does not act afterwards
 
   const fact = <T extends DuetEvent["type"]>(type: T, data: Record<string, unknown>) => ({ type, data: { job, node, ...data } }) as DuetEvent;
 
-  async function start(r: (typeof resources)[number]): Promise<{ error: string; exitCode?: number } | null> {
+  async function start(r: Resource): Promise<{ error: string; exitCode?: number } | null> {
     try {
       await bounded(r.agent.start(), r.spec.startTimeoutMs + ACTION_MARGIN_MS, timers, `${r.spec.name}: start`);
       return null;
@@ -62,7 +65,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
     }
   }
 
-  async function stop(r: (typeof resources)[number]): Promise<string | null> {
+  async function stop(r: Resource): Promise<string | null> {
     try {
       await bounded(r.agent.stop(), r.spec.stopTimeoutMs + ACTION_MARGIN_MS, timers, `${r.spec.name}: stop`);
       return null;
@@ -71,23 +74,34 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
     }
   }
 
-  function schedule(r: (typeof resources)[number], mine: number): void {
+  /** Stops and reports; the error, if any, for the caller's list. */
+  async function stopReported(r: Resource): Promise<string | null> {
+    const error = await stop(r);
+    await report([error === null ? fact("ResourceStopped", { resource: r.spec.name }) : fact("ResourceStopFailed", { resource: r.spec.name, error })]);
+    return error;
+  }
+
+  function monitor(r: Resource): Promise<MonitorResult> {
+    return bounded(r.agent.monitor(), r.spec.monitor.timeoutMs + ACTION_MARGIN_MS, timers, `${r.spec.name}: monitor`).catch((error: unknown) => ({ ok: false, error: (error as Error).message }));
+  }
+
+  /** One monitor loop per resource, rescheduled after each run ends: runs of one monitor never overlap. */
+  function schedule(r: Resource, mine: number): void {
     loops.set(
-      r.spec.name,
+      r,
       timers.after(r.spec.monitor.intervalMs, () => {
-        check(r, mine).catch((error: unknown) => {
-          options.onLoopError?.(error instanceof Error ? error : new Error(String(error)));
-          if (mine === generation) schedule(r, mine);
-        });
+        const run = check(r, mine)
+          .catch((error: unknown) => {
+            options.onLoopError?.(error instanceof Error ? error : new Error(String(error)));
+            if (mine === generation) schedule(r, mine);
+          })
+          .finally(() => inflight.delete(r));
+        inflight.set(r, run);
       }),
     );
   }
 
-  function monitor(r: (typeof resources)[number]): Promise<MonitorResult> {
-    return bounded(r.agent.monitor(), r.spec.monitor.timeoutMs + ACTION_MARGIN_MS, timers, `${r.spec.name}: monitor`).catch((error: unknown) => ({ ok: false, error: (error as Error).message }));
-  }
-
-  async function check(r: (typeof resources)[number], mine: number): Promise<void> {
+  async function check(r: Resource, mine: number): Promise<void> {
     if (mine !== generation) return;
     const result = await monitor(r);
     if (mine !== generation) return;
@@ -108,6 +122,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
         r.leftToPolicy = true;
       } else {
         await stop(r);
+        if (mine !== generation) return;
         const failed = await start(r);
         if (mine !== generation) return;
         if (failed === null) {
@@ -119,25 +134,24 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
     if (mine === generation) schedule(r, mine);
   }
 
-  function stopMonitors(): void {
+  /** Ends monitoring at once; `settled` resolves when runs under way have finished (each bounded by its timeouts). */
+  function stopMonitors(): { busy: Set<Resource>; settled: Promise<unknown> } {
     generation += 1;
     for (const loop of loops.values()) loop.cancel();
     loops.clear();
+    return { busy: new Set(inflight.keys()), settled: Promise.all(inflight.values()) };
   }
 
   return {
     async bringIn() {
-      stopMonitors();
-      const started: (typeof resources)[number][] = [];
+      await stopMonitors().settled;
+      const started: Resource[] = [];
       for (const r of resources) {
         const failed = await start(r);
         if (failed !== null) {
           await report([fact("ResourceStartFailed", { resource: r.spec.name, ...failed })]);
           // Roll back what this attempt started, so a failed start leaves nothing half-running.
-          for (const s of started.reverse()) {
-            const stopError = await stop(s);
-            await report([stopError === null ? fact("ResourceStopped", { resource: s.spec.name }) : fact("ResourceStopFailed", { resource: s.spec.name, error: stopError })]);
-          }
+          for (const s of started.reverse()) await stopReported(s);
           return { ok: false, resource: r.spec.name, error: failed.error };
         }
         started.push(r);
@@ -151,17 +165,20 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       return { ok: true };
     },
     async bringOut(options = {}) {
-      stopMonitors();
+      const { busy, settled } = stopMonitors();
       const failed: { resource: string; error: string }[] = [];
+      const note = (r: Resource, error: string | null) => void (error === null || failed.push({ resource: r.spec.name, error }));
       const reversed = [...resources].reverse();
-      const order = options.urgent ? [...reversed.filter((r) => kindOf(r.spec) === "vip"), ...reversed.filter((r) => kindOf(r.spec) !== "vip")] : reversed;
-      for (const r of order) {
+      const vips = options.urgent ? reversed.filter((r) => kindOf(r.spec) === "vip") : [];
+      // Urgent: the addresses go before waiting for anything, and again afterwards if a restart
+      // under way may have put one back.
+      for (const r of vips) note(r, await stopReported(r));
+      await settled;
+      for (const r of reversed) if (!vips.includes(r)) note(r, await stopReported(r));
+      for (const r of vips.filter((v) => busy.has(v))) {
         const error = await stop(r);
-        if (error === null) await report([fact("ResourceStopped", { resource: r.spec.name })]);
-        else {
-          failed.push({ resource: r.spec.name, error });
-          await report([fact("ResourceStopFailed", { resource: r.spec.name, error })]);
-        }
+        if (error !== null) await report([fact("ResourceStopFailed", { resource: r.spec.name, error })]);
+        note(r, error);
       }
       return { ok: failed.length === 0, failed };
     },
@@ -170,7 +187,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
     },
     monitoring: () => loops.size > 0,
     async close() {
-      stopMonitors();
+      await stopMonitors().settled;
     },
   };
 }

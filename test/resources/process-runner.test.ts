@@ -1,12 +1,13 @@
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import type { DuetEvent } from "../../src/events/catalogue.ts";
+import { validateEvent, type DuetEvent } from "../../src/events/catalogue.ts";
 import { createJobRunner, type JobRunner } from "../../src/resources/runner.ts";
 import { resourceSpec, type ResourceSpec } from "../../src/resources/spec.ts";
 import { createAgent } from "../../src/resources/agent.ts";
+import { PROCESS_LOG_MAX_BYTES } from "../../src/resources/process.ts";
 import { systemClock, systemTimers } from "../../src/world/clock.ts";
 import { systemProcesses } from "../../src/world/process.ts";
 
@@ -22,9 +23,11 @@ afterEach(async () => {
 async function setup(resources: unknown[], restart = { max: 2, windowMs: 60_000 }) {
   const stateDir = await mkdtemp(join(tmpdir(), "duet-res-"));
   dirs.push(stateDir);
+  return setupWith(resources.map((r) => resourceSpec.parse(r)), restart, stateDir);
+}
+async function setupWith(specs: ResourceSpec[], restart: { max: number; windowMs: number }, stateDir: string) {
   const events: DuetEvent[] = [];
-  const specs = resources.map((r) => resourceSpec.parse(r));
-  const runner = createJobRunner({ job: "web", node: "a", resources: specs, restart, ctx: { stateDir, processes: systemProcesses, clock: systemClock }, timers: systemTimers, report: async (e) => void events.push(...e) });
+  const runner = createJobRunner({ job: "web", node: "a", resources: specs, restart, ctx: { stateDir, processes: systemProcesses, clock: systemClock }, timers: systemTimers, report: async (e) => void events.push(...e.map((fact) => validateEvent(fact.type, fact.data))) });
   runners.push(runner);
   return { runner, events, stateDir, specs };
 }
@@ -98,7 +101,6 @@ describe("process resource and job runner", () => {
     const stateDir = await mkdtemp(join(tmpdir(), "duet-res-"));
     dirs.push(stateDir);
     const spec = resourceSpec.parse(appResource("app", port++)) as ResourceSpec;
-    const { writeFile } = await import("node:fs/promises");
     await writeFile(join(stateDir, "app.pid"), JSON.stringify({ pid: process.pid, startTime: "1" }));
     const agent = createAgent(spec, { job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock });
     expect(await agent.monitor()).toMatchObject({ ok: false, notRunning: true });
@@ -111,5 +113,114 @@ describe("process resource and job runner", () => {
     expect(result).toMatchObject({ ok: false, resource: "app" });
     expect((result as { error: string }).error).toMatch(/did not become healthy within 600 ms.*listening nowhere/s);
   });
+
+  it("a process whose child ignores SIGTERM is killed, child and all, after its stop timeout", async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), "duet-res-"));
+    dirs.push(stateDir);
+    // The leader dies of SIGTERM; its child ignores it (an ignored signal stays ignored across exec)
+    // and would keep the port if the stop only waited for the leader.
+    const spec = resourceSpec.parse({ name: "stubborn", process: { command: ["/bin/sh", "-c", "(trap '' TERM; exec sleep 60) & exec sleep 60"] }, startTimeoutMs: 3000, stopTimeoutMs: 500 });
+    const agent = createAgent(spec, { job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock });
+    await agent.start();
+    const { pid } = JSON.parse(await readFile(join(stateDir, "stubborn.pid"), "utf8")) as { pid: number };
+    const began = Date.now();
+    await agent.stop();
+    expect(Date.now() - began).toBeGreaterThanOrEqual(500);
+    expect(await liveMembers(pid), "the whole process group is gone, the background sleep too").toEqual([]);
+    expect(await agent.monitor()).toMatchObject({ ok: false, notRunning: true });
+  });
+
+  it("a chatty process's log stays bounded while it runs", async () => {
+    // 32 lines of 1 KiB every 10 ms (about 3 MB/s), each line numbered so the test sees how much was written.
+    const writer = "let n = 0; setInterval(() => { let s = ''; for (let i = 0; i < 32; i++) s += String(++n).padStart(8, '0').padEnd(1023, '.') + '\\n'; process.stdout.write(s); }, 10);";
+    const { runner, stateDir } = await setup([{ name: "chatty", process: { command: [process.execPath, "-e", writer] }, monitor: { intervalMs: 100, timeoutMs: 1000 }, startTimeoutMs: 3000 }]);
+    expect((await runner.bringIn()).ok).toBe(true);
+    const log = join(stateDir, "chatty.log");
+    const lastLine = async () => Number((await readFile(log, "utf8").catch(() => "")).trimEnd().split("\n").at(-1)?.slice(0, 8) || 0);
+    const deadline = Date.now() + 15_000;
+    while ((await lastLine()) * 1024 < 6 * PROCESS_LOG_MAX_BYTES) {
+      if (Date.now() > deadline) throw new Error("the chatty process did not write 6 MiB within 15 s");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const size = async (f: string) => (await stat(f)).size;
+    expect(await size(log)).toBeLessThan(3 * PROCESS_LOG_MAX_BYTES);
+    expect(await size(`${log}.1`)).toBeLessThan(3 * PROCESS_LOG_MAX_BYTES);
+  });
+
+  it("runs the command as the configured user; an unknown user fails the start by name", async () => {
+    const { runner, stateDir } = await setup([{ name: "asnobody", process: { command: ["/bin/sh", "-c", "echo uid=$(id -u); exec sleep 60"], user: "nobody" } }]);
+    expect((await runner.bringIn()).ok).toBe(true);
+    const expected = (await systemProcesses.run(["id", "-u", "nobody"])).stdout.trim();
+    expect(await readFile(join(stateDir, "asnobody.log"), "utf8")).toContain(`uid=${expected}`);
+    const other = await setup([{ name: "ghost", process: { command: ["/bin/sleep", "60"], user: "no-such-user-here" } }]);
+    expect(await other.runner.bringIn()).toMatchObject({ ok: false, resource: "ghost", error: expect.stringMatching(/^ghost: user no-such-user-here: no such user on this host/) });
+  });
 });
 
+describe("job runner start failures", () => {
+  it("a failed start is reported with the command's exit code, for the policy and the operator", async () => {
+    const { runner, events } = await setup([{ name: "db", script: { start: ["/bin/sh", "-c", "echo no config file >&2; exit 6"], stop: ["/bin/true"], monitor: ["/bin/false"] } }]);
+    expect(await runner.bringIn()).toEqual({ ok: false, resource: "db", error: "db: start failed (exit 6): no config file" });
+    expect(events).toEqual([{ type: "ResourceStartFailed", data: { job: "web", node: "a", resource: "db", error: "db: start failed (exit 6): no config file", exitCode: 6 } }]);
+  });
+});
+
+describe("job runner monitor loops", () => {
+  it("a bring-out during a restart in place waits for it, and leaves the resource stopped", async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), "duet-res-"));
+    dirs.push(stateDir);
+    const flag = join(stateDir, "up");
+    const restarting = join(stateDir, "restarting");
+    // The start takes a while; markers say when the restart's start began and when it ended.
+    const start = ["/bin/sh", "-c", `test -e ${flag}.started && touch ${restarting}; sleep 0.5; touch ${flag} ${flag}.started; test -e ${restarting} && touch ${restarting}.done; true`];
+    const spec = resourceSpec.parse({ name: "svc", script: { start, stop: ["/bin/rm", "-f", flag], monitor: ["/usr/bin/test", "-e", flag] }, monitor: { intervalMs: 50, timeoutMs: 1000 } });
+    const { runner, events } = await setupWith([spec], { max: 3, windowMs: 60_000 }, stateDir);
+    expect((await runner.bringIn()).ok).toBe(true);
+    await rm(flag);
+    await until(() => existsSync(restarting));
+    expect(await runner.bringOut()).toEqual({ ok: true, failed: [] });
+    await until(() => existsSync(`${restarting}.done`));
+    expect(existsSync(flag), "nothing started the resource again behind the bring-out").toBe(false);
+    expect(runner.monitoring()).toBe(false);
+    expect(summary(events)).toEqual(["ResourceStarted:svc", "MonitorFailed:svc", "ResourceStopped:svc"]);
+  });
+
+  it("a journal that refuses a report does not stop the monitoring: the error is handed over and the loop goes on", async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), "duet-res-"));
+    dirs.push(stateDir);
+    const flag = join(stateDir, "up");
+    const spec = resourceSpec.parse({ name: "svc", script: { start: ["/usr/bin/touch", flag], stop: ["/bin/rm", "-f", flag], monitor: ["/usr/bin/test", "-e", flag] }, monitor: { intervalMs: 50, timeoutMs: 1000 } });
+    const events: DuetEvent[] = [];
+    const loopErrors: string[] = [];
+    let refuse = false;
+    const runner = createJobRunner({
+      job: "web",
+      node: "a",
+      resources: [spec],
+      restart: { max: 0, windowMs: 60_000 },
+      ctx: { stateDir, processes: systemProcesses, clock: systemClock },
+      timers: systemTimers,
+      report: async (e) => {
+        if (refuse) throw new Error("journal full");
+        events.push(...e);
+      },
+      onLoopError: (error) => loopErrors.push(error.message),
+    });
+    runners.push(runner);
+    expect((await runner.bringIn()).ok).toBe(true);
+    refuse = true;
+    await rm(flag);
+    await until(() => loopErrors.length > 0);
+    expect(loopErrors[0]).toBe("journal full");
+    refuse = false;
+    await writeFile(flag, "");
+    await until(() => events.some((e) => e.type === "MonitorRecovered"));
+    expect(runner.monitoring()).toBe(true);
+  });
+});
+
+/** Processes of a group that have not exited (an orphan's zombie waits for init to reap it). */
+async function liveMembers(pgid: number): Promise<string[]> {
+  const { stdout } = await systemProcesses.run(["ps", "-eo", "pgid=,stat=,args="]);
+  return stdout.split("\n").filter((line) => line.trim().split(/\s+/)[0] === String(pgid) && !/^\s*\d+\s+Z/.test(line));
+}
