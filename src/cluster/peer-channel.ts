@@ -1,29 +1,41 @@
 import { hkdfSync } from "node:crypto";
 import { connect, createServer, type TLSSocket } from "node:tls";
 import { Packr } from "msgpackr";
+import { z } from "zod";
 import type { Clock, TimerHandle, Timers } from "../world/clock.ts";
 
 /** The largest frame either side accepts; a bigger length prefix closes the connection unread. */
 export const PEER_FRAME_MAX_BYTES = 16 * 1024 * 1024;
-/** Requests awaiting an answer; more is a bug or a stuck peer, refused rather than queued. */
+/** Requests awaiting an answer, each way; more is a bug or a stuck peer, refused rather than queued. */
 export const PEER_PENDING_REQUESTS_MAX = 1024;
+/** Bytes written but not yet taken by the kernel; beyond this the peer is not reading and sends are refused. */
+export const PEER_WRITE_BUFFER_MAX_BYTES = 64 * 1024 * 1024;
+/** A TCP connection that has not finished its TLS handshake by then is dropped (and redialled). */
+export const PEER_HANDSHAKE_TIMEOUT_MS = 5000;
 export const RECONNECT_MIN_MS = 100;
 export const RECONNECT_MAX_MS = 5000;
-// TLS 1.2 with a pre-shared key derived from the cluster key: no certificates to manage, and a
-// forward-secret key exchange (ECDHE/DHE) so a stolen cluster key does not open recorded traffic.
+// TLS 1.2 with a pre-shared key derived from the cluster key: no certificates to manage. Only the
+// forward-secret (ECDHE/DHE) AEAD suites, so a stolen cluster key does not open recorded traffic;
+// OpenSSL 3.0 has no ECDHE-PSK-GCM suite, hence DHE for AES-GCM.
 export const PEER_CIPHERS = "ECDHE-PSK-CHACHA20-POLY1305:DHE-PSK-AES256-GCM-SHA384:DHE-PSK-CHACHA20-POLY1305";
+const TLS_VERSIONS = { minVersion: "TLSv1.2", maxVersion: "TLSv1.2" } as const;
 
-type Frame =
-  | { t: "req"; id: number; body: unknown }
-  | { t: "res"; id: number; ok: true; body: unknown }
-  | { t: "res"; id: number; ok: false; error: string }
-  | { t: "msg"; topic: string; body: unknown }
-  | { t: "ping" };
+// A peer that authenticated can still run another version or be buggy: a frame that is not one of
+// these closes the connection with the reason, rather than reaching a handler half-formed.
+const frameSchema = z.union([
+  z.object({ t: z.literal("req"), id: z.number().int(), body: z.unknown() }),
+  z.object({ t: z.literal("res"), id: z.number().int(), ok: z.literal(true), body: z.unknown() }),
+  z.object({ t: z.literal("res"), id: z.number().int(), ok: z.literal(false), error: z.string() }),
+  z.object({ t: z.literal("msg"), topic: z.string(), body: z.unknown() }),
+  z.object({ t: z.literal("ping") }),
+]);
+type Frame = z.infer<typeof frameSchema>;
 
 export interface PeerChannelOptions {
   self: string;
   peer: string;
   cluster: string;
+  /** The 32-byte cluster key. */
   key: Buffer;
   listen: { address: string; port: number };
   connect: { address: string; port: number };
@@ -36,10 +48,29 @@ export interface PeerChannelOptions {
   onMessage?: (topic: string, body: unknown) => void;
   onUp?: () => void;
   onDown?: (reason: string) => void;
-  /** Any frame from the peer: the failure detector's tcp link. */
+  /** Any frame from the peer, with clock.now(): the failure detector's tcp link. */
   onHeard?: (at: number) => void;
   log?: (line: string) => void;
+  /** Jitter for the reconnect backoff; injectable so a simulation replays. */
   random?: () => number;
+}
+
+export interface PeerChannelStats {
+  /** Handshakes that failed: wrong key, unknown identity, not TLS at all. */
+  handshakeFailures: number;
+  connections: number;
+  /** Connections closed for announcing a frame above PEER_FRAME_MAX_BYTES. */
+  oversized: number;
+  /** Connections closed for a frame that did not decode or was not a known message. */
+  malformed: number;
+}
+
+/** One TLS connection and what waits on it; a replaced or dropped connection fails only its own waiters. */
+interface Connection {
+  socket: TLSSocket;
+  drainWaiters: { resolve: () => void; reject: (error: Error) => void }[];
+  reason: string | null;
+  lastHeard: number;
 }
 
 export function derivePsk(key: Buffer, cluster: string): Buffer {
@@ -48,201 +79,284 @@ export function derivePsk(key: Buffer, cluster: string): Buffer {
 
 /** The authenticated, encrypted TCP channel between the two agents: requests, answers and one-way messages. */
 export function startPeerChannel(options: PeerChannelOptions) {
-  const { timers, clock } = options;
+  const { timers, clock, peer } = options;
   const log = options.log ?? (() => undefined);
   const random = options.random ?? Math.random;
   const psk = derivePsk(options.key, options.cluster);
   const packr = new Packr({ useRecords: false, moreTypes: false });
-  let socket: TLSSocket | null = null;
+  let current: Connection | null = null;
   let closed = false;
   let nextId = 1;
+  let answering = 0;
   let backoffMs = RECONNECT_MIN_MS;
-  let reconnectTimer: TimerHandle | null = null;
-  let lastHeard = 0;
-  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: TimerHandle }>();
-  const stats = { handshakeFailures: 0, connections: 0, oversized: 0 };
+  let retryTimer: TimerHandle | null = null;
+  const pending = new Map<number, { conn: Connection; resolve: (v: unknown) => void; reject: (e: Error) => void; timer: TimerHandle }>();
+  const stats: PeerChannelStats = { handshakeFailures: 0, connections: 0, oversized: 0, malformed: 0 };
 
-  const tlsOptions = { ciphers: PEER_CIPHERS, minVersion: "TLSv1.2" as const, maxVersion: "TLSv1.2" as const };
-
-  function write(frame: Frame): Promise<void> {
-    const s = socket;
-    if (!s) return Promise.reject(new Error(`peer ${options.peer} is not connected`));
+  function encode(frame: Frame): Buffer {
     const body = packr.pack(frame);
-    if (body.length > PEER_FRAME_MAX_BYTES) return Promise.reject(new Error(`peer frame of ${body.length} bytes exceeds ${PEER_FRAME_MAX_BYTES}`));
+    if (body.length > PEER_FRAME_MAX_BYTES) throw new Error(`a peer frame of ${body.length} bytes exceeds the limit of ${PEER_FRAME_MAX_BYTES} bytes`);
     const header = Buffer.alloc(4);
     header.writeUInt32BE(body.length);
+    return Buffer.concat([header, body]);
+  }
+
+  /** Resolves once the frame is taken by the socket (waiting for 'drain' when its buffer is full). */
+  function write(conn: Connection | null, frame: Frame): Promise<void> {
+    if (!conn) return Promise.reject(new Error(`peer ${peer} is not connected`));
+    let data: Buffer;
+    try {
+      data = encode(frame);
+    } catch (error) {
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
+    }
+    const s = conn.socket;
+    // A socket already gone would never drain: its waiters were failed when it closed.
+    if (s.destroyed) return Promise.reject(new Error(`connection to ${peer} lost before the frame was sent: ${conn.reason ?? "closed"}`));
+    if (s.writableLength > 0 && s.writableLength + data.length > PEER_WRITE_BUFFER_MAX_BYTES)
+      return Promise.reject(new Error(`peer ${peer} is not reading: ${s.writableLength} bytes already wait to be sent`));
     return new Promise((resolve, reject) => {
-      const flushed = s.write(Buffer.concat([header, body]), (error) => (error ? reject(error) : undefined));
-      if (flushed) resolve();
-      else s.once("drain", resolve);
+      if (s.write(data)) resolve();
+      else conn.drainWaiters.push({ resolve, reject });
     });
+  }
+
+  function drop(conn: Connection, reason: string): void {
+    conn.reason ??= reason;
+    conn.socket.destroy();
   }
 
   function attach(s: TLSSocket): void {
-    if (socket && socket !== s) socket.destroy(); // the newest connection wins: the old one is stale
-    socket = s;
+    if (current) drop(current, "replaced by a newer connection from the peer");
+    const conn: Connection = { socket: s, drainWaiters: [], reason: null, lastHeard: clock.monotonic() };
+    current = conn;
     stats.connections += 1;
     backoffMs = RECONNECT_MIN_MS;
-    lastHeard = clock.monotonic();
-    let buffered: Buffer = Buffer.alloc(0);
+    // Chunks are kept as they arrive and joined once a whole frame is there: a 16 MiB frame in
+    // 16 KiB reads is copied once, not a thousand times.
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const flatten = (): Buffer => {
+      if (chunks.length > 1) chunks.splice(0, chunks.length, Buffer.concat(chunks, size));
+      return chunks[0]!;
+    };
     s.on("data", (chunk: Buffer) => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      while (buffered.length >= 4) {
-        const length = buffered.readUInt32BE(0);
+      chunks.push(chunk);
+      size += chunk.length;
+      while (size >= 4 && !s.destroyed) {
+        const length = (chunks[0]!.length >= 4 ? chunks[0]! : flatten()).readUInt32BE(0);
         if (length > PEER_FRAME_MAX_BYTES) {
           stats.oversized += 1;
-          s.destroy(new Error(`frame of ${length} bytes announced, more than ${PEER_FRAME_MAX_BYTES}`));
-          return;
+          return drop(conn, `the peer announced a frame of ${length} bytes, more than ${PEER_FRAME_MAX_BYTES}`);
         }
-        if (buffered.length < 4 + length) break;
-        const body = buffered.subarray(4, 4 + length);
-        buffered = buffered.subarray(4 + length);
-        let frame: Frame;
-        try {
-          frame = packr.unpack(body) as Frame;
-        } catch (error) {
-          s.destroy(new Error(`undecodable frame: ${(error as Error).message}`));
-          return;
+        if (size < 4 + length) return;
+        const all = flatten();
+        const body = all.subarray(4, 4 + length);
+        chunks.splice(0, 1, ...(all.length > 4 + length ? [all.subarray(4 + length)] : []));
+        size -= 4 + length;
+        const frame = decode(body);
+        if (typeof frame === "string") {
+          stats.malformed += 1;
+          return drop(conn, frame);
         }
-        lastHeard = clock.monotonic();
+        conn.lastHeard = clock.monotonic();
         options.onHeard?.(clock.now());
-        handle(frame);
+        handle(conn, frame);
       }
+    });
+    s.on("drain", () => {
+      for (const waiter of conn.drainWaiters.splice(0)) waiter.resolve();
+    });
+    s.on("error", (error) => {
+      conn.reason ??= error.message;
     });
     s.on("close", () => {
-      if (socket !== s) return;
-      socket = null;
+      const reason = conn.reason ?? "the peer closed the connection";
+      for (const waiter of conn.drainWaiters.splice(0)) waiter.reject(new Error(`connection to ${peer} lost before the frame was sent: ${reason}`));
       for (const [id, p] of pending) {
-        p.timer.cancel();
-        p.reject(new Error(`connection to ${options.peer} lost before it answered`));
+        if (p.conn !== conn) continue;
         pending.delete(id);
+        p.timer.cancel();
+        p.reject(new Error(`connection to ${peer} lost before it answered: ${reason}`));
       }
-      options.onDown?.("connection closed");
-      scheduleReconnect();
+      if (current !== conn) return;
+      current = null;
+      log(`peer channel to ${peer} down: ${reason}`);
+      if (!closed) options.onDown?.(reason);
+      scheduleDial();
     });
-    s.on("error", (error) => log(`peer channel ${options.peer}: ${error.message}`));
     options.onUp?.();
   }
 
-  function handle(frame: Frame): void {
-    if (!frame || typeof frame !== "object") return;
-    if (frame.t === "ping") return;
-    if (frame.t === "msg") return options.onMessage?.(frame.topic, frame.body);
-    if (frame.t === "res") {
-      const p = pending.get(frame.id);
-      if (!p) return;
-      pending.delete(frame.id);
-      p.timer.cancel();
-      if (frame.ok) p.resolve(frame.body);
-      else p.reject(new Error(`peer ${options.peer}: ${frame.error}`));
+  function decode(body: Buffer): Frame | string {
+    let value: unknown;
+    try {
+      value = packr.unpack(body);
+    } catch (error) {
+      return `undecodable frame from ${peer}: ${(error as Error).message}`;
+    }
+    const parsed = frameSchema.safeParse(value);
+    return parsed.success ? parsed.data : `malformed frame from ${peer}: expected req, res, msg or ping (${parsed.error.issues[0]?.message ?? "invalid"})`;
+  }
+
+  function handle(conn: Connection, frame: Frame): void {
+    switch (frame.t) {
+      case "ping":
+        return;
+      case "msg":
+        try {
+          options.onMessage?.(frame.topic, frame.body);
+        } catch (error) {
+          log(`peer channel: handling message ${frame.topic} from ${peer}: ${(error as Error).message}`);
+        }
+        return;
+      case "res": {
+        const p = pending.get(frame.id);
+        if (!p) return; // answered after its timeout: the requester already gave up
+        pending.delete(frame.id);
+        p.timer.cancel();
+        if (frame.ok) p.resolve(frame.body);
+        else p.reject(new Error(`peer ${peer}: ${frame.error}`));
+        return;
+      }
+      case "req":
+        return answer(conn, frame.id, frame.body);
+    }
+  }
+
+  function answer(conn: Connection, id: number, body: unknown): void {
+    if (answering >= PEER_PENDING_REQUESTS_MAX) {
+      write(conn, { t: "res", id, ok: false, error: `${PEER_PENDING_REQUESTS_MAX} requests from ${options.self}'s peer already being answered` }).catch(() => undefined);
       return;
     }
-    if (frame.t === "req") {
-      const id = frame.id;
-      options
-        .onRequest(frame.body)
-        .then(
-          (body) => write({ t: "res", id, ok: true, body }),
-          (error: Error) => write({ t: "res", id, ok: false, error: error.message }),
-        )
-        .catch((error: Error) => log(`answering ${options.peer}: ${error.message}`));
-    }
+    answering += 1;
+    // The async wrapper turns a synchronous throw in onRequest into an answer too.
+    (async () => options.onRequest(body))()
+      .then(
+        (result) => write(conn, { t: "res", id, ok: true, body: result }),
+        (error: unknown) => write(conn, { t: "res", id, ok: false, error: error instanceof Error ? error.message : String(error) }),
+      )
+      .catch((error: Error) => log(`peer channel: answering request ${id} from ${peer}: ${error.message}`))
+      .finally(() => (answering -= 1));
   }
 
   const server = options.dial
     ? null
     : createServer({
-        ...tlsOptions,
-        pskCallback: (_socket, identity) => (identity === options.peer ? psk : null),
+        ...TLS_VERSIONS,
+        ciphers: PEER_CIPHERS,
+        handshakeTimeout: PEER_HANDSHAKE_TIMEOUT_MS,
+        pskCallback: (_socket, identity) => (identity === peer ? psk : null),
         pskIdentityHint: options.cluster,
       });
   if (server) {
     server.on("secureConnection", (s) => {
       if (closed) return s.destroy();
-      log(`peer ${options.peer} connected from ${s.remoteAddress}`);
+      log(`peer ${peer} connected from ${s.remoteAddress}:${s.remotePort}`);
       attach(s);
     });
     server.on("tlsClientError", (error, s) => {
       stats.handshakeFailures += 1;
-      log(`peer channel: refused a connection from ${s.remoteAddress}: ${error.message}`);
+      log(`peer channel: refused a connection from ${s.remoteAddress}:${s.remotePort}: ${error.message}`);
     });
-    server.on("error", (error) => log(`peer channel listen ${options.listen.address}:${options.listen.port}: ${error.message}`));
-    server.listen(options.listen.port, options.listen.address);
+    // The listen address may not be configured yet (boot order): keep trying at the slowest pace.
+    server.on("error", (error) => {
+      log(`peer channel: cannot listen on ${options.listen.address}:${options.listen.port}: ${error.message}; retrying in ${RECONNECT_MAX_MS} ms`);
+      if (!closed) retryTimer = timers.after(RECONNECT_MAX_MS, listen);
+    });
+    listen();
+  }
+  function listen(): void {
+    retryTimer = null;
+    if (!closed) server?.listen(options.listen.port, options.listen.address);
   }
 
   function dial(): void {
-    if (closed || socket) return;
+    retryTimer = null;
+    if (closed || current) return;
+    const target = `${options.connect.address}:${options.connect.port}`;
     const s = connect({
-      ...tlsOptions,
+      ...TLS_VERSIONS,
+      ciphers: PEER_CIPHERS,
       host: options.connect.address,
       port: options.connect.port,
       pskCallback: () => ({ psk, identity: options.self }),
       checkServerIdentity: () => undefined,
     });
-    s.once("secureConnect", () => {
-      if (closed) return s.destroy();
-      attach(s);
-    });
-    s.once("error", (error) => {
-      if (socket === s) return;
-      if (!/ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ECONNRESET/.test(error.message)) {
+    const handshakeTimer = timers.after(PEER_HANDSHAKE_TIMEOUT_MS, () => s.destroy(new Error(`no TLS handshake within ${PEER_HANDSHAKE_TIMEOUT_MS} ms`)));
+    const onDialError = (error: Error) => {
+      handshakeTimer.cancel();
+      // Refused or unreachable is the peer being down, not worth a line per retry; anything else is a handshake failure.
+      if (!/ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ECONNRESET/.test(error.message)) {
         stats.handshakeFailures += 1;
-        log(`peer channel: connecting to ${options.connect.address}:${options.connect.port}: ${error.message}`);
+        log(`peer channel: connecting to ${target}: ${error.message}`);
       }
       s.destroy();
-      scheduleReconnect();
+      scheduleDial();
+    };
+    s.once("error", onDialError);
+    s.once("secureConnect", () => {
+      handshakeTimer.cancel();
+      s.off("error", onDialError);
+      if (closed) return s.destroy();
+      log(`peer channel connected to ${peer} at ${target}`);
+      attach(s);
     });
   }
 
-  function scheduleReconnect(): void {
-    if (closed || !options.dial || reconnectTimer) return;
+  function scheduleDial(): void {
+    if (closed || !options.dial || retryTimer) return;
     const delay = backoffMs / 2 + random() * (backoffMs / 2);
     backoffMs = Math.min(RECONNECT_MAX_MS, backoffMs * 2);
-    reconnectTimer = timers.after(delay, () => {
-      reconnectTimer = null;
-      dial();
-    });
+    retryTimer = timers.after(delay, dial);
   }
 
+  // Both sides ping, so each hears something every keepaliveMs even when idle.
   const keepalive = timers.every(options.keepaliveMs, () => {
-    if (!socket) return;
-    if (clock.monotonic() - lastHeard > 3 * options.keepaliveMs) {
-      socket.destroy(new Error("peer silent"));
-      return;
-    }
-    write({ t: "ping" }).catch(() => undefined);
+    if (!current) return;
+    const silentMs = clock.monotonic() - current.lastHeard;
+    if (silentMs > 3 * options.keepaliveMs) return drop(current, `nothing heard from ${peer} for ${Math.round(silentMs)} ms`);
+    write(current, { t: "ping" }).catch(() => undefined);
   });
   if (options.dial) dial();
 
   return {
-    connected: () => socket !== null,
-    stats: () => ({ ...stats }),
+    connected: (): boolean => current !== null,
+    stats: (): PeerChannelStats => ({ ...stats }),
+    /** Rejects with a clear error when not connected, on timeout, or when the connection drops first. */
     request(body: unknown, timeoutMs: number): Promise<unknown> {
-      if (!socket) return Promise.reject(new Error(`peer ${options.peer} is not connected`));
-      if (pending.size >= PEER_PENDING_REQUESTS_MAX) return Promise.reject(new Error(`${PEER_PENDING_REQUESTS_MAX} requests to ${options.peer} already pending`));
+      const conn = current;
+      if (!conn) return Promise.reject(new Error(`peer ${peer} is not connected`));
+      if (pending.size >= PEER_PENDING_REQUESTS_MAX) return Promise.reject(new Error(`${PEER_PENDING_REQUESTS_MAX} requests to ${peer} already wait for an answer`));
       const id = nextId++;
       return new Promise((resolve, reject) => {
         const timer = timers.after(timeoutMs, () => {
           pending.delete(id);
-          reject(new Error(`peer ${options.peer} did not answer within ${timeoutMs} ms`));
+          reject(new Error(`peer ${peer} did not answer within ${timeoutMs} ms`));
         });
-        pending.set(id, { resolve, reject, timer });
-        write({ t: "req", id, body }).catch((error: Error) => {
-          pending.delete(id);
+        pending.set(id, { conn, resolve, reject, timer });
+        write(conn, { t: "req", id, body }).catch((error: Error) => {
+          if (!pending.delete(id)) return;
           timer.cancel();
           reject(error);
         });
       });
     },
+    /** Resolves when the message is handed to the socket; waits for 'drain' when the socket is backed up. */
     send(topic: string, body: unknown): Promise<void> {
-      return write({ t: "msg", topic, body });
+      return write(current, { t: "msg", topic, body });
     },
     async close(): Promise<void> {
       closed = true;
       keepalive.cancel();
-      reconnectTimer?.cancel();
-      socket?.destroy();
-      socket = null;
+      retryTimer?.cancel();
+      if (current) drop(current, "the channel was closed");
+      current = null;
+      for (const [id, p] of pending) {
+        pending.delete(id);
+        p.timer.cancel();
+        p.reject(new Error(`peer channel to ${peer} closed before it answered`));
+      }
       if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };

@@ -1,9 +1,11 @@
 import type { EventData } from "../events/catalogue.ts";
 import type { Clock } from "../world/clock.ts";
-import type { ProcessRunner } from "../world/process.ts";
+import type { ProcessRunner, RunResult } from "../world/process.ts";
 
-/** What the journal keeps of a fence command's output: enough to explain, bounded. */
+/** What the journal keeps of a command's output: enough to explain, bounded (the event's own limit). */
 export const TIEBREAK_OUTPUT_MAX_CHARS = 4096;
+/** Beyond ping's own -W wait: time for the process to start and exit before it is killed. */
+export const PING_PROCESS_SLACK_MS = 2000;
 
 export interface TiebreakerOptions {
   self: string;
@@ -14,35 +16,60 @@ export interface TiebreakerOptions {
   clock: Clock;
 }
 
+type Result = EventData<"TiebreakerResult">;
+type Target = Result["targets"][number];
+
 /**
  * Asked after the peer is lost, before any takeover. Reaching the ping targets shows this node is
  * not the one cut off; a fence command, when configured, must also succeed. A node that cannot
  * confirm — no targets reached, no tiebreaker configured, or a failed fence — never takes over.
  */
-export async function runTiebreaker(options: TiebreakerOptions): Promise<EventData<"TiebreakerResult">> {
-  const { self, peer, processes, clock } = options;
+export async function runTiebreaker(options: TiebreakerOptions): Promise<Result> {
+  const { self, peer, fence } = options;
   const base = { node: self, peer };
-  if (!options.ping && !options.fence)
-    return { ...base, method: "ping", verdict: "failed", targets: [], output: "no tiebreaker configured (tiebreaker.ping or tiebreaker.fence): this node cannot confirm the peer is gone" };
+  // An empty target list would make mode "all" vacuously true: it counts as no ping configured.
+  const ping = options.ping && options.ping.targets.length > 0 ? options.ping : null;
+  if (!ping && !fence)
+    return { ...base, method: "ping", verdict: "failed", targets: [], output: "no tiebreaker configured (tiebreaker.ping or tiebreaker.fence): this node cannot confirm the peer is gone, so it does not take over" };
 
-  const targets = await Promise.all(
-    (options.ping?.targets ?? []).map(async (target) => {
-      const started = clock.monotonic();
-      const seconds = String(Math.max(1, Math.ceil(options.ping!.timeoutMs / 1000)));
-      const result = await processes.run(["ping", "-c", "1", "-W", seconds, "-n", target], { timeoutMs: options.ping!.timeoutMs + 2000 });
-      const ok = result.code === 0;
-      return ok ? { target, ok, ms: Math.round(clock.monotonic() - started) } : { target, ok };
-    }),
-  );
-  if (options.ping) {
-    const reached = options.ping.mode === "all" ? targets.every((t) => t.ok) : targets.some((t) => t.ok);
+  const targets: Target[] = [];
+  if (ping) {
+    const pinged = await Promise.all(ping.targets.map((target) => pingOnce(options, target, ping.timeoutMs)));
+    targets.push(...pinged.map((p) => p.target));
+    // A ping that could not even start says nothing about this node's network: the tiebreaker is broken.
+    const broken = pinged.find((p) => p.error !== null);
+    if (broken) return { ...base, method: "ping", verdict: "failed", targets, output: bounded(`ping ${broken.target.target} could not run: ${broken.error}`) };
+    const reached = ping.mode === "all" ? targets.every((t) => t.ok) : targets.some((t) => t.ok);
     if (!reached) return { ...base, method: "ping", verdict: "isolated", targets };
   }
-  if (!options.fence) return { ...base, method: "ping", verdict: "confirmed", targets };
+  if (!fence) return { ...base, method: "ping", verdict: "confirmed", targets };
 
-  const argv = options.fence.command.map((arg) => arg.replaceAll("{peer}", peer));
-  const result = await processes.run(argv, { timeoutMs: options.fence.timeoutMs });
-  const output = `${result.stdout}${result.stderr}${result.timedOut ? `\n(timed out after ${options.fence.timeoutMs} ms)` : ""}`.slice(-TIEBREAK_OUTPUT_MAX_CHARS);
-  const exitCode = result.code ?? -1;
-  return { ...base, method: "fence", verdict: result.code === 0 && !result.timedOut ? "confirmed" : "failed", targets, exitCode, output };
+  const argv = fence.command.map((arg) => arg.replaceAll("{peer}", peer));
+  const result = await runBounded(options.processes, argv, fence.timeoutMs);
+  const note = result.timedOut ? `\n(timed out after ${fence.timeoutMs} ms)` : result.signal ? `\n(killed by ${result.signal})` : "";
+  const confirmed = result.code === 0 && !result.timedOut;
+  return { ...base, method: "fence", verdict: confirmed ? "confirmed" : "failed", targets, exitCode: result.code ?? -1, output: bounded(`${result.stdout}${result.stderr}${note}`) };
+}
+
+async function pingOnce(options: TiebreakerOptions, target: string, timeoutMs: number): Promise<{ target: Target; error: string | null }> {
+  const started = options.clock.monotonic();
+  const seconds = String(Math.max(1, Math.ceil(timeoutMs / 1000)));
+  const result = await runBounded(options.processes, ["ping", "-n", "-c", "1", "-W", seconds, target], timeoutMs + PING_PROCESS_SLACK_MS);
+  if (result.code === null && result.signal === null && !result.timedOut) return { target: { target, ok: false }, error: result.stderr.trim() || "no exit code" };
+  if (result.code !== 0) return { target: { target, ok: false }, error: null };
+  return { target: { target, ok: true, ms: Math.round(options.clock.monotonic() - started) }, error: null };
+}
+
+/** A runner that rejects (rather than reporting a failed run) still yields a result: the tiebreaker never throws. */
+async function runBounded(processes: ProcessRunner, argv: string[], timeoutMs: number): Promise<RunResult> {
+  try {
+    return await processes.run(argv, { timeoutMs });
+  } catch (error) {
+    return { code: null, signal: null, stdout: "", stderr: error instanceof Error ? error.message : String(error), timedOut: false };
+  }
+}
+
+// The tail is kept: a failing command says why at its end.
+function bounded(output: string): string {
+  return output.length > TIEBREAK_OUTPUT_MAX_CHARS ? output.slice(-TIEBREAK_OUTPUT_MAX_CHARS) : output;
 }

@@ -1,36 +1,59 @@
 import { randomBytes } from "node:crypto";
 import { connect } from "node:net";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import { Packr } from "msgpackr";
 import { afterEach, describe, expect, it } from "vitest";
-import { derivePsk, startPeerChannel, type PeerChannel } from "../../src/cluster/peer-channel.ts";
-import { connect as tlsConnect } from "node:tls";
+import { derivePsk, startPeerChannel, type PeerChannel, type PeerChannelOptions } from "../../src/cluster/peer-channel.ts";
 import { systemClock, systemTimers } from "../../src/world/clock.ts";
 
+// Node "a" dials from 127.0.0.1, node "b" accepts on 127.0.0.2; each test takes its own port.
 const key = randomBytes(32);
-let portBase = 30000 + ((process.pid * 11) % 15000);
+let nextPort = 30000 + ((process.pid * 11) % 15000);
 const open: PeerChannel[] = [];
+const raw: TLSSocket[] = [];
 afterEach(async () => {
+  for (const s of raw.splice(0)) s.destroy();
   for (const c of open.splice(0)) await c.close();
 });
 
-function pair(options: { keyB?: Buffer; nameA?: string; onRequestB?: (body: unknown) => Promise<unknown> } = {}) {
-  const port = portBase++;
-  const heard: string[] = [];
+type Side = Partial<PeerChannelOptions>;
+function channel(self: string, peer: string, address: string, peerAddress: string, port: number, dial: boolean, extra: Side) {
+  const c = startPeerChannel({
+    self, peer, cluster: "c", key,
+    listen: { address, port }, connect: { address: peerAddress, port }, dial,
+    keepaliveMs: 100, timers: systemTimers, clock: systemClock,
+    onRequest: async (body) => ({ echo: body, from: self }),
+    ...extra,
+  });
+  open.push(c);
+  return c;
+}
+
+function pair(options: { a?: Side; b?: Side; dialer?: boolean } = {}) {
+  const port = nextPort++;
   const messages: unknown[] = [];
   const logs: string[] = [];
-  const make = (self: string, peer: string, address: string, peerAddress: string, dial: boolean, k: Buffer, onRequest: (b: unknown) => Promise<unknown>) => {
-    const channel = startPeerChannel({
-      self, peer, cluster: "c", key: k,
-      listen: { address, port }, connect: { address: peerAddress, port }, dial,
-      keepaliveMs: 100, timers: systemTimers, clock: systemClock,
-      onRequest, onMessage: (_t, body) => messages.push(body), onHeard: () => heard.push(self),
-      log: (line) => logs.push(line),
-    });
-    open.push(channel);
-    return channel;
-  };
-  const a = make(options.nameA ?? "a", "b", "127.0.0.1", "127.0.0.2", true, key, async (body) => ({ echoFromA: body }));
-  const b = make("b", "a", "127.0.0.2", "127.0.0.1", false, options.keyB ?? key, options.onRequestB ?? (async (body) => ({ echoFromB: body })));
-  return { a, b, port, messages, logs, heard };
+  const common = { onMessage: (_topic: string, body: unknown) => messages.push(body), log: (line: string) => logs.push(line) };
+  const b = channel("b", "a", "127.0.0.2", "127.0.0.1", port, false, { ...common, ...options.b });
+  const a = options.dialer === false ? null : channel("a", "b", "127.0.0.1", "127.0.0.2", port, true, { ...common, ...options.a });
+  return { a: a!, b, port, messages, logs };
+}
+
+/** A hand-driven TLS-PSK client that claims to be node "a": sends what a real agent never would. */
+async function rawClient(port: number, identity = "a"): Promise<TLSSocket> {
+  const psk = derivePsk(key, "c");
+  const s = tlsConnect({ host: "127.0.0.2", port, pskCallback: () => ({ psk, identity }), ciphers: "ECDHE-PSK-CHACHA20-POLY1305", minVersion: "TLSv1.2", maxVersion: "TLSv1.2", checkServerIdentity: () => undefined });
+  raw.push(s);
+  s.on("error", () => undefined);
+  await new Promise<void>((resolve) => s.once("secureConnect", () => resolve()));
+  return s;
+}
+
+function framed(value: unknown): Buffer {
+  const body = new Packr({ useRecords: false }).pack(value);
+  const header = Buffer.alloc(4);
+  header.writeUInt32BE(body.length);
+  return Buffer.concat([header, body]);
 }
 
 const until = async (what: () => boolean, ms = 5000) => {
@@ -41,85 +64,167 @@ const until = async (what: () => boolean, ms = 5000) => {
   }
 };
 
-describe("peer channel (TLS with the cluster key as pre-shared key)", () => {
+describe("peer channel (TLS 1.2 with the cluster key as pre-shared key)", () => {
   it("answers requests both ways and delivers messages in order", async () => {
     const { a, b, messages } = pair();
     await until(() => a.connected() && b.connected());
-    expect(await a.request({ n: 1 }, 2000)).toEqual({ echoFromB: { n: 1 } });
-    expect(await b.request("hi", 2000)).toEqual({ echoFromA: "hi" });
-    for (let i = 0; i < 100; i++) void a.send("fact", i);
+    expect(await a.request({ n: 1 }, 2000)).toEqual({ echo: { n: 1 }, from: "b" });
+    expect(await b.request("hi", 2000)).toEqual({ echo: "hi", from: "a" });
+    await Promise.all([...Array(100).keys()].map((i) => a.send("fact", i)));
     await until(() => messages.length === 100);
     expect(messages).toEqual([...Array(100).keys()]);
   });
 
-  it("an error in the handler answers with the error, not a hang", async () => {
-    const { a } = pair({ onRequestB: async () => { throw new Error("job web: not configured"); } });
+  it("a handler that throws, even synchronously, answers with its error instead of hanging", async () => {
+    const { a } = pair({ b: { onRequest: (body) => {
+      if (body === "sync") throw new Error("job web: not configured (sync)");
+      return Promise.reject(new Error("job web: not configured"));
+    } } });
     await until(() => a.connected());
-    await expect(a.request({}, 2000)).rejects.toThrow(/job web: not configured/);
+    await expect(a.request("async", 2000)).rejects.toThrow("peer b: job web: not configured");
+    await expect(a.request("sync", 2000)).rejects.toThrow("peer b: job web: not configured (sync)");
   });
 
-  it("a node with the wrong key never connects, and the refusal is counted", async () => {
-    const { a, b, logs } = pair({ keyB: randomBytes(32) });
-    await until(() => b.stats().handshakeFailures + a.stats().handshakeFailures >= 2);
+  it("a node with the wrong key never connects; the refusal is counted and logged with the remote address", async () => {
+    const { a, b, logs, messages } = pair({ b: { key: randomBytes(32) } });
+    await until(() => b.stats().handshakeFailures >= 1 && a.stats().handshakeFailures >= 1);
     expect(a.connected() || b.connected()).toBe(false);
-    expect(logs.join("\n")).toMatch(/refused a connection|connecting to/);
+    await expect(a.send("fact", 1)).rejects.toThrow("peer b is not connected");
+    expect(messages).toEqual([]);
+    expect(logs.join("\n")).toMatch(/refused a connection from 127\.0\.0\.1:\d+/);
   });
 
-  it("an unknown identity is refused", async () => {
-    const { a, b } = pair({ nameA: "mallory" });
+  it("an identity other than the configured peer is refused", async () => {
+    const { a, b } = pair({ a: { self: "mallory" } });
     await until(() => b.stats().handshakeFailures >= 1);
-    expect(a.connected()).toBe(false);
+    expect(a.connected() || b.connected()).toBe(false);
   });
 
-  it("an oversized length prefix closes the connection without reading it", async () => {
-    const { b, port } = pair({ nameA: "a" });
-    open[0]!.close();
-    const psk = derivePsk(key, "c");
-    const s = tlsConnect({ host: "127.0.0.2", port, pskCallback: () => ({ psk, identity: "a" }), ciphers: "ECDHE-PSK-CHACHA20-POLY1305", minVersion: "TLSv1.2", maxVersion: "TLSv1.2", checkServerIdentity: () => undefined });
-    await new Promise<void>((r) => s.once("secureConnect", () => r()));
+  it("a plain TCP client that speaks no TLS is dropped and counted", async () => {
+    const { b, port } = pair({ dialer: false });
+    const s = connect(port, "127.0.0.2");
+    try {
+      s.on("error", () => undefined);
+      s.write("GET / HTTP/1.0\r\n\r\n");
+      await until(() => b.stats().handshakeFailures >= 1);
+    } finally {
+      s.destroy();
+    }
+  });
+
+  it("an oversized length prefix closes the connection without reading or allocating it", async () => {
+    const downs: string[] = [];
+    const { b, port } = pair({ dialer: false, b: { onDown: (reason) => downs.push(reason) } });
+    const s = await rawClient(port);
     await until(() => b.connected());
+    const before = process.memoryUsage().arrayBuffers;
     const header = Buffer.alloc(4);
     header.writeUInt32BE(0xfffffff0);
     s.write(header);
-    await until(() => b.stats().oversized === 1 && !b.connected());
-    s.destroy();
+    await until(() => !b.connected());
+    expect(b.stats().oversized).toBe(1);
+    expect(downs[0]).toMatch(/frame of 4294967280 bytes, more than 16777216/);
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  it("a frame that is not a known message closes the connection with the reason", async () => {
+    const downs: string[] = [];
+    const { b, port, messages } = pair({ dialer: false, b: { onDown: (reason) => downs.push(reason) } });
+    const s = await rawClient(port);
+    await until(() => b.connected());
+    s.write(framed({ t: "msg", topic: "fact", body: 1 }));
+    s.write(framed({ t: "launch", body: "missiles" }));
+    await until(() => !b.connected());
+    expect(messages).toEqual([1]);
+    expect(b.stats().malformed).toBe(1);
+    expect(downs[0]).toMatch(/malformed frame from a/);
+  });
+
+  it("a peer that goes silent is dropped after three keepalive intervals", async () => {
+    const downs: string[] = [];
+    const { b, port } = pair({ dialer: false, b: { onDown: (reason) => downs.push(reason) } });
+    await rawClient(port); // completes the handshake, then never sends a frame
+    await until(() => b.connected());
+    const since = Date.now();
+    await until(() => !b.connected(), 2000);
+    expect(Date.now() - since).toBeGreaterThanOrEqual(250);
+    expect(downs[0]).toMatch(/nothing heard from a for \d+ ms/);
+  });
+
+  it("a newer connection from the peer replaces the old one, failing what the old one carried", async () => {
+    const { b, port } = pair({ dialer: false });
+    await rawClient(port);
+    await until(() => b.connected());
+    const unanswered = b.request("are you there", 5000).catch((e: Error) => e.message);
+    const second = await rawClient(port);
+    expect(await unanswered).toMatch(/lost before it answered: replaced by a newer connection/);
+    expect(b.connected()).toBe(true);
+    const received: Buffer[] = [];
+    second.on("data", (d: Buffer) => received.push(d));
+    await b.send("fact", "on the new one");
+    await until(() => Buffer.concat(received).includes(Buffer.from("on the new one")));
   });
 
   it("reconnects after the accepting side restarts, failing requests that were in flight", async () => {
-    let release: () => void = () => undefined;
-    const { a, b, port } = pair({ onRequestB: () => new Promise((r) => { release = () => r("late"); }) });
+    let received = false;
+    const { a, b, port } = pair({ b: { onRequest: () => ((received = true), new Promise(() => undefined)) } });
     await until(() => a.connected());
-    const inflight = a.request({}, 5000);
+    const inflight = a.request({}, 5000).catch((e: Error) => e.message);
+    await until(() => received);
     await b.close();
-    await expect(inflight).rejects.toThrow(/lost before it answered/);
-    release();
-    const again = startPeerChannel({ self: "b", peer: "a", cluster: "c", key, listen: { address: "127.0.0.2", port }, connect: { address: "127.0.0.1", port }, dial: false, keepaliveMs: 100, timers: systemTimers, clock: systemClock, onRequest: async () => "back" });
-    open.push(again);
+    expect(await inflight).toMatch(/lost before it answered/);
+    expect(a.connected()).toBe(false);
+    channel("b", "a", "127.0.0.2", "127.0.0.1", port, false, { onRequest: async () => "back" });
     await until(() => a.connected(), 8000);
     expect(await a.request({}, 2000)).toBe("back");
   });
 
   it("a request the peer does not answer in time is rejected with the timeout", async () => {
-    const { a } = pair({ onRequestB: () => new Promise(() => undefined) });
+    const { a } = pair({ b: { onRequest: () => new Promise(() => undefined) } });
     await until(() => a.connected());
-    await expect(a.request({}, 200)).rejects.toThrow(/did not answer within 200 ms/);
+    await expect(a.request({}, 200)).rejects.toThrow("peer b did not answer within 200 ms");
   });
 
-  it("carries 64 MiB in 64 KiB messages with backpressure, in order", async () => {
+  it("a request while not connected fails at once, saying so", async () => {
+    const { b } = pair({ dialer: false });
+    await expect(b.request({}, 2000)).rejects.toThrow("peer a is not connected");
+  });
+
+  it("carries 1000 messages of 64 KiB with backpressure, in order", async () => {
     const { a, messages } = pair();
     await until(() => a.connected());
     const chunk = randomBytes(64 * 1024);
     for (let i = 0; i < 1000; i++) await a.send("data", { i, chunk });
     await until(() => messages.length === 1000, 20_000);
-    expect((messages as { i: number }[]).map((m) => m.i)).toEqual([...Array(1000).keys()]);
+    expect((messages as { i: number; chunk: Uint8Array }[]).map((m) => m.i)).toEqual([...Array(1000).keys()]);
+    expect(Buffer.from((messages[999] as { chunk: Uint8Array }).chunk).equals(chunk)).toBe(true);
   });
 
-  it("a plain TCP client that speaks no TLS is dropped", async () => {
-    const { b, port } = pair();
-    const s = connect(port, "127.0.0.2");
-    s.on("error", () => undefined);
-    s.write("GET / HTTP/1.0\r\n\r\n");
-    await until(() => b.stats().handshakeFailures >= 1);
+  it("a message just under the 16 MiB frame limit arrives whole; one over it is refused before sending", async () => {
+    const { a, messages } = pair();
+    await until(() => a.connected());
+    const big = randomBytes(16 * 1024 * 1024 - 1024);
+    await a.send("snapshot", big);
+    await until(() => messages.length === 1, 10_000);
+    expect(Buffer.from(messages[0] as Uint8Array).equals(big)).toBe(true);
+    await expect(a.send("snapshot", randomBytes(16 * 1024 * 1024))).rejects.toThrow(/exceeds the limit of 16777216 bytes/);
+    expect(a.connected()).toBe(true);
+  });
+
+  it("a send waiting on a peer that stopped reading fails when the connection drops, instead of hanging", async () => {
+    const { b, port } = pair({ dialer: false });
+    const s = await rawClient(port);
+    s.pause(); // the kernel buffers fill, then the channel's socket reports backpressure
+    await until(() => b.connected());
+    const chunk = randomBytes(64 * 1024);
+    let waiting: Promise<string> | null = null;
+    for (let i = 0; i < 500 && !waiting; i++) {
+      const send = b.send("data", { i, chunk }).then(() => "sent", (e: Error) => e.message);
+      const still = new Promise<null>((r) => setTimeout(() => r(null), 200));
+      if ((await Promise.race([send, still])) === null) waiting = send;
+    }
+    expect(waiting).not.toBeNull();
     s.destroy();
+    expect(await waiting).toMatch(/connection to a lost before the frame was sent/);
   });
 });

@@ -1,4 +1,4 @@
-import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { access, chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -74,5 +74,31 @@ describe("tiebreaker", () => {
     const result = await runTiebreaker({ ...base, ping: null, fence: null });
     expect(result.verdict).toBe("failed");
     expect(result.output).toMatch(/no tiebreaker configured/);
+  });
+
+  it("an isolated node never runs its fence command against the peer", async () => {
+    const processes = inNamespace(net.ns("b"), systemProcesses);
+    const marker = join(dir, "fenced");
+    const fence = await script("fence-marker", `touch ${marker}`);
+    await net.isolate("b");
+    try {
+      const result = await runTiebreaker({ ...base, processes, ping: { targets: [net.address("gw")], mode: "any", timeoutMs: 1000 }, fence: { command: [fence], timeoutMs: 5000 } });
+      expect(result).toMatchObject({ verdict: "isolated", method: "ping" });
+    } finally {
+      await net.heal("b");
+    }
+    await expect(access(marker)).rejects.toThrow();
+  });
+
+  it("a ping that cannot run at all fails the tiebreaker instead of claiming isolation", async () => {
+    const processes = { run: (argv: readonly string[], o?: { timeoutMs?: number }) => systemProcesses.run([join(dir, "no-such-ping"), ...argv.slice(1)], o) };
+    const result = await runTiebreaker({ ...base, processes, ping: { targets: ["127.0.0.1"], mode: "any", timeoutMs: 1000 }, fence: null });
+    expect(result).toMatchObject({ verdict: "failed", targets: [{ target: "127.0.0.1", ok: false }] });
+    expect(result.output).toMatch(/ping 127\.0\.0\.1 could not run: .*ENOENT/);
+  });
+
+  it("an empty ping target list counts as no tiebreaker, even in mode all", async () => {
+    const result = await runTiebreaker({ ...base, ping: { targets: [], mode: "all", timeoutMs: 1000 }, fence: null });
+    expect(result.verdict).toBe("failed");
   });
 });
