@@ -1,12 +1,17 @@
-import type { Recorded } from "../../src/events/catalogue.ts";
+import type { Hlc, Recorded, RecordedOf } from "../../src/events/catalogue.ts";
 import type { Reason } from "../../src/events/ids.ts";
-import { evolveCluster, initialCluster, type ClusterState } from "../../src/projections/cluster.ts";
+import type { ClusterState } from "../../src/projections/cluster.ts";
+import { mirrorColour, type MirrorColour } from "../../src/projections/replication.ts";
 import { decide } from "../../src/policy/decide.ts";
 import { decideSwitchover } from "../../src/policy/switchover.ts";
-import type { LoadedJournal } from "./load.ts";
+import { createCursor, createFold, type NodeJournal } from "./fold.ts";
 
-/** How far back a recheck looks when facts were appended between deciding and journaling. */
+/** How far back a recheck looks when facts were appended between the agent's decide and its append. */
 export const RECHECK_LOOKBACK_EVENTS = 20;
+/** Records kept to find where the story of a decision starts, and facts shown in its chain. */
+export const CHAIN_RECENT_MAX = 500;
+export const CHAIN_FACTS_MAX = 100;
+
 const DECISION_TYPES = new Set(["TakeoverDecided", "TakeoverDeclined", "FailoverDecided", "SelfFenceDecided", "SwitchoverRefused"]);
 
 export interface Outcome {
@@ -14,16 +19,113 @@ export interface Outcome {
   code: string;
 }
 
+/** One side of a job's mirror as that node's own journal shows it at the decision. */
+export interface SideData {
+  node: string;
+  /** false when that node's journal was not given: nothing is claimed about its data. */
+  known: boolean;
+  colour: MirrorColour | null;
+  queue: { batches: number; bytes: number } | null;
+  verification: string | null;
+  lastCaptured: number | null;
+  lastApplied: number | null;
+  lastAcked: number | null;
+  /** From the lineage projection: the current generation and its ancestors, newest first. */
+  generation: string | null;
+  ancestors: string[];
+}
+
+export interface CausalChain {
+  /** Every link as the deciding node saw it; a down link says since when and when it last carried a frame. */
+  links: { link: string; kind: string; up: boolean; since: number; lastHeardAt: number | null }[];
+  peer: { name: string | null; status: string; since: number | null };
+  /** The PeerLost in force at the decision, if the peer was lost. */
+  peerLost: { at: number; lastHeardAt: number; deadtimeMs: number } | null;
+  /** The last tiebreaker verdict; `sinceLoss` false means it predates the loss and proves nothing. */
+  tiebreaker: { verdict: string; method: string; at: number; targets: { target: string; ok: boolean; ms?: number }[]; output?: string; sinceLoss: boolean } | null;
+  policy: string | null;
+  /** This node's side first, then the other node's. */
+  data: SideData[];
+  /** The story as lines a person reads, oldest first, ending with the decision. */
+  facts: { at: number; node: string; text: string }[];
+}
+
 export interface Explanation {
   node: string;
   seq: number;
   at: number;
+  /** `at` as an ISO time. */
+  time: string;
+  hlc: Hlc;
   job: string;
-  journaled: Outcome;
+  kind: string;
+  code: string;
   reasons: Reason[];
-  /** The facts that led here, oldest first, as lines a person reads. */
-  chain: { at: number; node: string; text: string }[];
-  recheck: { matches: boolean; replayed: Outcome | null; basisSeq: number | null; note?: string };
+  chain: CausalChain;
+  recheck: {
+    matches: boolean;
+    replayed: Outcome | null;
+    journaled: Outcome;
+    /** The seq whose state the policy was re-run on (null on a mismatch). */
+    basisSeq: number | null;
+    note?: string;
+  };
+}
+
+/** What the deciding node's journal said just before a decision, beyond its folded state. */
+interface Witnesses {
+  linkDowns: Map<string, RecordedOf<"LinkDown">>;
+  peerLost: RecordedOf<"PeerLost"> | null;
+  tiebreaker: RecordedOf<"TiebreakerResult"> | null;
+}
+
+/**
+ * Every automatic decision in these journals, explained and re-checked. Each node's journal is
+ * folded again, as its agent folded it, and src/policy runs on the state just before the decision
+ * at the decision's time; the other node's journal, folded to the same hybrid-clock moment, gives
+ * its side of the data. Pure over its input.
+ */
+export function explainJournals(journals: readonly NodeJournal[]): Explanation[] {
+  const explanations = journals.flatMap((journal) => explainOne(journal, journals.filter((j) => j !== journal)));
+  return explanations.sort((x, y) => x.hlc[0] - y.hlc[0] || x.hlc[1] - y.hlc[1] || x.node.localeCompare(y.node) || x.seq - y.seq);
+}
+
+function explainOne(journal: NodeJournal, others: readonly NodeJournal[]): Explanation[] {
+  const self = journal.node;
+  const fold = createFold(self);
+  const cursors = others.map((o) => ({ node: o.node, cursor: createCursor(o) }));
+  const history: ClusterState[] = []; // the states before each of the last few records
+  const recent: Recorded[] = [];
+  const witnesses: Witnesses = { linkDowns: new Map(), peerLost: null, tiebreaker: null };
+  const explanations: Explanation[] = [];
+  for (const record of journal.events) {
+    if (DECISION_TYPES.has(record.type)) {
+      const state = fold.state();
+      const peers = cursors.map(({ node, cursor }) => ({ node, ...cursor.advanceTo(record.hlc) }));
+      for (const { job, outcome, reasons } of journaledOutcomes(record)) {
+        explanations.push({
+          node: self,
+          seq: record.seq,
+          at: record.at,
+          time: new Date(record.at).toISOString(),
+          hlc: record.hlc,
+          job,
+          kind: outcome.kind,
+          code: outcome.code,
+          reasons,
+          chain: causalChain(state, witnesses, recent, record, job, peers),
+          recheck: recheck(state, history, record, job, outcome),
+        });
+      }
+    }
+    history.push(fold.state());
+    if (history.length > RECHECK_LOOKBACK_EVENTS) history.shift();
+    fold.apply(record);
+    witness(witnesses, record, self);
+    recent.push(record);
+    if (recent.length > CHAIN_RECENT_MAX) recent.shift();
+  }
+  return explanations;
 }
 
 function journaledOutcomes(record: Recorded): { job: string; outcome: Outcome; reasons: Reason[] }[] {
@@ -43,7 +145,7 @@ function journaledOutcomes(record: Recorded): { job: string; outcome: Outcome; r
   }
 }
 
-function failedNames(reasons: Reason[]): string {
+function failedNames(reasons: readonly Reason[]): string {
   return reasons.filter((r) => r.ok === false).map((r) => r.name).join(",");
 }
 
@@ -51,95 +153,119 @@ function failedNames(reasons: Reason[]): string {
 function replayedOutcome(state: ClusterState, record: Recorded, job: string): Outcome | null {
   if (record.type === "SwitchoverRefused") {
     const gate = decideSwitchover(state, job, record.data.to, record.at);
-    return gate.allowed ? { kind: "switchover-allowed", code: "" } : { kind: "switchover-refused", code: failedNames(gate.reasons) };
+    return gate.allowed ? { kind: "switchover-allowed", code: "allowed" } : { kind: "switchover-refused", code: failedNames(gate.reasons) };
   }
   const d = decide(state, record.at).find((x) => x.job === job);
   return d ? { kind: d.kind, code: d.code } : null;
 }
 
 /**
- * Every automatic decision in one node's journal, explained and re-checked: the journal is folded
- * again and src/policy's decide runs on the state just before the decision, at its time. Facts
- * appended between the agent's decide and its append are allowed for: the check also tries the
- * few states before, and says so. A journal edited to contradict the policy finds no match.
+ * Re-runs the policy on the state before the decision. The agent may have appended a few facts
+ * between deciding and journaling (one group commit), so the few states before are tried too, and
+ * the note says so; a journal edited to contradict the policy matches none of them.
  */
-export function explainJournal(journal: LoadedJournal, other?: LoadedJournal): Explanation[] {
-  const explanations: Explanation[] = [];
-  let state = initialCluster(journal.node);
-  const history: ClusterState[] = []; // states before each of the last few records
-  const recent: Recorded[] = [];
-  for (const record of journal.records) {
-    if (DECISION_TYPES.has(record.type)) {
-      for (const { job, outcome, reasons } of journaledOutcomes(record)) {
-        let replayed = replayedOutcome(state, record, job);
-        let basisSeq: number | null = record.seq - 1;
-        let note: string | undefined;
-        if (!same(replayed, outcome)) {
-          for (let back = history.length - 1; back >= 0; back--) {
-            const earlier = replayedOutcome(history[back]!, record, job);
-            if (same(earlier, outcome)) {
-              basisSeq = record.seq - 1 - (history.length - back);
-              note = `reached on the state at seq ${basisSeq}; ${record.seq - 1 - basisSeq} fact(s) were appended while it was being journaled`;
-              replayed = earlier;
-              break;
-            }
-          }
-        }
-        const matches = same(replayed, outcome);
-        explanations.push({
-          node: journal.node,
-          seq: record.seq,
-          at: record.at,
-          job,
-          journaled: outcome,
-          reasons,
-          chain: causalChain(recent, record, job, other),
-          recheck: { matches, replayed, basisSeq: matches ? basisSeq : null, ...(note ? { note } : {}) },
-        });
-      }
-    }
-    history.push(state);
-    if (history.length > RECHECK_LOOKBACK_EVENTS) history.shift();
-    state = evolveCluster(state, record);
-    recent.push(record);
-    if (recent.length > 500) recent.shift();
+function recheck(state: ClusterState, history: readonly ClusterState[], record: Recorded, job: string, journaled: Outcome): Explanation["recheck"] {
+  const replayed = replayedOutcome(state, record, job);
+  if (same(replayed, journaled)) return { matches: true, replayed, journaled, basisSeq: record.seq - 1 };
+  for (let back = history.length - 1; back >= 0; back--) {
+    const earlier = replayedOutcome(history[back]!, record, job);
+    if (!same(earlier, journaled)) continue;
+    const basisSeq = record.seq - 1 - (history.length - back);
+    return { matches: true, replayed: earlier, journaled, basisSeq, note: `reached on the state at seq ${basisSeq}; ${record.seq - 1 - basisSeq} fact(s) were appended while it was being journaled` };
   }
-  return explanations;
+  return { matches: false, replayed, journaled, basisSeq: null };
 }
 
 function same(a: Outcome | null, b: Outcome): boolean {
   return a !== null && a.kind === b.kind && a.code === b.code;
 }
 
-/** The facts on this node since the peer was last seen (or the job last changed), and the peer's last word. */
-function causalChain(recent: Recorded[], decision: Recorded, job: string, other?: LoadedJournal): Explanation["chain"] {
-  const chain: Explanation["chain"] = [];
-  const relevant = (r: Recorded) => {
-    const d = r.data as { job?: string };
-    return d.job === undefined || d.job === job;
+/** Keeps the facts behind a decision that the folded state does not hold (targets, last frame times). */
+function witness(w: Witnesses, r: Recorded, self: string): void {
+  const about = (r.data as { node?: unknown }).node;
+  if (about !== self) return;
+  if (r.type === "LinkDown") w.linkDowns.set(r.data.link, r);
+  else if (r.type === "LinkUp") w.linkDowns.delete(r.data.link);
+  else if (r.type === "PeerLost") w.peerLost = r;
+  else if (r.type === "TiebreakerResult") w.tiebreaker = r;
+  else if (r.type === "PeerSeen") w.peerLost = null;
+  else if (r.type === "AgentStarted") {
+    w.linkDowns.clear();
+    w.peerLost = null;
+  }
+}
+
+function causalChain(state: ClusterState, w: Witnesses, recent: readonly Recorded[], decision: Recorded, job: string, peers: { node: string; state: ClusterState; last: Recorded | null }[]): CausalChain {
+  const m = state.membership;
+  const view = state.jobs.get(job);
+  const otherNode = view?.nodes.find((n) => n !== state.self) ?? m.peer;
+  const other = peers.find((p) => p.node === otherNode);
+  const lost = m.peerStatus === "lost" ? w.peerLost : null;
+  const tb = w.tiebreaker;
+  return {
+    links: [...m.links.values()].map((l) => ({ link: l.link, kind: l.kind, up: l.up, since: l.since, lastHeardAt: l.up ? null : (w.linkDowns.get(l.link)?.data.lastHeardAt ?? null) })),
+    peer: { name: m.peer, status: m.peerStatus, since: m.peerSince },
+    peerLost: lost ? { at: lost.at, lastHeardAt: lost.data.lastHeardAt, deadtimeMs: lost.data.deadtimeMs } : null,
+    tiebreaker: tb
+      ? { verdict: tb.data.verdict, method: tb.data.method, at: tb.at, targets: tb.data.targets, ...(tb.data.output === undefined ? {} : { output: tb.data.output }), sinceLoss: m.peerStatus === "lost" && tb.seq > m.peerSinceSeq }
+      : null,
+    policy: view?.policy ?? null,
+    data: [sideData(state, job, state.self), otherNode ? (other ? sideData(other.state, job, otherNode) : unknownSide(otherNode)) : null].filter((s): s is SideData => s !== null),
+    facts: storyFacts(recent, decision, job, view?.policy, other),
   };
+}
+
+function sideData(state: ClusterState, job: string, node: string): SideData {
+  const view = state.jobs.get(job);
+  const replica = state.replication.get(job);
+  const lineage = state.lineage.get(job)?.get(node);
+  return {
+    node,
+    known: true,
+    colour: view ? mirrorColour(replica, view.mirrors.length > 0, state.membership.peerStatus === "connected") : null,
+    queue: replica ? replica.queue : null,
+    verification: replica ? replica.verification.state : null,
+    lastCaptured: replica?.lastCaptured ?? null,
+    lastApplied: replica?.lastApplied ?? null,
+    lastAcked: replica?.lastAcked ?? null,
+    generation: lineage?.current ?? null,
+    ancestors: lineage?.ancestors ?? [],
+  };
+}
+
+function unknownSide(node: string): SideData {
+  return { node, known: false, colour: null, queue: null, verification: null, lastCaptured: null, lastApplied: null, lastAcked: null, generation: null, ancestors: [] };
+}
+
+/** The facts since the episode began (peer last seen, agent start, or the job last brought in), then the decision. */
+function storyFacts(recent: readonly Recorded[], decision: Recorded, job: string, policy: string | undefined, other: { node: string; last: Recorded | null } | undefined): CausalChain["facts"] {
   let start = 0;
   for (let i = recent.length - 1; i >= 0; i--) {
     const r = recent[i]!;
-    if (r.type === "PeerSeen" || r.type === "AgentStarted" || (r.type === "JobBroughtIn" && (r.data as { job: string }).job === job)) {
+    if (r.type === "PeerSeen" || r.type === "AgentStarted" || (r.type === "JobBroughtIn" && r.data.job === job)) {
       start = i;
       break;
     }
   }
+  const facts: CausalChain["facts"] = [];
   for (const r of recent.slice(start)) {
-    if (!relevant(r)) continue;
-    const text = describe(r);
-    if (text) chain.push({ at: r.at, node: r.node, text });
+    const about = (r.data as { job?: unknown }).job;
+    const text = about === undefined || about === job ? describe(r) : null;
+    if (text) facts.push({ at: r.at, node: r.node, text });
   }
-  if (other) {
-    const last = [...other.records].reverse().find((r) => r.at <= decision.at);
-    if (last) chain.push({ at: last.at, node: other.node, text: `the last record in ${other.node}'s own journal before this decision: ${last.type}${last.type === "AgentStopping" ? " (a clean stop)" : ""}` });
+  const shown = facts.slice(-CHAIN_FACTS_MAX);
+  if (other?.last) {
+    const last = other.last;
+    shown.push({ at: last.at, node: other.node, text: `the last record in ${other.node}'s own journal before this decision: ${last.type}${last.type === "AgentStopping" ? " (a clean stop)" : ""}` });
   }
-  chain.push({ at: decision.at, node: decision.node, text: `decision: ${describe(decision) ?? decision.type}` });
-  return chain.sort((a, b) => a.at - b.at);
+  const named = (decision.data as { policy?: unknown }).policy;
+  if (typeof named === "string" && policy !== undefined && named !== policy)
+    shown.push({ at: decision.at, node: decision.node, text: `the decision names policy ${named}, but the job's definition in this journal says ${policy}` });
+  shown.push({ at: decision.at, node: decision.node, text: `decision: ${describe(decision) ?? decision.type}` });
+  return shown.sort((a, b) => a.at - b.at);
 }
 
-const time = (ms: number) => new Date(ms).toISOString().slice(11, 23);
+const clock = (ms: number) => new Date(ms).toISOString().slice(11, 23);
 
 /** One line per fact a person needs to follow a failover; null for facts that only add noise. */
 export function describe(r: Recorded): string | null {
@@ -151,9 +277,9 @@ export function describe(r: Recorded): string | null {
     case "LinkUp":
       return `link ${r.data.link} (${r.data.kind}) up`;
     case "LinkDown":
-      return `link ${r.data.link} (${r.data.kind}) down, last frame at ${time(r.data.lastHeardAt)}`;
+      return `link ${r.data.link} (${r.data.kind}) down, last frame at ${clock(r.data.lastHeardAt)}`;
     case "PeerLost":
-      return `peer ${r.data.peer} lost: every link silent for ${r.data.deadtimeMs} ms (last frame ${r.data.lastHeardAt ? time(r.data.lastHeardAt) : "never"})`;
+      return `peer ${r.data.peer} lost: every link silent for ${r.data.deadtimeMs} ms (last frame ${r.data.lastHeardAt ? clock(r.data.lastHeardAt) : "never"})`;
     case "PeerSeen":
       return `peer ${r.data.peer} seen`;
     case "TiebreakerResult":
@@ -166,6 +292,8 @@ export function describe(r: Recorded): string | null {
       return `${r.data.by} asked to switch ${r.data.job} over to ${r.data.to}`;
     case "SwitchoverRefused":
       return `switchover of ${r.data.job} to ${r.data.to} refused: ${failedNames(r.data.reasons)}`;
+    case "ResourceStarted":
+      return `${r.data.resource} of ${r.data.job} started on ${r.data.node}`;
     case "MonitorFailed":
       return `${r.data.resource} monitor failed on ${r.data.node} (${r.data.failures} in window): ${r.data.error}`;
     case "ResourceRestarted":
@@ -190,27 +318,15 @@ export function describe(r: Recorded): string | null {
       return `ALERT ${r.data.code}: ${r.data.message}`;
     case "DivergenceDetected":
       return `data of ${r.data.job} diverged: ${r.data.local} here, ${r.data.peer} on the peer`;
+    case "VerificationCompleted":
+      return `verification of ${r.data.job} done on ${r.data.node}: ${r.data.differingBlocks} block(s) differed`;
+    case "GenerationStarted":
+      return `${r.data.node} starts generation ${r.data.generation} of ${r.data.job} (${r.data.reason})`;
+    case "ResyncCompleted":
+      return `resync of ${r.data.job} from ${r.data.from} to ${r.data.to} done`;
     case "SourceSelected":
       return `${r.data.by} chose ${r.data.from} as the source of ${r.data.job}${r.data.force ? " (forced)" : ""}`;
     default:
       return null;
   }
-}
-
-export function renderExplanation(e: Explanation): string[] {
-  const verdict = e.recheck.matches ? `re-checked: the policy reaches the same decision${e.recheck.note ? ` (${e.recheck.note})` : ""}` : `MISMATCH: replaying the policy gives ${e.recheck.replayed ? `${e.recheck.replayed.kind} ${e.recheck.replayed.code}` : "no decision"}, the journal says ${e.journaled.kind} ${e.journaled.code}`;
-  return [
-    `why: ${e.journaled.kind} (${e.journaled.code}) of job ${e.job} on ${e.node} at ${time(e.at)} (seq ${e.seq})`,
-    ...e.chain.map((c) => `  ${time(c.at)} [${c.node}] ${c.text}`),
-    "  reasons:",
-    ...renderReasons(e.reasons, "    "),
-    `  ${verdict}`,
-  ];
-}
-
-function renderReasons(reasons: Explanation["reasons"], indent: string): string[] {
-  return reasons.flatMap((r) => [
-    `${indent}${r.ok === undefined ? "·" : r.ok ? "✓" : "✗"} ${r.name}${r.value === undefined ? "" : `: ${JSON.stringify(r.value)}`}`,
-    ...renderReasons(r.because ?? [], `${indent}  `),
-  ]);
 }

@@ -1,67 +1,62 @@
 import { writeFile } from "node:fs/promises";
-import { projectCluster } from "../../src/projections/cluster.ts";
-import { clusterView } from "../../src/api/views.ts";
-import { describe, explainJournal, renderExplanation } from "./explain.ts";
+import { explainJournals } from "./explain.ts";
+import { foldProblems, type NodeJournal } from "./fold.ts";
 import { renderHtml } from "./html.ts";
 import { loadJournal, type LoadedJournal } from "./load.ts";
-import { mergeJournals, type TimelineEntry } from "./merge.ts";
+import { mergeJournals } from "./merge.ts";
+import { printable, renderTimeline, snapshotsAt, stateAt } from "./timeline.ts";
 
 export interface ReplayOptions {
   /** ISO time or epoch ms: show each node's state at that moment. */
   at?: string;
   json?: boolean;
+  /** Write the self-contained timeline page to this file. */
   html?: string;
 }
 
-const time = (ms: number) => new Date(ms).toISOString().replace("T", " ").slice(0, 23);
-
 /** `duet replay`: exit 0 when every decision re-checks, 1 on any mismatch, 2 on unreadable input. */
 export async function runReplay(paths: string[], options: ReplayOptions = {}): Promise<{ output: string; exitCode: number }> {
-  let journals: LoadedJournal[];
+  if (paths.length === 0) return { output: "replay: expected one or two journals (directories, exports or gatherinfo bundles), got none", exitCode: 2 };
+  const at = parseAt(options.at);
+  if (typeof at === "string") return { output: at, exitCode: 2 };
+  let loaded: LoadedJournal[];
   try {
-    journals = await Promise.all(paths.map((p) => loadJournal(p)));
+    loaded = await Promise.all(paths.map((p) => loadJournal(p)));
   } catch (error) {
-    return { output: `replay: ${(error as Error).message}`, exitCode: 2 };
+    return { output: printable((error as Error).message), exitCode: 2 };
   }
-  const timeline = mergeJournals(journals);
-  const explanations = journals.flatMap((j) => explainJournal(j, journals.find((o) => o !== j)));
-  const mismatches = explanations.filter((e) => !e.recheck.matches);
-  const at = options.at === undefined ? undefined : /^\d+$/.test(options.at) ? Number(options.at) : Date.parse(options.at);
-  if (at !== undefined && Number.isNaN(at)) return { output: `replay: --at: expected an ISO time like 2026-11-24T03:12:00Z or epoch milliseconds, got "${options.at}"`, exitCode: 2 };
-  const states = at === undefined ? [] : journals.map((j) => clusterView(projectCluster(j.node, j.records.filter((r) => r.at <= at))));
-  if (options.html) await writeFile(options.html, renderHtml(timeline, explanations));
-  const exitCode = mismatches.length > 0 ? 1 : 0;
-  if (options.json) return { output: JSON.stringify({ journals: journals.map((j) => ({ node: j.node, source: j.source, records: j.records.length, verified: j.verified })), timeline: timeline.map((e) => e.record), explanations, states }, null, 2), exitCode };
+  const journals: NodeJournal[] = loaded.map((j) => ({ node: j.node, events: j.records }));
+  const merged = mergeJournals(loaded).map((e) => e.record);
+  const explanations = explainJournals(journals);
+  const problems = foldProblems(journals);
+  const exitCode = explanations.some((e) => !e.recheck.matches) ? 1 : 0;
+  if (options.html) {
+    try {
+      await writeFile(options.html, renderHtml(merged, explanations, journals));
+    } catch (error) {
+      return { output: printable(`replay: --html ${options.html}: ${(error as Error).message}`), exitCode: 2 };
+    }
+  }
 
-  const lines: string[] = [];
-  if (mismatches.length > 0) lines.push(`MISMATCH: ${mismatches.length} decision(s) do not follow from the journal they are in (see below)`, "");
-  for (const j of journals) lines.push(`journal of ${j.node}: ${j.records.length} records from ${j.source}${j.verified.ok ? ", hash chain verified" : `, CHAIN BROKEN: ${j.verified.message}`}`);
-  lines.push("");
-  if (at !== undefined) {
-    lines.push(`state at ${time(at)}:`);
-    for (const s of states) lines.push(...renderState(s));
-    lines.push("");
+  if (options.json) {
+    const sources = loaded.map((j) => ({ node: j.node, source: j.source, records: j.records.length, verified: j.verified }));
+    const json = { journals: sources, problems, timeline: merged, explanations, ...(at === undefined ? {} : { at, state: snapshotsAt(journals, at) }) };
+    return { output: JSON.stringify(json, null, 2), exitCode };
   }
-  lines.push("timeline:", ...renderTimeline(timeline), "");
-  if (explanations.length === 0) lines.push("no automatic decisions in these journals.");
-  for (const e of explanations) lines.push(...renderExplanation(e), "");
-  return { output: lines.join("\n"), exitCode };
+  const preface: string[] = [];
+  for (const j of loaded) {
+    if (!j.verified.ok) preface.push(`WARNING: the journal of ${j.node} (${j.source}) fails its hash-chain check: ${j.verified.message}; it may have been edited or damaged`);
+  }
+  for (const p of problems) preface.push(`WARNING: ${p.node} seq ${p.seq} (${p.type}) does not fold: ${p.message}; replay skipped it`);
+  for (const j of loaded) preface.push(`journal of ${j.node}: ${j.records.length} records from ${j.source}${j.verified.ok ? ", hash chain verified" : ", CHAIN BROKEN"}`);
+  preface.push("");
+  if (at !== undefined) preface.push(...stateAt(journals, at).split("\n"), "");
+  return { output: renderTimeline(merged, explanations, preface), exitCode };
 }
 
-function renderState(s: ReturnType<typeof clusterView>): string[] {
-  return [
-    `  ${s.node}: peer ${s.peer ?? "?"} ${s.peerStatus}; links ${s.links.map((l) => `${l.link} ${l.up ? "up" : "down"}`).join(", ") || "none"}`,
-    ...s.jobs.map((j) => `    job ${j.name}: ${j.phase}${j.active ? ` on ${j.active}` : ""}; data link ${j.replication.colour}`),
-  ];
+/** --at as epoch ms or an ISO time; a string is the error to print. */
+function parseAt(value: string | undefined): number | undefined | string {
+  if (value === undefined) return undefined;
+  const at = /^\d+$/.test(value.trim()) ? Number(value.trim()) : Date.parse(value);
+  return Number.isFinite(at) ? at : `replay: --at: expected an ISO time like 2026-11-24T03:12:00Z or epoch milliseconds, got ${JSON.stringify(value)}`;
 }
-
-function renderTimeline(timeline: TimelineEntry[]): string[] {
-  const first = timeline[0]?.record.at ?? 0;
-  const lines: string[] = [];
-  for (const { record, journal } of timeline) {
-    const text = describe(record);
-    if (text) lines.push(`  ${time(record.at)}  +${((record.at - first) / 1000).toFixed(3).padStart(8)} s  [${journal}] ${text}`);
-  }
-  return lines;
-}
-
