@@ -3,7 +3,7 @@ import { chmod, mkdir, open, readdir, readFile, rename, rm, symlink, truncate, w
 import { dirname, isAbsolute, join, normalize } from "node:path";
 import type { DuetEvent } from "../events/catalogue.ts";
 import { BatchError, blocksChecksum, decodeBatch, encodeBatch, type Batch } from "./batch.ts";
-import { resolveInside, UnsafePathError } from "./safepath.ts";
+import { resolveMirrorPath, UnsafePathError } from "./safepath.ts";
 
 export class RefusedBatchError extends Error {
   constructor(
@@ -31,8 +31,8 @@ async function fsyncPath(path: string): Promise<void> {
  * order, fsynced, and only then recorded as applied. Every op is idempotent, so a crash anywhere
  * is repaired by applying the staged batch again: the replica always ends at a batch boundary.
  */
-export function createApplier(options: { job: string; node: string; root: string; stateDir: string; report?: (events: DuetEvent[]) => Promise<void> | void }) {
-  const { root, stateDir } = options;
+export function createApplier(options: { job: string; node: string; roots: readonly string[]; stateDir: string; report?: (events: DuetEvent[]) => Promise<void> | void }) {
+  const { roots, stateDir } = options;
   const stagedDir = join(stateDir, "staged");
   const appliedFile = join(stateDir, "applied");
   let lastApplied = 0;
@@ -41,10 +41,11 @@ export function createApplier(options: { job: string; node: string; root: string
     let offset = 0;
     for (const op of b.ops) {
       try {
-        await resolveInside(root, op.path);
-        if (op.op === "rename") await resolveInside(root, op.to);
+        const { relative } = await resolveMirrorPath(roots, op.path);
+        if (op.op === "rename") await resolveMirrorPath(roots, op.to);
+        if (op.op === "rename" && op.path.split("/")[0] !== op.to.split("/")[0]) throw new UnsafePathError(op.path, `rename to ${op.to} crosses mirrors`);
         if (op.op === "symlink") {
-          const target = normalize(join(dirname(op.path), op.target));
+          const target = normalize(join(dirname(relative), op.target));
           if (isAbsolute(op.target) || target.startsWith("..")) throw new UnsafePathError(op.path, `symlink to ${op.target} points outside the mirror root`);
         }
       } catch (error) {
@@ -64,7 +65,7 @@ export function createApplier(options: { job: string; node: string; root: string
     const touched = new Set<string>();
     let offset = 0;
     for (const op of b.ops) {
-      const path = join(root, op.path);
+      const path = (await resolveMirrorPath(roots, op.path)).absolute;
       touched.add(dirname(path));
       switch (op.op) {
         case "write": {
@@ -103,7 +104,7 @@ export function createApplier(options: { job: string; node: string; root: string
           await rm(path, { recursive: true, force: true });
           break;
         case "rename": {
-          const to = join(root, op.to);
+          const to = (await resolveMirrorPath(roots, op.to)).absolute;
           touched.add(dirname(to));
           await mkdir(dirname(to), { recursive: true });
           // Applied before a crash: the source is gone and the target is in place already.

@@ -16,8 +16,8 @@ export interface Batch {
   sha256: string;
 }
 
-/** A batch larger than this is split by capture; the applier refuses one on the wire. */
-export const BATCH_MAX_BYTES = 64 * 1024 * 1024;
+/** A batch on the wire travels in one peer-channel frame (16 MiB): capture keeps its data to SCAN_BATCH_DATA_MAX (4 MiB), leaving room for the ops. */
+export const BATCH_MAX_BYTES = 15 * 1024 * 1024;
 const BATCH_FORMAT = 1;
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
@@ -36,6 +36,11 @@ export function batchChecksum(ops: BatchOp[], data: Buffer): string {
 /** A write op's sha256 is over its own blocks' bytes: cheap to compute on capture and to check on apply. */
 export function blocksChecksum(bytes: Buffer): string {
   return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** The same ops with paths under mirror `index` ("0/docs/a.txt"): how capture names a job's several mirrors. */
+export function inMirror(ops: BatchOp[], index: number): BatchOp[] {
+  return ops.map((op) => (op.op === "rename" ? { ...op, path: `${index}/${op.path}`, to: `${index}/${op.to}` } : { ...op, path: `${index}/${op.path}` }));
 }
 
 export function makeBatch(job: string, generation: string, batch: number, ops: BatchOp[], data: Buffer): Batch {

@@ -44,3 +44,16 @@ export async function resolveInside(root: string, relative: string): Promise<str
   }
   return join(root, ...parts);
 }
+
+/**
+ * Splits "INDEX/relative" into the mirror root and the checked path inside it (see resolveInside);
+ * an index the job does not have, or a path naming the mirror root itself, is refused.
+ */
+export async function resolveMirrorPath(roots: readonly string[], path: string): Promise<{ root: string; relative: string; absolute: string }> {
+  const slash = path.indexOf("/");
+  const index = slash < 0 ? "" : path.slice(0, slash);
+  const relative = slash < 0 ? "" : path.slice(slash + 1);
+  if (!/^\d{1,4}$/.test(index) || Number(index) >= roots.length) throw new UnsafePathError(path, `expected INDEX/path with INDEX a mirror of this job (0 to ${roots.length - 1})`);
+  const root = roots[Number(index)]!;
+  return { root, relative, absolute: await resolveInside(root, relative) };
+}

@@ -12,7 +12,7 @@ import { blocksChecksum, type BatchOp } from "./batch.ts";
  */
 export const BLOCK_BYTES = 64 * 1024;
 /** Block bytes per batch; a larger change is split over several batches. */
-export const SCAN_BATCH_DATA_MAX = 16 * 1024 * 1024;
+export const SCAN_BATCH_DATA_MAX = 4 * 1024 * 1024;
 /** Entries the index holds; a tree beyond this is refused with a clear error rather than eating memory. */
 export const INDEX_ENTRIES_MAX = 2_000_000;
 

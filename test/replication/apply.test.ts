@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DuetEvent } from "../../src/events/catalogue.ts";
-import { blocksChecksum, decodeBatch, encodeBatch, makeBatch, type BatchOp } from "../../src/replication/batch.ts";
+import { blocksChecksum, decodeBatch, encodeBatch, inMirror, makeBatch, type BatchOp } from "../../src/replication/batch.ts";
 import { createApplier, RefusedBatchError } from "../../src/replication/apply.ts";
 
 const G = "0000000000000001";
@@ -24,7 +24,7 @@ function write(path: string, size: number, blocks: [number, Buffer][]): { op: Ba
 function batchOf(n: number, items: ({ op: BatchOp; data: Buffer } | BatchOp)[]) {
   const ops = items.map((i) => ("op" in i && typeof i.op === "object" ? i.op : (i as BatchOp)));
   const data = Buffer.concat(items.map((i) => ("data" in i && Buffer.isBuffer(i.data) ? i.data : Buffer.alloc(0))));
-  return makeBatch("web", G, n, ops, data);
+  return makeBatch("web", G, n, inMirror(ops, 0), data);
 }
 async function tree(dir: string, prefix = ""): Promise<string[]> {
   const out: string[] = [];
@@ -49,7 +49,7 @@ describe("applying write batches on the standby", () => {
     const root = join(base, "seq");
     await mkdir(root);
     const events: DuetEvent[] = [];
-    const applier = createApplier({ job: "web", node: "b", root, stateDir: join(base, "seq-state"), report: (e) => void events.push(...e) });
+    const applier = createApplier({ job: "web", node: "b", roots: [root], stateDir: join(base, "seq-state"), report: (e) => void events.push(...e) });
     await applier.open();
     const batches = script(1);
     for (const b of batches) expect((await applier.apply(encodeBatch(b))).applied).toBe(true);
@@ -66,32 +66,37 @@ describe("applying write batches on the standby", () => {
     await mkdir(join(base, "escape-outside"), { recursive: true });
     await mkdir(root);
     const events: DuetEvent[] = [];
-    const applier = createApplier({ job: "web", node: "b", root, stateDir: join(base, "escape-state"), report: (e) => void events.push(...e) });
+    const applier = createApplier({ job: "web", node: "b", roots: [root], stateDir: join(base, "escape-state"), report: (e) => void events.push(...e) });
     await applier.open();
     const bad = [
       batchOf(1, [write("ok.txt", 2, [[0, Buffer.from("ok")]]), write("../escape-outside/pwned", 1, [[0, Buffer.from("x")]])]),
       batchOf(1, [{ op: "symlink", path: "link", target: "../../etc" }]),
       batchOf(1, [{ op: "rename", path: "ok.txt", to: "/tmp/x" }]),
       batchOf(1, [{ op: "symlink", path: "abs", target: "/etc/passwd" }]),
+      // Paths must name one of the job's mirrors by index.
+      makeBatch("web", G, 1, [{ op: "mkdir", path: "unprefixed", mode: 0o755 }], Buffer.alloc(0)),
+      makeBatch("web", G, 1, [{ op: "mkdir", path: "7/no-such-mirror", mode: 0o755 }], Buffer.alloc(0)),
+      makeBatch("web", G, 1, [{ op: "mkdir", path: "0/../escape-outside/x", mode: 0o755 }], Buffer.alloc(0)),
+      makeBatch("web", G, 1, [{ op: "mkdir", path: "0", mode: 0o755 }], Buffer.alloc(0)),
     ];
     for (const b of bad) await expect(applier.apply(b)).rejects.toBeInstanceOf(RefusedBatchError);
     expect(await readdir(root)).toEqual([]);
     expect(await readdir(join(base, "escape-outside"))).toEqual([]);
-    expect(events.map((e) => e.type)).toEqual(["OpRefused", "OpRefused", "OpRefused", "OpRefused"]);
+    expect(events.map((e) => e.type)).toEqual(bad.map(() => "OpRefused"));
     expect(applier.lastApplied()).toBe(0);
   });
 
   it("refuses corrupted bytes, a gap in the sequence, and blocks that do not match their checksum", async () => {
     const root = join(base, "corrupt");
     await mkdir(root);
-    const applier = createApplier({ job: "web", node: "b", root, stateDir: join(base, "corrupt-state") });
+    const applier = createApplier({ job: "web", node: "b", roots: [root], stateDir: join(base, "corrupt-state") });
     await applier.open();
     const bytes = encodeBatch(script(1)[0]!);
     const flipped = Buffer.from(bytes);
     flipped[flipped.length - 80] = flipped[flipped.length - 80]! ^ 1;
     await expect(applier.apply(flipped)).rejects.toThrow(/checksum mismatch|undecodable|wrong types/);
     await expect(applier.apply(script(2)[0]!)).rejects.toThrow(/batch 2 arrived after 0: .* 1 is missing/);
-    const lying = write("x", 3, [[0, Buffer.from("abc")]]);
+    const lying = write("0/x", 3, [[0, Buffer.from("abc")]]);
     const forged = makeBatch("web", G, 1, [{ ...(lying.op as Extract<BatchOp, { op: "write" }>), sha256: "0".repeat(64) }], lying.data);
     await expect(applier.apply(forged)).rejects.toThrow(/do not match their checksum/);
     expect(await readdir(root)).toEqual([]);
@@ -108,7 +113,7 @@ describe("applying write batches on the standby", () => {
     }
     const reference = join(base, "reference");
     await mkdir(reference);
-    const ref = createApplier({ job: "web", node: "b", root: reference, stateDir: join(base, "reference-state") });
+    const ref = createApplier({ job: "web", node: "b", roots: [reference], stateDir: join(base, "reference-state") });
     await ref.open();
     for (const b of batches) await ref.apply(decodeBatch(await readFile(b)));
     const expected = await tree(reference);
@@ -117,7 +122,7 @@ describe("applying write batches on the standby", () => {
       import { readFile } from "node:fs/promises";
       import { createApplier } from ${JSON.stringify(join(import.meta.dirname, "../../src/replication/apply.ts"))};
       const [root, state, ...batches] = process.argv.slice(2);
-      const a = createApplier({ job: "web", node: "b", root, stateDir: state });
+      const a = createApplier({ job: "web", node: "b", roots: [root], stateDir: state });
       await a.open();
       process.send?.("ready");
       for (const b of batches) await a.apply(await readFile(b));
@@ -133,7 +138,7 @@ describe("applying write batches on the standby", () => {
       await new Promise((r) => setTimeout(r, crash * 6)); // a different moment of applying each time
       proc.kill("SIGKILL");
       await exited;
-      const again = createApplier({ job: "web", node: "b", root, stateDir: state });
+      const again = createApplier({ job: "web", node: "b", roots: [root], stateDir: state });
       await again.open();
       for (const b of batches) await again.apply(await readFile(b));
       expect(await tree(root), `crash ${crash}`).toEqual(expected);

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApplier } from "../../src/replication/apply.ts";
-import { makeBatch } from "../../src/replication/batch.ts";
+import { inMirror, makeBatch } from "../../src/replication/batch.ts";
 import { BLOCK_BYTES, loadIndex, saveIndex, scanChanges, type ChangeIndex } from "../../src/replication/scan.ts";
 
 const G = "0000000000000001";
@@ -33,7 +33,7 @@ async function mirror(name: string) {
   const target = join(base, `${name}-dst`);
   await mkdir(source);
   await mkdir(target);
-  const applier = createApplier({ job: "web", node: "b", root: target, stateDir: join(base, `${name}-state`) });
+  const applier = createApplier({ job: "web", node: "b", roots: [target], stateDir: join(base, `${name}-state`) });
   await applier.open();
   let index: ChangeIndex = new Map();
   let seq = 0;
@@ -42,7 +42,7 @@ async function mirror(name: string) {
     target,
     async sync() {
       const result = await scanChanges(source, index);
-      for (const b of result.batches) await applier.apply(makeBatch("web", G, ++seq, b.ops, b.data));
+      for (const b of result.batches) await applier.apply(makeBatch("web", G, ++seq, inMirror(b.ops, 0), b.data));
       index = result.index;
       return result;
     },
