@@ -39,10 +39,23 @@ export function createApplier(options: { job: string; node: string; roots: reado
 
   async function check(b: Batch): Promise<void> {
     let offset = 0;
+    // Paths an earlier op of this batch removes: a file there may become a directory in the same
+    // batch. Applying resolves every path again, against the tree as it then is.
+    const removed = new Set<string>();
+    const resolve = async (path: string) => {
+      try {
+        return await resolveMirrorPath(roots, path);
+      } catch (error) {
+        const blocker = error instanceof UnsafePathError ? /^(.*) is not a directory$/.exec(error.reason)?.[1] : undefined;
+        if (blocker === undefined || !removed.has(`${path.split("/")[0]}/${blocker}`)) throw error;
+        return { relative: path.slice(path.indexOf("/") + 1) };
+      }
+    };
     for (const op of b.ops) {
       try {
-        const { relative } = await resolveMirrorPath(roots, op.path);
-        if (op.op === "rename") await resolveMirrorPath(roots, op.to);
+        const { relative } = await resolve(op.path);
+        if (op.op === "rename") await resolve(op.to);
+        if (op.op === "remove") removed.add(op.path);
         if (op.op === "rename" && op.path.split("/")[0] !== op.to.split("/")[0]) throw new UnsafePathError(op.path, `rename to ${op.to} crosses mirrors`);
         if (op.op === "symlink") {
           const target = normalize(join(dirname(relative), op.target));

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Stats } from "node:fs";
+import { constants as fsConstants } from "node:fs";
 import { lstat, mkdir, open, readdir, readFile, readlink, rename, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Packr } from "msgpackr";
@@ -16,7 +17,7 @@ export const SCAN_BATCH_DATA_MAX = 4 * 1024 * 1024;
 /** Entries the index holds; a tree beyond this is refused with a clear error rather than eating memory. */
 export const INDEX_ENTRIES_MAX = 2_000_000;
 
-type Entry =
+export type Entry =
   | { kind: "file"; mode: number; size: number; mtimeNs: string; ino: number; blocks: string[] }
   | { kind: "dir"; mode: number }
   | { kind: "link"; target: string };
@@ -52,9 +53,18 @@ export async function saveIndex(file: string, index: ChangeIndex): Promise<void>
 }
 
 async function walk(root: string, relative: string, out: Map<string, Stats>): Promise<void> {
-  for (const name of (await readdir(join(root, relative))).sort()) {
+  const names = await readdir(join(root, relative)).catch((error: NodeJS.ErrnoException) => {
+    // Removed while we walked: the next scan sees it gone.
+    if (error.code === "ENOENT" || error.code === "ENOTDIR") return [] as string[];
+    throw error;
+  });
+  for (const name of names.sort()) {
     const path = relative ? `${relative}/${name}` : name;
-    const info = await lstat(join(root, path));
+    const info = await lstat(join(root, path)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT") return null;
+      throw error;
+    });
+    if (info === null) continue;
     if (out.size >= INDEX_ENTRIES_MAX) throw new Error(`mirror ${root}: more than ${INDEX_ENTRIES_MAX} entries`);
     out.set(path, info);
     if (info.isDirectory()) await walk(root, path, out);
@@ -68,116 +78,253 @@ async function walk(root: string, relative: string, out: Map<string, Stats>): Pr
  * symlinks are shipped as links, special files are skipped. The periodic rescan and the start-up
  * scan both use it, so changes made while the agent was down are found too.
  */
-export async function scanChanges(root: string, index: ChangeIndex): Promise<ScanResult> {
+export async function scanChanges(root: string, index: ChangeIndex, options: ScanOptions = {}): Promise<ScanResult> {
   const seen = new Map<string, Stats>();
-  await walk(root, "", seen);
-  const next: ChangeIndex = new Map();
-  const removes: BatchOp[] = [];
-  const updates: { op: BatchOp; data: Buffer }[] = [];
+  const inScope = options.only ? scopeTest(options.only) : () => true;
+  if (options.only) await walkScope(root, options.only, seen);
+  else await walk(root, "", seen);
+  // A file modified within the file system's time granularity of the scan may change again without
+  // its mtime moving: such entries are remembered as "racy" and read again next time (as git does).
+  const racyAfter = (options.now ?? Date.now()) - RACY_MS;
+  const next: ChangeIndex = new Map([...index].filter(([path]) => !inScope(path)));
+  const out = createBatcher(options.onBatch);
+  const none = Buffer.alloc(0);
   let bytesRead = 0;
 
   // Renames: a path gone from the index whose inode now appears, unchanged, under a new name.
   const goneByInode = new Map<number, string>();
-  for (const [path, entry] of index) if (!seen.has(path) && entry.kind === "file") goneByInode.set(entry.ino, path);
+  for (const [path, entry] of index) if (inScope(path) && !seen.has(path) && entry.kind === "file") goneByInode.set(entry.ino, path);
   const renamed = new Set<string>();
+  // Directories replaced by a file or link: what was inside went with them.
+  const kindChanged: string[] = [];
 
   for (const [path, info] of seen) {
     const old = index.get(path);
-    if (info.isSymbolicLink()) {
+    const kind = info.isSymbolicLink() ? "link" : info.isDirectory() ? "dir" : info.isFile() ? "file" : null;
+    if (kind === null) continue; // devices, sockets and fifos are not mirrored
+    // A path that changed kind (file -> dir, dir -> link, ...) is removed on the replica first.
+    if (old !== undefined && old.kind !== kind) {
+      await out.push({ op: "remove", path }, none);
+      if (old.kind === "dir") kindChanged.push(path);
+    }
+    const was = old?.kind === kind ? old : undefined;
+    if (kind === "link") {
       const target = await readlink(join(root, path));
       next.set(path, { kind: "link", target });
-      if (old?.kind !== "link" || old.target !== target) updates.push({ op: { op: "symlink", path, target }, data: Buffer.alloc(0) });
-    } else if (info.isDirectory()) {
-      const mode = info.mode & 0o7777;
-      next.set(path, { kind: "dir", mode });
-      if (old?.kind !== "dir") updates.push({ op: { op: "mkdir", path, mode }, data: Buffer.alloc(0) });
-      else if (old.mode !== mode) updates.push({ op: { op: "chmod", path, mode }, data: Buffer.alloc(0) });
-    } else if (info.isFile()) {
-      const mode = info.mode & 0o7777;
-      const mtimeNs = String(info.mtimeMs); // sub-millisecond on Linux file systems with nanosecond times
-      const from = goneByInode.get(info.ino);
-      const moved = from !== undefined ? index.get(from) : undefined;
-      if (old === undefined && moved?.kind === "file" && moved.size === info.size && moved.mtimeNs === mtimeNs) {
-        updates.push({ op: { op: "rename", path: from!, to: path }, data: Buffer.alloc(0) });
-        renamed.add(from!);
-        next.set(path, { ...moved, mode });
-        if (moved.mode !== mode) updates.push({ op: { op: "chmod", path, mode }, data: Buffer.alloc(0) });
-        continue;
-      }
-      if (old?.kind === "file" && old.size === info.size && old.mtimeNs === mtimeNs && old.ino === info.ino) {
-        next.set(path, { ...old, mode });
-        if (old.mode !== mode) updates.push({ op: { op: "chmod", path, mode }, data: Buffer.alloc(0) });
-        continue;
-      }
-      if (old !== undefined && old.kind !== "file") removes.push({ op: "remove", path });
-      const content = await readFile(join(root, path));
-      bytesRead += content.length;
-      const blocks: string[] = [];
-      const changed: [number, Buffer][] = [];
-      for (let at = 0, i = 0; at < content.length; at += BLOCK_BYTES, i++) {
-        const block = content.subarray(at, at + BLOCK_BYTES);
-        const sum = blockSum(block);
-        blocks.push(sum);
-        if (old?.kind !== "file" || old.blocks[i] !== sum) changed.push([at, block]);
-      }
-      const data = Buffer.concat(changed.map(([, b]) => b));
-      next.set(path, { kind: "file", mode, size: content.length, mtimeNs, ino: info.ino, blocks });
-      updates.push({ op: { op: "write", path, blocks: changed.map(([at, b]) => [at, b.length]), size: content.length, sha256: blocksChecksum(data) }, data });
-      if (old?.kind !== "file" || old.mode !== mode) updates.push({ op: { op: "chmod", path, mode }, data: Buffer.alloc(0) });
+      if (was?.kind !== "link" || was.target !== target) await out.push({ op: "symlink", path, target }, none);
+      continue;
     }
-    // Devices, sockets and fifos are not mirrored.
+    const mode = info.mode & 0o7777;
+    if (kind === "dir") {
+      next.set(path, { kind: "dir", mode });
+      if (was === undefined) await out.push({ op: "mkdir", path, mode }, none);
+      else if (was.kind === "dir" && was.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
+      continue;
+    }
+    const mtimeNs = info.mtimeMs > racyAfter ? RACY : String(info.mtimeMs); // sub-millisecond on Linux file systems with nanosecond times
+    const from = goneByInode.get(info.ino);
+    const moved = from !== undefined ? index.get(from) : undefined;
+    if (old === undefined && moved?.kind === "file" && moved.size === info.size && moved.mtimeNs === mtimeNs && mtimeNs !== RACY) {
+      await out.push({ op: "rename", path: from!, to: path }, none);
+      renamed.add(from!);
+      next.set(path, { ...moved, mode });
+      if (moved.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
+      continue;
+    }
+    if (was?.kind === "file" && was.size === info.size && was.mtimeNs === mtimeNs && mtimeNs !== RACY && was.ino === info.ino) {
+      next.set(path, { ...was, mode });
+      if (was.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
+      continue;
+    }
+    const read = await readChangedBlocks(join(root, path), was?.kind === "file" ? was.blocks : []);
+    if (read === null) continue; // gone since the walk: the next scan removes it
+    bytesRead += read.size;
+    next.set(path, { kind: "file", mode, size: read.size, mtimeNs, ino: info.ino, blocks: read.blocks });
+    await out.pushWrite(path, read.size, read.changed);
+    if (was?.kind !== "file" || was.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
   }
 
-  // Removed paths: only the top-most of a removed subtree (remove is recursive on the replica).
-  const removed = [...index.keys()].filter((p) => !seen.has(p) && !renamed.has(p)).sort();
-  for (const path of removed) if (!removed.some((other) => path.startsWith(`${other}/`))) removes.push({ op: "remove", path });
+  // Removed paths last (a rename may take a file out of a removed directory first), and only the
+  // top-most of a removed subtree (remove is recursive on the replica).
+  const removed = [...index.keys()].filter((p) => inScope(p) && !seen.has(p) && !renamed.has(p)).sort();
+  const gone = new Set([...removed, ...kindChanged]);
+  const covered = (path: string) => {
+    for (let at = path.lastIndexOf("/"); at > 0; at = path.lastIndexOf("/", at - 1)) if (gone.has(path.slice(0, at))) return true;
+    return false;
+  };
+  for (const path of removed) if (!covered(path)) await out.push({ op: "remove", path }, none);
 
-  return { batches: split([...removes.map((op) => ({ op, data: Buffer.alloc(0) })), ...updates]), index: next, bytesRead };
+  return { batches: await out.finish(), index: next, bytesRead };
 }
 
-/** Cuts the ordered ops into batches of bounded data; a single large write is split by blocks. */
-function split(items: { op: BatchOp; data: Buffer }[]): ScanResult["batches"] {
-  const batches: ScanResult["batches"] = [];
+export interface ScanOptions {
+  /** Scan only these paths (with their subtrees): what a watcher reported, or what lineage says may differ. */
+  only?: readonly string[];
+  /** The scan's wall-clock time, for the racy-mtime rule. */
+  now?: number;
+  /** Receives each batch as soon as it is full, so a large change never sits in memory whole. */
+  onBatch?: (batch: { ops: BatchOp[]; data: Buffer }) => Promise<void>;
+}
+
+/** Reads a file block by block; keeps only the blocks whose checksum differs from `known`. */
+async function readChangedBlocks(path: string, known: readonly string[]): Promise<{ size: number; blocks: string[]; changed: [number, Buffer][] } | null> {
+  const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT" || error.code === "ELOOP") return null;
+    throw error;
+  });
+  if (handle === null) return null;
+  try {
+    const blocks: string[] = [];
+    const changed: [number, Buffer][] = [];
+    let size = 0;
+    for (let i = 0; ; i++) {
+      const buffer = Buffer.alloc(BLOCK_BYTES);
+      const { bytesRead } = await handle.read(buffer, 0, BLOCK_BYTES, size);
+      if (bytesRead === 0) break;
+      const block = buffer.subarray(0, bytesRead);
+      const sum = blockSum(block);
+      blocks.push(sum);
+      if (known[i] !== sum) changed.push([size, block]);
+      size += bytesRead;
+    }
+    return { size, blocks, changed };
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Collects ops into batches of at most SCAN_BATCH_DATA_MAX block bytes, in order; a write larger
+ * than that is split by blocks over several batches, each op keeping the file's final size.
+ */
+function createBatcher(onBatch: ScanOptions["onBatch"]) {
+  const kept: ScanResult["batches"] = [];
   let ops: BatchOp[] = [];
   let parts: Buffer[] = [];
   let size = 0;
-  const flush = () => {
-    if (ops.length > 0) batches.push({ ops, data: Buffer.concat(parts) });
+  const flush = async () => {
+    if (ops.length === 0) return;
+    const batch = { ops, data: Buffer.concat(parts) };
     ops = [];
     parts = [];
     size = 0;
+    if (onBatch) await onBatch(batch);
+    else kept.push(batch);
   };
-  for (const item of items) {
-    if (item.op.op !== "write" || item.data.length + size <= SCAN_BATCH_DATA_MAX) {
-      ops.push(item.op);
-      parts.push(item.data);
-      size += item.data.length;
-      continue;
-    }
-    // A write too big for one batch: its blocks go out in several writes of the same final size.
-    const write = item.op;
-    let offset = 0;
-    let pending: [number, number][] = [];
-    let pendingBytes = 0;
-    const emit = () => {
-      const data = item.data.subarray(offset - pendingBytes, offset);
-      ops.push({ ...write, blocks: pending, sha256: blocksChecksum(data) });
-      parts.push(data);
-      size += data.length;
-      pending = [];
-      pendingBytes = 0;
-    };
-    for (const [at, len] of write.blocks) {
-      if (size + pendingBytes + len > SCAN_BATCH_DATA_MAX) {
-        if (pending.length > 0) emit();
-        flush();
+  const push = async (op: BatchOp, data: Buffer) => {
+    if (size + data.length > SCAN_BATCH_DATA_MAX) await flush();
+    ops.push(op);
+    parts.push(data);
+    size += data.length;
+  };
+  return {
+    push,
+    async pushWrite(path: string, fileSize: number, changed: [number, Buffer][]) {
+      let pending: [number, Buffer][] = [];
+      let pendingBytes = 0;
+      const emit = async () => {
+        const data = Buffer.concat(pending.map(([, b]) => b));
+        await push({ op: "write", path, blocks: pending.map(([at, b]) => [at, b.length]), size: fileSize, sha256: blocksChecksum(data) }, data);
+        pending = [];
+        pendingBytes = 0;
+      };
+      for (const [at, block] of changed) {
+        if (pending.length > 0 && size + pendingBytes + block.length > SCAN_BATCH_DATA_MAX) {
+          await emit();
+          await flush();
+        }
+        pending.push([at, block]);
+        pendingBytes += block.length;
       }
-      pending.push([at, len]);
-      pendingBytes += len;
-      offset += len;
-    }
-    if (pending.length > 0 || write.blocks.length === 0) emit();
+      // A write with no changed block still carries the size: it may be a truncation to a block boundary.
+      await emit();
+    },
+    async finish() {
+      await flush();
+      return kept;
+    },
+  };
+}
+
+/** How close to the scan an mtime must be to count as racy; also covers coarse (1 s) time stamps. */
+export const RACY_MS = 1000;
+const RACY = "racy";
+
+/** Paths at or under any of `scope`. */
+function scopeTest(scope: readonly string[]): (path: string) => boolean {
+  const roots = new Set(scope);
+  return (path) => {
+    for (let at = path.length; at > 0; at = path.lastIndexOf("/", at - 1)) if (roots.has(path.slice(0, at))) return true;
+    return false;
+  };
+}
+
+/**
+ * Collects the entries of a scoped scan: each path in `scope` with its subtree, and its parent
+ * directories (a new directory must be created before what is in it). Missing paths are simply
+ * absent, which makes their index entries removals.
+ */
+async function walkScope(root: string, scope: readonly string[], out: Map<string, Stats>): Promise<void> {
+  const want = new Set<string>();
+  for (const path of scope) {
+    const parts = path.split("/");
+    for (let i = 1; i <= parts.length; i++) want.add(parts.slice(0, i).join("/"));
   }
-  flush();
-  return batches;
+  for (const path of [...want].sort()) {
+    if (out.has(path)) continue;
+    const info = await lstat(join(root, path)).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT" || error.code === "ENOTDIR") return null;
+      throw error;
+    });
+    if (info === null) continue;
+    out.set(path, info);
+    if (info.isDirectory() && scope.includes(path)) await walk(root, path, out);
+  }
+  // Sorted, so a parent is always handled before what is in it.
+  const sorted = [...out].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  out.clear();
+  for (const [k, v] of sorted) out.set(k, v);
+}
+
+/**
+ * What a replica holds under `root`, as index entries: block checksums of every file, directory
+ * modes, link targets. The active side puts these in place of its own entries for the paths a
+ * resync or verification covers, then scans: only blocks that differ are shipped. Inode and mtime
+ * are the replica's, never equal to the source's, so every such file is read and compared.
+ */
+export async function readManifest(root: string, scope: readonly string[] | "all"): Promise<ChangeIndex> {
+  const seen = new Map<string, Stats>();
+  if (scope === "all") await walk(root, "", seen);
+  else await walkScope(root, scope, seen);
+  const manifest: ChangeIndex = new Map();
+  for (const [path, info] of seen) {
+    if (scope !== "all" && !scopeTest(scope)(path)) continue; // parents were walked for scans only
+    if (info.isSymbolicLink()) manifest.set(path, { kind: "link", target: await readlink(join(root, path)) });
+    else if (info.isDirectory()) manifest.set(path, { kind: "dir", mode: info.mode & 0o7777 });
+    else if (info.isFile()) {
+      const blocks: string[] = [];
+      const handle = await open(join(root, path), "r");
+      try {
+        const buffer = Buffer.alloc(BLOCK_BYTES);
+        for (;;) {
+          const { bytesRead } = await handle.read(buffer, 0, BLOCK_BYTES, null);
+          if (bytesRead === 0) break;
+          blocks.push(blockSum(buffer.subarray(0, bytesRead)));
+        }
+      } finally {
+        await handle.close();
+      }
+      manifest.set(path, { kind: "file", mode: info.mode & 0o7777, size: info.size, mtimeNs: "replica", ino: -1, blocks });
+    }
+  }
+  return manifest;
+}
+
+/** The index with `scope` (or everything) described by the replica's manifest instead. */
+export function adoptManifest(index: ChangeIndex, manifest: ChangeIndex, scope: readonly string[] | "all"): ChangeIndex {
+  if (scope === "all") return new Map(manifest);
+  const inScope = scopeTest(scope);
+  const next: ChangeIndex = new Map([...index].filter(([path]) => !inScope(path)));
+  for (const [path, entry] of manifest) if (inScope(path)) next.set(path, entry);
+  return next;
 }

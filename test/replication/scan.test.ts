@@ -1,10 +1,10 @@
-import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApplier } from "../../src/replication/apply.ts";
 import { inMirror, makeBatch } from "../../src/replication/batch.ts";
-import { BLOCK_BYTES, loadIndex, saveIndex, scanChanges, type ChangeIndex } from "../../src/replication/scan.ts";
+import { BLOCK_BYTES, loadIndex, RACY_MS, saveIndex, scanChanges, type ChangeIndex } from "../../src/replication/scan.ts";
 
 const G = "0000000000000001";
 let base: string;
@@ -40,8 +40,9 @@ async function mirror(name: string) {
   return {
     source,
     target,
-    async sync() {
-      const result = await scanChanges(source, index);
+    /** `now` is when the scan runs: files modified within RACY_MS of it are read again next time. */
+    async sync(now = Date.now()) {
+      const result = await scanChanges(source, index, { now });
       for (const b of result.batches) await applier.apply(makeBatch("web", G, ++seq, inMirror(b.ops, 0), b.data));
       index = result.index;
       return result;
@@ -80,9 +81,9 @@ describe("finding changes by block checksums", () => {
   it("a rename of an unchanged file ships a rename, not its bytes", async () => {
     const m = await mirror("rename");
     await writeFile(join(m.source, "big"), Buffer.alloc(5 * BLOCK_BYTES, 9));
-    await m.sync();
+    await m.sync(Date.now() + RACY_MS);
     await rename(join(m.source, "big"), join(m.source, "big-renamed"));
-    const result = await m.sync();
+    const result = await m.sync(Date.now() + RACY_MS);
     expect(result.batches.flatMap((b) => b.ops)).toEqual([{ op: "rename", path: "big", to: "big-renamed" }]);
     expect(result.bytesRead).toBe(0);
     expect(await tree(m.target)).toEqual(await tree(m.source));
@@ -106,14 +107,67 @@ describe("finding changes by block checksums", () => {
     const m = await mirror("restart");
     await writeFile(join(m.source, "a"), Buffer.alloc(300_000, 1));
     await writeFile(join(m.source, "b"), Buffer.alloc(300_000, 2));
-    await m.sync();
+    await m.sync(Date.now() + RACY_MS);
     const file = join(base, "restart-index");
     await saveIndex(file, m.index());
     // "agent down": b changes; then the agent starts with the saved index
     await writeFile(join(m.source, "b"), Buffer.alloc(300_000, 3));
     m.setIndex(await loadIndex(file));
-    const result = await m.sync();
+    const result = await m.sync(Date.now() + RACY_MS);
     expect(result.bytesRead).toBe(300_000);
+    expect(await tree(m.target)).toEqual(await tree(m.source));
+  });
+
+  it("a same-size rewrite within the file system's time granularity is still found (racy mtime)", async () => {
+    const m = await mirror("racy");
+    const path = join(m.source, "counter");
+    await writeFile(path, "0001");
+    const { mtime } = await lstat(path);
+    await m.sync();
+    await writeFile(path, "0002");
+    await utimes(path, mtime, mtime); // same size, same mtime: only the racy rule finds it
+    await m.sync();
+    expect(await readFile(join(m.target, "counter"), "utf8")).toBe("0002");
+  });
+
+  it("a scan limited to reported paths ships their changes and leaves other paths alone", async () => {
+    const m = await mirror("scoped");
+    await mkdir(join(m.source, "d"));
+    await writeFile(join(m.source, "d/a"), "a1");
+    await writeFile(join(m.source, "b"), "b1");
+    await m.sync();
+    await writeFile(join(m.source, "d/a"), "a2-longer");
+    await writeFile(join(m.source, "b"), "b2-longer");
+    await mkdir(join(m.source, "new/deep"), { recursive: true });
+    await writeFile(join(m.source, "new/deep/c"), "c");
+    const scoped = await scanChanges(m.source, m.index(), { only: ["d/a", "new/deep/c"] });
+    expect(scoped.batches.flatMap((b) => b.ops.map((op) => `${op.op} ${op.path}`))).toEqual(["mkdir new", "mkdir new/deep", "write new/deep/c", "chmod new/deep/c", "write d/a"].sort((x, y) => (x.split(" ")[1]! < y.split(" ")[1]! ? -1 : 1)));
+    expect(scoped.index.get("b")).toEqual(m.index().get("b"));
+  });
+
+  it("a file that became a directory (and back) is replaced on the replica", async () => {
+    const m = await mirror("kind");
+    await writeFile(join(m.source, "x"), "file");
+    await m.sync();
+    await rm(join(m.source, "x"));
+    await mkdir(join(m.source, "x"));
+    await writeFile(join(m.source, "x/inside"), "in");
+    await m.sync();
+    expect(await tree(m.target)).toEqual(await tree(m.source));
+    await rm(join(m.source, "x"), { recursive: true });
+    await symlink("elsewhere", join(m.source, "x"));
+    await m.sync();
+    expect(await tree(m.target)).toEqual(await tree(m.source));
+  });
+
+  it("a file renamed out of a directory that is then removed survives on the replica", async () => {
+    const m = await mirror("rename-out");
+    await mkdir(join(m.source, "old"));
+    await writeFile(join(m.source, "old/keep"), Buffer.alloc(100_000, 5));
+    await m.sync();
+    await rename(join(m.source, "old/keep"), join(m.source, "kept"));
+    await rm(join(m.source, "old"), { recursive: true });
+    await m.sync(Date.now() + RACY_MS);
     expect(await tree(m.target)).toEqual(await tree(m.source));
   });
 
