@@ -22,7 +22,8 @@ import { udpTransport, type DatagramTransport } from "../world/transport.ts";
 import { localTokenFile } from "../cli/client.ts";
 import { createJobControl } from "./jobs.ts";
 import { jobsRunningHere, parseRelayedFact, reconcile } from "./peer-link.ts";
-import { parsePeerRequest, type PeerRequest, type PeerResponse, peerResponse } from "./peer-protocol.ts";
+import { isMirrorRequest, parsePeerRequest, type PeerRequest, type PeerResponse, peerResponse } from "./peer-protocol.ts";
+import { createMirrors } from "./mirrors.ts";
 import { createReactor } from "./reactor.ts";
 import { jobDefinitionEvents } from "./definitions.ts";
 import type { Logger } from "./log.ts";
@@ -129,8 +130,14 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       clock: world.clock,
       onRequest: (body) => onPeerRequest(body),
       onMessage: (topic, body) => void onPeerMessage(topic, body),
-      onUp: () => void sayHello(),
-      onDown: (reason) => info(`peer channel down: ${reason}`),
+      onUp: () => {
+        void sayHello();
+        mirrors.onPeerUp();
+      },
+      onDown: (reason) => {
+        info(`peer channel down: ${reason}`);
+        mirrors.onPeerDown();
+      },
       onHeard: (at) => heartbeat?.heardTcp(at),
       log: (line) => info(line),
     });
@@ -146,7 +153,25 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       },
     };
 
-    const jobs = createJobControl({ self: me.name, state, now: () => world.clock.now(), record, runner: (j) => runners.get(j), peer: peerPort, log: info });
+    const mirrors = createMirrors(
+      {
+        self: me.name,
+        peer: peer.name,
+        dataDir,
+        state,
+        now: () => world.clock.now(),
+        record,
+        relay: (event) => peerPort.relay(event),
+        request: (body, timeoutMs) => channel.request(body, timeoutMs),
+        connected: () => channel.connected(),
+        timers: world.timers,
+        log: info,
+      },
+      config.jobs.filter((j) => j.nodes.includes(me.name)).map((j) => ({ name: j.name, paths: j.mirrors.map((m) => m.path) })),
+    );
+    closers.push(() => mirrors.close());
+
+    const jobs = createJobControl({ self: me.name, state, now: () => world.clock.now(), record, runner: (j) => runners.get(j), peer: peerPort, log: info, mirrors });
 
     const reactor = createReactor({
       self: me.name,
@@ -207,7 +232,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       reactor.poke();
     }
 
-    async function onPeerRequest(body: unknown): Promise<PeerResponse> {
+    async function onPeerRequest(body: unknown): Promise<unknown> {
+      if (isMirrorRequest(body)) return mirrors.onRequest(body);
       let request: PeerRequest;
       try {
         request = parsePeerRequest(body);
@@ -239,9 +265,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       bringOut: (job, by) => jobs.bringOut(job, by),
       switchover: (job, by, to) => jobs.switchover(job, by, to),
       deleteJob: (job, by) => jobs.deleteJob(job, by),
-      verify: async () => {
-        throw new ControlError("not-available", 409, "verification needs the replication engine, which this build does not run yet");
-      },
+      verify: (job, by) => mirrors.verify(job, by),
       selectSource: async () => {
         throw new ControlError("not-available", 409, "source selection needs the replication engine, which this build does not run yet");
       },

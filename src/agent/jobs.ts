@@ -21,6 +21,11 @@ export interface JobHost {
     relay(event: DuetEvent): void;
   };
   log(message: string, fields?: Record<string, unknown>): void;
+  /** Mirroring: capture starts before the job's resources and stops after them. */
+  mirrors?: {
+    startSource(job: string): Promise<void>;
+    stopSource(job: string, flush: boolean): Promise<void>;
+  };
 }
 
 /**
@@ -47,7 +52,13 @@ export function createJobControl(host: JobHost) {
   async function startHere(name: string): Promise<boolean> {
     const runner = host.runner(name);
     if (!runner) throw new ControlError("not-found", 404, `job ${name}: not configured on node ${host.self}`);
-    const result = await runner.bringIn();
+    // The data is captured from before the application can write: nothing it writes goes unseen.
+    const capture = await host.mirrors?.startSource(name).then(
+      () => null,
+      (error: Error) => error,
+    );
+    const result = capture ? { ok: false as const, resource: "mirror", error: `capture could not start: ${capture.message}` } : await runner.bringIn();
+    if (!result.ok) await host.mirrors?.stopSource(name, false);
     const fact: DuetEvent = result.ok
       ? { type: "JobBroughtIn", data: { job: name, node: host.self } }
       : { type: "JobStartFailed", data: { job: name, node: host.self, resource: result.resource, error: result.error } };
@@ -61,6 +72,8 @@ export function createJobControl(host: JobHost) {
     const runner = host.runner(name);
     if (!runner) return;
     const result = await runner.bringOut({ urgent });
+    // After the application stopped, its last writes go to the peer (not when fencing: no time, maybe no peer).
+    await host.mirrors?.stopSource(name, !urgent).catch((error: Error) => host.log(`job ${name}: mirror stop: ${error.message}`));
     const fact: DuetEvent = { type: "JobBroughtOut", data: { job: name, node: host.self } };
     await host.record([fact]);
     host.peer.relay(fact);

@@ -31,7 +31,18 @@ export const peerResponse = z.discriminatedUnion("ok", [
 export type PeerResponse = z.infer<typeof peerResponse>;
 
 /** Facts about a job on one node that the other node records too, so both journals tell where it runs. */
-export const RELAYED_FACTS = ["JobBroughtIn", "JobBroughtOut", "JobStartFailed"] as const;
+export const RELAYED_FACTS = [
+  "JobBroughtIn",
+  "JobBroughtOut",
+  "JobStartFailed",
+  // The replica's journal must know the state of the link too: a switchover can be asked on either node.
+  "VerificationStarted",
+  "VerificationCompleted",
+  "ResyncStarted",
+  "ResyncCompleted",
+  "DivergenceDetected",
+  "OpRefused",
+] as const;
 export const relayedFact = z.strictObject({ type: z.enum(RELAYED_FACTS), data: z.unknown() });
 
 export function parsePeerRequest(message: unknown): PeerRequest {
@@ -42,3 +53,37 @@ export function parsePeerRequest(message: unknown): PeerRequest {
   }
   return parsed.data;
 }
+
+const mirrorScope = z.union([z.literal("all"), z.array(z.string().max(4096)).max(10_000).readonly()]);
+
+/**
+ * Replication between the job's source (where it runs, or the side an operator selected) and the
+ * other node. The source drives: it asks, the replica answers after the work is done and durable.
+ */
+export const mirrorRequest = z.discriminatedUnion("kind", [
+  /** Opens a session: the replica answers with its lineage and how far it applied the source's batches. */
+  z.strictObject({ kind: z.literal("mirror-hello"), job: jobId, from: nodeId }),
+  /** One page of the replica's manifest (block checksums) of root `index` for `scope`. */
+  z.strictObject({ kind: z.literal("mirror-manifest"), job: jobId, index: z.number().int().nonnegative(), scope: mirrorScope, page: z.number().int().nonnegative() }),
+  /** The source's next batch will be position + 1 (its queue was superseded by a resync). */
+  z.strictObject({ kind: z.literal("mirror-reset"), job: jobId, from: nodeId, position: z.number().int().nonnegative() }),
+  z.strictObject({ kind: z.literal("mirror-batch"), job: jobId, from: nodeId, batch: z.custom<Uint8Array>((v) => v instanceof Uint8Array, "expected the encoded batch as bytes") }),
+  /** A resync or verification completed: the replica now holds the source's generation. */
+  z.strictObject({ kind: z.literal("mirror-synced"), job: jobId, from: nodeId, generation: z.string(), parent: z.string().nullable() }),
+  /** Operator requests that the other node performs (it runs the job, or it is the chosen source). */
+  z.strictObject({ kind: z.literal("mirror-verify"), job: jobId, by: user }),
+  z.strictObject({ kind: z.literal("mirror-keep"), job: jobId, by: user }),
+  z.strictObject({ kind: z.literal("mirror-select"), job: jobId, from: nodeId, by: user, force: z.boolean(), keptSnapshot: z.string().nullable(), losingPaths: z.number().int().nonnegative() }),
+]);
+export type MirrorRequest = z.infer<typeof mirrorRequest>;
+
+export function parseMirrorRequest(message: unknown): MirrorRequest {
+  const parsed = mirrorRequest.safeParse(message);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`mirror request: ${issue?.path.join(".") || "message"}: ${issue?.message ?? "invalid"}`);
+  }
+  return parsed.data;
+}
+
+export const isMirrorRequest = (body: unknown): boolean => typeof body === "object" && body !== null && String((body as { kind?: unknown }).kind).startsWith("mirror-");

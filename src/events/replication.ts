@@ -25,6 +25,8 @@ export const replicationEvents = {
   /** A batch op that would leave the mirror root or failed its checksum; nothing was written. */
   OpRefused: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, batch: z.number().int().nonnegative(), path: z.string(), reason: z.string() }) },
   QueueReported: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, batches: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() }) },
+  /** An operator asked for a block-by-block comparison of both sides (`duet job verify`). */
+  VerificationRequested: { v: 1, data: z.strictObject({ job: jobId, by: user }) },
   VerificationStarted: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, files: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() }) },
   VerificationProgress: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, doneBytes: z.number().int().nonnegative(), totalBytes: z.number().int().nonnegative(), differingBlocks: z.number().int().nonnegative() }) },
   VerificationCompleted: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, differingBlocks: z.number().int().nonnegative(), shippedBytes: z.number().int().nonnegative() }) },

@@ -149,6 +149,15 @@ export function createApplier(options: { job: string; node: string; roots: reado
 
   const applier = {
     lastApplied: () => lastApplied,
+    /**
+     * The source starts a new numbering after `position` (its queue was superseded by a resync or
+     * verification): batches staged from the old numbering are dropped unapplied.
+     */
+    async reset(position: number): Promise<void> {
+      await rm(stagedDir, { recursive: true, force: true });
+      await mkdir(stagedDir, { recursive: true });
+      await record(position);
+    },
     /** Reads the applied position and re-applies a batch staged before a crash. */
     async open(): Promise<void> {
       await mkdir(stagedDir, { recursive: true });

@@ -1,0 +1,486 @@
+import { randomBytes } from "node:crypto";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { Packr } from "msgpackr";
+import type { DuetEvent, Recorded } from "../events/catalogue.ts";
+import type { ClusterState } from "../projections/cluster.ts";
+import { lineageSummary, lineageView, parseLineageSummary, type LineageSummary } from "../projections/lineage.ts";
+import { compareLineage, decideSourceSelection, type Paths } from "../policy/lineage.ts";
+import { ControlError } from "../api/ports.ts";
+import type { Timers } from "../world/clock.ts";
+import { createApplier, RefusedBatchError } from "../replication/apply.ts";
+import { BatchError, decodeBatch } from "../replication/batch.ts";
+import { createCapture, type Capture } from "../replication/capture.ts";
+import { createBatchQueue, type BatchQueue } from "../replication/queue.ts";
+import { readManifest, type ChangeIndex, type Entry } from "../replication/scan.ts";
+import { parseMirrorRequest, type MirrorRequest } from "./peer-protocol.ts";
+
+/** Batches sent and not yet acknowledged: enough to keep the link busy while one applies. */
+export const MIRROR_WINDOW = 4;
+/** How long one batch may take to reach the replica and be applied there. */
+export const MIRROR_BATCH_TIMEOUT_MS = 60_000;
+/** A manifest page holds about this many bytes of entries: it travels in one peer-channel frame. */
+export const MANIFEST_PAGE_BYTES = 4 * 1024 * 1024;
+/** Queue depth is journaled at most this often. */
+export const QUEUE_REPORT_MS = 1000;
+
+const packr = new Packr({ useRecords: false, moreTypes: false });
+
+export interface MirrorHost {
+  self: string;
+  peer: string;
+  dataDir: string;
+  state(): ClusterState;
+  now(): number;
+  record(events: DuetEvent[]): Promise<Recorded[]>;
+  relay(event: DuetEvent): void;
+  request(body: MirrorRequest, timeoutMs: number): Promise<unknown>;
+  connected(): boolean;
+  timers: Timers;
+  log(message: string, fields?: Record<string, unknown>): void;
+}
+
+/** A job's mirrored roots on this node: `{node}` in a configured path is this node's name (two nodes on one machine). */
+export function mirrorRoots(paths: readonly string[], node: string): string[] {
+  return paths.map((p) => p.replaceAll("{node}", node));
+}
+
+interface Source {
+  capture: Capture;
+  queue: BatchQueue;
+  /** Bumped whenever the session stops: a loop holding an older token ends. */
+  token: number;
+  wake: (() => void) | null;
+  /** This node started a generation while alone; the peer has not taken it yet. */
+  alone: boolean;
+  lastQueueReport: number;
+  /** A session is streaming batches to the replica (not gray, not broken). */
+  streaming: boolean;
+}
+
+/**
+ * The node's part in mirroring: the source side (capture, queue, sessions that resync or verify
+ * and then stream batches) for jobs that run here, and the replica side (applier, manifests) for
+ * jobs that run on the peer. Every fact goes to the journal; lineage and the replication
+ * projection decide what the link's colour is.
+ */
+export function createMirrors(host: MirrorHost, jobs: readonly { name: string; paths: readonly string[] }[]) {
+  const roots = new Map(jobs.filter((j) => j.paths.length > 0).map((j) => [j.name, mirrorRoots(j.paths, host.self)]));
+  const sources = new Map<string, Source>();
+  const appliers = new Map<string, ReturnType<typeof createApplier>>();
+  const applyChains = new Map<string, Promise<unknown>>();
+  const manifests = new Map<string, { key: string; pages: [string, Entry][][] }>();
+  const jobDir = (job: string) => join(host.dataDir, "mirror", job);
+  const view = (job: string) => lineageView(host.state().lineage, job, host.self);
+  const summary = (job: string): LineageSummary => lineageSummary(view(job));
+
+  const report = async (events: DuetEvent[]) => {
+    await host.record(events);
+  };
+  const recordAndRelay = async (event: DuetEvent) => {
+    await host.record([event]);
+    host.relay(event);
+  };
+
+  async function newGeneration(job: string, reason: "initial" | "wrote-without-peer"): Promise<string> {
+    const generation = randomBytes(8).toString("hex");
+    await host.record([{ type: "GenerationStarted", data: { job, node: host.self, generation, parent: view(job).current, reason } }]);
+    host.log(`job ${job}: data generation ${generation} started (${reason})`);
+    return generation;
+  }
+
+  // ---------------------------------------------------------------- source side
+
+  async function startSource(job: string): Promise<void> {
+    const jobRoots = roots.get(job);
+    if (!jobRoots || sources.has(job)) return;
+    for (const root of jobRoots) await mkdir(root, { recursive: true });
+    const queue = createBatchQueue(join(jobDir(job), "queue"));
+    await queue.open();
+    const replication = host.state().replication.get(job);
+    const source: Source = { capture: undefined as unknown as Capture, queue, token: 0, wake: null, alone: false, lastQueueReport: 0, streaming: false };
+    // This node becomes the writer: a first bring-in starts the job's data history here.
+    if (view(job).current === null) await newGeneration(job, "initial");
+    source.capture = createCapture({
+      job,
+      node: host.self,
+      roots: jobRoots,
+      stateDir: join(jobDir(job), "capture"),
+      queue,
+      lastCaptured: Math.max(replication?.lastCaptured ?? 0, view(job).lastCaptured ?? 0, ...queue.numbers()),
+      generation: async () => {
+        const current = view(job).current;
+        if (current === null) return newGeneration(job, "initial");
+        // Writing without a connected peer starts a new line of history (once per such stretch).
+        if (!host.connected() && !source.alone) {
+          source.alone = true;
+          return newGeneration(job, "wrote-without-peer");
+        }
+        return current;
+      },
+      report,
+      onQueued: () => {
+        source.wake?.();
+        void reportQueue(job, source, false);
+      },
+      timers: host.timers,
+      now: host.now,
+      onError: (error) => host.log(`job ${job}: capture failed: ${error.message}`),
+    });
+    await source.capture.open();
+    sources.set(job, source);
+    await source.capture.start();
+    void runSession(job);
+  }
+
+  async function reportQueue(job: string, source: Source, force: boolean): Promise<void> {
+    const now = host.now();
+    if (!force && now - source.lastQueueReport < QUEUE_REPORT_MS) return;
+    source.lastQueueReport = now;
+    const { batches, bytes } = source.queue.stats();
+    await host.record([{ type: "QueueReported", data: { job, node: host.self, batches, bytes } }]);
+  }
+
+  /**
+   * One session with the replica: compare lineage, bring the replica level (resume the queue,
+   * resync the paths lineage names, or verify everything), then stream batches as they are
+   * captured. Ends when the channel drops or the source stops; the next connect starts another.
+   */
+  async function runSession(job: string, forceVerify = false): Promise<void> {
+    const source = sources.get(job);
+    if (!source || !host.connected()) return;
+    const token = ++source.token;
+    const live = () => source.token === token && sources.get(job) === source;
+    try {
+      const hello = (await host.request({ kind: "mirror-hello", job, from: host.self }, MIRROR_BATCH_TIMEOUT_MS)) as { summary: unknown; applied: number };
+      if (!live()) return;
+      const peerSummary = parseLineageSummary(hello.summary);
+      const verdict = compareLineage(summary(job), peerSummary);
+      const verified = host.state().replication.get(job)?.verification.state === "done";
+      let plan: { kind: "resume"; next: number } | { kind: "sync"; scope: Paths; as: "verification" | "resync" } | { kind: "gray"; why: string };
+      if (verdict.kind === "in-sync") {
+        const next = hello.applied + 1;
+        const complete = Array.from({ length: Math.max(0, source.capture.lastCaptured() - hello.applied) }, (_, i) => next + i).every((n) => source.queue.has(n));
+        plan = verified && complete && !forceVerify ? { kind: "resume", next } : { kind: "sync", scope: "all", as: "verification" };
+      } else if (verdict.kind === "source" && verdict.from === host.self) {
+        plan = forceVerify || verdict.paths === "all" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope: verdict.paths, as: "resync" };
+      } else if (verdict.kind === "source") {
+        plan = { kind: "gray", why: `${host.peer} holds newer data (generation ${peerSummary.current}) than ${host.self}, where the job runs; select the source explicitly (duet source select ${job} --from NODE)` };
+      } else if (verdict.kind === "diverged") {
+        plan = { kind: "gray", why: `both nodes wrote since generation ${verdict.commonAncestor ?? "(none shared)"}; choose which side's data to keep with duet source select ${job} --from NODE` };
+      } else {
+        plan = { kind: "gray", why: `lineage cannot tell which side is newer (${verdict.reason}); choose with duet source select ${job} --from NODE` };
+      }
+      host.log(`job ${job}: mirror session with ${host.peer}: ${verdict.kind} -> ${plan.kind}`);
+
+      if (plan.kind === "gray") {
+        const event: DuetEvent = { type: "DivergenceDetected", data: { job, node: host.self, local: summary(job).current ?? "0000000000000000", peer: peerSummary.current ?? "0000000000000000", commonAncestor: verdict.kind === "diverged" ? verdict.commonAncestor : null } };
+        await recordAndRelay(event);
+        await host.record([{ type: "AlertRaised", data: { node: host.self, job, code: "mirror-gray", message: `mirror of ${job} stopped (gray): ${plan.why}` } }]);
+        return;
+      }
+      if (plan.kind === "resume") {
+        source.alone = false;
+        await pump(job, source, plan.next, live);
+        return;
+      }
+      const synced = await sync(job, source, plan.scope, plan.as, live);
+      if (live()) await pump(job, source, synced + 1, live);
+    } catch (error) {
+      if (live()) host.log(`job ${job}: mirror session ended: ${(error as Error).message}`);
+    }
+  }
+
+  /** Ships queued batches from `next` on, MIRROR_WINDOW at a time, journaling each acknowledgement in order. */
+  async function pump(job: string, source: Source, next: number, live: () => boolean, until?: number): Promise<void> {
+    const inFlight: Promise<void>[] = [];
+    let acked = next - 1;
+    source.streaming = true;
+    try {
+      await pumpLoop();
+    } finally {
+      source.streaming = false;
+    }
+    async function pumpLoop(): Promise<void> {
+    while (live() && (until === undefined || acked < until)) {
+      if (inFlight.length >= MIRROR_WINDOW || (until !== undefined && next > until)) {
+        await inFlight.shift();
+        continue;
+      }
+      const bytes = source.queue.has(next) ? await source.queue.get(next) : null;
+      if (bytes === null) {
+        if (next <= source.capture.lastCaptured()) throw new Error(`batch ${next} is no longer queued; the next session verifies instead`);
+        if (inFlight.length > 0) {
+          await inFlight.shift();
+          continue;
+        }
+        await new Promise<void>((resolve) => {
+          source.wake = resolve;
+          if (source.capture.lastCaptured() >= next || !live()) resolve();
+        });
+        source.wake = null;
+        continue;
+      }
+      const n = next++;
+      const previous = inFlight.at(-1) ?? Promise.resolve();
+      const sent = host.request({ kind: "mirror-batch", job, from: host.self, batch: bytes }, MIRROR_BATCH_TIMEOUT_MS);
+      inFlight.push(
+        (async () => {
+          const answer = (await sent) as { ok: boolean; code?: string; message?: string };
+          await previous; // acknowledgements are journaled in order
+          if (!answer.ok) throw new Error(`${host.peer} refused batch ${n}: ${answer.message ?? answer.code}`);
+          acked = n;
+          await host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: n } }]);
+          await source.queue.dropThrough(n);
+          if (source.queue.stats().batches === 0 || host.now() - source.lastQueueReport >= QUEUE_REPORT_MS) await reportQueue(job, source, true);
+          if (source.queue.stats().bytes === 0) source.capture.resume();
+        })(),
+      );
+      // A failure surfaces when its turn comes; keep it from being unhandled meanwhile.
+      inFlight.at(-1)!.catch(() => undefined);
+    }
+    await Promise.all(inFlight);
+    }
+  }
+
+  /**
+   * Brings the replica level for `scope`: its manifest (block checksums) replaces what the index
+   * assumed of it, the queue built on that assumption is dropped, and one scan ships exactly the
+   * blocks that differ. Ends with the replica on this node's generation.
+   */
+  /** Returns the last batch the sync shipped: streaming goes on after it. */
+  async function sync(job: string, source: Source, scope: Paths, as: "verification" | "resync", live: () => boolean): Promise<number> {
+    const started = host.now();
+    const jobRoots = roots.get(job)!;
+    const scopes = jobRoots.map((_, i) => scopeFor(scope, i));
+    if (as === "verification") await recordAndRelay({ type: "VerificationStarted", data: { job, node: host.self, files: 0, bytes: 0 } });
+    else await recordAndRelay({ type: "ResyncStarted", data: { job, from: host.self, to: host.peer, paths: scope === "all" ? 0 : scope.length, bytes: 0 } });
+    let position = 0;
+    let shipped = { batches: 0, bytes: 0, blocks: 0 };
+    await source.capture.exclusive(async () => {
+      const fetched: ChangeIndex[] = [];
+      for (const [i, s] of scopes.entries()) fetched.push(s === "none" ? new Map() : await fetchManifest(job, i, s));
+      position = source.capture.lastCaptured();
+      await source.queue.dropThrough(position);
+      await host.request({ kind: "mirror-reset", job, from: host.self, position }, MIRROR_BATCH_TIMEOUT_MS);
+      await source.capture.adopt(
+        fetched,
+        scopes.map((s) => (s === "none" ? [] : s)),
+      );
+      await source.capture.scanAll();
+      shipped = { ...source.queue.stats(), blocks: 0 };
+    });
+    const target = position + shipped.batches;
+    if (target > position) await pump(job, source, position + 1, live, target);
+    if (!live()) return target;
+    if (target === position && position > 0) await host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: position } }]);
+    const line = view(job);
+    if (as === "verification") await recordAndRelay({ type: "VerificationCompleted", data: { job, node: host.self, differingBlocks: target - position, shippedBytes: shipped.bytes } });
+    else await recordAndRelay({ type: "ResyncCompleted", data: { job, from: host.self, to: host.peer, shippedBytes: shipped.bytes, ms: host.now() - started } });
+    if (line.current !== null) await host.request({ kind: "mirror-synced", job, from: host.self, generation: line.current, parent: line.ancestors[0] ?? null }, MIRROR_BATCH_TIMEOUT_MS);
+    source.alone = false;
+    await reportQueue(job, source, true);
+    host.log(`job ${job}: ${as} with ${host.peer} done: ${target - position} batches, ${shipped.bytes} bytes shipped`);
+    return target;
+  }
+
+  async function fetchManifest(job: string, index: number, scope: readonly string[] | "all"): Promise<ChangeIndex> {
+    const manifest: ChangeIndex = new Map();
+    for (let page = 0; ; page++) {
+      const answer = (await host.request({ kind: "mirror-manifest", job, index, scope, page }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; entries?: Uint8Array; more?: boolean; message?: string };
+      if (!answer.ok || !answer.entries) throw new Error(`manifest of ${job} from ${host.peer}: ${answer.message ?? "refused"}`);
+      for (const [path, entry] of packr.unpack(answer.entries) as [string, Entry][]) manifest.set(path, entry);
+      if (!answer.more) return manifest;
+    }
+  }
+
+  async function stopSource(job: string, flush: boolean): Promise<void> {
+    const source = sources.get(job);
+    if (!source) return;
+    if (flush && host.connected()) {
+      // A planned hand-over: what the application wrote last reaches the peer before it starts there.
+      await source.capture.flush();
+      const target = source.capture.lastCaptured();
+      const deadline = host.now() + MIRROR_BATCH_TIMEOUT_MS;
+      while (source.streaming && source.queue.stats().batches > 0 && source.queue.numbers()[0]! <= target && host.now() < deadline && host.connected()) {
+        await new Promise<void>((resolve) => host.timers.after(20, resolve));
+      }
+    }
+    source.token++;
+    source.wake?.();
+    await source.capture.stop();
+    sources.delete(job);
+    await reportQueue(job, source, true);
+  }
+
+  // ---------------------------------------------------------------- replica side
+
+  function applierFor(job: string, from: string) {
+    const key = `${job}\u0000${from}`;
+    let applier = appliers.get(key);
+    if (!applier) {
+      applier = createApplier({ job, node: host.self, roots: roots.get(job)!, stateDir: join(jobDir(job), `from-${from}`), report });
+      appliers.set(key, applier);
+    }
+    return applier;
+  }
+
+  async function openApplier(job: string, from: string) {
+    const applier = applierFor(job, from);
+    if (!appliers.has(`${job}\u0000${from}\u0000open`)) {
+      for (const root of roots.get(job)!) await mkdir(root, { recursive: true });
+      await applier.open();
+      appliers.set(`${job}\u0000${from}\u0000open`, applier);
+    }
+    return applier;
+  }
+
+  /** Applies in arrival order, one batch at a time per job. */
+  const serialApply = <T>(job: string, work: () => Promise<T>): Promise<T> => {
+    const next = (applyChains.get(job) ?? Promise.resolve()).then(work, work);
+    applyChains.set(job, next.catch(() => undefined));
+    return next;
+  };
+
+  async function onRequest(body: unknown): Promise<unknown> {
+    let request: MirrorRequest;
+    try {
+      request = parseMirrorRequest(body);
+    } catch (error) {
+      return { ok: false, code: "bad-request", message: (error as Error).message };
+    }
+    const jobRoots = roots.get(request.job);
+    if (!jobRoots) return { ok: false, code: "not-mirrored", message: `job ${request.job} has no mirrored paths on ${host.self}` };
+    const job = host.state().jobs.get(request.job);
+    const runsHere = job?.active === host.self && job.phase !== "out" && job.phase !== "failed";
+    const replicaKinds = ["mirror-hello", "mirror-manifest", "mirror-reset", "mirror-batch", "mirror-synced"];
+    // Two sources for one job would overwrite the data the application is using: refuse.
+    if (replicaKinds.includes(request.kind) && (runsHere || sources.has(request.job)))
+      return { ok: false, code: "job-runs-here", message: `job ${request.job} runs on ${host.self}; it does not take batches` };
+
+    switch (request.kind) {
+      case "mirror-hello": {
+        const applier = await openApplier(request.job, request.from);
+        return { ok: true, summary: summary(request.job), applied: applier.lastApplied() };
+      }
+      case "mirror-manifest": {
+        const root = jobRoots[request.index];
+        if (root === undefined) return { ok: false, code: "bad-request", message: `mirror index ${request.index}: job ${request.job} has ${jobRoots.length}` };
+        const key = JSON.stringify([request.index, request.scope]);
+        let cached = manifests.get(request.job);
+        if (cached === undefined || request.page === 0 || cached.key !== key) {
+          cached = { key, pages: paginate(await readManifest(root, request.scope)) };
+          manifests.set(request.job, cached);
+        }
+        const page = cached.pages[request.page] ?? [];
+        const more = request.page + 1 < cached.pages.length;
+        if (!more) manifests.delete(request.job);
+        return { ok: true, entries: packr.pack(page), more };
+      }
+      case "mirror-reset":
+        return serialApply(request.job, async () => {
+          await (await openApplier(request.job, request.from)).reset(request.position);
+          return { ok: true };
+        });
+      case "mirror-batch":
+        return serialApply(request.job, async () => {
+          const applier = await openApplier(request.job, request.from);
+          try {
+            const batch = decodeBatch(Buffer.from(request.batch));
+            if (batch.job !== request.job) throw new BatchError(`batch of job ${batch.job} sent for job ${request.job}`);
+            await applier.apply(batch);
+            return { ok: true, applied: applier.lastApplied() };
+          } catch (error) {
+            if (error instanceof RefusedBatchError) {
+              host.relay({ type: "OpRefused", data: { job: request.job, node: host.self, batch: error.batch, path: error.path, reason: error.reason } });
+              return { ok: false, code: "refused", message: error.message };
+            }
+            return { ok: false, code: error instanceof BatchError ? "bad-batch" : "apply-failed", message: (error as Error).message };
+          }
+        });
+      case "mirror-synced": {
+        if (view(request.job).current !== request.generation)
+          await host.record([{ type: "GenerationStarted", data: { job: request.job, node: host.self, generation: request.generation, parent: request.parent, reason: "source-selected" } }]);
+        return { ok: true };
+      }
+      case "mirror-verify":
+        return verifyHere(request.job, request.by).then(
+          (r) => ({ ok: true, ...r }),
+          (e: Error) => ({ ok: false, code: (e as ControlError).code ?? "error", message: e.message }),
+        );
+      case "mirror-keep":
+      case "mirror-select":
+        return { ok: false, code: "not-available", message: "source selection is not available in this build yet" };
+    }
+  }
+
+  async function verifyHere(job: string, by: string): Promise<{ seq: number }> {
+    const source = sources.get(job);
+    if (!source) throw new ControlError("job-not-in", 409, `job ${job} does not run on ${host.self}; verification runs where the job runs`);
+    if (!host.connected()) throw new ControlError("peer-not-connected", 503, `job ${job}: the peer is not connected; nothing to verify against`);
+    const [requested] = await host.record([{ type: "VerificationRequested", data: { job, by } }]);
+    source.token++; // ends the running session; the new one verifies first
+    source.wake?.();
+    void runSession(job, true);
+    return { seq: requested!.seq };
+  }
+
+  return {
+    hasMirrors: (job: string) => roots.has(job),
+    roots: (job: string) => roots.get(job) ?? [],
+    /** Before the job's resources start here: capture begins (and the index is taken, if none). */
+    startSource,
+    /** After the job's resources stopped here; `flush` when the peer is about to take over. */
+    stopSource,
+    /** The peer channel came up: every job that runs here opens a session. */
+    onPeerUp(): void {
+      for (const job of sources.keys()) void runSession(job);
+    },
+    onPeerDown(): void {
+      for (const source of sources.values()) {
+        source.token++;
+        source.wake?.();
+      }
+    },
+    onRequest,
+    async verify(job: string, by: string): Promise<{ seq: number }> {
+      if (!roots.has(job)) throw new ControlError("not-mirrored", 409, `job ${job} has no mirrored paths`);
+      if (sources.has(job)) return verifyHere(job, by);
+      if (!host.connected()) throw new ControlError("peer-not-connected", 503, `job ${job} does not run here and the peer is not connected`);
+      const answer = (await host.request({ kind: "mirror-verify", job, by }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; seq?: number; code?: string; message?: string };
+      if (!answer.ok) throw new ControlError(answer.code ?? "error", 409, answer.message ?? "the peer refused");
+      const [requested] = await host.record([{ type: "VerificationRequested", data: { job, by } }]);
+      return { seq: requested!.seq };
+    },
+    decideSourceSelection,
+    async close(): Promise<void> {
+      for (const job of [...sources.keys()]) await stopSource(job, false);
+    },
+  };
+}
+
+export type Mirrors = ReturnType<typeof createMirrors>;
+
+/** The part of a lineage scope that lies under mirror root `index`, relative to it. */
+function scopeFor(scope: Paths, index: number): readonly string[] | "all" | "none" {
+  if (scope === "all") return "all";
+  const prefix = `${index}/`;
+  const paths = scope.filter((p) => p.startsWith(prefix)).map((p) => p.slice(prefix.length)).filter((p) => p.length > 0);
+  return paths.length === 0 ? "none" : paths;
+}
+
+function paginate(manifest: ChangeIndex): [string, Entry][][] {
+  const pages: [string, Entry][][] = [[]];
+  let size = 0;
+  for (const item of manifest) {
+    const [path, entry] = item;
+    const cost = path.length + 32 + (entry.kind === "file" ? entry.blocks.length * 66 : 0);
+    if (size + cost > MANIFEST_PAGE_BYTES && pages.at(-1)!.length > 0) {
+      pages.push([]);
+      size = 0;
+    }
+    pages.at(-1)!.push(item);
+    size += cost;
+  }
+  return pages;
+}

@@ -1,0 +1,74 @@
+import { createHash } from "node:crypto";
+import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { startMirrorPair, until } from "./mirror-pair.ts";
+
+/** Every entry under `dir` with its kind, mode and content hash (or link target). */
+async function tree(dir: string, prefix = ""): Promise<string[]> {
+  const out: string[] = [];
+  for (const name of (await readdir(dir).catch(() => [] as string[])).sort()) {
+    const path = join(dir, name);
+    const info = await lstat(path);
+    if (info.isSymbolicLink()) out.push(`${prefix}${name} -> ${await readlink(path)}`);
+    else if (info.isDirectory()) out.push(`${prefix}${name}/ ${(info.mode & 0o7777).toString(8)}`, ...(await tree(path, `${prefix}${name}/`)));
+    else out.push(`${prefix}${name} ${(info.mode & 0o7777).toString(8)} ${createHash("sha256").update(await readFile(path)).digest("hex").slice(0, 16)}`);
+  }
+  return out;
+}
+
+let pair: Awaited<ReturnType<typeof startMirrorPair>> | null = null;
+afterEach(async () => {
+  await pair?.close();
+  pair = null;
+});
+
+const same = async (p: NonNullable<typeof pair>) => {
+  const [a, b] = [await tree(p.data("a")), await tree(p.data("b"))];
+  return JSON.stringify(a) === JSON.stringify(b) ? a : null;
+};
+
+describe("mirroring a job's data between two agents", () => {
+  it("brought in on a: existing and new data reach b, the link turns green, and a switchover carries the last writes", async () => {
+    const p = (pair = await startMirrorPair("mirror-basic", 27420));
+    await mkdir(p.data("a"), { recursive: true });
+    await writeFile(join(p.data("a"), "before.txt"), "written before the job was brought in");
+    await p.start("a");
+    await p.start("b");
+    await until("peers connected", 10_000, () => p.agent("a").journal.state().membership.peerStatus === "connected" && p.agent("b").journal.state().membership.peerStatus === "connected");
+    await p.agent("a").journal.state(); // (state only)
+    const api = p.agent("a");
+    const res = await fetch(`${api.apiUrl}/v1/health`);
+    expect(res.ok).toBe(true);
+
+    // bring in on a through the control path the CLI uses
+    const { localClient } = await import("../../src/cli/client.ts");
+    const client = await localClient({ url: api.apiUrl, dataDir: join(p.dir, "a") });
+    await client.post("/v1/jobs/data/bring-in", { on: "a" });
+    await until("verification done and green on a", 15_000, () => p.job("a").replication.colour === "green");
+    expect(await tree(p.data("b"))).toEqual(await tree(p.data("a")));
+
+    // realtime: creates, writes, renames, symlinks, deletes
+    await mkdir(join(p.data("a"), "docs/deep"), { recursive: true });
+    await writeFile(join(p.data("a"), "docs/deep/report.bin"), Buffer.alloc(300_000, 7));
+    await symlink("deep/report.bin", join(p.data("a"), "docs/latest"));
+    await rename(join(p.data("a"), "before.txt"), join(p.data("a"), "docs/before.txt"));
+    await until("the change reaching b", 10_000, () => same(p));
+    await rm(join(p.data("a"), "docs/deep"), { recursive: true });
+    await until("the removal reaching b", 10_000, () => same(p));
+
+    // b's journal knows the link's state too, so the gate can be asked on either node
+    await until("queue empty on a", 10_000, () => p.switchoverGate("a", "b").allowed);
+    await until("b knows verification is done", 10_000, () => p.agent("b").journal.state().replication.get("data")?.verification.state === "done");
+
+    // the last write before a switchover is on b before the job starts there
+    await writeFile(join(p.data("a"), "last-word.txt"), "written just before the switchover");
+    await client.post("/v1/jobs/data/switchover", { to: "b" });
+    await until("the job running on b", 15_000, () => p.job("b").active === "b" && p.job("b").phase === "in");
+    expect(await readFile(join(p.data("b"), "last-word.txt"), "utf8")).toBe("written just before the switchover");
+
+    // and now b is the source: its writes reach a
+    await writeFile(join(p.data("b"), "from-b.txt"), "b writes now");
+    await until("b's write reaching a", 15_000, () => same(p));
+  }, 60_000);
+});
