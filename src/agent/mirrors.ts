@@ -267,17 +267,23 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
         fetched,
         scopes.map((s) => (s === "none" ? [] : s)),
       );
+      const counted = source.capture.shipped();
       await source.capture.scanAll();
-      shipped = { ...source.queue.stats(), blocks: 0 };
+      const after = source.capture.shipped();
+      shipped = { ...source.queue.stats(), blocks: after.blocks - counted.blocks };
     });
     const target = position + shipped.batches;
     if (target > position) await pump(job, source, position + 1, live, target);
     if (!live()) return target;
     if (target === position && position > 0) await host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: position } }]);
+    // The replica takes this node's generation before the link may turn green.
     const line = view(job);
-    if (as === "verification") await recordAndRelay({ type: "VerificationCompleted", data: { job, node: host.self, differingBlocks: target - position, shippedBytes: shipped.bytes } });
+    if (line.current !== null) {
+      const answer = (await host.request({ kind: "mirror-synced", job, from: host.self, generation: line.current, parent: line.ancestors[0] ?? null }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; message?: string };
+      if (!answer.ok) throw new Error(`${host.peer} did not take generation ${line.current}: ${answer.message}`);
+    }
+    if (as === "verification") await recordAndRelay({ type: "VerificationCompleted", data: { job, node: host.self, differingBlocks: shipped.blocks, shippedBytes: shipped.bytes } });
     else await recordAndRelay({ type: "ResyncCompleted", data: { job, from: host.self, to: host.peer, shippedBytes: shipped.bytes, ms: host.now() - started } });
-    if (line.current !== null) await host.request({ kind: "mirror-synced", job, from: host.self, generation: line.current, parent: line.ancestors[0] ?? null }, MIRROR_BATCH_TIMEOUT_MS);
     source.alone = false;
     await reportQueue(job, source, true);
     host.log(`job ${job}: ${as} with ${host.peer} done: ${target - position} batches, ${shipped.bytes} bytes shipped`);

@@ -20,7 +20,8 @@ const chain = (s: LineageSummary) => (s.current === null ? [] : [s.current, ...s
 
 /**
  * What `side` may hold that a node still at `common` lacks: its writes in every generation after
- * `common`, and in `common` itself, since batches of it may not have reached the other side.
+ * `common`, and in `common` itself, since batches of it may not have reached the other side (the
+ * projection forgets a generation's paths once all of them were acknowledged).
  * Overflow anywhere, or no common generation, means every path.
  */
 function writtenSince(side: LineageSummary, common: string | null): Paths {

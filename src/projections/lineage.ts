@@ -94,13 +94,25 @@ function onto(view: LineageView, generation: string): LineageView {
 const settleQueue = (view: LineageView): LineageView =>
   view.lastCaptured === null ? view : { ...view, lastAcked: Math.max(view.lastAcked ?? 0, view.lastCaptured) };
 
+/**
+ * Leaving a generation with nothing of it outstanding (every batch this node captured in it was
+ * acknowledged): the peer holds all of its writes, so they can no longer differ and a later
+ * resync need not read them.
+ */
+function leave(view: LineageView): LineageView {
+  if (view.current === null || (view.lastCaptured !== null && (view.lastAcked ?? 0) < view.lastCaptured)) return view;
+  const written = view.writtenSince.get(view.current);
+  if (!written || written.overflow || written.paths.size === 0) return view;
+  return { ...view, writtenSince: new Map(view.writtenSince).set(view.current, { paths: new Set(), overflow: false }) };
+}
+
 export function evolveLineage(state: LineageState, event: Recorded): LineageState {
   switch (event.type) {
     case "GenerationStarted": {
       const d = event.data;
       const view = state.get(d.job)?.get(d.node) ?? emptyView(d.job, d.node);
       const parentLine = d.parent === null ? [] : lineOf(state, view, d.parent);
-      const moved = enter(view, d.generation, parentLine);
+      const moved = enter(leave(view), d.generation, parentLine);
       if (d.reason === "restored") return withView(state, settleQueue(addPaths(moved, d.generation, [], true)));
       if (d.reason === "source-selected") return withView(state, settleQueue(moved));
       return moved === view ? state : withView(state, moved);

@@ -51,6 +51,8 @@ export function createCapture(options: CaptureOptions) {
   let rescan: TimerHandle | null = null;
   const subscriptions: { unsubscribe(): Promise<void> }[] = [];
   let stopped = false;
+  /** Changed blocks captured so far: a verification reports how many differed. */
+  let blocksShipped = 0;
 
   /** Runs `work` after every scan queued before it: scans, resyncs and hand-overs never overlap. */
   const exclusive = <T>(work: () => Promise<T>): Promise<T> => {
@@ -69,6 +71,7 @@ export function createCapture(options: CaptureOptions) {
         generation ??= await options.generation();
         const batch = makeBatch(options.job, generation, last + 1, inMirror(b.ops, i), b.data);
         const bytes = await queue.put(batch);
+        for (const op of batch.ops) if (op.op === "write") blocksShipped += op.blocks.length;
         last = batch.batch;
         await options.report([{ type: "BatchCaptured", data: { job: options.job, node: options.node, batch: batch.batch, generation, ops: batch.ops, bytes, sha256: batch.sha256 } }]);
         options.onQueued();
@@ -102,6 +105,7 @@ export function createCapture(options: CaptureOptions) {
 
   return {
     lastCaptured: () => last,
+    shipped: () => ({ blocks: blocksShipped }),
     exclusive,
 
     /**

@@ -140,7 +140,8 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
     if (read === null) continue; // gone since the walk: the next scan removes it
     bytesRead += read.size;
     next.set(path, { kind: "file", mode, size: read.size, mtimeNs, ino: info.ino, blocks: read.blocks });
-    await out.pushWrite(path, read.size, read.changed);
+    // Re-read (racy, or touched) but no block and not the size changed: nothing to ship.
+    if (read.changed.length > 0 || was?.kind !== "file" || was.size !== read.size) await out.pushWrite(path, read.size, read.changed);
     if (was?.kind !== "file" || was.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
   }
 

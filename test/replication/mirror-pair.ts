@@ -8,6 +8,7 @@ import { loadConfig } from "../../src/config/load.ts";
 import { readClusterKey } from "../../src/config/secrets.ts";
 import { decideSwitchover } from "../../src/policy/switchover.ts";
 import { jobView } from "../../src/api/views.ts";
+import type { Recorded } from "../../src/events/catalogue.ts";
 
 /**
  * Two real agents in this process on loopback (127.0.0.x, ports from `base`), one job "data"
@@ -49,6 +50,15 @@ export async function startMirrorPair(name: string, base: number, options: { pol
     start,
     agent,
     job: (node: "a" | "b") => jobView(agent(node).journal.state(), agent(node).journal.state().jobs.get("data")!),
+    client: async (node: "a" | "b") => {
+      const { localClient } = await import("../../src/cli/client.ts");
+      return localClient({ url: agent(node).apiUrl, dataDir: join(dir, node) });
+    },
+    async events(node: "a" | "b") {
+      const out: Recorded[] = [];
+      for await (const r of agent(node).journal.read()) out.push(r);
+      return out;
+    },
     switchoverGate: (node: "a" | "b", to: string) => decideSwitchover(agent(node).journal.state(), "data", to, Date.now()),
     async stop(node: "a" | "b") {
       await agents.get(node)?.stop();

@@ -71,4 +71,34 @@ describe("mirroring a job's data between two agents", () => {
     await writeFile(join(p.data("b"), "from-b.txt"), "b writes now");
     await until("b's write reaching a", 15_000, () => same(p));
   }, 60_000);
+
+  it("a standby that was away gets only the paths written meanwhile, as lineage names them", async () => {
+    const p = (pair = await startMirrorPair("mirror-away", 27430));
+    await mkdir(p.data("a"), { recursive: true });
+    for (let i = 0; i < 20; i++) await writeFile(join(p.data("a"), `file-${i}.bin`), Buffer.alloc(100_000, i));
+    await p.start("a");
+    await p.start("b");
+    await until("peers connected", 10_000, () => p.agent("a").journal.state().membership.peerStatus === "connected");
+    const client = await p.client("a");
+    await client.post("/v1/jobs/data/bring-in", { on: "a" });
+    await until("green", 15_000, () => p.job("a").replication.colour === "green" && p.switchoverGate("a", "b").allowed);
+
+    await p.stop("b");
+    await until("a alone", 10_000, () => p.agent("a").journal.state().membership.peerStatus !== "connected");
+    await writeFile(join(p.data("a"), "file-3.bin"), Buffer.alloc(100_000, 99));
+    await writeFile(join(p.data("a"), "new.txt"), "written while b was away");
+    await until("captured while alone", 10_000, () => (p.agent("a").journal.state().replication.get("data")?.queue.batches ?? 0) > 0);
+    const lineage = p.agent("a").journal.state().lineage.get("data")?.get("a");
+    expect(lineage?.ancestors.length).toBeGreaterThanOrEqual(1); // a new generation: a wrote without its peer
+
+    await p.start("b");
+    await until("b level again", 15_000, () => same(p));
+    await until("green again", 15_000, () => p.job("a").replication.colour === "green");
+    const events = await p.events("a");
+    const resync = events.filter((e) => e.type === "ResyncStarted").at(-1);
+    expect(resync?.data).toMatchObject({ from: "a", to: "b", paths: 2 });
+    const completed = events.filter((e) => e.type === "ResyncCompleted").at(-1);
+    // Two changed files, not twenty: about 100 KB of blocks, not 2 MB.
+    expect((completed?.data as { shippedBytes: number }).shippedBytes).toBeLessThan(400_000);
+  }, 60_000);
 });
