@@ -266,9 +266,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       switchover: (job, by, to) => jobs.switchover(job, by, to),
       deleteJob: (job, by) => jobs.deleteJob(job, by),
       verify: (job, by) => mirrors.verify(job, by),
-      selectSource: async () => {
-        throw new ControlError("not-available", 409, "source selection needs the replication engine, which this build does not run yet");
-      },
+      selectSource: (job, from, by, force) => mirrors.selectSource(job, from, by, force),
       clearConfig: async () => {
         throw new ControlError("not-available", 409, "run `duet config clear` on the host with the agent stopped");
       },

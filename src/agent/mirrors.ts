@@ -5,7 +5,7 @@ import { Packr } from "msgpackr";
 import type { DuetEvent, Recorded } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { lineageSummary, lineageView, parseLineageSummary, type LineageSummary } from "../projections/lineage.ts";
-import { compareLineage, decideSourceSelection, type Paths } from "../policy/lineage.ts";
+import { compareLineage, decideSourceSelection, resyncPaths, type Paths } from "../policy/lineage.ts";
 import { ControlError } from "../api/ports.ts";
 import type { Timers } from "../world/clock.ts";
 import { createApplier, RefusedBatchError } from "../replication/apply.ts";
@@ -56,6 +56,8 @@ interface Source {
   lastQueueReport: number;
   /** A session is streaming batches to the replica (not gray, not broken). */
   streaming: boolean;
+  /** Started only to resync a selected source while the job runs nowhere: stops after the sync. */
+  temporary: boolean;
 }
 
 /**
@@ -64,7 +66,12 @@ interface Source {
  * jobs that run on the peer. Every fact goes to the journal; lineage and the replication
  * projection decide what the link's colour is.
  */
-export function createMirrors(host: MirrorHost, jobs: readonly { name: string; paths: readonly string[] }[]) {
+export interface MirrorOptions {
+  /** Keeps a snapshot of a job's roots (the losing side before a source selection); returns its name. */
+  keep?: (job: string, roots: readonly string[], at: { generation: string | null; batch: number }) => Promise<string>;
+}
+
+export function createMirrors(host: MirrorHost, jobs: readonly { name: string; paths: readonly string[] }[], options: MirrorOptions = {}) {
   const roots = new Map(jobs.filter((j) => j.paths.length > 0).map((j) => [j.name, mirrorRoots(j.paths, host.self)]));
   const sources = new Map<string, Source>();
   const appliers = new Map<string, ReturnType<typeof createApplier>>();
@@ -91,14 +98,19 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
 
   // ---------------------------------------------------------------- source side
 
-  async function startSource(job: string): Promise<void> {
+  async function startSource(job: string, temporary = false, mode: "normal" | "selected" = "normal"): Promise<void> {
     const jobRoots = roots.get(job);
-    if (!jobRoots || sources.has(job)) return;
+    if (!jobRoots) return;
+    const running = sources.get(job);
+    if (running) {
+      running.temporary &&= temporary; // the job starting here keeps a temporary source running
+      return;
+    }
     for (const root of jobRoots) await mkdir(root, { recursive: true });
     const queue = createBatchQueue(join(jobDir(job), "queue"));
     await queue.open();
     const replication = host.state().replication.get(job);
-    const source: Source = { capture: undefined as unknown as Capture, queue, token: 0, wake: null, alone: false, lastQueueReport: 0, streaming: false };
+    const source: Source = { capture: undefined as unknown as Capture, queue, token: 0, wake: null, alone: false, lastQueueReport: 0, streaming: false, temporary };
     // This node becomes the writer: a first bring-in starts the job's data history here.
     if (view(job).current === null) await newGeneration(job, "initial");
     source.capture = createCapture({
@@ -130,7 +142,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
     await source.capture.open();
     sources.set(job, source);
     await source.capture.start();
-    void runSession(job);
+    void runSession(job, mode);
   }
 
   async function reportQueue(job: string, source: Source, force: boolean): Promise<void> {
@@ -146,7 +158,8 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
    * resync the paths lineage names, or verify everything), then stream batches as they are
    * captured. Ends when the channel drops or the source stops; the next connect starts another.
    */
-  async function runSession(job: string, forceVerify = false): Promise<void> {
+  async function runSession(job: string, mode: "normal" | "verify" | "selected" = "normal"): Promise<void> {
+    const forceVerify = mode === "verify";
     const source = sources.get(job);
     if (!source || !host.connected()) return;
     const token = ++source.token;
@@ -158,7 +171,11 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
       const verdict = compareLineage(summary(job), peerSummary);
       const verified = host.state().replication.get(job)?.verification.state === "done";
       let plan: { kind: "resume"; next: number } | { kind: "sync"; scope: Paths; as: "verification" | "resync" } | { kind: "gray"; why: string };
-      if (verdict.kind === "in-sync") {
+      if (mode === "selected") {
+        // An operator chose this side: everything either side wrote since they parted goes this way.
+        const scope = resyncPaths(verdict);
+        plan = scope === "all" || verdict.kind === "in-sync" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope, as: "resync" };
+      } else if (verdict.kind === "in-sync") {
         const next = hello.applied + 1;
         const complete = Array.from({ length: Math.max(0, source.capture.lastCaptured() - hello.applied) }, (_, i) => next + i).every((n) => source.queue.has(n));
         plan = verified && complete && !forceVerify ? { kind: "resume", next } : { kind: "sync", scope: "all", as: "verification" };
@@ -185,6 +202,10 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
         return;
       }
       const synced = await sync(job, source, plan.scope, plan.as, live);
+      if (source.temporary) {
+        await stopSource(job, false);
+        return;
+      }
       if (live()) await pump(job, source, synced + 1, live);
     } catch (error) {
       if (live()) host.log(`job ${job}: mirror session ended: ${(error as Error).message}`);
@@ -359,7 +380,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
     if (!jobRoots) return { ok: false, code: "not-mirrored", message: `job ${request.job} has no mirrored paths on ${host.self}` };
     const job = host.state().jobs.get(request.job);
     const runsHere = job?.active === host.self && job.phase !== "out" && job.phase !== "failed";
-    const replicaKinds = ["mirror-hello", "mirror-manifest", "mirror-reset", "mirror-batch", "mirror-synced"];
+    const replicaKinds = ["mirror-hello", "mirror-manifest", "mirror-reset", "mirror-batch", "mirror-synced", "mirror-keep"];
     // Two sources for one job would overwrite the data the application is using: refuse.
     if (replicaKinds.includes(request.kind) && (runsHere || sources.has(request.job)))
       return { ok: false, code: "job-runs-here", message: `job ${request.job} runs on ${host.self}; it does not take batches` };
@@ -414,10 +435,71 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
           (r) => ({ ok: true, ...r }),
           (e: Error) => ({ ok: false, code: (e as ControlError).code ?? "error", message: e.message }),
         );
+      case "mirror-summary":
+        return { ok: true, summary: summary(request.job) };
       case "mirror-keep":
-      case "mirror-select":
-        return { ok: false, code: "not-available", message: "source selection is not available in this build yet" };
+        return keepHere(request.job).then(
+          (snapshot) => ({ ok: true, snapshot }),
+          (e: Error) => ({ ok: false, code: "snapshot-failed", message: e.message }),
+        );
+      case "mirror-select": {
+        const { job, from, by, force, keptSnapshot, losingPaths } = request;
+        await host.record([{ type: "SourceSelected", data: { job, from, by, force, keptSnapshot, losingPaths } }]);
+        if (from === host.self) await becomeSelectedSource(job);
+        return { ok: true };
+      }
     }
+  }
+
+  /** The losing side's data, kept before anything of it is overwritten (at a batch boundary). */
+  function keepHere(job: string): Promise<string | null> {
+    return serialApply(job, async () => {
+      if (!options.keep) throw new Error(`node ${host.self} cannot take snapshots`);
+      return options.keep(job, roots.get(job)!, { generation: view(job).current, batch: view(job).lastApplied?.batch ?? 0 });
+    });
+  }
+
+  async function becomeSelectedSource(job: string): Promise<void> {
+    const running = sources.get(job);
+    if (running) {
+      running.token++;
+      running.wake?.();
+      void runSession(job, "selected");
+    } else {
+      await startSource(job, true, "selected");
+    }
+  }
+
+  /**
+   * `duet source select JOB --from NODE`: lineage says what the other side loses; choosing the
+   * older side needs force; the loser's data is kept in a snapshot first; both journals record who
+   * chose; then the chosen side resyncs the other.
+   */
+  async function selectSource(job: string, from: string, by: string, force: boolean): Promise<{ seq: number }> {
+    if (!roots.has(job)) throw new ControlError("not-mirrored", 409, `job ${job} has no mirrored paths`);
+    if (from !== host.self && from !== host.peer) throw new ControlError("bad-request", 400, `from: expected ${host.self} or ${host.peer}, got "${from}"`);
+    if (!host.connected()) throw new ControlError("peer-not-connected", 503, `job ${job}: the peer is not connected; a source can be selected only with both nodes up`);
+    const answer = (await host.request({ kind: "mirror-summary", job }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; summary?: unknown; message?: string };
+    if (!answer.ok) throw new ControlError("peer-refused", 409, answer.message ?? "the peer refused");
+    const decision = decideSourceSelection(summary(job), parseLineageSummary(answer.summary), from, force);
+    const lost = decision.losing.paths === "all" ? "all of its data" : `${decision.losing.paths.length} path(s)${decision.losing.paths.length > 0 ? `: ${decision.losing.paths.slice(0, 10).join(", ")}${decision.losing.paths.length > 10 ? ", ..." : ""}` : ""}`;
+    if (!decision.allowed) throw new ControlError(decision.code, 409, `source ${from} for ${job} refused (${decision.code}): ${decision.losing.node} would lose ${lost}; add --force to accept that`, decision.reasons);
+    const state = host.state().jobs.get(job);
+    if (state?.active === decision.losing.node && state.phase !== "out")
+      throw new ControlError("job-runs-on-losing-side", 409, `job ${job} runs on ${decision.losing.node}, whose data would be overwritten; bring it out first (or select ${decision.losing.node} as the source)`);
+    const kept =
+      decision.losing.node === host.self
+        ? await keepHere(job)
+        : ((await host.request({ kind: "mirror-keep", job, by }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; snapshot?: string | null; message?: string });
+    const keptSnapshot = typeof kept === "object" && kept !== null ? (kept.ok ? (kept.snapshot ?? null) : null) : kept;
+    if (typeof kept === "object" && kept !== null && !kept.ok) throw new ControlError("snapshot-failed", 409, `${decision.losing.node} could not keep its data before the resync: ${kept.message}; nothing was changed`);
+    const losingPaths = decision.losing.paths === "all" ? 0 : decision.losing.paths.length;
+    const [recorded] = await host.record([{ type: "SourceSelected", data: { job, from, by, force, keptSnapshot, losingPaths } }]);
+    host.log(`job ${job}: ${by} selected ${from} as the source; ${decision.losing.node} loses ${lost}${keptSnapshot ? ` (kept in snapshot ${keptSnapshot})` : ""}`);
+    const told = (await host.request({ kind: "mirror-select", job, from, by, force, keptSnapshot, losingPaths }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; message?: string };
+    if (!told.ok) throw new ControlError("peer-refused", 409, `${host.peer} did not take the selection: ${told.message}`);
+    if (from === host.self) await becomeSelectedSource(job);
+    return { seq: recorded!.seq };
   }
 
   async function verifyHere(job: string, by: string): Promise<{ seq: number }> {
@@ -427,7 +509,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
     const [requested] = await host.record([{ type: "VerificationRequested", data: { job, by } }]);
     source.token++; // ends the running session; the new one verifies first
     source.wake?.();
-    void runSession(job, true);
+    void runSession(job, "verify");
     return { seq: requested!.seq };
   }
 
@@ -458,7 +540,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
       const [requested] = await host.record([{ type: "VerificationRequested", data: { job, by } }]);
       return { seq: requested!.seq };
     },
-    decideSourceSelection,
+    selectSource,
     async close(): Promise<void> {
       for (const job of [...sources.keys()]) await stopSource(job, false);
     },

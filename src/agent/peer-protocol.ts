@@ -70,6 +70,8 @@ export const mirrorRequest = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("mirror-batch"), job: jobId, from: nodeId, batch: z.custom<Uint8Array>((v) => v instanceof Uint8Array, "expected the encoded batch as bytes") }),
   /** A resync or verification completed: the replica now holds the source's generation. */
   z.strictObject({ kind: z.literal("mirror-synced"), job: jobId, from: nodeId, generation: z.string(), parent: z.string().nullable() }),
+  /** The node's lineage for the job, without opening a session (source selection compares both sides). */
+  z.strictObject({ kind: z.literal("mirror-summary"), job: jobId }),
   /** Operator requests that the other node performs (it runs the job, or it is the chosen source). */
   z.strictObject({ kind: z.literal("mirror-verify"), job: jobId, by: user }),
   z.strictObject({ kind: z.literal("mirror-keep"), job: jobId, by: user }),
