@@ -21,6 +21,8 @@ export const MIRROR_WINDOW = 4;
 export const MIRROR_BATCH_TIMEOUT_MS = 60_000;
 /** A manifest page holds about this many bytes of entries: it travels in one peer-channel frame. */
 export const MANIFEST_PAGE_BYTES = 4 * 1024 * 1024;
+/** Verification and resync progress is journaled at most this often. */
+export const PROGRESS_REPORT_MS = 500;
 /** Queue depth is journaled at most this often. */
 export const QUEUE_REPORT_MS = 1000;
 
@@ -91,7 +93,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
 
   async function newGeneration(job: string, reason: "initial" | "wrote-without-peer"): Promise<string> {
     const generation = randomBytes(8).toString("hex");
-    await host.record([{ type: "GenerationStarted", data: { job, node: host.self, generation, parent: view(job).current, reason } }]);
+    await recordAndRelay({ type: "GenerationStarted", data: { job, node: host.self, generation, parent: view(job).current, reason } });
     host.log(`job ${job}: data generation ${generation} started (${reason})`);
     return generation;
   }
@@ -213,7 +215,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
   }
 
   /** Ships queued batches from `next` on, MIRROR_WINDOW at a time, journaling each acknowledgement in order. */
-  async function pump(job: string, source: Source, next: number, live: () => boolean, until?: number): Promise<void> {
+  async function pump(job: string, source: Source, next: number, live: () => boolean, until?: number, onAcked?: (bytes: number) => Promise<void>): Promise<void> {
     const inFlight: Promise<void>[] = [];
     let acked = next - 1;
     source.streaming = true;
@@ -252,6 +254,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
           if (!answer.ok) throw new Error(`${host.peer} refused batch ${n}: ${answer.message ?? answer.code}`);
           acked = n;
           await host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: n } }]);
+          await onAcked?.(bytes.length);
           await source.queue.dropThrough(n);
           if (source.queue.stats().batches === 0 || host.now() - source.lastQueueReport >= QUEUE_REPORT_MS) await reportQueue(job, source, true);
           if (source.queue.stats().bytes === 0) source.capture.resume();
@@ -294,7 +297,15 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
       shipped = { ...source.queue.stats(), blocks: after.blocks - counted.blocks };
     });
     const target = position + shipped.batches;
-    if (target > position) await pump(job, source, position + 1, live, target);
+    let done = 0;
+    let reported = 0;
+    const progress = async (bytes: number) => {
+      done += bytes;
+      if (host.now() - reported < PROGRESS_REPORT_MS && done < shipped.bytes) return;
+      reported = host.now();
+      await host.record([{ type: "VerificationProgress", data: { job, node: host.self, doneBytes: done, totalBytes: shipped.bytes, differingBlocks: shipped.blocks } }]);
+    };
+    if (target > position) await pump(job, source, position + 1, live, target, progress);
     if (!live()) return target;
     if (target === position && position > 0) await host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: position } }]);
     // The replica takes this node's generation before the link may turn green.
@@ -427,7 +438,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
         });
       case "mirror-synced": {
         if (view(request.job).current !== request.generation)
-          await host.record([{ type: "GenerationStarted", data: { job: request.job, node: host.self, generation: request.generation, parent: request.parent, reason: "source-selected" } }]);
+          await recordAndRelay({ type: "GenerationStarted", data: { job: request.job, node: host.self, generation: request.generation, parent: request.parent, reason: "source-selected" } });
         return { ok: true };
       }
       case "mirror-verify":

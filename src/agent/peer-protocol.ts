@@ -42,6 +42,8 @@ export const RELAYED_FACTS = [
   "ResyncCompleted",
   "DivergenceDetected",
   "OpRefused",
+  // Each journal knows both sides' generations: replay and status can say which side is newer.
+  "GenerationStarted",
 ] as const;
 export const relayedFact = z.strictObject({ type: z.enum(RELAYED_FACTS), data: z.unknown() });
 

@@ -2,6 +2,8 @@ import type { ClusterState } from "../projections/cluster.ts";
 import type { JobView } from "../projections/jobs.ts";
 import { linksState } from "../projections/membership.ts";
 import { mirrorColour } from "../projections/replication.ts";
+import { lineageSummary, lineageView } from "../projections/lineage.ts";
+import { compareLineage } from "../policy/lineage.ts";
 
 /** The folded state as plain JSON: Maps become arrays, names stay values. */
 export function clusterView(state: ClusterState) {
@@ -43,8 +45,26 @@ export function jobView(state: ClusterState, job: JobView) {
       lastCaptured: replica?.lastCaptured ?? null,
       lastApplied: replica?.lastApplied ?? null,
       lastAcked: replica?.lastAcked ?? null,
+      resync: replica?.resync ?? null,
+      diverged: replica?.diverged ?? null,
+      refused: replica?.refused ?? null,
     },
+    lineage: job.mirrors.length === 0 ? null : lineageOf(state, job),
     lastDecision: job.lastDecision,
     lastError: job.lastError,
   };
+}
+
+/**
+ * Both sides' data generations as this node's journal knows them (the peer's are relayed), and
+ * which side lineage calls newer. A hint for operators: the mirror session compares full summaries.
+ */
+function lineageOf(state: ClusterState, job: JobView) {
+  const peer = job.nodes.find((n) => n !== state.self) ?? null;
+  const mine = lineageView(state.lineage, job.name, state.self);
+  const theirs = peer === null ? null : lineageView(state.lineage, job.name, peer);
+  const verdict = theirs === null ? null : compareLineage(lineageSummary(mine), lineageSummary(theirs));
+  const newer = verdict === null ? null : verdict.kind === "source" ? verdict.from : verdict.kind === "in-sync" ? "equal" : verdict.kind;
+  const side = (v: typeof mine) => ({ node: v.node, generation: v.current, ancestors: v.ancestors.slice(0, 5) });
+  return { local: side(mine), peer: theirs === null ? null : side(theirs), newer };
 }

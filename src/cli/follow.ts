@@ -52,7 +52,14 @@ export async function followEvents(client: ApiClient, from: number | null, json:
 }
 
 /** Waits for the fact that ends an operation the CLI requested (the journal tells; nothing is guessed). */
-export async function waitForOutcome(client: ApiClient, job: string, seq: number, action: string, timeoutMs: number): Promise<{ ok: boolean; text: string; seq?: number }> {
+export async function waitForOutcome(
+  client: ApiClient,
+  job: string,
+  seq: number,
+  action: string,
+  timeoutMs: number,
+  onProgress?: (done: number, total: number) => void,
+): Promise<{ ok: boolean; text: string; seq?: number }> {
   let outcome: { ok: boolean; text: string; seq?: number } | null = null;
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), timeoutMs);
@@ -69,6 +76,11 @@ export async function waitForOutcome(client: ApiClient, job: string, seq: number
         if (action === "bring-in" || action === "switchover") return e.type === "JobBroughtIn" && done(true);
         if (action === "bring-out") return e.type === "JobBroughtOut" && done(true);
         if (action === "delete") return e.type === "JobDeleted" && done(true);
+        if (action === "verify" || action === "source") {
+          if (e.type === "VerificationProgress") onProgress?.(e.data.doneBytes, e.data.totalBytes);
+          if (e.type === "DivergenceDetected" || e.type === "OpRefused") return done(false);
+          return (e.type === "VerificationCompleted" || e.type === "ResyncCompleted") && done(true);
+        }
         return false;
       },
       abort.signal,

@@ -9,6 +9,7 @@ import { runDemo } from "./demo.ts";
 import { clearConfig, gatherinfo } from "./maintenance.ts";
 import { renderStatus } from "./status.ts";
 import { followEvents, waitForOutcome } from "./follow.ts";
+import { progressBar } from "./progress.ts";
 
 const program = new Command("duet")
   .description("High availability for a pair of Linux hosts with no shared storage.")
@@ -59,14 +60,15 @@ program
   });
 
 const job = program.command("job").description("operate a job");
-const jobAction = (name: string, description: string, act: (client: ApiClient, job: string, o: Record<string, string | boolean | undefined>) => Promise<{ seq: number }>, extra?: (c: Command) => Command) => {
-  let command = job.command(`${name} <job>`).description(description).addOption(configOption()).addOption(nodeOption()).option("--json", "machine-readable output").option("--no-wait", "return once the request is journaled").option("--timeout <ms>", "how long to wait for the outcome", "120000");
+const jobAction = (name: string, description: string, act: (client: ApiClient, job: string, o: Record<string, string | boolean | undefined>) => Promise<{ seq: number }>, extra?: (c: Command) => Command, parent = job, outcomeOf = name) => {
+  let command = parent.command(`${name} <job>`).description(description).addOption(configOption()).addOption(nodeOption()).option("--json", "machine-readable output").option("--no-wait", "return once the request is journaled").option("--timeout <ms>", "how long to wait for the outcome", "120000");
   if (extra) command = extra(command);
   command.action(async (jobName: string, o: Record<string, string | boolean | undefined>) => {
     const client = await localAgent(o as { config: string; node?: string });
     const { seq } = await act(client, jobName, o);
     if (o.wait === false) return print(!!o.json, { seq }, `requested (journal seq ${seq})`);
-    const outcome = await waitForOutcome(client, jobName, seq, name, Number(o.timeout));
+    const bar = o.json ? null : progressBar(name);
+    const outcome = await waitForOutcome(client, jobName, seq, outcomeOf, Number(o.timeout), bar?.update).finally(() => bar?.stop());
     print(!!o.json, { seq, outcome }, outcome.text);
     if (!outcome.ok) process.exitCode = exitCodes.failed;
   });
@@ -75,6 +77,16 @@ jobAction("bring-in", "start the job on a node (default: its first node)", (c, j
 jobAction("bring-out", "stop the job; it is then unmanaged", (c, j) => c.post(`/v1/jobs/${encodeURIComponent(j)}/bring-out`, {}));
 jobAction("switchover", "move the job to the other node (only when the data link is green, verified and the queue empty)", (c, j, o) => c.post(`/v1/jobs/${encodeURIComponent(j)}/switchover`, o.to ? { to: o.to } : {}), (c) => c.option("--to <node>", "the target node"));
 jobAction("delete", "remove a brought-out job from the cluster state (remove it from the config too)", (c, j) => c.delete(`/v1/jobs/${encodeURIComponent(j)}`));
+jobAction("verify", "compare both sides' mirrored data block by block and ship only what differs", (c, j) => c.post(`/v1/jobs/${encodeURIComponent(j)}/verify`, {}));
+const source = program.command("source").description("which node's data a job's mirror keeps");
+jobAction(
+  "select",
+  "restart a gray (or any) mirror with NODE as the source; the other side's data is kept in a snapshot first",
+  (c, j, o) => c.post(`/v1/jobs/${encodeURIComponent(j)}/source`, { from: o.from, force: o.force === true }),
+  (c) => c.requiredOption("--from <node>", "the node whose data is kept").option("--force", "accept losing the other side's newer writes"),
+  source,
+  "source",
+);
 
 program
   .command("events")

@@ -19,6 +19,15 @@ export function renderStatus(c: ClusterJson, now = Date.now()): string {
       const here = r.status.map((s) => `${s.node}: ${s.status}${s.failures ? ` (${s.failures} failures)` : ""}`).join(", ");
       lines.push(`  ${r.kind.padEnd(7)} ${r.name.padEnd(16)} ${here || "-"}`);
     }
+    if (j.lineage) {
+      const r = j.replication;
+      const v = r.verification;
+      const progress = v?.state === "running" ? `verifying ${v.totalBytes > 0 ? Math.floor((100 * v.doneBytes) / v.totalBytes) : 0}%` : v?.state === "done" ? "verified" : "not verified";
+      const g = (x: { generation: string | null } | null) => x?.generation ?? "none";
+      lines.push(`  data: ${j.mirrors.join(", ")}   ${progress}${r.resync ? `   resync ${r.resync.from} -> ${r.resync.to}` : ""}`);
+      lines.push(`  lineage: ${j.lineage.local.node} ${g(j.lineage.local)}, ${j.lineage.peer?.node ?? "peer"} ${g(j.lineage.peer)}: ${j.lineage.newer === "equal" ? "same generation" : j.lineage.newer === null ? "unknown" : j.lineage.newer === "diverged" ? "DIVERGED (duet source select)" : `${j.lineage.newer} is newer`}`);
+      if (r.refused) lines.push(`  refused: batch ${r.refused.batch} ${r.refused.path}: ${r.refused.reason}`);
+    }
     if (j.lastDecision) lines.push(`  last decision: ${j.lastDecision.kind} (${j.lastDecision.code}) at ${new Date(j.lastDecision.at).toISOString()}, seq ${j.lastDecision.seq}`);
     if (j.lastError) lines.push(`  last error on ${j.lastError.node}: ${j.lastError.resource}: ${j.lastError.error}`);
   }
