@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Packr } from "msgpackr";
 import type { DuetEvent, Recorded } from "../events/catalogue.ts";
@@ -177,6 +177,10 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
         // An operator chose this side: everything either side wrote since they parted goes this way.
         const scope = resyncPaths(verdict);
         plan = scope === "all" || verdict.kind === "in-sync" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope, as: "resync" };
+      } else if (verdict.kind === "in-sync" && verdict.sender === host.peer) {
+        // The same generation, but the returning node captured batches this node never acknowledged
+        // (it was lost mid-stream and this node took over): replication back would erase them.
+        plan = { kind: "gray", why: `${host.peer} holds batches it captured that ${host.self} never received; choose which side's data to keep with duet source select ${job} --from NODE` };
       } else if (verdict.kind === "in-sync") {
         const next = hello.applied + 1;
         const complete = Array.from({ length: Math.max(0, source.capture.lastCaptured() - hello.applied) }, (_, i) => next + i).every((n) => source.queue.has(n));
@@ -418,6 +422,8 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
       case "mirror-reset":
         return serialApply(request.job, async () => {
           await (await openApplier(request.job, request.from)).reset(request.position);
+          // Whatever this node once queued as a source is superseded by the data it now receives.
+          await rm(join(jobDir(request.job), "queue"), { recursive: true, force: true });
           return { ok: true };
         });
       case "mirror-batch":

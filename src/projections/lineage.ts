@@ -142,12 +142,6 @@ export function evolveLineage(state: LineageState, event: Recorded): LineageStat
       const view = state.get(d.job)?.get(d.node) ?? emptyView(d.job, d.node);
       return withView(state, { ...view, lastAcked: Math.max(view.lastAcked ?? 0, d.batch) });
     }
-    case "ResyncCompleted": {
-      // The source's queue went over with the resync. (The target settles its own when it takes the
-      // source's generation: GenerationStarted "source-selected".)
-      const from = state.get(event.data.job)?.get(event.data.from);
-      return from ? withView(state, settleQueue(from)) : state;
-    }
     case "JobDeleted": {
       if (!state.has(event.data.job)) return state;
       const next = new Map(state);

@@ -68,7 +68,8 @@ function evolveView(view: ReplicationView, event: Recorded): ReplicationView {
         ? { ...view, verification: { ...view.verification, doneBytes: event.data.doneBytes, totalBytes: event.data.totalBytes, differingBlocks: event.data.differingBlocks } }
         : view;
     case "VerificationCompleted":
-      return { ...view, verification: { state: "done", at: event.at, differingBlocks: event.data.differingBlocks }, shippedBytes: view.shippedBytes + event.data.shippedBytes };
+      // A verification covers everything, including what an interrupted resync left undone.
+      return { ...view, resync: null, verification: { state: "done", at: event.at, differingBlocks: event.data.differingBlocks }, shippedBytes: view.shippedBytes + event.data.shippedBytes };
     case "DivergenceDetected":
       return { ...view, diverged: { at: event.at, local: event.data.local, peer: event.data.peer }, verification: { state: "none" } };
     case "SourceSelected":

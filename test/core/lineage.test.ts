@@ -48,7 +48,12 @@ function node(name: string) {
     },
     applied: (generation: string, b: number) => push({ type: "BatchApplied", data: { job: "web", node: name, batch: b, generation } }),
     acked: (b: number, by: string) => push({ type: "BatchAcked", data: { job: "web", node: name, by, batch: b } }),
-    resynced: (from: string, to: string) => push({ type: "ResyncCompleted", data: { job: "web", from, to, shippedBytes: 0, ms: 0 } }),
+    /** A resync completed: the source's queue went over with it, which it records as acknowledged (as the agent does). */
+    resynced: (from: string, to: string) => {
+      const settled = lineageView(state, "web", from).lastCaptured;
+      if (settled !== null) push({ type: "BatchAcked", data: { job: "web", node: from, by: to, batch: settled } });
+      push({ type: "ResyncCompleted", data: { job: "web", from, to, shippedBytes: 0, ms: 0 } });
+    },
     current: () => lineageView(state, "web", name).current,
     state: () => state,
     summary: (): LineageSummary => lineageSummary(lineageView(state, "web", name)),
