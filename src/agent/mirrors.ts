@@ -219,7 +219,8 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
   }
 
   /** Ships queued batches from `next` on, MIRROR_WINDOW at a time, journaling each acknowledgement in order. */
-  async function pump(job: string, source: Source, next: number, live: () => boolean, until?: number, onAcked?: (bytes: number) => Promise<void>): Promise<void> {
+  /** `until` (read as it goes: a sync learns its last batch when its scan ends) stops the pump after that batch. */
+  async function pump(job: string, source: Source, next: number, live: () => boolean, until?: () => number, onAcked?: (bytes: number) => Promise<void>): Promise<void> {
     const inFlight: Promise<void>[] = [];
     let acked = next - 1;
     source.streaming = true;
@@ -229,8 +230,8 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
       source.streaming = false;
     }
     async function pumpLoop(): Promise<void> {
-    while (live() && (until === undefined || acked < until)) {
-      if (inFlight.length >= MIRROR_WINDOW || (until !== undefined && next > until)) {
+    while (live() && (until === undefined || acked < until())) {
+      if (inFlight.length >= MIRROR_WINDOW || (until !== undefined && next > until())) {
         await inFlight.shift();
         continue;
       }
@@ -243,7 +244,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
         }
         await new Promise<void>((resolve) => {
           source.wake = resolve;
-          if (source.capture.lastCaptured() >= next || !live()) resolve();
+          if (source.capture.lastCaptured() >= next || !live() || (until !== undefined && acked >= until())) resolve();
         });
         source.wake = null;
         continue;
@@ -284,7 +285,18 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
     if (as === "verification") await recordAndRelay({ type: "VerificationStarted", data: { job, node: host.self, files: 0, bytes: 0 } });
     else await recordAndRelay({ type: "ResyncStarted", data: { job, from: host.self, to: host.peer, paths: scope === "all" ? 0 : scope.length, bytes: 0 } });
     let position = 0;
-    let shipped = { batches: 0, bytes: 0, blocks: 0 };
+    let target = Infinity;
+    let before = { blocks: 0, bytes: 0 };
+    let done = 0;
+    let reported = 0;
+    const progress = async (bytes: number) => {
+      done += bytes;
+      const total = source.capture.shipped().bytes - before.bytes;
+      if (host.now() - reported < PROGRESS_REPORT_MS && done < total) return;
+      reported = host.now();
+      await host.record([{ type: "VerificationProgress", data: { job, node: host.self, doneBytes: done, totalBytes: total, differingBlocks: source.capture.shipped().blocks - before.blocks } }]);
+    };
+    let pumping: Promise<void> = Promise.resolve();
     await source.capture.exclusive(async () => {
       const fetched: ChangeIndex[] = [];
       for (const [i, s] of scopes.entries()) fetched.push(s === "none" ? new Map() : await fetchManifest(job, i, s));
@@ -295,21 +307,16 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
         fetched,
         scopes.map((s) => (s === "none" ? [] : s)),
       );
-      const counted = source.capture.shipped();
+      before = source.capture.shipped();
+      // Batches go out while the scan still reads: reading and applying overlap.
+      pumping = pump(job, source, position + 1, live, () => target, progress);
+      pumping.catch(() => undefined);
       await source.capture.scanAll();
-      const after = source.capture.shipped();
-      shipped = { ...source.queue.stats(), blocks: after.blocks - counted.blocks };
+      target = source.capture.lastCaptured();
+      source.wake?.();
     });
-    const target = position + shipped.batches;
-    let done = 0;
-    let reported = 0;
-    const progress = async (bytes: number) => {
-      done += bytes;
-      if (host.now() - reported < PROGRESS_REPORT_MS && done < shipped.bytes) return;
-      reported = host.now();
-      await host.record([{ type: "VerificationProgress", data: { job, node: host.self, doneBytes: done, totalBytes: shipped.bytes, differingBlocks: shipped.blocks } }]);
-    };
-    if (target > position) await pump(job, source, position + 1, live, target, progress);
+    await pumping;
+    const shipped = { bytes: source.capture.shipped().bytes - before.bytes, blocks: source.capture.shipped().blocks - before.blocks };
     if (!live()) return target;
     if (target === position && position > 0) await host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: position } }]);
     // The replica takes this node's generation before the link may turn green.

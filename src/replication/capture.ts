@@ -7,8 +7,17 @@ import { inMirror, makeBatch } from "./batch.ts";
 import type { BatchQueue } from "./queue.ts";
 import { adoptManifest, loadIndex, saveIndex, scanChanges, type ChangeIndex } from "./scan.ts";
 
-/** How long reported changes gather before a scan: coalesces a burst of writes into one batch. */
-export const CAPTURE_COALESCE_MS = 20;
+/**
+ * How long reported changes gather before a scan. The watcher already waits 50 ms to coalesce a
+ * burst (@parcel/watcher's minimum), so this only gathers what arrives during a running scan.
+ */
+export const CAPTURE_COALESCE_MS = 2;
+/**
+ * The change index is written at most this often (and when capture stops). An index older than the
+ * queue only makes a restart find some changes again, which applying takes twice harmlessly; an
+ * index newer than the queue would lose changes, so it is only ever written after its batches.
+ */
+export const INDEX_SAVE_MS = 5000;
 /** The safety-net rescan of the whole tree, for anything the watcher missed. */
 export const CAPTURE_RESCAN_MS = 60_000;
 /** Queued bytes beyond which capture waits: changes stay in the tree and are found when it drains. */
@@ -51,8 +60,11 @@ export function createCapture(options: CaptureOptions) {
   let rescan: TimerHandle | null = null;
   const subscriptions: { unsubscribe(): Promise<void> }[] = [];
   let stopped = false;
-  /** Changed blocks captured so far: a verification reports how many differed. */
+  const dirty = new Set<number>();
+  let lastSaved = 0;
+  /** Changed blocks and queued bytes so far: a verification reports how much differed. */
   let blocksShipped = 0;
+  let bytesShipped = 0;
 
   /** Runs `work` after every scan queued before it: scans, resyncs and hand-overs never overlap. */
   const exclusive = <T>(work: () => Promise<T>): Promise<T> => {
@@ -72,14 +84,24 @@ export function createCapture(options: CaptureOptions) {
         const batch = makeBatch(options.job, generation, last + 1, inMirror(b.ops, i), b.data);
         const bytes = await queue.put(batch);
         for (const op of batch.ops) if (op.op === "write") blocksShipped += op.blocks.length;
+        bytesShipped += bytes;
         last = batch.batch;
         await options.report([{ type: "BatchCaptured", data: { job: options.job, node: options.node, batch: batch.batch, generation, ops: batch.ops, bytes, sha256: batch.sha256 } }]);
         options.onQueued();
       },
     });
-    // Saved after its batches are queued: a crash in between re-finds the same changes (applying is idempotent).
     indexes[i] = result.index;
-    await saveIndex(indexFile(i), result.index);
+    dirty.add(i);
+    if (options.now() - lastSaved >= INDEX_SAVE_MS) await saveIndexes();
+  }
+
+  /** Writes the indexes that changed since the last save (their batches are queued already). */
+  async function saveIndexes(): Promise<void> {
+    for (const i of [...dirty]) {
+      await saveIndex(indexFile(i), indexes[i]!);
+      dirty.delete(i);
+    }
+    lastSaved = options.now();
   }
 
   async function scanPending(): Promise<void> {
@@ -105,7 +127,7 @@ export function createCapture(options: CaptureOptions) {
 
   return {
     lastCaptured: () => last,
-    shipped: () => ({ blocks: blocksShipped }),
+    shipped: () => ({ blocks: blocksShipped, bytes: bytesShipped }),
     exclusive,
 
     /**
@@ -178,6 +200,7 @@ export function createCapture(options: CaptureOptions) {
       coalesce = rescan = null;
       for (const s of subscriptions.splice(0)) await s.unsubscribe().catch(() => undefined);
       await chain;
+      await saveIndexes();
     },
 
     /** This node stops being the source: its indexes will not describe the peer's copy any more. */
