@@ -161,41 +161,26 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
    * captured. Ends when the channel drops or the source stops; the next connect starts another.
    */
   async function runSession(job: string, mode: "normal" | "verify" | "selected" = "normal"): Promise<void> {
-    const forceVerify = mode === "verify";
     const source = sources.get(job);
     if (!source || !host.connected()) return;
     const token = ++source.token;
     const live = () => source.token === token && sources.get(job) === source;
     try {
-      const hello = (await host.request({ kind: "mirror-hello", job, from: host.self }, MIRROR_BATCH_TIMEOUT_MS)) as { summary: unknown; applied: number };
-      if (!live()) return;
-      const peerSummary = parseLineageSummary(hello.summary);
-      const verdict = compareLineage(summary(job), peerSummary);
-      const verified = host.state().replication.get(job)?.verification.state === "done";
-      let plan: { kind: "resume"; next: number } | { kind: "sync"; scope: Paths; as: "verification" | "resync" } | { kind: "gray"; why: string };
-      if (mode === "selected") {
-        // An operator chose this side: everything either side wrote since they parted goes this way.
-        const scope = resyncPaths(verdict);
-        plan = scope === "all" || verdict.kind === "in-sync" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope, as: "resync" };
-      } else if (verdict.kind === "in-sync" && verdict.sender === host.peer) {
-        // The same generation, but the returning node captured batches this node never acknowledged
-        // (it was lost mid-stream and this node took over): replication back would erase them.
-        plan = { kind: "gray", why: `${host.peer} holds batches it captured that ${host.self} never received; choose which side's data to keep with duet source select ${job} --from NODE` };
-      } else if (verdict.kind === "in-sync") {
-        const next = hello.applied + 1;
-        const complete = Array.from({ length: Math.max(0, source.capture.lastCaptured() - hello.applied) }, (_, i) => next + i).every((n) => source.queue.has(n));
-        plan = verified && complete && !forceVerify ? { kind: "resume", next } : { kind: "sync", scope: "all", as: "verification" };
-      } else if (verdict.kind === "source" && verdict.from === host.self) {
-        plan = forceVerify || verdict.paths === "all" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope: verdict.paths, as: "resync" };
-      } else if (verdict.kind === "source") {
-        plan = { kind: "gray", why: `${host.peer} holds newer data (generation ${peerSummary.current}) than ${host.self}, where the job runs; select the source explicitly (duet source select ${job} --from NODE)` };
-      } else if (verdict.kind === "diverged") {
-        plan = { kind: "gray", why: `both nodes wrote since generation ${verdict.commonAncestor ?? "(none shared)"}; choose which side's data to keep with duet source select ${job} --from NODE` };
-      } else {
-        plan = { kind: "gray", why: `lineage cannot tell which side is newer (${verdict.reason}); choose with duet source select ${job} --from NODE` };
-      }
-      host.log(`job ${job}: mirror session with ${host.peer}: ${verdict.kind} -> ${plan.kind}`);
-
+      // Planned and begun inside the capture's exclusive section: no batch is captured between the
+      // lineage comparison and the resync's reset, so nothing captured in between can fall outside
+      // the resync's scope.
+      const begun = await source.capture.exclusive(async () => {
+        const hello = (await host.request({ kind: "mirror-hello", job, from: host.self }, MIRROR_BATCH_TIMEOUT_MS)) as { summary: unknown; applied: number };
+        if (!live()) return null;
+        const peerSummary = parseLineageSummary(hello.summary);
+        const verdict = compareLineage(summary(job), peerSummary);
+        const plan = planSession(job, source, mode, verdict, peerSummary, hello.applied);
+        host.log(`job ${job}: mirror session with ${host.peer}: ${verdict.kind} -> ${plan.kind}`);
+        const syncing = plan.kind === "sync" ? await beginSync(job, source, plan.scope, plan.as, live) : null;
+        return { plan, verdict, peerSummary, syncing };
+      });
+      if (begun === null) return;
+      const { plan, verdict, peerSummary, syncing } = begun;
       if (plan.kind === "gray") {
         const event: DuetEvent = { type: "DivergenceDetected", data: { job, node: host.self, local: summary(job).current ?? "0000000000000000", peer: peerSummary.current ?? "0000000000000000", commonAncestor: verdict.kind === "diverged" ? verdict.commonAncestor : null } };
         await recordAndRelay(event);
@@ -207,7 +192,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
         await pump(job, source, plan.next, live);
         return;
       }
-      const synced = await sync(job, source, plan.scope, plan.as, live);
+      const synced = await finishSync(job, source, syncing!, live);
       if (source.temporary) {
         await stopSource(job, false);
         return;
@@ -218,8 +203,39 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
     }
   }
 
-  /** Ships queued batches from `next` on, MIRROR_WINDOW at a time, journaling each acknowledgement in order. */
-  /** `until` (read as it goes: a sync learns its last batch when its scan ends) stops the pump after that batch. */
+  type Plan = { kind: "resume"; next: number } | { kind: "sync"; scope: Paths; as: "verification" | "resync" } | { kind: "gray"; why: string };
+
+  /** What a session does, from both sides' lineage: resume the queue, resync, verify, or stop gray. */
+  function planSession(job: string, source: Source, mode: "normal" | "verify" | "selected", verdict: ReturnType<typeof compareLineage>, peerSummary: LineageSummary, applied: number): Plan {
+    const verified = host.state().replication.get(job)?.verification.state === "done";
+    if (mode === "selected") {
+      // An operator chose this side: everything either side wrote since they parted goes this way.
+      const scope = resyncPaths(verdict);
+      return scope === "all" || verdict.kind === "in-sync" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope, as: "resync" };
+    }
+    if (verdict.kind === "in-sync" && verdict.sender === host.peer) {
+      // The same generation, but the returning node captured batches this node never acknowledged
+      // (it was lost mid-stream and this node took over): replication back would erase them.
+      return { kind: "gray", why: `${host.peer} holds batches it captured that ${host.self} never received; choose which side's data to keep with duet source select ${job} --from NODE` };
+    }
+    if (verdict.kind === "in-sync") {
+      const next = applied + 1;
+      const complete = Array.from({ length: Math.max(0, source.capture.lastCaptured() - applied) }, (_, i) => next + i).every((n) => source.queue.has(n));
+      return verified && complete && mode !== "verify" ? { kind: "resume", next } : { kind: "sync", scope: "all", as: "verification" };
+    }
+    if (verdict.kind === "source" && verdict.from === host.self)
+      return mode === "verify" || verdict.paths === "all" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope: verdict.paths, as: "resync" };
+    if (verdict.kind === "source")
+      return { kind: "gray", why: `${host.peer} holds newer data (generation ${peerSummary.current}) than ${host.self}, where the job runs; select the source explicitly (duet source select ${job} --from NODE)` };
+    if (verdict.kind === "diverged")
+      return { kind: "gray", why: `both nodes wrote since generation ${verdict.commonAncestor ?? "(none shared)"}; choose which side's data to keep with duet source select ${job} --from NODE` };
+    return { kind: "gray", why: `lineage cannot tell which side is newer (${verdict.reason}); choose with duet source select ${job} --from NODE` };
+  }
+
+  /**
+   * Ships queued batches from `next` on, MIRROR_WINDOW at a time, journaling each acknowledgement
+   * in order. `until` (read as it goes: a sync learns its last batch when its scan ends) stops it.
+   */
   async function pump(job: string, source: Source, next: number, live: () => boolean, until?: () => number, onAcked?: (bytes: number) => Promise<void>): Promise<void> {
     const inFlight: Promise<void>[] = [];
     let acked = next - 1;
@@ -230,93 +246,101 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
       source.streaming = false;
     }
     async function pumpLoop(): Promise<void> {
-    while (live() && (until === undefined || acked < until())) {
-      if (inFlight.length >= MIRROR_WINDOW || (until !== undefined && next > until())) {
-        await inFlight.shift();
-        continue;
-      }
-      const bytes = source.queue.has(next) ? await source.queue.get(next) : null;
-      if (bytes === null) {
-        if (next <= source.capture.lastCaptured()) throw new Error(`batch ${next} is no longer queued; the next session verifies instead`);
-        if (inFlight.length > 0) {
+      while (live() && (until === undefined || acked < until())) {
+        if (inFlight.length >= MIRROR_WINDOW || (until !== undefined && next > until())) {
           await inFlight.shift();
           continue;
         }
-        await new Promise<void>((resolve) => {
-          source.wake = resolve;
-          if (source.capture.lastCaptured() >= next || !live() || (until !== undefined && acked >= until())) resolve();
-        });
-        source.wake = null;
-        continue;
+        const bytes = source.queue.has(next) ? await source.queue.get(next) : null;
+        if (bytes === null) {
+          if (next <= source.capture.lastCaptured()) throw new Error(`batch ${next} is no longer queued; the next session verifies instead`);
+          if (inFlight.length > 0) {
+            await inFlight.shift();
+            continue;
+          }
+          await new Promise<void>((resolve) => {
+            source.wake = resolve;
+            if (source.capture.lastCaptured() >= next || !live() || (until !== undefined && acked >= until())) resolve();
+          });
+          source.wake = null;
+          continue;
+        }
+        const n = next++;
+        const previous = inFlight.at(-1) ?? Promise.resolve();
+        const sent = host.request({ kind: "mirror-batch", job, from: host.self, batch: bytes }, MIRROR_BATCH_TIMEOUT_MS);
+        inFlight.push(
+          (async () => {
+            const answer = (await sent) as { ok: boolean; code?: string; message?: string };
+            await previous; // acknowledgements are journaled in order
+            if (!answer.ok) throw new Error(`${host.peer} refused batch ${n}: ${answer.message ?? answer.code}`);
+            acked = n;
+            await host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: n } }]);
+            await onAcked?.(bytes.length);
+            await source.queue.dropThrough(n);
+            if (source.queue.stats().batches === 0 || host.now() - source.lastQueueReport >= QUEUE_REPORT_MS) await reportQueue(job, source, true);
+            if (source.queue.stats().bytes === 0) source.capture.resume();
+          })(),
+        );
+        // A failure surfaces when its turn comes; keep it from being unhandled meanwhile.
+        inFlight.at(-1)!.catch(() => undefined);
       }
-      const n = next++;
-      const previous = inFlight.at(-1) ?? Promise.resolve();
-      const sent = host.request({ kind: "mirror-batch", job, from: host.self, batch: bytes }, MIRROR_BATCH_TIMEOUT_MS);
-      inFlight.push(
-        (async () => {
-          const answer = (await sent) as { ok: boolean; code?: string; message?: string };
-          await previous; // acknowledgements are journaled in order
-          if (!answer.ok) throw new Error(`${host.peer} refused batch ${n}: ${answer.message ?? answer.code}`);
-          acked = n;
-          await host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: n } }]);
-          await onAcked?.(bytes.length);
-          await source.queue.dropThrough(n);
-          if (source.queue.stats().batches === 0 || host.now() - source.lastQueueReport >= QUEUE_REPORT_MS) await reportQueue(job, source, true);
-          if (source.queue.stats().bytes === 0) source.capture.resume();
-        })(),
-      );
-      // A failure surfaces when its turn comes; keep it from being unhandled meanwhile.
-      inFlight.at(-1)!.catch(() => undefined);
-    }
-    await Promise.all(inFlight);
+      await Promise.all(inFlight);
     }
   }
 
+  /** A resync or verification under way. */
+  interface Syncing {
+    as: "verification" | "resync";
+    started: number;
+    position: number;
+    target: number;
+    before: { blocks: number; bytes: number };
+    pumping: Promise<void>;
+  }
+
   /**
-   * Brings the replica level for `scope`: its manifest (block checksums) replaces what the index
-   * assumed of it, the queue built on that assumption is dropped, and one scan ships exactly the
-   * blocks that differ. Ends with the replica on this node's generation.
+   * The part of a sync that runs inside the capture's exclusive section: the replica's manifest
+   * for `scope` replaces what the index assumed of it, the queue built on that assumption is
+   * dropped, and one scan ships exactly the blocks that differ — sent while the scan still reads.
    */
-  /** Returns the last batch the sync shipped: streaming goes on after it. */
-  async function sync(job: string, source: Source, scope: Paths, as: "verification" | "resync", live: () => boolean): Promise<number> {
-    const started = host.now();
+  async function beginSync(job: string, source: Source, scope: Paths, as: "verification" | "resync", live: () => boolean): Promise<Syncing> {
     const jobRoots = roots.get(job)!;
     const scopes = jobRoots.map((_, i) => scopeFor(scope, i));
     if (as === "verification") await recordAndRelay({ type: "VerificationStarted", data: { job, node: host.self, files: 0, bytes: 0 } });
     else await recordAndRelay({ type: "ResyncStarted", data: { job, from: host.self, to: host.peer, paths: scope === "all" ? 0 : scope.length, bytes: 0 } });
-    let position = 0;
-    let target = Infinity;
-    let before = { blocks: 0, bytes: 0 };
+    const syncing: Syncing = { as, started: host.now(), position: 0, target: Infinity, before: { blocks: 0, bytes: 0 }, pumping: Promise.resolve() };
     let done = 0;
     let reported = 0;
     const progress = async (bytes: number) => {
       done += bytes;
-      const total = source.capture.shipped().bytes - before.bytes;
+      const total = source.capture.shipped().bytes - syncing.before.bytes;
       if (host.now() - reported < PROGRESS_REPORT_MS && done < total) return;
       reported = host.now();
-      await host.record([{ type: "VerificationProgress", data: { job, node: host.self, doneBytes: done, totalBytes: total, differingBlocks: source.capture.shipped().blocks - before.blocks } }]);
+      await host.record([{ type: "VerificationProgress", data: { job, node: host.self, doneBytes: done, totalBytes: total, differingBlocks: source.capture.shipped().blocks - syncing.before.blocks } }]);
     };
-    let pumping: Promise<void> = Promise.resolve();
-    await source.capture.exclusive(async () => {
-      const fetched: ChangeIndex[] = [];
-      for (const [i, s] of scopes.entries()) fetched.push(s === "none" ? new Map() : await fetchManifest(job, i, s));
-      position = source.capture.lastCaptured();
-      await source.queue.dropThrough(position);
-      await host.request({ kind: "mirror-reset", job, from: host.self, position }, MIRROR_BATCH_TIMEOUT_MS);
-      await source.capture.adopt(
-        fetched,
-        scopes.map((s) => (s === "none" ? [] : s)),
-      );
-      before = source.capture.shipped();
-      // Batches go out while the scan still reads: reading and applying overlap.
-      pumping = pump(job, source, position + 1, live, () => target, progress);
-      pumping.catch(() => undefined);
-      await source.capture.scanAll();
-      target = source.capture.lastCaptured();
-      source.wake?.();
-    });
-    await pumping;
-    const shipped = { bytes: source.capture.shipped().bytes - before.bytes, blocks: source.capture.shipped().blocks - before.blocks };
+    const fetched: ChangeIndex[] = [];
+    for (const [i, s] of scopes.entries()) fetched.push(s === "none" ? new Map() : await fetchManifest(job, i, s));
+    syncing.position = source.capture.lastCaptured();
+    await source.queue.dropThrough(syncing.position);
+    await host.request({ kind: "mirror-reset", job, from: host.self, position: syncing.position }, MIRROR_BATCH_TIMEOUT_MS);
+    await source.capture.adopt(
+      fetched,
+      scopes.map((s) => (s === "none" ? [] : s)),
+    );
+    syncing.before = source.capture.shipped();
+    syncing.pumping = pump(job, source, syncing.position + 1, live, () => syncing.target, progress);
+    syncing.pumping.catch(() => undefined);
+    await source.capture.scanAll();
+    syncing.target = source.capture.lastCaptured();
+    source.wake?.();
+    return syncing;
+  }
+
+  /** Waits for the sync's batches, moves the replica onto this node's generation, and journals the outcome. Returns the sync's last batch. */
+  async function finishSync(job: string, source: Source, syncing: Syncing, live: () => boolean): Promise<number> {
+    const { position, target, as } = syncing;
+    await syncing.pumping;
+    const shipped = { bytes: source.capture.shipped().bytes - syncing.before.bytes, blocks: source.capture.shipped().blocks - syncing.before.blocks };
     if (!live()) return target;
     if (target === position && position > 0) await host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: position } }]);
     // The replica takes this node's generation before the link may turn green.
@@ -326,7 +350,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
       if (!answer.ok) throw new Error(`${host.peer} did not take generation ${line.current}: ${answer.message}`);
     }
     if (as === "verification") await recordAndRelay({ type: "VerificationCompleted", data: { job, node: host.self, differingBlocks: shipped.blocks, shippedBytes: shipped.bytes } });
-    else await recordAndRelay({ type: "ResyncCompleted", data: { job, from: host.self, to: host.peer, shippedBytes: shipped.bytes, ms: host.now() - started } });
+    else await recordAndRelay({ type: "ResyncCompleted", data: { job, from: host.self, to: host.peer, shippedBytes: shipped.bytes, ms: host.now() - syncing.started } });
     source.alone = false;
     await reportQueue(job, source, true);
     host.log(`job ${job}: ${as} with ${host.peer} done: ${target - position} batches, ${shipped.bytes} bytes shipped`);

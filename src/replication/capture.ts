@@ -1,17 +1,14 @@
 import { rm } from "node:fs/promises";
-import { join, relative, sep } from "node:path";
-import watcher from "@parcel/watcher";
+import { join } from "node:path";
 import type { DuetEvent } from "../events/catalogue.ts";
 import type { Timers, TimerHandle } from "../world/clock.ts";
 import { inMirror, makeBatch } from "./batch.ts";
 import type { BatchQueue } from "./queue.ts";
 import { adoptManifest, loadIndex, saveIndex, scanChanges, type ChangeIndex } from "./scan.ts";
+import { watchTree } from "./watch.ts";
 
-/**
- * How long reported changes gather before a scan. The watcher already waits 50 ms to coalesce a
- * burst (@parcel/watcher's minimum), so this only gathers what arrives during a running scan.
- */
-export const CAPTURE_COALESCE_MS = 2;
+/** How long reported changes gather before a scan: a burst of writes becomes one batch. */
+export const CAPTURE_COALESCE_MS = 5;
 /**
  * The change index is written at most this often (and when capture stops). An index older than the
  * queue only makes a restart find some changes again, which applying takes twice harmlessly; an
@@ -54,12 +51,15 @@ export function createCapture(options: CaptureOptions) {
   let indexes: ChangeIndex[] = [];
   let last = options.lastCaptured;
   let chain: Promise<unknown> = Promise.resolve();
-  const pending = roots.map(() => new Set<string>());
+  // Per root: reported paths, and whether their subtrees need a walk (created or removed) or not (updated).
+  const pending = roots.map(() => new Map<string, "deep" | "shallow">());
   let fullPending = false;
   let coalesce: TimerHandle | null = null;
   let rescan: TimerHandle | null = null;
-  const subscriptions: { unsubscribe(): Promise<void> }[] = [];
+  const watches: { close(): void }[] = [];
   let stopped = false;
+  /** Capture skipped a scan because the queue was over its bound. */
+  let paused = false;
   const dirty = new Set<number>();
   let lastSaved = 0;
   /** Changed blocks and queued bytes so far: a verification reports how much differed. */
@@ -73,11 +73,12 @@ export function createCapture(options: CaptureOptions) {
     return next;
   };
 
-  async function scanRoot(i: number, only: readonly string[] | undefined): Promise<void> {
+  async function scanRoot(i: number, only: readonly string[] | undefined, shallow?: readonly string[]): Promise<void> {
     const root = roots[i]!;
     let generation: string | null = null;
     const result = await scanChanges(root, indexes[i]!, {
       only,
+      shallow,
       now: options.now(),
       onBatch: async (b) => {
         generation ??= await options.generation();
@@ -106,14 +107,18 @@ export function createCapture(options: CaptureOptions) {
 
   async function scanPending(): Promise<void> {
     if (stopped) return;
-    if (queue.stats().bytes > CAPTURE_QUEUE_MAX_BYTES) return; // resumed by the sender when the queue drains
+    if (queue.stats().bytes > CAPTURE_QUEUE_MAX_BYTES) {
+      paused = true; // resumed by the sender when the queue drains; the reported paths wait
+      return;
+    }
     const full = fullPending;
     fullPending = false;
     for (const [i, paths] of pending.entries()) {
       if (!full && paths.size === 0) continue;
-      const only = full ? undefined : [...paths];
+      const only = full ? undefined : [...paths].filter(([, how]) => how === "deep").map(([p]) => p);
+      const shallow = full ? undefined : [...paths].filter(([, how]) => how === "shallow").map(([p]) => p);
       paths.clear();
-      await scanRoot(i, only);
+      await scanRoot(i, only, shallow);
     }
   }
 
@@ -151,15 +156,22 @@ export function createCapture(options: CaptureOptions) {
     async start(): Promise<void> {
       stopped = false;
       for (const [i, root] of roots.entries()) {
-        const subscription = await watcher.subscribe(root, (error, events) => {
-          if (error) fullPending = true; // overflow or a lost watch: rescan everything
-          for (const e of events) {
-            const path = relative(root, e.path).split(sep).join("/");
-            if (path && !path.startsWith("..")) pending[i]!.add(path);
-          }
-          schedule();
-        });
-        subscriptions.push(subscription);
+        const watched = await watchTree(
+          root,
+          (events) => {
+            for (const e of events) {
+              // A write needs only its own path scanned; a create, remove or rename may carry a subtree.
+              if (e.structural || pending[i]!.get(e.path) !== "deep") pending[i]!.set(e.path, e.structural ? "deep" : "shallow");
+            }
+            schedule();
+          },
+          (reason) => {
+            options.onError(new Error(`watcher: ${reason}; rescanning`));
+            fullPending = true;
+            schedule();
+          },
+        );
+        watches.push(watched);
       }
       fullPending = true;
       schedule();
@@ -175,9 +187,10 @@ export function createCapture(options: CaptureOptions) {
       await scanPending();
     }),
 
-    /** The queue drained below its bound: scan what waited. */
+    /** The queue drained: if capture waited for it, scan what waited. */
     resume: () => {
-      fullPending = true;
+      if (!paused) return;
+      paused = false;
       schedule();
     },
 
@@ -198,7 +211,7 @@ export function createCapture(options: CaptureOptions) {
       coalesce?.cancel();
       rescan?.cancel();
       coalesce = rescan = null;
-      for (const s of subscriptions.splice(0)) await s.unsubscribe().catch(() => undefined);
+      for (const w of watches.splice(0)) w.close();
       await chain;
       await saveIndexes();
     },

@@ -80,8 +80,11 @@ async function walk(root: string, relative: string, out: Map<string, Stats>): Pr
  */
 export async function scanChanges(root: string, index: ChangeIndex, options: ScanOptions = {}): Promise<ScanResult> {
   const seen = new Map<string, Stats>();
-  const inScope = options.only ? scopeTest(options.only) : () => true;
-  if (options.only) await walkScope(root, options.only, seen);
+  const scoped = options.only !== undefined || options.shallow !== undefined;
+  const deep = scopeTest(options.only ?? []);
+  const shallow = new Set(options.shallow ?? []);
+  const inScope = scoped ? (path: string) => shallow.has(path) || deep(path) : () => true;
+  if (scoped) await walkScope(root, options.only ?? [], seen, shallow);
   else await walk(root, "", seen);
   // A file modified within the file system's time granularity of the scan may change again without
   // its mtime moving: such entries are remembered as "racy" and read again next time (as git does).
@@ -161,6 +164,8 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
 export interface ScanOptions {
   /** Scan only these paths (with their subtrees): what a watcher reported, or what lineage says may differ. */
   only?: readonly string[];
+  /** Scan these paths too, but not what is under them: a directory reported as changed is not walked again. */
+  shallow?: readonly string[];
   /** The scan's wall-clock time, for the racy-mtime rule. */
   now?: number;
   /** Receives each batch as soon as it is full, so a large change never sits in memory whole. */
@@ -265,9 +270,10 @@ function scopeTest(scope: readonly string[]): (path: string) => boolean {
  * directories (a new directory must be created before what is in it). Missing paths are simply
  * absent, which makes their index entries removals.
  */
-async function walkScope(root: string, scope: readonly string[], out: Map<string, Stats>): Promise<void> {
+async function walkScope(root: string, scope: readonly string[], out: Map<string, Stats>, shallow: ReadonlySet<string> = new Set()): Promise<void> {
   const want = new Set<string>();
-  for (const path of scope) {
+  const deep = new Set(scope);
+  for (const path of [...scope, ...shallow]) {
     const parts = path.split("/");
     for (let i = 1; i <= parts.length; i++) want.add(parts.slice(0, i).join("/"));
   }
@@ -279,7 +285,7 @@ async function walkScope(root: string, scope: readonly string[], out: Map<string
     });
     if (info === null) continue;
     out.set(path, info);
-    if (info.isDirectory() && scope.includes(path)) await walk(root, path, out);
+    if (info.isDirectory() && deep.has(path)) await walk(root, path, out);
   }
   // Sorted, so a parent is always handled before what is in it.
   const sorted = [...out].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));

@@ -1,0 +1,220 @@
+// bench:replication — duet's mirroring between two real agents on loopback, each figure next to a
+// baseline measured in the same run on this machine:
+//   bulk:        initial sync (verification) of a generated ~1 GiB tree vs a raw Node TCP stream of
+//                the same files written to disk, and vs `rsync -a`;
+//   incremental: 1% of the blocks changed in place while the standby was away: duet's resync vs
+//                `rsync --inplace --no-whole-file`, and bytes shipped vs bytes changed;
+//   small writes: capture-to-acknowledgement latency at 200 small writes/s, and peak memory.
+// BENCH_TREE_MIB scales the tree (default 1024).
+import { execFileSync, spawnSync } from "node:child_process";
+import { randomBytes, randomInt } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, open, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { createServer, connect } from "node:net";
+import { once } from "node:events";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
+import { readFile } from "node:fs/promises";
+import { startProcessPair } from "../test/e2e/process-pair.ts";
+
+const TREE_MIB = Number(process.env.BENCH_TREE_MIB ?? 1024);
+const SMALL_WRITES_PER_S = 200;
+const SMALL_WRITES_S = 10;
+const mib = (bytes: number) => bytes / 1048576;
+const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))] ?? NaN;
+const seconds = (ms: number) => (ms / 1000).toFixed(2);
+const dropCaches = () => spawnSync("sh", ["-c", "sync; echo 3 > /proc/sys/vm/drop_caches"], { stdio: "ignore" });
+
+/** A tree of mixed sizes: a few large files, some medium, many small (scaled from 1 GiB). */
+async function generateTree(root: string): Promise<{ files: string[]; bytes: number }> {
+  const scale = TREE_MIB / 1024;
+  const plan: [string, number, number][] = [
+    ["large", Math.max(1, Math.round(3 * scale)), 256 * 1048576],
+    ["medium", Math.max(1, Math.round(192 * scale)), 1048576],
+    ["small", Math.max(1, Math.round(4096 * scale)), 16 * 1024],
+  ];
+  const files: string[] = [];
+  let bytes = 0;
+  for (const [kind, count, size] of plan) {
+    for (let i = 0; i < count; i++) {
+      const rel = `${kind}/${String(Math.floor(i / 256)).padStart(3, "0")}/${kind}-${i}.bin`;
+      await mkdir(join(root, kind, String(Math.floor(i / 256)).padStart(3, "0")), { recursive: true });
+      const handle = await open(join(root, rel), "w");
+      for (let at = 0; at < size; at += 8 * 1048576) await handle.write(randomBytes(Math.min(8 * 1048576, size - at)));
+      await handle.close();
+      files.push(rel);
+      bytes += size;
+    }
+  }
+  return { files, bytes };
+}
+
+/** Baseline: every file streamed over a loopback TCP socket and written to disk by the receiver. */
+async function rawTcpCopy(source: string, files: string[], target: string): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as { port: number }).port;
+  const received = new Promise<void>((resolve, reject) => {
+    server.once("connection", async (socket) => {
+      try {
+        let index = 0;
+        let out: ReturnType<typeof createWriteStream> | null = null;
+        let left = 0;
+        for await (const chunk of socket as AsyncIterable<Buffer>) {
+          let rest = chunk;
+          while (rest.length > 0 && index < files.length) {
+            if (out === null) {
+              const rel = files[index]!;
+              left = (await stat(join(source, rel))).size;
+              await mkdir(join(target, rel, ".."), { recursive: true });
+              out = createWriteStream(join(target, rel));
+            }
+            const take = rest.subarray(0, left);
+            left -= take.length;
+            rest = rest.subarray(take.length);
+            if (!out.write(take)) await once(out, "drain");
+            if (left === 0) {
+              await new Promise<void>((done) => out!.end(() => done()));
+              out = null;
+              index++;
+            }
+          }
+          if (index === files.length) break;
+        }
+        resolve();
+      } catch (error) {
+        reject(error as Error);
+      }
+    });
+  });
+  const started = performance.now();
+  const socket = connect(port, "127.0.0.1");
+  for (const rel of files) await pipeline(createReadStream(join(source, rel)), socket, { end: false });
+  await received;
+  socket.end();
+  server.close();
+  spawnSync("sync");
+  return performance.now() - started;
+}
+
+function timed(command: string, args: string[]): number {
+  const started = performance.now();
+  execFileSync(command, args, { stdio: "ignore" });
+  spawnSync("sync");
+  return performance.now() - started;
+}
+
+// Real agent processes, as deployed: each has its own event loop and I/O threads.
+const pair = await startProcessPair({ name: "bench-replication", addresses: { a: "127.0.0.41", b: "127.0.0.42" }, ports: { api: 27620, peer: 27621, heartbeat: 27622 } });
+const a = pair.data("a");
+const b = pair.data("b");
+const scratch = join(pair.dir, "baselines");
+const job = async () => pair.job("a");
+const peakMib = async (node: "a" | "b") => Number(/VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${pair.pid(node)}/status`, "utf8"))?.[1] ?? NaN) / 1024;
+try {
+  console.log(`bench:replication — tree of ~${TREE_MIB} MiB in ${pair.dir}`);
+  const tree = await generateTree(a);
+  console.log(`generated ${tree.files.length} files, ${mib(tree.bytes).toFixed(0)} MiB`);
+
+  // --- bulk
+  dropCaches();
+  const rawMs = await rawTcpCopy(a, tree.files, join(scratch, "raw"));
+  dropCaches();
+  const rsyncMs = timed("rsync", ["-a", `${a}/`, join(scratch, "rsync")]);
+  dropCaches();
+  pair.start("a");
+  pair.start("b");
+  await pair.until("peers connected", 15_000, async () => (await pair.cluster("a")).peerStatus === "connected");
+  const client = await pair.client("a");
+  const bulkStart = performance.now();
+  await client.post("/v1/jobs/data/bring-in", { on: "a" });
+  await pair.until("initial verification done", 1_800_000, async () => (await job()).replication.colour === "green", 20);
+  const bulkMs = performance.now() - bulkStart;
+  const mbps = (ms: number) => (mib(tree.bytes) / (ms / 1000)).toFixed(0);
+  console.log("\nbulk (initial sync of the whole tree)");
+  console.log(`  raw TCP stream to files  ${seconds(rawMs)} s  ${mbps(rawMs)} MiB/s  (baseline)`);
+  console.log(`  rsync -a                 ${seconds(rsyncMs)} s  ${mbps(rsyncMs)} MiB/s`);
+  console.log(`  duet verification        ${seconds(bulkMs)} s  ${mbps(bulkMs)} MiB/s   ratio to raw ${(rawMs / bulkMs).toFixed(2)}x (target >= 0.8)   vs rsync ${(rsyncMs / bulkMs).toFixed(2)}x (target > 1)`);
+  console.log(`  peak memory: agent a ${(await peakMib("a")).toFixed(0)} MiB, agent b ${(await peakMib("b")).toFixed(0)} MiB`);
+
+  // --- incremental: b away, 1% of 4 KiB blocks changed in place on a
+  await pair.stop("b");
+  await pair.until("a alone", 15_000, async () => (await pair.cluster("a")).peerStatus !== "connected");
+  const blocks = Math.floor(tree.bytes / 4096);
+  const sizes = new Map<string, number>();
+  for (const rel of tree.files) sizes.set(rel, (await stat(join(a, rel))).size);
+  // Changes land where writes usually do: a few percent of the files take them all.
+  const touched = tree.files.filter(() => Math.random() < 0.03);
+  const byFile = new Map<string, Set<number>>();
+  for (let i = 0; i < Math.floor(blocks / 100); i++) {
+    const rel = touched[randomInt(touched.length)]!;
+    const at = randomInt(Math.floor(sizes.get(rel)! / 4096)) * 4096;
+    byFile.set(rel, (byFile.get(rel) ?? new Set()).add(at));
+  }
+  let changedBytes = 0;
+  for (const [rel, offsets] of byFile) {
+    const handle = await open(join(a, rel), "r+");
+    for (const at of offsets) {
+      await handle.write(randomBytes(4096), 0, 4096, at);
+      changedBytes += 4096;
+    }
+    await handle.close();
+  }
+  await pair.until("a captured the changes", 120_000, async () => ((await job()).replication.queue?.batches ?? 0) > 0);
+  const old = join(scratch, "rsync");
+  dropCaches();
+  const rsyncIncMs = timed("rsync", ["-a", "--inplace", "--no-whole-file", `${a}/`, `${old}/`]);
+  dropCaches();
+  const head = (await pair.events("a")).at(-1)!.seq;
+  const incStart = performance.now();
+  pair.start("b");
+  await pair.until("resync done", 600_000, async () => (await job()).replication.colour === "green", 20);
+  const incMs = performance.now() - incStart;
+  const after = await pair.events("a", head + 1);
+  const resync = after.find((e) => e.type === "ResyncCompleted" || e.type === "VerificationCompleted");
+  const shipped = (resync?.data as { shippedBytes?: number } | undefined)?.shippedBytes ?? NaN;
+  console.log(`\nincremental (1% of the 4 KiB blocks changed in place, in ${byFile.size} files, while b was away: ${mib(changedBytes).toFixed(1)} MiB)`);
+  console.log(`  rsync --inplace --no-whole-file  ${seconds(rsyncIncMs)} s  (baseline)`);
+  console.log(`  duet ${resync?.type === "ResyncCompleted" ? "resync" : "verification"}, reconnect to green  ${seconds(incMs)} s   ratio ${(rsyncIncMs / incMs).toFixed(2)}x (target > 1)`);
+  console.log(`  bytes shipped ${mib(shipped).toFixed(1)} MiB for ${mib(changedBytes).toFixed(1)} MiB changed (${(shipped / changedBytes).toFixed(1)}x; duet's blocks are 64 KiB)`);
+
+  // --- small writes: capture-to-ack latency, from the journal's own timestamps
+  await mkdir(join(a, "small-writes"), { recursive: true });
+  const writtenAt = new Map<string, number>();
+  const total = SMALL_WRITES_PER_S * SMALL_WRITES_S;
+  const first = (await pair.events("a")).at(-1)!.seq + 1;
+  const writesStart = performance.now();
+  for (let i = 0; i < total; i++) {
+    const wait = writesStart + (i * 1000) / SMALL_WRITES_PER_S - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const name = `small-writes/w-${i}.txt`;
+    writtenAt.set(`0/${name}`, Date.now());
+    await writeFile(join(a, name), `write ${i} ${randomBytes(64).toString("hex")}\n`);
+  }
+  const toCapture: number[] = [];
+  const latencies = await pair.until("every small write acknowledged", 60_000, async () => {
+    const events = await pair.events("a", first);
+    const batchOf = new Map<string, number>();
+    for (const e of events) if (e.type === "BatchCaptured") for (const op of e.data.ops) if (writtenAt.has(op.path) && !batchOf.has(op.path)) batchOf.set(op.path, e.data.batch);
+    const capturedAt = new Map(events.filter((e) => e.type === "BatchCaptured").map((e) => [(e.data as { batch: number }).batch, e.at]));
+    const acks = events.filter((e) => e.type === "BatchAcked").map((e) => ({ batch: (e.data as { batch: number }).batch, at: e.at }));
+    const out: number[] = [];
+    for (const [path, t] of writtenAt) {
+      const batch = batchOf.get(path);
+      const ack = batch === undefined ? undefined : acks.find((x) => x.batch >= batch);
+      if (ack === undefined) return null;
+      out.push(ack.at - t);
+      toCapture.push(capturedAt.get(batch!)! - t);
+    }
+    return out;
+  }, 500);
+  console.log(`\nsmall writes (${total} files at ${SMALL_WRITES_PER_S}/s)`);
+  console.log(`  capture-to-ack latency p50 ${pct(latencies, 50).toFixed(0)} ms  p99 ${pct(latencies, 99).toFixed(0)} ms  max ${Math.max(...latencies).toFixed(0)} ms  (target p99 < 100 ms)`);
+  console.log(`  of which write to captured (watcher, scan, queued) p50 ${pct(toCapture, 50).toFixed(0)} ms  p99 ${pct(toCapture, 99).toFixed(0)} ms`);
+  console.log(`  peak memory over the whole run: agent a ${(await peakMib("a")).toFixed(0)} MiB, agent b ${(await peakMib("b")).toFixed(0)} MiB`);
+
+  const differing = execFileSync("rsync", ["-rlpnc", "--delete", "--out-format=%n", `${a}/`, `${b}/`], { encoding: "utf8" }).trim();
+  console.log(`\nreplica equal to the source (rsync -c dry run): ${differing === "" ? "yes" : `NO, differing: ${differing.slice(0, 400)}`}`);
+} finally {
+  await pair.close();
+}
