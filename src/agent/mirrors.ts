@@ -9,7 +9,7 @@ import { compareLineage, decideSourceSelection, resyncPaths, type Paths } from "
 import { ControlError } from "../api/ports.ts";
 import type { Timers } from "../world/clock.ts";
 import { createApplier, RefusedBatchError } from "../replication/apply.ts";
-import { BatchError, decodeBatch } from "../replication/batch.ts";
+import { BatchError, decodeBatch, type Batch } from "../replication/batch.ts";
 import { createCapture, type Capture } from "../replication/capture.ts";
 import { createBatchQueue, type BatchQueue } from "../replication/queue.ts";
 import { readManifest, type ChangeIndex, type Entry } from "../replication/scan.ts";
@@ -76,7 +76,6 @@ export interface MirrorOptions {
 export function createMirrors(host: MirrorHost, jobs: readonly { name: string; paths: readonly string[] }[], options: MirrorOptions = {}) {
   const roots = new Map(jobs.filter((j) => j.paths.length > 0).map((j) => [j.name, mirrorRoots(j.paths, host.self)]));
   const sources = new Map<string, Source>();
-  const appliers = new Map<string, ReturnType<typeof createApplier>>();
   const applyChains = new Map<string, Promise<unknown>>();
   const manifests = new Map<string, { key: string; pages: [string, Entry][][] }>();
   const jobDir = (job: string) => join(host.dataDir, "mirror", job);
@@ -388,22 +387,20 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
 
   // ---------------------------------------------------------------- replica side
 
-  function applierFor(job: string, from: string) {
+  const opened = new Map<string, Promise<ReturnType<typeof createApplier>>>();
+  /** The applier for batches from `from`, opened once (which re-applies a batch staged before a crash). */
+  function openApplier(job: string, from: string): Promise<ReturnType<typeof createApplier>> {
     const key = `${job}\u0000${from}`;
-    let applier = appliers.get(key);
+    let applier = opened.get(key);
     if (!applier) {
-      applier = createApplier({ job, node: host.self, roots: roots.get(job)!, stateDir: join(jobDir(job), `from-${from}`), report });
-      appliers.set(key, applier);
-    }
-    return applier;
-  }
-
-  async function openApplier(job: string, from: string) {
-    const applier = applierFor(job, from);
-    if (!appliers.has(`${job}\u0000${from}\u0000open`)) {
-      for (const root of roots.get(job)!) await mkdir(root, { recursive: true });
-      await applier.open();
-      appliers.set(`${job}\u0000${from}\u0000open`, applier);
+      applier = (async () => {
+        for (const root of roots.get(job)!) await mkdir(root, { recursive: true });
+        const created = createApplier({ job, node: host.self, roots: roots.get(job)!, stateDir: join(jobDir(job), `from-${from}`), report });
+        await created.open();
+        return created;
+      })();
+      opened.set(key, applier);
+      applier.catch(() => opened.delete(key));
     }
     return applier;
   }
@@ -412,6 +409,13 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
   const serialApply = <T>(job: string, work: () => Promise<T>): Promise<T> => {
     const next = (applyChains.get(job) ?? Promise.resolve()).then(work, work);
     applyChains.set(job, next.catch(() => undefined));
+    return next;
+  };
+  const stageChains = new Map<string, Promise<unknown>>();
+  /** Stages in arrival order, one batch at a time per job (ahead of, and beside, applying). */
+  const serialStage = <T>(job: string, work: () => Promise<T>): Promise<T> => {
+    const next = (stageChains.get(job) ?? Promise.resolve()).then(work, work);
+    stageChains.set(job, next.catch(() => undefined));
     return next;
   };
 
@@ -451,28 +455,42 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
         return { ok: true, entries: packr.pack(page), more };
       }
       case "mirror-reset":
-        return serialApply(request.job, async () => {
-          await (await openApplier(request.job, request.from)).reset(request.position);
-          // Whatever this node once queued as a source is superseded by the data it now receives.
-          await rm(join(jobDir(request.job), "queue"), { recursive: true, force: true });
-          return { ok: true };
-        });
-      case "mirror-batch":
-        return serialApply(request.job, async () => {
-          const applier = await openApplier(request.job, request.from);
-          try {
-            const batch = decodeBatch(Buffer.from(request.batch));
-            if (batch.job !== request.job) throw new BatchError(`batch of job ${batch.job} sent for job ${request.job}`);
-            await applier.apply(batch);
-            return { ok: true, applied: applier.lastApplied() };
-          } catch (error) {
-            if (error instanceof RefusedBatchError) {
-              host.relay({ type: "OpRefused", data: { job: request.job, node: host.self, batch: error.batch, path: error.path, reason: error.reason } });
-              return { ok: false, code: "refused", message: error.message };
-            }
-            return { ok: false, code: error instanceof BatchError ? "bad-batch" : "apply-failed", message: (error as Error).message };
+        return serialStage(request.job, () =>
+          serialApply(request.job, async () => {
+            await (await openApplier(request.job, request.from)).reset(request.position);
+            // Whatever this node once queued as a source is superseded by the data it now receives.
+            await rm(join(jobDir(request.job), "queue"), { recursive: true, force: true });
+            return { ok: true };
+          }),
+        );
+      case "mirror-batch": {
+        // Staged (checked, durable) as it arrives, applied in order: the next batch is staged while one applies.
+        const { job: name, from } = request;
+        const refusal = (error: unknown) => {
+          if (error instanceof RefusedBatchError) {
+            host.relay({ type: "OpRefused", data: { job: name, node: host.self, batch: error.batch, path: error.path, reason: error.reason } });
+            return { ok: false, code: "refused", message: error.message };
           }
-        });
+          return { ok: false, code: error instanceof BatchError ? "bad-batch" : "apply-failed", message: (error as Error).message };
+        };
+        let staged: Batch | null;
+        try {
+          staged = await serialStage(name, async () => {
+            const bytes = Buffer.isBuffer(request.batch) ? request.batch : Buffer.from(request.batch);
+            const batch = decodeBatch(bytes);
+            if (batch.job !== name) throw new BatchError(`batch of job ${batch.job} sent for job ${name}`);
+            return (await openApplier(name, from)).stage(bytes);
+          });
+        } catch (error) {
+          return refusal(error);
+        }
+        // A duplicate is answered once whatever was staged before it has been applied.
+        return serialApply(name, async () => {
+          const applier = await openApplier(name, from);
+          if (staged !== null) await applier.applyStaged(staged);
+          return { ok: true, applied: applier.lastApplied() };
+        }).catch(refusal);
+      }
       case "mirror-synced": {
         if (view(request.job).current !== request.generation)
           await recordAndRelay({ type: "GenerationStarted", data: { job: request.job, node: host.self, generation: request.generation, parent: request.parent, reason: "source-selected" } });

@@ -36,6 +36,8 @@ export function createApplier(options: { job: string; node: string; roots: reado
   const stagedDir = join(stateDir, "staged");
   const appliedFile = join(stateDir, "applied");
   let lastApplied = 0;
+  /** The last batch staged ahead of applying (0 when none is). */
+  let lastStaged = 0;
 
   async function check(b: Batch): Promise<void> {
     let offset = 0;
@@ -154,6 +156,7 @@ export function createApplier(options: { job: string; node: string; roots: reado
      * verification): batches staged from the old numbering are dropped unapplied.
      */
     async reset(position: number): Promise<void> {
+      lastStaged = 0;
       await rm(stagedDir, { recursive: true, force: true });
       await mkdir(stagedDir, { recursive: true });
       await record(position);
@@ -173,6 +176,17 @@ export function createApplier(options: { job: string; node: string; roots: reado
     },
     /** Applies one batch; a duplicate is a no-op, a gap or a bad batch an error that writes nothing. */
     async apply(input: Batch | Buffer): Promise<{ applied: boolean }> {
+      const staged = await applier.stage(input);
+      if (staged === null) return { applied: false };
+      await applier.applyStaged(staged);
+      return { applied: true };
+    },
+
+    /**
+     * Checks a batch whole and makes it durable in staging, ready to apply; null for a duplicate.
+     * Batches may be staged ahead of applying (the next one arrives while one applies), in order.
+     */
+    async stage(input: Batch | Buffer): Promise<Batch | null> {
       let b: Batch;
       try {
         b = Buffer.isBuffer(input) ? decodeBatch(input) : input;
@@ -180,8 +194,9 @@ export function createApplier(options: { job: string; node: string; roots: reado
         if (error instanceof BatchError) await options.report?.([{ type: "OpRefused", data: { job: options.job, node: options.node, batch: 0, path: "(batch)", reason: error.message } }]);
         throw error;
       }
-      if (b.batch <= lastApplied) return { applied: false };
-      if (b.batch !== lastApplied + 1) throw new BatchError(`batch ${b.batch} arrived after ${lastApplied}: batches apply in order, ${lastApplied + 1} is missing`);
+      const after = Math.max(lastApplied, lastStaged);
+      if (b.batch <= after) return null;
+      if (b.batch !== after + 1) throw new BatchError(`batch ${b.batch} arrived after ${after}: batches apply in order, ${after + 1} is missing`);
       try {
         await check(b);
       } catch (error) {
@@ -192,15 +207,22 @@ export function createApplier(options: { job: string; node: string; roots: reado
       await mkdir(stagedDir, { recursive: true });
       // Staged under a temporary name and renamed: a crash mid-stage leaves no half batch to re-apply
       // (and nothing of it was applied yet, since applying starts after the rename).
-      await writeFile(`${staged}.tmp`, encodeBatch(b));
+      // The bytes as they arrived (decoded and checked above) when there are any: no second encoding.
+      await writeFile(`${staged}.tmp`, Buffer.isBuffer(input) ? input : encodeBatch(b));
       await fsyncPath(`${staged}.tmp`);
       await rename(`${staged}.tmp`, staged);
       await fsyncPath(stagedDir);
+      lastStaged = b.batch;
+      return b;
+    },
+
+    /** Applies a staged batch (the one after the last applied), then records it and reports BatchApplied. */
+    async applyStaged(b: Batch): Promise<void> {
+      if (b.batch !== lastApplied + 1) throw new BatchError(`batch ${b.batch} is not the next to apply (${lastApplied + 1})`);
       await applyOps(b);
       await record(b.batch);
-      await rm(staged, { force: true });
+      await rm(join(stagedDir, `${b.batch}.batch`), { force: true });
       await options.report?.([{ type: "BatchApplied", data: { job: options.job, node: options.node, batch: b.batch, generation: b.generation } }]);
-      return { applied: true };
     },
   };
   return applier;

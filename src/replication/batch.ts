@@ -18,7 +18,7 @@ export interface Batch {
 
 /** A batch on the wire travels in one peer-channel frame (16 MiB): capture keeps its data to SCAN_BATCH_DATA_MAX (4 MiB), leaving room for the ops. */
 export const BATCH_MAX_BYTES = 15 * 1024 * 1024;
-const BATCH_FORMAT = 1;
+const BATCH_FORMAT = 2;
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
 export class BatchError extends Error {
@@ -28,14 +28,32 @@ export class BatchError extends Error {
   }
 }
 
-/** The checksum covers the ops and the bytes, so neither can change unseen between capture and apply. */
+/** The unit of the write checksums: capture's change index uses the same blocks. */
+export const CHECKSUM_BLOCK_BYTES = 64 * 1024;
+
+/**
+ * The batch checksum covers the ops, whose write checksums cover every byte of data (and the
+ * applier refuses bytes that belong to no write): the data is hashed once on each side, not twice.
+ */
 export function batchChecksum(ops: BatchOp[], data: Buffer): string {
-  return createHash("sha256").update(packr.pack(ops)).update(data).digest("hex");
+  return createHash("sha256").update(packr.pack(ops)).update(String(data.length)).digest("hex");
 }
 
-/** A write op's sha256 is over its own blocks' bytes: cheap to compute on capture and to check on apply. */
+const sha256Hex = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
+
+/**
+ * A write op's checksum: over the checksums of its bytes in 64 KiB blocks. Capture has those block
+ * checksums already (its change index), so it only hashes them; the applier hashes the bytes once.
+ */
 export function blocksChecksum(bytes: Buffer): string {
-  return createHash("sha256").update(bytes).digest("hex");
+  const sums: string[] = [];
+  for (let at = 0; at < bytes.length; at += CHECKSUM_BLOCK_BYTES) sums.push(sha256Hex(bytes.subarray(at, at + CHECKSUM_BLOCK_BYTES)));
+  return checksumOfBlockSums(sums);
+}
+
+/** The same checksum from the 64 KiB blocks' own sha256 (hex), in order. */
+export function checksumOfBlockSums(sums: readonly string[]): string {
+  return createHash("sha256").update(sums.join("")).digest("hex");
 }
 
 /** The same ops with paths under mirror `index` ("0/docs/a.txt"): how capture names a job's several mirrors. */
@@ -47,8 +65,9 @@ export function makeBatch(job: string, generation: string, batch: number, ops: B
   return { job, generation, batch, ops, data, sha256: batchChecksum(ops, data) };
 }
 
-export function encodeBatch(b: Batch): Buffer {
-  if (batchChecksum(b.ops, b.data) !== b.sha256) throw new BatchError(`batch ${b.batch}: checksum does not match its contents (built wrong)`);
+/** `verify` false only for a batch this process just built with makeBatch (its checksum is right by construction). */
+export function encodeBatch(b: Batch, verify = true): Buffer {
+  if (verify && batchChecksum(b.ops, b.data) !== b.sha256) throw new BatchError(`batch ${b.batch}: checksum does not match its contents (built wrong)`);
   const bytes = packr.pack([BATCH_FORMAT, b.job, b.generation, b.batch, b.ops, b.data, b.sha256]);
   if (bytes.length > BATCH_MAX_BYTES) throw new BatchError(`batch ${b.batch}: ${bytes.length} bytes, more than ${BATCH_MAX_BYTES}`);
   return bytes;
@@ -63,12 +82,13 @@ export function decodeBatch(bytes: Buffer): Batch {
   } catch (error) {
     throw new BatchError(`undecodable batch: ${(error as Error).message}`);
   }
-  if (!Array.isArray(fields) || fields.length !== 7 || fields[0] !== BATCH_FORMAT) throw new BatchError("not a duet write batch (format 1)");
+  if (!Array.isArray(fields) || fields.length !== 7 || fields[0] !== BATCH_FORMAT) throw new BatchError(`not a duet write batch (format ${BATCH_FORMAT})`);
   const [, job, generation, batch, ops, data, sha256] = fields as [number, string, string, number, BatchOp[], Buffer, string];
   if (typeof job !== "string" || typeof generation !== "string" || !Number.isSafeInteger(batch) || !Array.isArray(ops) || !Buffer.isBuffer(data) || typeof sha256 !== "string")
     throw new BatchError("batch fields have the wrong types");
   const checked = z.array(batchOp).safeParse(ops);
   if (!checked.success) throw new BatchError(`batch ${batch}: ops.${checked.error.issues[0]!.path.join(".")}: ${checked.error.issues[0]!.message}`);
+  // The data's own integrity is checked write by write when the batch is applied.
   if (batchChecksum(ops, data) !== sha256) throw new BatchError(`batch ${batch}: checksum mismatch (corrupted in transit or on disk)`);
   return { job, generation, batch, ops, data, sha256 };
 }

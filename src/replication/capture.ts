@@ -73,7 +73,7 @@ export function createCapture(options: CaptureOptions) {
     return next;
   };
 
-  async function scanRoot(i: number, only: readonly string[] | undefined, shallow?: readonly string[]): Promise<void> {
+  async function scanRoot(i: number, only: readonly string[] | undefined, shallow?: readonly string[], durable = true): Promise<void> {
     const root = roots[i]!;
     let generation: string | null = null;
     const result = await scanChanges(root, indexes[i]!, {
@@ -83,7 +83,7 @@ export function createCapture(options: CaptureOptions) {
       onBatch: async (b) => {
         generation ??= await options.generation();
         const batch = makeBatch(options.job, generation, last + 1, inMirror(b.ops, i), b.data);
-        const bytes = await queue.put(batch);
+        const bytes = await queue.put(batch, durable);
         for (const op of batch.ops) if (op.op === "write") blocksShipped += op.blocks.length;
         bytesShipped += bytes;
         last = batch.batch;
@@ -201,9 +201,9 @@ export function createCapture(options: CaptureOptions) {
     async adopt(manifests: ChangeIndex[], scopes: (readonly string[] | "all")[]): Promise<void> {
       for (const [i, manifest] of manifests.entries()) indexes[i] = adoptManifest(indexes[i]!, manifest, scopes[i]!);
     },
-    /** A full scan inside an `exclusive` section. */
+    /** A resync's or verification's full scan, inside an `exclusive` section. */
     scanAll: async () => {
-      for (const i of roots.keys()) await scanRoot(i, undefined);
+      for (const i of roots.keys()) await scanRoot(i, undefined, undefined, false);
     },
 
     async stop(): Promise<void> {

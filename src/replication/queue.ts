@@ -24,13 +24,19 @@ export function createBatchQueue(dir: string) {
         bytes += size;
       }
     },
-    async put(batch: Batch): Promise<number> {
-      const encoded = encodeBatch(batch);
+    /**
+     * Queues a batch capture just made. `durable` false for a resync's or verification's batches:
+     * a sender that crashes mid-sync starts the sync again, so they need not survive it.
+     */
+    async put(batch: Batch, durable = true): Promise<number> {
+      const encoded = encodeBatch(batch, false);
       const path = file(batch.batch);
       await writeFile(`${path}.tmp`, encoded, { mode: 0o600 });
-      const handle = await open(`${path}.tmp`, "r");
-      await handle.sync();
-      await handle.close();
+      if (durable) {
+        const handle = await open(`${path}.tmp`, "r");
+        await handle.sync();
+        await handle.close();
+      }
       await rename(`${path}.tmp`, path);
       sizes.set(batch.batch, encoded.length);
       bytes += encoded.length;

@@ -4,14 +4,14 @@ import { constants as fsConstants } from "node:fs";
 import { lstat, mkdir, open, readdir, readFile, readlink, rename, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Packr } from "msgpackr";
-import { blocksChecksum, type BatchOp } from "./batch.ts";
+import { checksumOfBlockSums, CHECKSUM_BLOCK_BYTES, type BatchOp } from "./batch.ts";
 
 /**
  * Block size of the change index. 64 KiB keeps the index of a 1 GiB file at 16,384 checksums
  * (about 0.5 MiB) while a 4 KiB change still ships one block; 4 KiB blocks would make the index
  * 16 times larger for the same files.
  */
-export const BLOCK_BYTES = 64 * 1024;
+export const BLOCK_BYTES = CHECKSUM_BLOCK_BYTES;
 /** Block bytes per batch; a larger change is split over several batches. */
 export const SCAN_BATCH_DATA_MAX = 4 * 1024 * 1024;
 /** Entries the index holds; a tree beyond this is refused with a clear error rather than eating memory. */
@@ -139,12 +139,14 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
       if (was.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
       continue;
     }
-    const read = await readChangedBlocks(join(root, path), was?.kind === "file" ? was.blocks : []);
+    // Changed blocks go into batches as they are read: a large file never sits in memory whole.
+    const write = out.beginWrite(path, info.size);
+    const read = await readChangedBlocks(join(root, path), was?.kind === "file" ? was.blocks : [], write.add);
     if (read === null) continue; // gone since the walk: the next scan removes it
     bytesRead += read.size;
     next.set(path, { kind: "file", mode, size: read.size, mtimeNs, ino: info.ino, blocks: read.blocks });
     // Re-read (racy, or touched) but no block and not the size changed: nothing to ship.
-    if (read.changed.length > 0 || was?.kind !== "file" || was.size !== read.size) await out.pushWrite(path, read.size, read.changed);
+    await write.end(read.size, was?.kind !== "file" || was.size !== read.size);
     if (was?.kind !== "file" || was.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
   }
 
@@ -172,8 +174,8 @@ export interface ScanOptions {
   onBatch?: (batch: { ops: BatchOp[]; data: Buffer }) => Promise<void>;
 }
 
-/** Reads a file block by block; keeps only the blocks whose checksum differs from `known`. */
-async function readChangedBlocks(path: string, known: readonly string[]): Promise<{ size: number; blocks: string[]; changed: [number, Buffer][] } | null> {
+/** Reads a file block by block, handing on each block whose checksum differs from `known`. */
+async function readChangedBlocks(path: string, known: readonly string[], changed: (at: number, block: Buffer, sum: string) => Promise<void>): Promise<{ size: number; blocks: string[] } | null> {
   const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW).catch((error: NodeJS.ErrnoException) => {
     if (error.code === "ENOENT" || error.code === "ELOOP") return null;
     throw error;
@@ -181,7 +183,6 @@ async function readChangedBlocks(path: string, known: readonly string[]): Promis
   if (handle === null) return null;
   try {
     const blocks: string[] = [];
-    const changed: [number, Buffer][] = [];
     let size = 0;
     for (let i = 0; ; i++) {
       const buffer = Buffer.alloc(BLOCK_BYTES);
@@ -190,10 +191,10 @@ async function readChangedBlocks(path: string, known: readonly string[]): Promis
       const block = buffer.subarray(0, bytesRead);
       const sum = blockSum(block);
       blocks.push(sum);
-      if (known[i] !== sum) changed.push([size, block]);
+      if (known[i] !== sum) await changed(size, block, sum);
       size += bytesRead;
     }
-    return { size, blocks, changed };
+    return { size, blocks };
   } finally {
     await handle.close();
   }
@@ -225,25 +226,35 @@ function createBatcher(onBatch: ScanOptions["onBatch"]) {
   };
   return {
     push,
-    async pushWrite(path: string, fileSize: number, changed: [number, Buffer][]) {
-      let pending: [number, Buffer][] = [];
+    /**
+     * A write op built block by block. Ops cut off before the end carry the size the file had when
+     * the scan found it; the last carries the size read to the end of the file.
+     */
+    beginWrite(path: string, sizeSeen: number) {
+      let pending: [number, Buffer, string][] = [];
       let pendingBytes = 0;
-      const emit = async () => {
+      let emitted = false;
+      const emit = async (fileSize: number) => {
         const data = Buffer.concat(pending.map(([, b]) => b));
-        await push({ op: "write", path, blocks: pending.map(([at, b]) => [at, b.length]), size: fileSize, sha256: blocksChecksum(data) }, data);
+        await push({ op: "write", path, blocks: pending.map(([at, b]) => [at, b.length]), size: fileSize, sha256: checksumOfBlockSums(pending.map(([, , sum]) => sum)) }, data);
         pending = [];
         pendingBytes = 0;
+        emitted = true;
       };
-      for (const [at, block] of changed) {
-        if (pending.length > 0 && size + pendingBytes + block.length > SCAN_BATCH_DATA_MAX) {
-          await emit();
-          await flush();
-        }
-        pending.push([at, block]);
-        pendingBytes += block.length;
-      }
-      // A write with no changed block still carries the size: it may be a truncation to a block boundary.
-      await emit();
+      return {
+        add: async (at: number, block: Buffer, sum: string) => {
+          if (pending.length > 0 && size + pendingBytes + block.length > SCAN_BATCH_DATA_MAX) {
+            await emit(sizeSeen);
+            await flush();
+          }
+          pending.push([at, block, sum]);
+          pendingBytes += block.length;
+        },
+        /** `always`: a new file or a new size must be shipped even when no block changed (a truncation to a block boundary). */
+        end: async (finalSize: number, always: boolean) => {
+          if (pending.length > 0 || (always && !emitted) || (emitted && finalSize !== sizeSeen)) await emit(finalSize);
+        },
+      };
     },
     async finish() {
       await flush();
