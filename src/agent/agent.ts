@@ -161,15 +161,18 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         state,
         now: () => world.clock.now(),
         record,
+        head: () => journal.head(),
         relay: (event) => peerPort.relay(event),
         request: (body, timeoutMs) => channel.request(body, timeoutMs),
         connected: () => channel.connected(),
         timers: world.timers,
         log: info,
       },
-      config.jobs.filter((j) => j.nodes.includes(me.name)).map((j) => ({ name: j.name, paths: j.mirrors.map((m) => m.path) })),
+      config.jobs.filter((j) => j.nodes.includes(me.name)).map((j) => ({ name: j.name, paths: j.mirrors.map((m) => m.path), snapshots: j.snapshots })),
     );
     closers.push(() => mirrors.close());
+    const snapshotSchedule = mirrors.scheduleSnapshots();
+    closers.push(() => snapshotSchedule.cancel());
 
     const jobs = createJobControl({ self: me.name, state, now: () => world.clock.now(), record, runner: (j) => runners.get(j), peer: peerPort, log: info, mirrors });
 
@@ -267,6 +270,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       deleteJob: (job, by) => jobs.deleteJob(job, by),
       verify: (job, by) => mirrors.verify(job, by),
       selectSource: (job, from, by, force) => mirrors.selectSource(job, from, by, force),
+      takeSnapshot: async (job) => {
+        const snapshot = await mirrors.takeSnapshot(job);
+        return { seq: journal.head(), snapshot };
+      },
+      listSnapshots: (job) => mirrors.listSnapshots(job),
+      restoreSnapshot: (job, name, to, by) => mirrors.restoreSnapshot(job, name, to, by),
       clearConfig: async () => {
         throw new ControlError("not-available", 409, "run `duet config clear` on the host with the agent stopped");
       },

@@ -13,6 +13,7 @@ import { BatchError, decodeBatch, type Batch } from "../replication/batch.ts";
 import { createCapture, type Capture } from "../replication/capture.ts";
 import { createBatchQueue, type BatchQueue } from "../replication/queue.ts";
 import { readManifest, type ChangeIndex, type Entry } from "../replication/scan.ts";
+import { createSnapshots, SnapshotError, type SnapshotInfo } from "../replication/snapshot.ts";
 import { parseMirrorRequest, type MirrorRequest } from "./peer-protocol.ts";
 
 /** Batches sent and not yet acknowledged: enough to keep the link busy while one applies. */
@@ -35,6 +36,8 @@ export interface MirrorHost {
   state(): ClusterState;
   now(): number;
   record(events: DuetEvent[]): Promise<Recorded[]>;
+  /** The journal's last seq. */
+  head(): number;
   relay(event: DuetEvent): void;
   request(body: MirrorRequest, timeoutMs: number): Promise<unknown>;
   connected(): boolean;
@@ -68,13 +71,25 @@ interface Source {
  * jobs that run on the peer. Every fact goes to the journal; lineage and the replication
  * projection decide what the link's colour is.
  */
-export interface MirrorOptions {
-  /** Keeps a snapshot of a job's roots (the losing side before a source selection); returns its name. */
-  keep?: (job: string, roots: readonly string[], at: { generation: string | null; batch: number }) => Promise<string>;
+export interface MirroredJob {
+  name: string;
+  paths: readonly string[];
+  snapshots: { intervalMs?: number; firstAt?: string; keep: number };
 }
 
-export function createMirrors(host: MirrorHost, jobs: readonly { name: string; paths: readonly string[] }[], options: MirrorOptions = {}) {
+/** Where a job's snapshots live: beside its first mirrored directory, on the same file system (hard links). */
+export const snapshotDir = (roots: readonly string[]) => `${roots[0]}.duet-snapshots`;
+
+export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
   const roots = new Map(jobs.filter((j) => j.paths.length > 0).map((j) => [j.name, mirrorRoots(j.paths, host.self)]));
+  const snapshotStores = new Map(
+    jobs
+      .filter((j) => j.paths.length > 0)
+      .map((j) => {
+        const jobRoots = roots.get(j.name)!;
+        return [j.name, createSnapshots({ job: j.name, node: host.self, roots: jobRoots, dir: snapshotDir(jobRoots), keep: j.snapshots.keep, report: (e) => report(e), now: host.now })] as const;
+      }),
+  );
   const sources = new Map<string, Source>();
   const applyChains = new Map<string, Promise<unknown>>();
   const manifests = new Map<string, { key: string; pages: [string, Entry][][] }>();
@@ -518,11 +533,43 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
   }
 
   /** The losing side's data, kept before anything of it is overwritten (at a batch boundary). */
-  function keepHere(job: string): Promise<string | null> {
-    return serialApply(job, async () => {
-      if (!options.keep) throw new Error(`node ${host.self} cannot take snapshots`);
-      return options.keep(job, roots.get(job)!, { generation: view(job).current, batch: view(job).lastApplied?.batch ?? 0 });
-    });
+  async function keepHere(job: string): Promise<string | null> {
+    return (await takeSnapshot(job, "before-source-select")).name;
+  }
+
+  /**
+   * A snapshot of this node's copy, between two batches. Not where the job runs: its application
+   * writes files in place, which would change a snapshot sharing them.
+   */
+  function takeSnapshot(job: string, reason: "operator" | "schedule" | "before-source-select"): Promise<SnapshotInfo> {
+    const store = snapshotStores.get(job);
+    if (!store) return Promise.reject(new ControlError("not-mirrored", 409, `job ${job} has no mirrored paths`));
+    if (sources.has(job) && !sources.get(job)!.temporary)
+      return Promise.reject(new ControlError("job-runs-here", 409, `job ${job} runs on ${host.self}, whose application writes its files in place; take the snapshot of the replica on ${host.peer}`));
+    return serialApply(job, () => store.take(reason, { generation: view(job).current, batch: view(job).lastApplied?.batch ?? 0 }));
+  }
+
+  /**
+   * Restores a snapshot: elsewhere at any time; in place only while the job runs nowhere. In place,
+   * this node's data starts a new generation of unknown extent, so the next session resyncs all of
+   * it, from here if the job is brought in here, or gray if the peer runs it.
+   */
+  async function restoreSnapshot(job: string, name: string, to: string | undefined, by: string): Promise<{ seq: number }> {
+    const store = snapshotStores.get(job);
+    if (!store) throw new ControlError("not-mirrored", 409, `job ${job} has no mirrored paths`);
+    const state = host.state().jobs.get(job);
+    if (to === undefined && (sources.has(job) || (state && state.phase !== "out")))
+      throw new ControlError("job-not-out", 409, `job ${job} is ${state?.phase ?? "running"}${state?.active ? ` on ${state.active}` : ""}; bring it out before restoring in place (or restore --to a directory)`);
+    try {
+      await serialApply(job, () => store.restore(name, { to, by }));
+    } catch (error) {
+      if (error instanceof SnapshotError) throw new ControlError("snapshot-refused", 409, error.message);
+      throw error;
+    }
+    if (to !== undefined) return { seq: host.head() }; // SnapshotRestored, just journaled
+    const generation = randomBytes(8).toString("hex");
+    const [recorded] = await host.record([{ type: "GenerationStarted", data: { job, node: host.self, generation, parent: view(job).current, reason: "restored" } }]);
+    return { seq: recorded!.seq };
   }
 
   async function becomeSelectedSource(job: string): Promise<void> {
@@ -607,6 +654,31 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
       return { seq: requested!.seq };
     },
     selectSource,
+    takeSnapshot: (job: string) => takeSnapshot(job, "operator"),
+    listSnapshots: async (job: string): Promise<SnapshotInfo[]> => {
+      const store = snapshotStores.get(job);
+      if (!store) throw new ControlError("not-mirrored", 409, `job ${job} has no mirrored paths`);
+      return store.list();
+    },
+    restoreSnapshot,
+    /** Scheduled snapshots (config: snapshots.intervalMs from firstAt), taken on the replica side. */
+    scheduleSnapshots(): { cancel(): void } {
+      const timers: { cancel(): void }[] = [];
+      for (const j of jobs) {
+        const every = j.snapshots.intervalMs;
+        if (!every || !snapshotStores.has(j.name)) continue;
+        let due = firstDue(host.now(), every, j.snapshots.firstAt);
+        timers.push(
+          host.timers.every(Math.min(60_000, every), () => {
+            if (host.now() < due) return;
+            due = firstDue(host.now() + 1, every, j.snapshots.firstAt);
+            if (sources.has(j.name)) return; // the replica side takes them
+            void takeSnapshot(j.name, "schedule").catch((error: Error) => host.log(`job ${j.name}: scheduled snapshot failed: ${error.message}`));
+          }),
+        );
+      }
+      return { cancel: () => timers.forEach((t) => t.cancel()) };
+    },
     async close(): Promise<void> {
       for (const job of [...sources.keys()]) await stopSource(job, false);
     },
@@ -614,6 +686,17 @@ export function createMirrors(host: MirrorHost, jobs: readonly { name: string; p
 }
 
 export type Mirrors = ReturnType<typeof createMirrors>;
+
+/** The first moment at or after `now` on the schedule: `firstAt` (local time of day) today, then every `every` ms. */
+export function firstDue(now: number, every: number, firstAt?: string): number {
+  const start = new Date(now);
+  if (firstAt) {
+    const [h, m] = firstAt.split(":").map(Number);
+    start.setHours(h!, m!, 0, 0);
+  }
+  const origin = start.getTime();
+  return origin >= now ? origin : origin + Math.ceil((now - origin) / every) * every;
+}
 
 /** The part of a lineage scope that lies under mirror root `index`, relative to it. */
 function scopeFor(scope: Paths, index: number): readonly string[] | "all" | "none" {

@@ -239,6 +239,15 @@ export function createApi(options: ApiOptions) {
     const { from, force } = await body(c, z.strictObject({ from: z.string().min(1), force: z.boolean().default(false) }));
     return c.json(await control.selectSource(jobParam(c), from, user(c), force), 202);
   });
+  app.get("/v1/jobs/:job/snapshots", async (c) => c.json({ snapshots: await control.listSnapshots(jobParam(c)) }));
+  app.post("/v1/jobs/:job/snapshots", async (c) => {
+    await body(c, z.strictObject({}));
+    return c.json(await control.takeSnapshot(jobParam(c), user(c)), 201);
+  });
+  app.post("/v1/jobs/:job/snapshots/:name/restore", async (c) => {
+    const { to } = await body(c, z.strictObject({ to: z.string().regex(/^\//, "expected an absolute directory").optional() }));
+    return c.json(await control.restoreSnapshot(jobParam(c), c.req.param("name"), to, user(c)), 202);
+  });
   app.post("/v1/config/clear", async (c) => {
     const { force } = await body(c, z.strictObject({ force: z.boolean().default(false) }));
     return c.json(await control.clearConfig(user(c), force), 200);

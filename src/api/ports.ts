@@ -1,6 +1,7 @@
 import type { Observable } from "rxjs";
 import type { DuetEvent, Recorded } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
+import type { SnapshotInfo } from "../replication/snapshot.ts";
 
 /** What the API reads and appends: the agent's journal. */
 export interface ApiJournal {
@@ -19,6 +20,11 @@ export interface ControlPort {
   deleteJob(job: string, by: string): Promise<{ seq: number }>;
   verify(job: string, by: string): Promise<{ seq: number }>;
   selectSource(job: string, from: string, by: string, force: boolean): Promise<{ seq: number }>;
+  /** A snapshot of this node's copy of the job's data (the replica side). */
+  takeSnapshot(job: string, by: string): Promise<{ seq: number; snapshot: SnapshotInfo }>;
+  listSnapshots(job: string): Promise<SnapshotInfo[]>;
+  /** In place (`to` absent; the job must run nowhere) or into the directory `to`. */
+  restoreSnapshot(job: string, name: string, to: string | undefined, by: string): Promise<{ seq: number }>;
   clearConfig(by: string, force: boolean): Promise<{ archivedTo: string }>;
   gatherinfo(): Promise<{ file: string }>;
 }

@@ -10,6 +10,8 @@ import { clearConfig, gatherinfo } from "./maintenance.ts";
 import { renderStatus } from "./status.ts";
 import { followEvents, waitForOutcome } from "./follow.ts";
 import { progressBar } from "./progress.ts";
+import type { SnapshotInfo } from "../replication/snapshot.ts";
+import { resolve } from "node:path";
 
 const program = new Command("duet")
   .description("High availability for a pair of Linux hosts with no shared storage.")
@@ -87,6 +89,43 @@ jobAction(
   source,
   "source",
 );
+
+const snapshot = program.command("snapshot").description("snapshots of a job's replica (hard-link trees: cheap to take, never changed afterwards)");
+snapshot
+  .command("create <job>")
+  .description("snapshot this node's copy of the job's data, between two batches (on the replica side)")
+  .addOption(configOption())
+  .addOption(nodeOption())
+  .option("--json", "machine-readable output")
+  .action(async (job: string, o: { config: string; node?: string; json?: boolean }) => {
+    const client = await localAgent(o);
+    const taken = await client.post<{ seq: number; snapshot: SnapshotInfo }>(`/v1/jobs/${encodeURIComponent(job)}/snapshots`, {});
+    print(!!o.json, taken, `snapshot ${taken.snapshot.name}: ${taken.snapshot.files} files, ${taken.snapshot.bytes} bytes, generation ${taken.snapshot.generation ?? "none"}, batch ${taken.snapshot.batch}`);
+  });
+snapshot
+  .command("list <job>")
+  .description("this node's snapshots of the job, oldest first")
+  .addOption(configOption())
+  .addOption(nodeOption())
+  .option("--json", "machine-readable output")
+  .action(async (job: string, o: { config: string; node?: string; json?: boolean }) => {
+    const client = await localAgent(o);
+    const { snapshots } = await client.get<{ snapshots: SnapshotInfo[] }>(`/v1/jobs/${encodeURIComponent(job)}/snapshots`);
+    const lines = snapshots.map((s) => `${s.name}  ${new Date(s.at).toISOString()}  ${String(s.files).padStart(7)} files  ${String(s.bytes).padStart(12)} bytes  generation ${s.generation ?? "none"}  ${s.reason}`);
+    print(!!o.json, snapshots, lines.length > 0 ? lines.join("\n") : `no snapshots of ${job} on this node`);
+  });
+snapshot
+  .command("restore <job> <name>")
+  .description("restore a snapshot in place (the job must be brought out; the mirror then resyncs from here) or --to a directory")
+  .addOption(configOption())
+  .addOption(nodeOption())
+  .option("--to <dir>", "restore into this new or empty directory instead")
+  .option("--json", "machine-readable output")
+  .action(async (job: string, name: string, o: { config: string; node?: string; to?: string; json?: boolean }) => {
+    const client = await localAgent(o);
+    const done = await client.post<{ seq: number }>(`/v1/jobs/${encodeURIComponent(job)}/snapshots/${encodeURIComponent(name)}/restore`, o.to ? { to: resolve(o.to) } : {});
+    print(!!o.json, done, o.to ? `restored ${name} into ${resolve(o.to)} (journal seq ${done.seq})` : `restored ${name} in place (journal seq ${done.seq}); the mirror resyncs from this node when the job is brought in here`);
+  });
 
 program
   .command("events")

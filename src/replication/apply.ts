@@ -1,5 +1,5 @@
 import { constants as fsConstants } from "node:fs";
-import { chmod, mkdir, open, readdir, readFile, rename, rm, symlink, truncate, writeFile } from "node:fs/promises";
+import { chmod, copyFile, lstat, mkdir, open, readdir, readFile, rename, rm, symlink, truncate, writeFile } from "node:fs/promises";
 import { dirname, isAbsolute, join, normalize } from "node:path";
 import type { DuetEvent } from "../events/catalogue.ts";
 import { BatchError, blocksChecksum, decodeBatch, encodeBatch, type Batch } from "./batch.ts";
@@ -76,6 +76,21 @@ export function createApplier(options: { job: string; node: string; roots: reado
     if (offset !== b.data.length) throw new RefusedBatchError(b.batch, "(batch)", `${b.data.length - offset} bytes of data belong to no write`);
   }
 
+  /**
+   * A file a snapshot shares (more than one hard link) is copied and the copy put in its place
+   * before it is changed, so the snapshot keeps its bytes and mode. Idempotent: after a crash the
+   * file has one link again, or the copy is made anew.
+   */
+  async function copyBeforeWrite(path: string): Promise<void> {
+    const info = await lstat(path).catch(() => null);
+    if (info === null || !info.isFile() || info.nlink <= 1) return;
+    const copy = `${path}.duet-cow`;
+    await copyFile(path, copy, fsConstants.COPYFILE_FICLONE);
+    await chmod(copy, info.mode & 0o7777);
+    await fsyncPath(copy);
+    await rename(copy, path);
+  }
+
   async function applyOps(b: Batch): Promise<void> {
     const touched = new Set<string>();
     let offset = 0;
@@ -85,6 +100,7 @@ export function createApplier(options: { job: string; node: string; roots: reado
       switch (op.op) {
         case "write": {
           await mkdir(dirname(path), { recursive: true });
+          await copyBeforeWrite(path);
           // Never through a symlink: a link where the source now has a file is replaced, not followed.
           const flags = fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW;
           const handle = await open(path, flags, 0o644).catch(async (e: NodeJS.ErrnoException) => {
@@ -105,6 +121,7 @@ export function createApplier(options: { job: string; node: string; roots: reado
           break;
         }
         case "truncate":
+          await copyBeforeWrite(path);
           await truncate(path, op.size).catch(async (e: NodeJS.ErrnoException) => {
             if (e.code !== "ENOENT") throw e;
             await mkdir(dirname(path), { recursive: true });
@@ -134,6 +151,7 @@ export function createApplier(options: { job: string; node: string; roots: reado
           await symlink(op.target, path);
           break;
         case "chmod":
+          await copyBeforeWrite(path);
           await chmod(path, op.mode);
           break;
       }

@@ -38,6 +38,9 @@ const control: ControlPort = {
   },
   verify: async () => ({ seq: journal.head() }),
   selectSource: async () => ({ seq: journal.head() }),
+  takeSnapshot: async (job) => ({ seq: journal.head(), snapshot: { name: "2026-11-25T00-00-00.000Z", job, node: "a", at: 0, generation: null, batch: 0, files: 0, bytes: 0, reason: "operator" } }),
+  listSnapshots: async () => [],
+  restoreSnapshot: async () => ({ seq: journal.head() }),
   clearConfig: async () => ({ archivedTo: "/tmp/x" }),
   gatherinfo: async () => {
     throw new ControlError("not-available", 409, "not in this test");
@@ -74,11 +77,13 @@ const call = (method: string, path: string, token?: string, body?: unknown) =>
   fetch(`${url}${path}`, { method, headers: token ? { authorization: `Bearer ${token}` } : {}, body: body === undefined ? undefined : JSON.stringify(body) });
 
 describe("API auth matrix", () => {
-  const reads = ["/v1/cluster", "/v1/nodes", "/v1/jobs", "/v1/jobs/web", "/v1/replication", "/v1/events", "/metrics"];
+  const reads = ["/v1/cluster", "/v1/nodes", "/v1/jobs", "/v1/jobs/web", "/v1/replication", "/v1/jobs/web/snapshots", "/v1/events", "/metrics"];
   const acts: [string, string, unknown][] = [
     ["POST", "/v1/jobs/web/bring-out", {}],
     ["POST", "/v1/jobs/web/verify", {}],
     ["POST", "/v1/jobs/web/source", { from: "b" }],
+    ["POST", "/v1/jobs/web/snapshots", {}],
+    ["POST", "/v1/jobs/web/snapshots/2026-11-25T00-00-00.000Z/restore", { to: "/tmp/elsewhere" }],
     ["POST", "/v1/config/clear", {}],
     ["DELETE", "/v1/jobs/old", undefined],
   ];
@@ -118,7 +123,7 @@ describe("API auth matrix", () => {
       offsetMs -= 61_000;
     }
     const fresh = (await login("admin", "admin-password")).body.token!;
-    for (const [method, path, body] of acts) expect([200, 202], `admin ${path}`).toContain((await call(method, path, fresh, body)).status);
+    for (const [method, path, body] of acts) expect([200, 201, 202], `admin ${path}`).toContain((await call(method, path, fresh, body)).status);
   });
 
   it("the local CLI token acts as admin", async () => {

@@ -101,4 +101,90 @@ describe("mirroring a job's data between two agents", () => {
     // Two changed files, not twenty: about 100 KB of blocks, not 2 MB.
     expect((completed?.data as { shippedBytes: number }).shippedBytes).toBeLessThan(400_000);
   }, 60_000);
+
+  it("both sides wrote apart: the link goes gray on both nodes; selecting b keeps a's divergent files in a snapshot and a converges to b", async () => {
+    const p = (pair = await startMirrorPair("mirror-gray", 27440));
+    await mkdir(p.data("a"), { recursive: true });
+    await writeFile(join(p.data("a"), "shared.txt"), "version 1");
+    await p.start("a");
+    await p.start("b");
+    await until("peers connected", 10_000, () => p.agent("a").journal.state().membership.peerStatus === "connected");
+    const a = await p.client("a");
+    await a.post("/v1/jobs/data/bring-in", { on: "a" });
+    await until("green", 15_000, () => p.job("a").replication.colour === "green" && p.switchoverGate("a", "b").allowed);
+    await a.post("/v1/jobs/data/bring-out", {});
+    await until("out on both", 10_000, () => p.job("a").phase === "out" && p.job("b").phase === "out");
+
+    // a runs the job alone and writes
+    await p.stop("b");
+    await until("a alone", 10_000, () => p.agent("a").journal.state().membership.peerStatus !== "connected");
+    await a.post("/v1/jobs/data/bring-in", { on: "a" });
+    await until("in on a", 10_000, () => p.job("a").phase === "in");
+    await writeFile(join(p.data("a"), "a-only.txt"), "only a wrote this");
+    await writeFile(join(p.data("a"), "shared.txt"), "version 2 by a");
+    await until("a captured", 10_000, () => (p.agent("a").journal.state().replication.get("data")?.queue.batches ?? 0) > 0);
+    await a.post("/v1/jobs/data/bring-out", {});
+    await until("out on a", 10_000, () => p.job("a").phase === "out");
+    await p.stop("a");
+
+    // then b runs it alone and writes
+    await p.start("b");
+    const b = await p.client("b");
+    await b.post("/v1/jobs/data/bring-in", { on: "b" });
+    await until("in on b", 10_000, () => p.job("b").phase === "in");
+    await writeFile(join(p.data("b"), "b-only.txt"), "only b wrote this");
+    await writeFile(join(p.data("b"), "shared.txt"), "version 2 by b");
+    await until("b captured", 10_000, () => (p.agent("b").journal.state().replication.get("data")?.queue.batches ?? 0) > 0);
+
+    // they meet again: neither is an ancestor of the other
+    await p.start("a");
+    await until("gray on b", 15_000, () => p.job("b").replication.colour === "gray");
+    await until("gray on a", 10_000, () => p.job("a").replication.colour === "gray");
+    expect(p.switchoverGate("b", "a").allowed).toBe(false);
+    expect(await readFile(join(p.data("a"), "a-only.txt"), "utf8")).toBe("only a wrote this"); // nothing overwritten
+
+    // an operator keeps b's data; a's is kept in a snapshot first
+    const chosen = await (await p.client("a")).post<{ seq: number }>("/v1/jobs/data/source", { from: "b" });
+    expect(chosen.seq).toBeGreaterThan(0);
+    await until("a converged to b", 15_000, () => same(p));
+    await until("green again", 15_000, () => p.job("b").replication.colour === "green");
+    expect(await readFile(join(p.data("a"), "shared.txt"), "utf8")).toBe("version 2 by b");
+    const selected = (await p.events("a")).find((e) => e.type === "SourceSelected");
+    expect(selected?.data).toMatchObject({ job: "data", from: "b", force: false });
+    const kept = (selected?.data as { keptSnapshot: string }).keptSnapshot;
+    expect(kept).toBeTruthy();
+    const snapshotFiles = await tree(join(p.dir, "a", "data.duet-snapshots"));
+    expect(snapshotFiles.join("\n")).toContain("a-only.txt");
+
+    // and b's later writes stream to a as usual
+    await writeFile(join(p.data("b"), "after.txt"), "after the selection");
+    await until("streaming again", 10_000, () => same(p));
+  }, 90_000);
+
+  it("snapshots through the API: taken on the replica between batches, refused where the job runs, restored elsewhere", async () => {
+    const p = (pair = await startMirrorPair("mirror-snap", 27450));
+    await mkdir(p.data("a"), { recursive: true });
+    await writeFile(join(p.data("a"), "v.txt"), "version 1");
+    await p.start("a");
+    await p.start("b");
+    await until("peers connected", 10_000, () => p.agent("a").journal.state().membership.peerStatus === "connected");
+    const a = await p.client("a");
+    const b = await p.client("b");
+    await a.post("/v1/jobs/data/bring-in", { on: "a" });
+    await until("green", 15_000, () => p.job("a").replication.colour === "green");
+
+    await expect(a.post("/v1/jobs/data/snapshots", {})).rejects.toThrow(/runs on a.*replica on b/);
+    const { snapshot } = await b.post<{ snapshot: { name: string; files: number } }>("/v1/jobs/data/snapshots", {});
+    expect(snapshot.files).toBe(1);
+    await writeFile(join(p.data("a"), "v.txt"), "version 2, after the snapshot");
+    await until("the change on b", 10_000, async () => (await readFile(join(p.data("b"), "v.txt"), "utf8")).startsWith("version 2"));
+
+    const { snapshots } = await b.get<{ snapshots: { name: string }[] }>("/v1/jobs/data/snapshots");
+    expect(snapshots.map((s) => s.name)).toEqual([snapshot.name]);
+    await expect(b.post(`/v1/jobs/data/snapshots/${snapshot.name}/restore`, {})).rejects.toThrow(/bring it out before restoring in place/);
+    const elsewhere = join(p.dir, "restored");
+    await b.post(`/v1/jobs/data/snapshots/${snapshot.name}/restore`, { to: elsewhere });
+    expect(await readFile(join(elsewhere, "0", "v.txt"), "utf8")).toBe("version 1");
+    expect(await readFile(join(p.data("b"), "v.txt"), "utf8")).toBe("version 2, after the snapshot");
+  }, 60_000);
 });
