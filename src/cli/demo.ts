@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { openSync, closeSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { initConfig } from "../config/init.ts";
@@ -76,10 +76,12 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
     resources:
       - name: app
         process:
-          command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(app)}, ${SERVICE.address}, "${SERVICE.port}", ${JSON.stringify(dir)}]
+          command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(app)}, ${SERVICE.address}, "${SERVICE.port}", ${JSON.stringify(join(dir, "{node}", "data"))}]
           health: { http: "http://${SERVICE.address}:${SERVICE.port}/" }
         monitor: { intervalMs: 1000, timeoutMs: 2000 }
-        startTimeoutMs: 10000`,
+        startTimeoutMs: 10000
+    mirrors:
+      - path: ${join(dir, "{node}", "data")}   # on real hosts the same path on both; here each node has its own copy`,
     });
 
     step("starting both agents");
@@ -122,6 +124,18 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
     const first = await until("the service answering", 15_000, servedBy);
     say(`  GET http://${SERVICE.address}:${SERVICE.port}/ -> served by ${first}; both journals record it`);
 
+    step("the application's data: written on alpha, mirrored to beta in real time");
+    const orders = "order 1001: 3 x espresso\norder 1002: 1 x croissant\n";
+    const wroteAt = Date.now();
+    await writeFile(join(dir, "alpha", "data", "orders.txt"), orders);
+    await until("orders.txt on beta", 10_000, async () => ((await readFile(join(dir, "beta", "data", "orders.txt"), "utf8").catch(() => "")) === orders ? true : null));
+    const link = await until("the data link green", 10_000, async () => {
+      const job = (await alpha.get<ReturnType<typeof clusterView>>("/v1/cluster")).jobs[0];
+      return job?.replication.colour === "green" && job.replication.queue?.batches === 0 ? job : null;
+    });
+    say(`  alpha wrote orders.txt; beta's copy had it ${Date.now() - wroteAt} ms later (data link ${link.replication.colour}, queue empty, verified)`);
+    say(`  generation ${link.lineage?.local.generation}: both nodes on the same line of history`);
+
     step("crash: alpha's agent and its application are killed with SIGKILL (as if the host died)");
     const appPid = (JSON.parse(await readFile(join(dir, "alpha", "jobs", "web", "app.pid"), "utf8")) as { pid: number }).pid;
     const crashedAt = Date.now();
@@ -144,6 +158,8 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
       return v.jobs[0]?.active === "beta" ? v : null;
     });
     say(`  beta sees: peer ${view.peer} ${view.peerStatus}; job web ${view.jobs[0]?.phase} on ${view.jobs[0]?.active}`);
+    const served = (await (await fetch(`http://${SERVICE.address}:${SERVICE.port}/`, { signal: AbortSignal.timeout(1000) })).json()) as { files: { name: string; text: string }[] };
+    say(`  beta serves orders.txt from its replica: ${JSON.stringify(served.files.find((f) => f.name === "orders.txt")?.text ?? "(missing!)")}`);
 
     step("stopping beta (SIGTERM: with no peer to switch over to, it brings the job out)");
     const betaAgent = agents.get("beta")!;
