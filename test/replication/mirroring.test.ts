@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { runReplay } from "../../tools/replay/main.ts";
 import { startMirrorPair, until } from "./mirror-pair.ts";
 
 /** Every entry under `dir` with its kind, mode and content hash (or link target). */
@@ -159,6 +160,15 @@ describe("mirroring a job's data between two agents", () => {
     // and b's later writes stream to a as usual
     await writeFile(join(p.data("b"), "after.txt"), "after the selection");
     await until("streaming again", 10_000, () => same(p));
+
+    // replay tells the story from the two journals alone
+    await p.stop("b");
+    await p.stop("a");
+    const { output, exitCode } = await runReplay([join(p.dir, "a", "journal"), join(p.dir, "b", "journal")]);
+    expect(exitCode).toBe(0);
+    expect(output).toMatch(/mirror of data gray on b: its generation [0-9a-f]{16}, the peer's [0-9a-f]{16}, last shared [0-9a-f]{16}; an operator must choose the source/);
+    expect(output).toContain(`chose b as the source of data; the other side's 2 divergent path(s) kept in snapshot ${kept}`);
+    expect(output).toMatch(/resync of data from b to a done/);
   }, 90_000);
 
   it("snapshots through the API: taken on the replica between batches, refused where the job runs, restored elsewhere", async () => {

@@ -317,15 +317,25 @@ export function describe(r: Recorded): string | null {
     case "AlertRaised":
       return `ALERT ${r.data.code}: ${r.data.message}`;
     case "DivergenceDetected":
-      return `data of ${r.data.job} diverged: ${r.data.local} here, ${r.data.peer} on the peer`;
+      return `mirror of ${r.data.job} gray on ${r.data.node}: its generation ${r.data.local}, the peer's ${r.data.peer}${r.data.commonAncestor ? `, last shared ${r.data.commonAncestor}` : ""}; an operator must choose the source`;
+    case "VerificationStarted":
+      return `verification of ${r.data.job} started from ${r.data.node}`;
+    case "ResyncStarted":
+      return `resync of ${r.data.job} from ${r.data.from} to ${r.data.to} started (${r.data.paths === 0 ? "all paths" : `${r.data.paths} path(s) lineage names`})`;
+    case "OpRefused":
+      return `${r.data.node} refused batch ${r.data.batch} of ${r.data.job}: ${r.data.path}: ${r.data.reason}`;
+    case "SnapshotTaken":
+      return `${r.data.node} kept snapshot ${r.data.snapshot} of ${r.data.job} (${r.data.reason}, generation ${r.data.generation})`;
+    case "SnapshotRestored":
+      return `${r.data.by} restored snapshot ${r.data.snapshot} of ${r.data.job} on ${r.data.node} ${r.data.target === "in-place" ? "in place" : `into ${r.data.directory}`}`;
     case "VerificationCompleted":
       return `verification of ${r.data.job} done on ${r.data.node}: ${r.data.differingBlocks} block(s) differed`;
     case "GenerationStarted":
       return `${r.data.node} starts generation ${r.data.generation} of ${r.data.job} (${r.data.reason})`;
     case "ResyncCompleted":
-      return `resync of ${r.data.job} from ${r.data.from} to ${r.data.to} done`;
+      return `resync of ${r.data.job} from ${r.data.from} to ${r.data.to} done: ${r.data.shippedBytes} bytes in ${r.data.ms} ms`;
     case "SourceSelected":
-      return `${r.data.by} chose ${r.data.from} as the source of ${r.data.job}${r.data.force ? " (forced)" : ""}`;
+      return `${r.data.by} chose ${r.data.from} as the source of ${r.data.job}${r.data.force ? " (forced)" : ""}; the other side's ${r.data.losingPaths > 0 ? `${r.data.losingPaths} divergent path(s)` : "data"} ${r.data.keptSnapshot ? `kept in snapshot ${r.data.keptSnapshot}` : "not kept"}`;
     default:
       return null;
   }
