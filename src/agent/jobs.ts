@@ -117,7 +117,11 @@ export function createJobControl(host: JobHost) {
       const job = jobOrThrow(name);
       const target = on ?? job.nodes[0];
       if (!job.nodes.includes(target)) throw new ControlError("bad-request", 400, `on: expected one of the job's nodes (${job.nodes.join(", ")}), got "${target}"`);
-      if (job.phase !== "out" && job.phase !== "failed") throw new ControlError("job-not-out", 409, `job ${name} is ${job.phase}${job.active ? ` on ${job.active}` : ""}; bring it out first`);
+      // An operator's takeover: the job's node is lost (policy manual raised an alert and waits for this).
+      const takeover = target === host.self && job.active !== null && job.active !== host.self && host.state().membership.peerStatus === "lost";
+      if (job.phase !== "out" && job.phase !== "failed" && !takeover) throw new ControlError("job-not-out", 409, `job ${name} is ${job.phase}${job.active ? ` on ${job.active}` : ""}; bring it out first`);
+      if (takeover)
+        await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: "operator-takeover", message: `${by} brings ${name} in on ${host.self} while ${job.active}, where it ran, is lost: the operator vouches that ${job.active} no longer runs it` } }]);
       if (target !== host.self && !host.peer.connected()) throw new ControlError("peer-not-connected", 503, `job ${name}: node ${target} is not connected; bring the job in on ${host.self} or wait for the peer`);
       const [recorded] = await host.record([{ type: "BringInRequested", data: { job: name, on: target, by } }]);
       if (target === host.self) void serial(name, () => startHere(name));

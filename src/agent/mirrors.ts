@@ -5,7 +5,7 @@ import { Packr } from "msgpackr";
 import type { DuetEvent, Recorded } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { lineageSummary, lineageView, parseLineageSummary, type LineageSummary } from "../projections/lineage.ts";
-import { compareLineage, decideSourceSelection, resyncPaths, type Paths } from "../policy/lineage.ts";
+import { compareLineage, decideSourceSelection, mayReverseAutomatically, resyncPaths, type Paths } from "../policy/lineage.ts";
 import { ControlError } from "../api/ports.ts";
 import type { Timers } from "../world/clock.ts";
 import { createApplier, RefusedBatchError } from "../replication/apply.ts";
@@ -22,6 +22,8 @@ export const MIRROR_WINDOW = 4;
 export const MIRROR_BATCH_TIMEOUT_MS = 60_000;
 /** A manifest page holds about this many bytes of entries: it travels in one peer-channel frame. */
 export const MANIFEST_PAGE_BYTES = 4 * 1024 * 1024;
+/** A mirror session that failed (not one that went gray) is opened again after this long. */
+export const MIRROR_RETRY_MS = 2000;
 /** Verification and resync progress is journaled at most this often. */
 export const PROGRESS_REPORT_MS = 500;
 /** Queue depth is journaled at most this often. */
@@ -184,8 +186,10 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
       // lineage comparison and the resync's reset, so nothing captured in between can fall outside
       // the resync's scope.
       const begun = await source.capture.exclusive(async () => {
-        const hello = (await host.request({ kind: "mirror-hello", job, from: host.self }, MIRROR_BATCH_TIMEOUT_MS)) as { summary: unknown; applied: number };
+        const hello = (await host.request({ kind: "mirror-hello", job, from: host.self }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; code?: string; message?: string; summary: unknown; applied: number };
         if (!live()) return null;
+        // e.g. the peer still believes it runs the job, until the job reports on reconnect settle it
+        if (!hello.ok) throw new Error(`${host.peer} did not open a session: ${hello.code}: ${hello.message}`);
         const peerSummary = parseLineageSummary(hello.summary);
         const verdict = compareLineage(summary(job), peerSummary);
         const plan = planSession(job, source, mode, verdict, peerSummary, hello.applied);
@@ -213,7 +217,12 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
       }
       if (live()) await pump(job, source, synced + 1, live);
     } catch (error) {
-      if (live()) host.log(`job ${job}: mirror session ended: ${(error as Error).message}`);
+      if (!live()) return;
+      host.log(`job ${job}: mirror session ended: ${(error as Error).message}; retrying in ${MIRROR_RETRY_MS} ms`);
+      // A failed session (not a gray one, which waits for an operator) is tried again while the channel is up.
+      host.timers.after(MIRROR_RETRY_MS, () => {
+        if (live() && host.connected()) void runSession(job, mode === "verify" ? "verify" : mode);
+      });
     }
   }
 
@@ -237,8 +246,24 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
       const complete = Array.from({ length: Math.max(0, source.capture.lastCaptured() - applied) }, (_, i) => next + i).every((n) => source.queue.has(n));
       return verified && complete && mode !== "verify" ? { kind: "resume", next } : { kind: "sync", scope: "all", as: "verification" };
     }
-    if (verdict.kind === "source" && verdict.from === host.self)
+    if (verdict.kind === "source" && verdict.from === host.self) {
+      // The old active returning after this node took the job over: replication back to it starts by
+      // itself only under `unconditional`, or with reverseWhenConsistent when lineage proves it holds
+      // nothing this node lacks (DESIGN.md, take-over policies). A standby that was merely away
+      // always resyncs: it never held the job's newest data.
+      const state = host.state().jobs.get(job);
+      // Taken over automatically, or by an operator after a declined takeover.
+      const tookOver = state?.active === host.self && (state.lastDecision?.kind === "takeover" || state.lastDecision?.kind === "decline") && !verified;
+      if (tookOver && state.policy !== "unconditional") {
+        const reverse = mayReverseAutomatically(summary(job), peerSummary);
+        if (!state.reverseWhenConsistent || !reverse.ok)
+          return {
+            kind: "gray",
+            why: `${host.peer} ran ${job} before ${host.self} took it over; ${state.reverseWhenConsistent ? "lineage cannot prove it holds nothing this node lacks" : "reverseWhenConsistent is off"}, so replication back to it waits for an operator (duet source select ${job} --from ${host.self})`,
+          };
+      }
       return mode === "verify" || verdict.paths === "all" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope: verdict.paths, as: "resync" };
+    }
     if (verdict.kind === "source")
       return { kind: "gray", why: `${host.peer} holds newer data (generation ${peerSummary.current}) than ${host.self}, where the job runs; select the source explicitly (duet source select ${job} --from NODE)` };
     if (verdict.kind === "diverged")

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdir, readdir, readFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startProcessPair } from "./process-pair.ts";
@@ -77,4 +77,27 @@ describe("mirroring through crashes (real agent processes on loopback)", () => {
     expect(settled.problems).toEqual([]);
     expect(settled.count).toBeGreaterThan(800);
   }, 60_000);
+
+  it("after an operator's takeover the old active returns: the link stays gray until the operator keeps the survivor's data", async () => {
+    // a died in the test before; b declined to take over by itself (policy manual) and raised an alert
+    const b = await pair.client("b");
+    await pair.until("b declining the takeover", 15_000, async () => (await pair.job("b")).lastDecision?.kind === "decline");
+    await b.post("/v1/jobs/data/bring-in", { on: "b" });
+    await pair.until("the job running on b", 15_000, async () => (await pair.job("b")).active === "b" && (await pair.job("b")).phase === "in");
+    await writeFile(join(dataOf("b"), "written-by-b.txt"), "b ran the job while a was down");
+
+    pair.start("a");
+    await pair.until("gray on b", 20_000, async () => (await pair.job("b")).replication.colour === "gray");
+    // a was killed under load with batches b never acknowledged, and ran the job before b took it over:
+    // either reason alone keeps b from writing over a's copy by itself
+    const alerts = (await pair.cluster("b")).alerts.map((a) => a.message).join("\n");
+    expect(alerts).toMatch(/mirror of data stopped \(gray\): (both nodes wrote since|a ran data before b took it over)/);
+    await expect(readFile(join(dataOf("a"), "written-by-b.txt"), "utf8")).rejects.toThrow(); // nothing overwritten on a
+
+    await b.post("/v1/jobs/data/source", { from: "b" });
+    await pair.until("a converged to b", 20_000, async () => (await readFile(join(dataOf("a"), "written-by-b.txt"), "utf8").catch(() => "")) === "b ran the job while a was down");
+    await pair.until("green", 15_000, async () => (await pair.job("b")).replication.colour === "green");
+    const selected = (await pair.events("b")).find((e) => e.type === "SourceSelected");
+    expect(selected?.data).toMatchObject({ from: "b", force: false });
+  }, 90_000);
 });
