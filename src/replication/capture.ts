@@ -145,7 +145,8 @@ export function createCapture(options: CaptureOptions) {
       for (const [i, root] of roots.entries()) {
         let index = await loadIndex(indexFile(i));
         if (index.size === 0) {
-          index = (await scanChanges(root, new Map(), { now: options.now() })).index;
+          // Only the index is wanted: the batches are dropped as they fill, never held.
+          index = (await scanChanges(root, new Map(), { now: options.now(), onBatch: async () => undefined })).index;
           await saveIndex(indexFile(i), index);
         }
         indexes.push(index);
