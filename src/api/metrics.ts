@@ -36,6 +36,18 @@ export function createMetrics(journal: ApiJournal) {
       g.set({ job: j.name }, v?.state === "done" ? 1 : v?.state === "running" && v.totalBytes ? (v.doneBytes ?? 0) / v.totalBytes : 0);
     }
   });
+  gauge("duet_mirror_colour", "1 for the data link's current colour (green, yellow, gray, red)", ["job", "colour"], (g) => {
+    for (const j of view().jobs) if (j.mirrors.length > 0) for (const c of ["green", "yellow", "gray", "red"]) g.set({ job: j.name, colour: c }, j.replication.colour === c ? 1 : 0);
+  });
+  gauge("duet_replication_captured_bytes", "bytes of write batches captured on this node (a counter: rate() is the replication throughput)", ["job"], (g) => {
+    for (const j of view().jobs) if (j.mirrors.length > 0) g.set({ job: j.name }, j.replication.capturedBytes);
+  });
+  gauge("duet_replication_acked_batch", "the last of this node's batches the peer acknowledged (a counter: rate() is batches per second)", ["job"], (g) => {
+    for (const j of view().jobs) if (j.mirrors.length > 0) g.set({ job: j.name }, j.replication.lastAcked ?? 0);
+  });
+  gauge("duet_takeovers", "automatic takeovers of the job this node decided (a counter)", ["job"], (g) => {
+    for (const j of view().jobs) g.set({ job: j.name }, j.takeovers);
+  });
   gauge("duet_frames_rejected", "heartbeat frames rejected, by reason, as journaled", ["reason"], (g) => {
     for (const r of view().framesRejected) g.set({ reason: r.reason }, r.count);
   });

@@ -45,6 +45,7 @@ export function jobView(state: ClusterState, job: JobView) {
       lastCaptured: replica?.lastCaptured ?? null,
       lastApplied: replica?.lastApplied ?? null,
       lastAcked: replica?.lastAcked ?? null,
+      capturedBytes: replica?.capturedBytes ?? 0,
       resync: replica?.resync ?? null,
       diverged: replica?.diverged ?? null,
       refused: replica?.refused ?? null,
@@ -52,6 +53,7 @@ export function jobView(state: ClusterState, job: JobView) {
     lineage: job.mirrors.length === 0 ? null : lineageOf(state, job),
     lastDecision: job.lastDecision,
     lastError: job.lastError,
+    takeovers: job.takeovers,
   };
 }
 

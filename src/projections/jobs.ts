@@ -19,6 +19,8 @@ export interface JobView {
   resourceStatus: Map<string, Map<string, ResourceStatus>>;
   lastDecision: { kind: string; code: string; at: number; seq: number } | null;
   lastError: { node: string; resource: string; error: string; at: number } | null;
+  /** Automatic takeovers of this job decided by this node, for /metrics. */
+  takeovers: number;
 }
 
 export type JobsState = Map<string, JobView>;
@@ -32,7 +34,7 @@ export function evolveJobs(jobs: JobsState, event: Recorded): JobsState {
     const definition = { name: d.job, nodes: d.nodes, policy: d.policy, reverseWhenConsistent: d.reverseWhenConsistent, restartMax: d.restartMax, resources: d.resources, mirrors: d.mirrors };
     const job: JobView = existing
       ? { ...existing, ...definition }
-      : { ...definition, phase: "out", phaseSince: event.at, active: null, resourceStatus: new Map(), lastDecision: null, lastError: null };
+      : { ...definition, phase: "out", phaseSince: event.at, active: null, resourceStatus: new Map(), lastDecision: null, lastError: null, takeovers: 0 };
     return withJob(jobs, job);
   }
   const name = jobOf(event);
@@ -79,7 +81,7 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
     case "ResourceRestarted":
       return withResource(job, event.data.resource, event.data.node, { status: "started", failures: failuresOf(job, event.data.resource, event.data.node), since: event.at });
     case "TakeoverDecided":
-      return { ...job, lastDecision: { kind: "takeover", code: "takeover", at: event.at, seq: event.seq } };
+      return { ...job, takeovers: job.takeovers + 1, lastDecision: { kind: "takeover", code: "takeover", at: event.at, seq: event.seq } };
     case "TakeoverDeclined":
       return { ...job, lastDecision: { kind: "decline", code: event.data.code, at: event.at, seq: event.seq } };
     case "FailoverDecided":

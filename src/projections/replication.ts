@@ -19,13 +19,15 @@ export interface ReplicationView {
   diverged: { at: number; local: string; peer: string } | null;
   sourceSelected: { at: number; from: string; by: string } | null;
   shippedBytes: number;
+  /** Bytes of every batch this node captured: its rate is the replication throughput. */
+  capturedBytes: number;
 }
 
 export type ReplicationState = Map<string, ReplicationView>;
 export const initialReplication: ReplicationState = new Map();
 
 function fresh(job: string): ReplicationView {
-  return { job, lastCaptured: 0, lastApplied: 0, lastAcked: 0, queue: { batches: 0, bytes: 0 }, verification: { state: "none" }, resync: null, refused: null, diverged: null, sourceSelected: null, shippedBytes: 0 };
+  return { job, lastCaptured: 0, lastApplied: 0, lastAcked: 0, queue: { batches: 0, bytes: 0 }, verification: { state: "none" }, resync: null, refused: null, diverged: null, sourceSelected: null, shippedBytes: 0, capturedBytes: 0 };
 }
 
 export function evolveReplication(state: ReplicationState, event: Recorded): ReplicationState {
@@ -45,7 +47,7 @@ export function evolveReplication(state: ReplicationState, event: Recorded): Rep
 function evolveView(view: ReplicationView, event: Recorded): ReplicationView {
   switch (event.type) {
     case "BatchCaptured":
-      return { ...view, lastCaptured: Math.max(view.lastCaptured, event.data.batch), queue: { batches: view.queue.batches + 1, bytes: view.queue.bytes + event.data.bytes } };
+      return { ...view, lastCaptured: Math.max(view.lastCaptured, event.data.batch), capturedBytes: view.capturedBytes + event.data.bytes, queue: { batches: view.queue.batches + 1, bytes: view.queue.bytes + event.data.bytes } };
     case "BatchApplied":
       return { ...view, lastApplied: Math.max(view.lastApplied, event.data.batch) };
     case "BatchAcked": {
