@@ -143,13 +143,27 @@ try {
   const blocks = Math.floor(tree.bytes / 4096);
   const sizes = new Map<string, number>();
   for (const rel of tree.files) sizes.set(rel, (await stat(join(a, rel))).size);
-  // Changes land where writes usually do: a few percent of the files take them all.
-  const touched = tree.files.filter(() => Math.random() < 0.03);
+  // 1% of all 4 KiB blocks, each as likely as any other: the large files take most of them.
   const byFile = new Map<string, Set<number>>();
+  const offsets: [string, number][] = [];
+  let treeBytes = 0;
+  for (const rel of tree.files) {
+    offsets.push([rel, treeBytes]);
+    treeBytes += sizes.get(rel)!;
+  }
+  const fileAt = (byte: number) => {
+    let lo = 0;
+    for (let hi = offsets.length - 1; lo < hi; ) {
+      const mid = (lo + hi + 1) >> 1;
+      if (offsets[mid]![1] <= byte) lo = mid;
+      else hi = mid - 1;
+    }
+    return offsets[lo]!;
+  };
   for (let i = 0; i < Math.floor(blocks / 100); i++) {
-    const rel = touched[randomInt(touched.length)]!;
-    const at = randomInt(Math.floor(sizes.get(rel)! / 4096)) * 4096;
-    byFile.set(rel, (byFile.get(rel) ?? new Set()).add(at));
+    const byte = randomInt(Math.floor(treeBytes / 4096)) * 4096;
+    const [rel, start] = fileAt(byte);
+    byFile.set(rel, (byFile.get(rel) ?? new Set()).add(Math.min(byte - start, Math.floor((sizes.get(rel)! - 1) / 4096) * 4096)));
   }
   let changedBytes = 0;
   for (const [rel, offsets] of byFile) {
@@ -173,7 +187,7 @@ try {
   const after = await pair.events("a", head + 1);
   const resync = after.find((e) => e.type === "ResyncCompleted" || e.type === "VerificationCompleted");
   const shipped = (resync?.data as { shippedBytes?: number } | undefined)?.shippedBytes ?? NaN;
-  console.log(`\nincremental (1% of the 4 KiB blocks changed in place, in ${byFile.size} files, while b was away: ${mib(changedBytes).toFixed(1)} MiB)`);
+  console.log(`\nincremental (1% of the 4 KiB blocks changed in place, in ${byFile.size} of ${tree.files.length} files, while b was away: ${mib(changedBytes).toFixed(1)} MiB)`);
   console.log(`  rsync --inplace --no-whole-file  ${seconds(rsyncIncMs)} s  (baseline)`);
   const resyncMs = resync?.type === "ResyncCompleted" ? (resync.data as { ms: number }).ms : NaN;
   console.log(`  duet resync (ResyncStarted to ResyncCompleted)  ${seconds(resyncMs)} s   ratio ${(rsyncIncMs / resyncMs).toFixed(2)}x (target > 1)`);
@@ -214,6 +228,12 @@ try {
   console.log(`  capture-to-ack latency p50 ${pct(latencies, 50).toFixed(0)} ms  p99 ${pct(latencies, 99).toFixed(0)} ms  max ${Math.max(...latencies).toFixed(0)} ms  (target p99 < 100 ms)`);
   console.log(`  of which write to captured (watcher, scan, queued) p50 ${pct(toCapture, 50).toFixed(0)} ms  p99 ${pct(toCapture, 99).toFixed(0)} ms`);
   console.log(`  peak memory over the whole run: agent a ${(await peakMib("a")).toFixed(0)} MiB, agent b ${(await peakMib("b")).toFixed(0)} MiB`);
+
+  // --- a snapshot of the replica: hard links, so its cost follows the number of files, not their bytes
+  const snapStart = performance.now();
+  const { snapshot } = await (await pair.client("b")).post<{ snapshot: { files: number; bytes: number } }>("/v1/jobs/data/snapshots", {});
+  const snapMs = performance.now() - snapStart;
+  console.log(`\nsnapshot of b's replica (${snapshot.files} files, ${mib(snapshot.bytes).toFixed(0)} MiB): ${snapMs.toFixed(0)} ms, including the API round trip`);
 
   const differing = execFileSync("rsync", ["-rlpnc", "--delete", "--out-format=%n", `${a}/`, `${b}/`], { encoding: "utf8" }).trim();
   console.log(`\nreplica equal to the source (rsync -c dry run): ${differing === "" ? "yes" : `NO, differing: ${differing.slice(0, 400)}`}`);

@@ -62,6 +62,7 @@ export function createCapture(options: CaptureOptions) {
   let paused = false;
   const dirty = new Set<number>();
   let lastSaved = 0;
+  let saving: Promise<void> = Promise.resolve();
   /** Changed blocks and queued bytes so far: a verification reports how much differed. */
   let blocksShipped = 0;
   let bytesShipped = 0;
@@ -93,16 +94,22 @@ export function createCapture(options: CaptureOptions) {
     });
     indexes[i] = result.index;
     dirty.add(i);
-    if (options.now() - lastSaved >= INDEX_SAVE_MS) await saveIndexes();
+    // In the background: writing a large index must not hold up the next batch.
+    if (options.now() - lastSaved >= INDEX_SAVE_MS) void saveIndexes().catch(options.onError);
   }
 
-  /** Writes the indexes that changed since the last save (their batches are queued already). */
-  async function saveIndexes(): Promise<void> {
-    for (const i of [...dirty]) {
-      await saveIndex(indexFile(i), indexes[i]!);
-      dirty.delete(i);
-    }
+  /**
+   * Writes the indexes that changed since the last save. Each is the index as it stood after its
+   * batches were queued (scans replace the Map, never change it), and saves run one at a time.
+   */
+  function saveIndexes(): Promise<void> {
     lastSaved = options.now();
+    const due = [...dirty].map((i) => [i, indexes[i]!] as const);
+    dirty.clear();
+    saving = saving.catch(() => undefined).then(async () => {
+      for (const [i, index] of due) await saveIndex(indexFile(i), index);
+    });
+    return saving;
   }
 
   async function scanPending(): Promise<void> {
