@@ -3,6 +3,7 @@ import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink, writeFi
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { runReplay } from "../../tools/replay/main.ts";
+import { firstDue } from "../../src/agent/mirrors.ts";
 import { startMirrorPair, until } from "./mirror-pair.ts";
 
 /** Every entry under `dir` with its kind, mode and content hash (or link target). */
@@ -201,4 +202,31 @@ describe("mirroring a job's data between two agents", () => {
     expect(await readFile(join(elsewhere, "0", "v.txt"), "utf8")).toBe("version 1");
     expect(await readFile(join(p.data("b"), "v.txt"), "utf8")).toBe("version 2, after the snapshot");
   }, 60_000);
+
+  it("scheduled snapshots are taken on the replica side only, and the oldest beyond the kept count are pruned", async () => {
+    const p = (pair = await startMirrorPair("mirror-schedule", 27460, { jobYaml: "    snapshots: { intervalMs: 200, keep: 2 }" }));
+    await mkdir(p.data("a"), { recursive: true });
+    await writeFile(join(p.data("a"), "v.txt"), "data");
+    await p.start("a");
+    await p.start("b");
+    await until("peers connected", 10_000, () => p.agent("a").journal.state().membership.peerStatus === "connected");
+    await (await p.client("a")).post("/v1/jobs/data/bring-in", { on: "a" });
+    await until("green", 15_000, () => p.job("a").replication.colour === "green");
+    await until("three scheduled snapshots on b", 15_000, async () => (await p.events("b")).filter((e) => e.type === "SnapshotTaken" && (e.data as { reason: string }).reason === "schedule").length >= 3);
+    const { snapshots } = await (await p.client("b")).get<{ snapshots: unknown[] }>("/v1/jobs/data/snapshots");
+    expect(snapshots).toHaveLength(2);
+    expect((await p.events("b")).some((e) => e.type === "SnapshotPruned")).toBe(true);
+    expect((await p.events("a")).filter((e) => e.type === "SnapshotTaken" && (e.data as { node: string }).node === "a")).toEqual([]);
+  }, 60_000);
+});
+
+describe("the snapshot schedule", () => {
+  it("starts at the configured time of day and then every interval", () => {
+    const at = (h: number, m: number) => new Date(2026, 10, 25, h, m, 0, 0).getTime();
+    const hour = 3_600_000;
+    expect(firstDue(at(1, 30), 6 * hour, "02:00")).toBe(at(2, 0));
+    expect(firstDue(at(2, 0), 6 * hour, "02:00")).toBe(at(2, 0));
+    expect(firstDue(at(9, 0), 6 * hour, "02:00")).toBe(at(14, 0));
+    expect(firstDue(at(9, 0), 6 * hour)).toBe(at(9, 0));
+  });
 });
