@@ -5,7 +5,8 @@ import { Packr } from "msgpackr";
 import type { DuetEvent, Recorded } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { lineageSummary, lineageView, parseLineageSummary, type LineageSummary } from "../projections/lineage.ts";
-import { compareLineage, decideSourceSelection, mayReverseAutomatically, resyncPaths, type Paths } from "../policy/lineage.ts";
+import { compareLineage, decideSourceSelection, type Paths } from "../policy/lineage.ts";
+import { planMirrorSession } from "../policy/mirror-session.ts";
 import { ControlError } from "../api/ports.ts";
 import type { Timers } from "../world/clock.ts";
 import { createApplier, RefusedBatchError } from "../replication/apply.ts";
@@ -192,7 +193,11 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         if (!hello.ok) throw new Error(`${host.peer} did not open a session: ${hello.code}: ${hello.message}`);
         const peerSummary = parseLineageSummary(hello.summary);
         const verdict = compareLineage(summary(job), peerSummary);
-        const plan = planSession(job, source, mode, verdict, peerSummary, hello.applied);
+        const jobState = host.state().jobs.get(job);
+        if (!jobState) throw new Error(`job ${job} is not in this node's state`);
+        const queueComplete = Array.from({ length: Math.max(0, source.capture.lastCaptured() - hello.applied) }, (_, i) => hello.applied + 1 + i).every((n) => source.queue.has(n));
+        const verified = host.state().replication.get(job)?.verification.state === "done";
+        const plan = planMirrorSession({ mode, self: host.self, peer: host.peer, job: jobState, local: summary(job), peerSummary, applied: hello.applied, queueComplete, verified });
         host.log(`job ${job}: mirror session with ${host.peer}: ${verdict.kind} -> ${plan.kind}`);
         const syncing = plan.kind === "sync" ? await beginSync(job, source, plan.scope, plan.as, live) : null;
         return { plan, verdict, peerSummary, syncing };
@@ -224,51 +229,6 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         if (live() && host.connected()) void runSession(job, mode === "verify" ? "verify" : mode);
       });
     }
-  }
-
-  type Plan = { kind: "resume"; next: number } | { kind: "sync"; scope: Paths; as: "verification" | "resync" } | { kind: "gray"; why: string };
-
-  /** What a session does, from both sides' lineage: resume the queue, resync, verify, or stop gray. */
-  function planSession(job: string, source: Source, mode: "normal" | "verify" | "selected", verdict: ReturnType<typeof compareLineage>, peerSummary: LineageSummary, applied: number): Plan {
-    const verified = host.state().replication.get(job)?.verification.state === "done";
-    if (mode === "selected") {
-      // An operator chose this side: everything either side wrote since they parted goes this way.
-      const scope = resyncPaths(verdict);
-      return scope === "all" || verdict.kind === "in-sync" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope, as: "resync" };
-    }
-    if (verdict.kind === "in-sync" && verdict.sender === host.peer) {
-      // The same generation, but the returning node captured batches this node never acknowledged
-      // (it was lost mid-stream and this node took over): replication back would erase them.
-      return { kind: "gray", why: `${host.peer} holds batches it captured that ${host.self} never received; choose which side's data to keep with duet source select ${job} --from NODE` };
-    }
-    if (verdict.kind === "in-sync") {
-      const next = applied + 1;
-      const complete = Array.from({ length: Math.max(0, source.capture.lastCaptured() - applied) }, (_, i) => next + i).every((n) => source.queue.has(n));
-      return verified && complete && mode !== "verify" ? { kind: "resume", next } : { kind: "sync", scope: "all", as: "verification" };
-    }
-    if (verdict.kind === "source" && verdict.from === host.self) {
-      // The old active returning after this node took the job over: replication back to it starts by
-      // itself only under `unconditional`, or with reverseWhenConsistent when lineage proves it holds
-      // nothing this node lacks (DESIGN.md, take-over policies). A standby that was merely away
-      // always resyncs: it never held the job's newest data.
-      const state = host.state().jobs.get(job);
-      // Taken over automatically, or by an operator after a declined takeover.
-      const tookOver = state?.active === host.self && (state.lastDecision?.kind === "takeover" || state.lastDecision?.kind === "decline") && !verified;
-      if (tookOver && state.policy !== "unconditional") {
-        const reverse = mayReverseAutomatically(summary(job), peerSummary);
-        if (!state.reverseWhenConsistent || !reverse.ok)
-          return {
-            kind: "gray",
-            why: `${host.peer} ran ${job} before ${host.self} took it over; ${state.reverseWhenConsistent ? "lineage cannot prove it holds nothing this node lacks" : "reverseWhenConsistent is off"}, so replication back to it waits for an operator (duet source select ${job} --from ${host.self})`,
-          };
-      }
-      return mode === "verify" || verdict.paths === "all" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope: verdict.paths, as: "resync" };
-    }
-    if (verdict.kind === "source")
-      return { kind: "gray", why: `${host.peer} holds newer data (generation ${peerSummary.current}) than ${host.self}, where the job runs; select the source explicitly (duet source select ${job} --from NODE)` };
-    if (verdict.kind === "diverged")
-      return { kind: "gray", why: `both nodes wrote since generation ${verdict.commonAncestor ?? "(none shared)"}; choose which side's data to keep with duet source select ${job} --from NODE` };
-    return { kind: "gray", why: `lineage cannot tell which side is newer (${verdict.reason}); choose with duet source select ${job} --from NODE` };
   }
 
   /**

@@ -1,0 +1,64 @@
+import type { JobView } from "../projections/jobs.ts";
+import type { LineageSummary } from "../projections/lineage.ts";
+import { compareLineage, mayReverseAutomatically, resyncPaths, type Paths } from "./lineage.ts";
+
+export type SessionMode = "normal" | "verify" | "selected";
+
+export type SessionPlan =
+  /** In sync and verified: stream the queue from the replica's applied position. */
+  | { kind: "resume"; next: number }
+  /** Bring the replica level first: every path (verification) or the paths lineage names (resync). */
+  | { kind: "sync"; scope: Paths; as: "verification" | "resync" }
+  /** Stop: the sides may differ, or this side may not write over the other; only an operator restarts it. */
+  | { kind: "gray"; why: string };
+
+export interface SessionFacts {
+  mode: SessionMode;
+  self: string;
+  peer: string;
+  job: JobView;
+  local: LineageSummary;
+  peerSummary: LineageSummary;
+  /** The replica's applied position for this node's batches. */
+  applied: number;
+  /** This node's last captured batch, and whether every batch after `applied` is still queued. */
+  queueComplete: boolean;
+  verified: boolean;
+}
+
+/**
+ * What a mirror session does, from both sides' lineage (pure): the source side of a job asks the
+ * replica for its summary and applied position, then resumes, resyncs, verifies, or stops gray.
+ */
+export function planMirrorSession(facts: SessionFacts): SessionPlan {
+  const { mode, self, peer, job, local, peerSummary, applied, verified } = facts;
+  const name = job.name;
+  const verdict = compareLineage(local, peerSummary);
+  if (mode === "selected") {
+    // An operator chose this side: everything either side wrote since they parted goes this way.
+    const scope = resyncPaths(verdict);
+    return scope === "all" || verdict.kind === "in-sync" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope, as: "resync" };
+  }
+  if (verdict.kind === "in-sync" && verdict.sender === peer) {
+    // The same generation, but the returning node captured batches this node never acknowledged
+    // (it was lost mid-stream and this node took over): replication back would erase them.
+    return { kind: "gray", why: `${peer} holds batches it captured that ${self} never received; choose which side's data to keep with duet source select ${name} --from NODE` };
+  }
+  if (verdict.kind === "in-sync") return verified && facts.queueComplete && mode !== "verify" ? { kind: "resume", next: applied + 1 } : { kind: "sync", scope: "all", as: "verification" };
+  if (verdict.kind === "source" && verdict.from === self) {
+    // The old active returning after this node took the job over (automatically, or by an operator
+    // after a declined takeover): replication back to it starts by itself only under
+    // `unconditional`, or with reverseWhenConsistent when lineage proves it holds nothing this node
+    // lacks (DESIGN.md, take-over policies). A standby that was merely away always resyncs.
+    const tookOver = job.active === self && (job.lastDecision?.kind === "takeover" || job.lastDecision?.kind === "decline") && !verified;
+    if (tookOver && job.policy !== "unconditional" && !(job.reverseWhenConsistent && mayReverseAutomatically(local, peerSummary).ok))
+      return {
+        kind: "gray",
+        why: `${peer} ran ${name} before ${self} took it over; ${job.reverseWhenConsistent ? "lineage cannot prove it holds nothing this node lacks" : "reverseWhenConsistent is off"}, so replication back to it waits for an operator (duet source select ${name} --from ${self})`,
+      };
+    return mode === "verify" || verdict.paths === "all" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope: verdict.paths, as: "resync" };
+  }
+  if (verdict.kind === "source") return { kind: "gray", why: `${peer} holds newer data (generation ${peerSummary.current}) than ${self}, where the job runs; select the source explicitly (duet source select ${name} --from NODE)` };
+  if (verdict.kind === "diverged") return { kind: "gray", why: `both nodes wrote since generation ${verdict.commonAncestor ?? "(none shared)"}; choose which side's data to keep with duet source select ${name} --from NODE` };
+  return { kind: "gray", why: `lineage cannot tell which side is newer (${verdict.reason}); choose with duet source select ${name} --from NODE` };
+}

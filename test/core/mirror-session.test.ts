@@ -1,0 +1,76 @@
+import { describe, expect, it } from "vitest";
+import type { JobView } from "../../src/projections/jobs.ts";
+import type { LineageSummary } from "../../src/projections/lineage.ts";
+import { planMirrorSession, type SessionFacts } from "../../src/policy/mirror-session.ts";
+
+const G1 = "1111111111111111";
+const G2 = "2222222222222222";
+const summary = (node: string, current: string, ancestors: string[], written: [string, string[], boolean][], queueEmpty = true): LineageSummary => ({
+  node,
+  job: "web",
+  current,
+  ancestors,
+  written,
+  queueEmpty,
+  lastAcked: null,
+  lastApplied: null,
+});
+const job = (over: Partial<JobView> = {}): JobView => ({
+  name: "web",
+  nodes: ["a", "b"],
+  policy: "when-consistent",
+  reverseWhenConsistent: false,
+  restartMax: 3,
+  resources: [],
+  mirrors: ["/srv/web"],
+  phase: "in",
+  phaseSince: 0,
+  active: "b",
+  resourceStatus: new Map(),
+  lastDecision: null,
+  lastError: null,
+  takeovers: 0,
+  ...over,
+});
+// b took web over from a and wrote 0/orders.txt in a generation of its own; a returns, its queue empty.
+const survivor = summary("b", G2, [G1], [[G2, ["0/orders.txt"], false], [G1, [], false]]);
+const returning = summary("a", G1, [], [[G1, [], false]]);
+const facts = (over: Partial<SessionFacts>): SessionFacts => ({ mode: "normal", self: "b", peer: "a", job: job(), local: survivor, peerSummary: returning, applied: 0, queueComplete: true, verified: false, ...over });
+const tookOver = { active: "b", lastDecision: { kind: "takeover", code: "takeover", at: 0, seq: 1 } };
+
+describe("what a mirror session does", () => {
+  it("a standby that was merely away is resynced by itself, only the paths written since", () => {
+    expect(planMirrorSession(facts({}))).toEqual({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });
+  });
+
+  it("the old active returning after a takeover: gray unless the policy says reverse", () => {
+    expect(planMirrorSession(facts({ job: job(tookOver) }))).toMatchObject({ kind: "gray", why: expect.stringContaining("reverseWhenConsistent is off") });
+    expect(planMirrorSession(facts({ job: job({ ...tookOver, reverseWhenConsistent: true }) }))).toEqual({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });
+    expect(planMirrorSession(facts({ job: job({ ...tookOver, policy: "unconditional" }) }))).toMatchObject({ kind: "sync", as: "resync" });
+    // an operator's takeover after a declined one counts the same
+    expect(planMirrorSession(facts({ job: job({ active: "b", lastDecision: { kind: "decline", code: "policy-manual", at: 0, seq: 1 } }) }))).toMatchObject({ kind: "gray" });
+  });
+
+  it("the returning node with batches it captured and never had acknowledged is never written over by itself", () => {
+    const busy = summary("a", G1, [], [[G1, ["0/lost.txt"], false]], false);
+    expect(planMirrorSession(facts({ job: job({ ...tookOver, reverseWhenConsistent: true }), peerSummary: busy }))).toMatchObject({ kind: "gray" });
+    const sameGeneration = summary("b", G1, [], [[G1, [], false]]);
+    expect(planMirrorSession(facts({ local: sameGeneration, peerSummary: busy }))).toMatchObject({ kind: "gray", why: expect.stringContaining("never received") });
+  });
+
+  it("in sync: resume from the replica's position only when verified and every batch since is still queued", () => {
+    const b1 = summary("b", G1, [], [[G1, [], false]]);
+    const a1 = summary("a", G1, [], [[G1, [], false]]);
+    expect(planMirrorSession(facts({ local: b1, peerSummary: a1, applied: 41, verified: true }))).toEqual({ kind: "resume", next: 42 });
+    expect(planMirrorSession(facts({ local: b1, peerSummary: a1, applied: 41, verified: true, queueComplete: false }))).toMatchObject({ kind: "sync", scope: "all", as: "verification" });
+    expect(planMirrorSession(facts({ local: b1, peerSummary: a1, verified: false }))).toMatchObject({ kind: "sync", scope: "all" });
+    expect(planMirrorSession(facts({ local: b1, peerSummary: a1, verified: true, mode: "verify" }))).toMatchObject({ kind: "sync", scope: "all", as: "verification" });
+  });
+
+  it("the peer newer than where the job runs, or both wrote apart: gray; a selected source resyncs what either side wrote", () => {
+    expect(planMirrorSession(facts({ local: returning, peerSummary: survivor, self: "a", peer: "b", job: job({ active: "a" }) }))).toMatchObject({ kind: "gray", why: expect.stringContaining("holds newer data") });
+    const aApart = summary("a", "3333333333333333", [G1], [["3333333333333333", ["0/a-only.txt"], false], [G1, [], false]]);
+    expect(planMirrorSession(facts({ peerSummary: aApart }))).toMatchObject({ kind: "gray", why: expect.stringContaining("both nodes wrote") });
+    expect(planMirrorSession(facts({ peerSummary: aApart, mode: "selected" }))).toEqual({ kind: "sync", scope: ["0/a-only.txt", "0/orders.txt"], as: "resync" });
+  });
+});
