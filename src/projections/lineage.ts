@@ -99,6 +99,10 @@ const settleQueue = (view: LineageView): LineageView =>
  * acknowledged): the peer holds all of its writes, so they can no longer differ and a later
  * resync need not read them.
  */
+function settleWritten(view: LineageView): LineageView {
+  return leave(view);
+}
+
 function leave(view: LineageView): LineageView {
   if (view.current === null || (view.lastCaptured !== null && (view.lastAcked ?? 0) < view.lastCaptured)) return view;
   const written = view.writtenSince.get(view.current);
@@ -140,7 +144,9 @@ export function evolveLineage(state: LineageState, event: Recorded): LineageStat
     case "BatchAcked": {
       const d = event.data;
       const view = state.get(d.job)?.get(d.node) ?? emptyView(d.job, d.node);
-      return withView(state, { ...view, lastAcked: Math.max(view.lastAcked ?? 0, d.batch) });
+      // Everything captured is acknowledged: the peer holds those writes, so they can no longer
+      // differ (as when leaving a generation). Keeps the set, and each fold of it, small.
+      return withView(state, settleWritten({ ...view, lastAcked: Math.max(view.lastAcked ?? 0, d.batch) }));
     }
     case "JobDeleted": {
       if (!state.has(event.data.job)) return state;
