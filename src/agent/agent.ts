@@ -48,6 +48,8 @@ export interface AgentOptions {
   key: Buffer;
   log: Logger;
   world?: AgentWorld;
+  /** Asked over the API to clear this node's configuration: the host process stops the agent, then clears. */
+  onClearRequested?: (request: { by: string; force: boolean }) => void;
 }
 
 export interface RunningAgent {
@@ -276,8 +278,16 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       },
       listSnapshots: (job) => mirrors.listSnapshots(job),
       restoreSnapshot: (job, name, to, by) => mirrors.restoreSnapshot(job, name, to, by),
-      clearConfig: async () => {
-        throw new ControlError("not-available", 409, "run `duet config clear` on the host with the agent stopped");
+      clearConfig: async (by, force) => {
+        if (!options.onClearRequested) throw new ControlError("not-available", 409, "run `duet config clear` on the host with the agent stopped");
+        const running = [...state().jobs.values()].filter((j) => j.active === me.name && j.phase !== "out").map((j) => j.name);
+        if (running.length > 0 && !force)
+          throw new ControlError("job-brought-in", 409, `${running.join(", ")} ${running.length === 1 ? "runs" : "run"} on ${me.name}; bring ${running.length === 1 ? "it" : "them"} out first, or pass force`);
+        info(`${by} asked to clear this node's configuration${force ? " (forced)" : ""}: stopping, then archiving`);
+        const request = { by, force };
+        // After the answer is sent: the agent stops as for SIGTERM (jobs switched over or brought out).
+        setTimeout(() => options.onClearRequested?.(request), 50);
+        return { archivedTo: join(dataDir, "archive") };
       },
       gatherinfo: async () => {
         const outDir = join(dataDir, "gatherinfo");

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { loadConfig, selfNode } from "../config/load.ts";
 import { readClusterKey } from "../config/secrets.ts";
 import { startAgent } from "../agent/agent.ts";
+import { clearConfig } from "./maintenance.ts";
 import { createAgentLog } from "../agent/log.ts";
 import { CliError, exitCodes } from "./client.ts";
 
@@ -20,8 +21,22 @@ export async function runAgent(options: { config: string; node?: string }): Prom
   await mkdir(me.dataDir, { recursive: true, mode: 0o700 });
   const log = createAgentLog(join(me.dataDir, "agent.log"), me.name);
   let agent;
+  let clear: { by: string; force: boolean } | null = null;
+  let stopFor: ((reason: string) => void) | null = null;
   try {
-    agent = await startAgent({ config: loaded.config, configHash: loaded.hash, configFile: options.config, node: me.name, key, log });
+    agent = await startAgent({
+      config: loaded.config,
+      configHash: loaded.hash,
+      configFile: options.config,
+      node: me.name,
+      key,
+      log,
+      // `POST /v1/config/clear`: stop as for SIGTERM, then clear as `duet config clear` would.
+      onClearRequested: (request) => {
+        clear = request;
+        stopFor?.("config-clear");
+      },
+    });
   } catch (error) {
     throw new CliError(`agent ${me.name}: ${(error as Error).message}`, exitCodes.failed);
   }
@@ -43,10 +58,20 @@ export async function runAgent(options: { config: string; node?: string }): Prom
         resolve();
       });
     };
+    stopFor = (reason) => onSignal(reason as NodeJS.Signals);
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
   });
   log.info("agent stopped");
+  if (clear !== null) {
+    const { by, force } = clear as { by: string; force: boolean };
+    try {
+      const { archivedTo } = await clearConfig({ config: options.config, node: me.name, force, by });
+      log.info(`configuration cleared by ${by}; journal, config and key archived in ${archivedTo}`);
+    } catch (error) {
+      log.error(`config clear requested by ${by} failed: ${(error as Error).message}`);
+    }
+  }
   // Everything is closed and journaled; an idle keep-alive socket of a health check (fetch keeps
   // them for seconds) must not hold the exit an init system is waiting for.
   log.flush(() => process.exit(0));

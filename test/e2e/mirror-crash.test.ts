@@ -100,4 +100,15 @@ describe("mirroring through crashes (real agent processes on loopback)", () => {
     const selected = (await pair.events("b")).find((e) => e.type === "SourceSelected");
     expect(selected?.data).toMatchObject({ from: "b", force: false });
   }, 90_000);
+
+  it("config clear over the API: refused where a job runs; elsewhere the agent stops, then archives its journal", async () => {
+    await expect((await pair.client("b")).post("/v1/config/clear", {})).rejects.toThrow(/data runs on b; bring it out first/);
+    const a = pair.child("a")!;
+    const exited = new Promise<number | null>((done) => a.once("exit", (code) => done(code)));
+    await (await pair.client("a")).post("/v1/config/clear", {});
+    expect(await exited).toBe(0);
+    const archived = await readdir(join(pair.dir, "a", "archive"));
+    expect(archived).toHaveLength(1);
+    expect(await readdir(join(pair.dir, "a", "archive", archived[0]!))).toContain("journal");
+  }, 60_000);
 });

@@ -65,6 +65,7 @@ export async function startProcessPair(options: { name: string; addresses: Recor
       return child;
     },
     pid: (node: PairNode) => agents.get(node)?.pid,
+    child: (node: PairNode) => agents.get(node),
     /** SIGKILL: the host dies as far as this agent is concerned. */
     kill(node: PairNode): Promise<void> {
       return pair.signal(node, "SIGKILL");
