@@ -1,0 +1,135 @@
+import { createHash } from "node:crypto";
+import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, symlink, truncate, unlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createApplier } from "../../src/replication/apply.ts";
+import { inMirror, makeBatch } from "../../src/replication/batch.ts";
+import { scanChanges, type ChangeIndex } from "../../src/replication/scan.ts";
+
+let base: string;
+beforeAll(async () => {
+  base = await mkdtemp(join(tmpdir(), "duet-random-trees-"));
+});
+afterAll(async () => {
+  await rm(base, { recursive: true, force: true });
+});
+
+/** Every entry with kind, mode, content hash or link target: what "equal trees" means. */
+async function tree(dir: string, prefix = ""): Promise<string[]> {
+  const out: string[] = [];
+  for (const name of (await readdir(dir)).sort()) {
+    const path = join(dir, name);
+    const info = await lstat(path);
+    if (info.isSymbolicLink()) out.push(`${prefix}${name} -> ${await readlink(path)}`);
+    else if (info.isDirectory()) out.push(`${prefix}${name}/ ${(info.mode & 0o7777).toString(8)}`, ...(await tree(path, `${prefix}${name}/`)));
+    else out.push(`${prefix}${name} ${(info.mode & 0o7777).toString(8)} ${info.size} ${createHash("sha256").update(await readFile(path)).digest("hex").slice(0, 12)}`);
+  }
+  return out;
+}
+
+// Names that are sometimes files and sometimes directories (d, d/e), so kinds change under one path.
+const names = ["a", "b", "d", "d/a", "d/e", "d/e/f", "e"] as const;
+const name = fc.constantFrom(...names);
+const op = fc.oneof(
+  fc.record({ kind: fc.constant("write" as const), path: name, at: fc.nat(200_000), size: fc.nat(140_000), seed: fc.nat(255) }),
+  fc.record({ kind: fc.constant("append" as const), path: name, size: fc.nat(70_000), seed: fc.nat(255) }),
+  fc.record({ kind: fc.constant("truncate" as const), path: name, size: fc.nat(150_000) }),
+  fc.record({ kind: fc.constant("rename" as const), path: name, to: name }),
+  fc.record({ kind: fc.constant("mkdir" as const), path: name }),
+  fc.record({ kind: fc.constant("remove" as const), path: name }),
+  fc.record({ kind: fc.constant("chmod" as const), path: name, mode: fc.constantFrom(0o644, 0o600, 0o755, 0o640) }),
+  fc.record({ kind: fc.constant("symlink" as const), path: name, target: fc.constantFrom("a", "d", "d/e", "missing") }),
+  fc.record({ kind: fc.constant("delete-open" as const), path: name, size: fc.nat(10_000) }),
+  fc.record({ kind: fc.constant("sync" as const) }),
+);
+type Op = typeof op extends fc.Arbitrary<infer T> ? T : never;
+
+/** Applies one operation to the source tree; operations that make no sense there (ENOENT, ENOTDIR, ...) are skipped. */
+async function perform(root: string, o: Op): Promise<void> {
+  if (o.kind === "sync") return;
+  const path = join(root, o.path);
+  const parent = async () => mkdir(join(path, ".."), { recursive: true });
+  try {
+    switch (o.kind) {
+      case "write": {
+        await parent();
+        const handle = await open(path, "a+").catch(() => open(path, "w"));
+        await handle.write(Buffer.alloc(o.size, o.seed), 0, o.size, o.at);
+        await handle.close();
+        break;
+      }
+      case "append":
+        await parent();
+        await writeFile(path, Buffer.alloc(o.size, o.seed), { flag: "a" });
+        break;
+      case "truncate":
+        await truncate(path, o.size);
+        break;
+      case "rename":
+        await mkdir(join(root, o.to, ".."), { recursive: true });
+        await rename(path, join(root, o.to)); // over an existing file or empty directory, too
+        break;
+      case "mkdir":
+        await mkdir(path, { recursive: true });
+        break;
+      case "remove":
+        await rm(path, { recursive: true });
+        break;
+      case "chmod":
+        if ((await lstat(path)).isSymbolicLink()) return;
+        await chmod(path, (await lstat(path)).isDirectory() ? 0o755 : o.mode);
+        break;
+      case "symlink":
+        await parent();
+        await symlink(o.target, path);
+        break;
+      case "delete-open": {
+        // written, unlinked while still open, written again through the handle, then closed
+        await parent();
+        const handle = await open(path, "w");
+        await handle.write(Buffer.alloc(o.size, 7));
+        await unlink(path);
+        await handle.write(Buffer.alloc(o.size, 8));
+        await handle.close();
+        break;
+      }
+    }
+  } catch {
+    // not applicable in this tree state
+  }
+}
+
+describe("a mirrored tree under random operations", () => {
+  it("after every sync the replica equals the source: contents, sizes, modes, symlinks, empty directories", async () => {
+    let run = 0;
+    await fc.assert(
+      fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), async (ops) => {
+        run += 1;
+        const source = join(base, `src-${run}`);
+        const replica = join(base, `dst-${run}`);
+        await mkdir(source);
+        await mkdir(replica);
+        const applier = createApplier({ job: "web", node: "b", roots: [replica], stateDir: join(base, `state-${run}`) });
+        await applier.open();
+        let index: ChangeIndex = new Map();
+        let seq = 0;
+        const sync = async () => {
+          const result = await scanChanges(source, index, { now: Date.now() });
+          for (const b of result.batches) await applier.apply(makeBatch("web", "0000000000000001", ++seq, inMirror(b.ops, 0), b.data));
+          index = result.index;
+          expect(await tree(replica)).toEqual(await tree(source));
+        };
+        for (const o of ops) {
+          await perform(source, o);
+          if (o.kind === "sync") await sync();
+        }
+        await sync();
+        await rm(join(base, `src-${run}`), { recursive: true, force: true });
+        await rm(join(base, `dst-${run}`), { recursive: true, force: true });
+      }),
+      { numRuns: 100 },
+    );
+  }, 120_000);
+});
