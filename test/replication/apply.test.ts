@@ -1,5 +1,5 @@
-import { fork } from "node:child_process";
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { execFileSync, fork } from "node:child_process";
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -33,6 +33,7 @@ async function tree(dir: string, prefix = ""): Promise<string[]> {
     const info = await lstat(path);
     if (info.isSymbolicLink()) out.push(`${prefix}${name} -> ${await readlink(path)}`);
     else if (info.isDirectory()) out.push(`${prefix}${name}/ ${(info.mode & 0o777).toString(8)}`, ...(await tree(path, `${prefix}${name}/`)));
+    else if (!info.isFile()) out.push(`${prefix}${name} (special)`);
     else out.push(`${prefix}${name} ${(info.mode & 0o777).toString(8)} ${(await readFile(path)).toString("base64").slice(0, 40)}`);
   }
   return out;
@@ -144,4 +145,33 @@ describe("applying write batches on the standby", () => {
       expect(await tree(root), `crash ${crash}`).toEqual(expected);
     }
   }, 60_000);
+
+  it("hostile batches write nothing, inside or outside the root: parents that are symlinks out, fifos, NUL bytes, long paths, stray bytes, garbage", async () => {
+    const root = join(base, "hostile");
+    const outside = join(base, "hostile-outside");
+    await mkdir(root);
+    await mkdir(outside);
+    await symlink(outside, join(root, "escape")); // placed on the replica by someone else
+    execFileSync("mkfifo", [join(root, "pipe")]);
+    const before = await tree(root);
+    const events: DuetEvent[] = [];
+    const applier = createApplier({ job: "web", node: "b", roots: [root], stateDir: join(base, "hostile-state"), report: (e) => void events.push(...e) });
+    await applier.open();
+    const raw = (ops: BatchOp[], data = Buffer.alloc(0)) => makeBatch("web", G, 1, ops, data);
+    const refused = [
+      raw([write("0/escape/pwned", 1, [[0, Buffer.from("x")]]).op], Buffer.from("x")),
+      raw([{ op: "mkdir", path: "0/escape/dir", mode: 0o755 }]),
+      raw([{ op: "truncate", path: "0/pipe", size: 0 }]),
+      raw([{ op: "mkdir", path: "0/nul\u0000byte", mode: 0o755 }]),
+      raw([{ op: "mkdir", path: `0/${"x/".repeat(300)}deep`, mode: 0o755 }]),
+      raw([{ op: "mkdir", path: "0/ok", mode: 0o755 }], Buffer.from("stray bytes that belong to no write")),
+    ];
+    for (const b of refused) await expect(applier.apply(b)).rejects.toBeInstanceOf(RefusedBatchError);
+    const undecodable = [Buffer.from("not a batch at all"), encodeBatch(batchOf(1, [write("a", 5, [[0, Buffer.from("hello")]])])).subarray(0, 40)];
+    for (const bytes of undecodable) await expect(applier.apply(bytes)).rejects.toThrow(/undecodable|not a duet write batch|wrong types/);
+    expect(await tree(root)).toEqual(before);
+    expect(await readdir(outside)).toEqual([]);
+    expect(events.filter((e) => e.type === "OpRefused")).toHaveLength(refused.length + undecodable.length);
+    expect(applier.lastApplied()).toBe(0);
+  });
 });
