@@ -1,5 +1,5 @@
 import { constants as fsConstants } from "node:fs";
-import { chmod, copyFile, lstat, mkdir, open, readdir, readFile, rename, rm, symlink, truncate, writeFile } from "node:fs/promises";
+import { chmod, copyFile, lstat, mkdir, open, readdir, readFile, rename, rm, symlink, truncate, writeFile, type FileHandle } from "node:fs/promises";
 import { dirname, isAbsolute, join, normalize } from "node:path";
 import type { DuetEvent } from "../events/catalogue.ts";
 import { BatchError, blocksChecksum, decodeBatch, encodeBatch, type Batch } from "./batch.ts";
@@ -14,6 +14,13 @@ export class RefusedBatchError extends Error {
     super(`batch ${batch} refused: ${path}: ${reason}`);
     this.name = "RefusedBatchError";
   }
+}
+
+/** fsyncs at once: the file system commits them together (one journal commit, not one each). */
+const SYNC_CONCURRENCY = 32;
+
+async function inParallel<T>(items: readonly T[], work: (item: T) => Promise<void>): Promise<void> {
+  for (let i = 0; i < items.length; i += SYNC_CONCURRENCY) await Promise.all(items.slice(i, i + SYNC_CONCURRENCY).map(work));
 }
 
 async function fsyncPath(path: string): Promise<void> {
@@ -94,69 +101,91 @@ export function createApplier(options: { job: string; node: string; roots: reado
   async function applyOps(b: Batch): Promise<void> {
     const touched = new Set<string>();
     let offset = 0;
-    for (const op of b.ops) {
-      const path = (await resolveMirrorPath(roots, op.path)).absolute;
-      touched.add(dirname(path));
-      switch (op.op) {
-        case "write": {
-          await mkdir(dirname(path), { recursive: true });
-          await copyBeforeWrite(path);
-          // Never through a symlink: a link where the source now has a file is replaced, not followed.
-          const flags = fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW;
-          const handle = await open(path, flags, 0o644).catch(async (e: NodeJS.ErrnoException) => {
-            if (e.code !== "ELOOP") throw e;
-            await rm(path, { force: true });
-            return open(path, flags, 0o644);
-          });
-          try {
+    // check() resolved every path against the tree before this batch. Only an op that adds a
+    // symlink or moves or removes entries can change what a later path of the same batch resolves
+    // through, so only then is each path resolved again as it is applied.
+    const structural = b.ops.some((op) => op.op === "symlink" || op.op === "rename" || op.op === "remove");
+    const resolve = async (path: string) => {
+      if (structural) return (await resolveMirrorPath(roots, path)).absolute;
+      const slash = path.indexOf("/");
+      return join(roots[Number(path.slice(0, slash))]!, path.slice(slash + 1));
+    };
+    const madeDirs = new Set<string>();
+    const parentOf = async (path: string) => {
+      const dir = dirname(path);
+      if (!madeDirs.has(dir)) {
+        await mkdir(dir, { recursive: true });
+        madeDirs.add(dir);
+      }
+    };
+    // Written files are synced together at the end: one batch, one wait, not one per file.
+    const written: FileHandle[] = [];
+    try {
+      for (const op of b.ops) {
+        const path = await resolve(op.path);
+        touched.add(dirname(path));
+        switch (op.op) {
+          case "write": {
+            await parentOf(path);
+            await copyBeforeWrite(path);
+            // Never through a symlink: a link where the source now has a file is replaced, not followed.
+            const flags = fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW;
+            const handle = await open(path, flags, 0o644).catch(async (e: NodeJS.ErrnoException) => {
+              if (e.code !== "ELOOP") throw e;
+              await rm(path, { force: true });
+              return open(path, flags, 0o644);
+            });
+            written.push(handle);
             for (const [at, len] of op.blocks) {
               await handle.write(b.data, offset, len, at);
               offset += len;
             }
             await handle.truncate(op.size);
-            await handle.sync();
-          } finally {
-            await handle.close();
+            break;
           }
-          break;
+          case "truncate":
+            await copyBeforeWrite(path);
+            await truncate(path, op.size).catch(async (e: NodeJS.ErrnoException) => {
+              if (e.code !== "ENOENT") throw e;
+              await parentOf(path);
+              await writeFile(path, Buffer.alloc(op.size));
+            });
+            break;
+          case "mkdir":
+            await mkdir(path, { recursive: true });
+            await chmod(path, op.mode);
+            break;
+          case "remove":
+            await rm(path, { recursive: true, force: true });
+            madeDirs.clear();
+            break;
+          case "rename": {
+            const to = await resolve(op.to);
+            touched.add(dirname(to));
+            await parentOf(to);
+            // Applied before a crash: the source is gone and the target is in place already.
+            await rename(path, to).catch((e: NodeJS.ErrnoException) => {
+              if (e.code !== "ENOENT") throw e;
+            });
+            madeDirs.clear();
+            break;
+          }
+          case "symlink":
+            await parentOf(path);
+            await rm(path, { force: true, recursive: true });
+            await symlink(op.target, path);
+            break;
+          case "chmod":
+            await copyBeforeWrite(path);
+            await chmod(path, op.mode);
+            break;
         }
-        case "truncate":
-          await copyBeforeWrite(path);
-          await truncate(path, op.size).catch(async (e: NodeJS.ErrnoException) => {
-            if (e.code !== "ENOENT") throw e;
-            await mkdir(dirname(path), { recursive: true });
-            await writeFile(path, Buffer.alloc(op.size));
-          });
-          break;
-        case "mkdir":
-          await mkdir(path, { recursive: true });
-          await chmod(path, op.mode);
-          break;
-        case "remove":
-          await rm(path, { recursive: true, force: true });
-          break;
-        case "rename": {
-          const to = (await resolveMirrorPath(roots, op.to)).absolute;
-          touched.add(dirname(to));
-          await mkdir(dirname(to), { recursive: true });
-          // Applied before a crash: the source is gone and the target is in place already.
-          await rename(path, to).catch((e: NodeJS.ErrnoException) => {
-            if (e.code !== "ENOENT") throw e;
-          });
-          break;
-        }
-        case "symlink":
-          await mkdir(dirname(path), { recursive: true });
-          await rm(path, { force: true, recursive: true });
-          await symlink(op.target, path);
-          break;
-        case "chmod":
-          await copyBeforeWrite(path);
-          await chmod(path, op.mode);
-          break;
       }
+      await inParallel(written, (h) => h.sync());
+    } finally {
+      await Promise.all(written.map((h) => h.close().catch(() => undefined)));
     }
-    for (const dir of touched) await fsyncPath(dir).catch(() => undefined);
+    await inParallel([...touched], (dir) => fsyncPath(dir).catch(() => undefined));
   }
 
   async function record(batch: number): Promise<void> {

@@ -12,6 +12,8 @@ import { checksumOfBlockSums, CHECKSUM_BLOCK_BYTES, type BatchOp } from "./batch
  * 16 times larger for the same files.
  */
 export const BLOCK_BYTES = CHECKSUM_BLOCK_BYTES;
+/** Bytes read from a file at once; a multiple of BLOCK_BYTES. */
+export const READ_BYTES = 16 * BLOCK_BYTES;
 /** Block bytes per batch; a larger change is split over several batches. */
 export const SCAN_BATCH_DATA_MAX = 4 * 1024 * 1024;
 /** Entries the index holds; a tree beyond this is refused with a clear error rather than eating memory. */
@@ -184,15 +186,21 @@ async function readChangedBlocks(path: string, known: readonly string[], changed
   try {
     const blocks: string[] = [];
     let size = 0;
-    for (let i = 0; ; i++) {
-      const buffer = Buffer.alloc(BLOCK_BYTES);
-      const { bytesRead } = await handle.read(buffer, 0, BLOCK_BYTES, size);
+    for (;;) {
+      // Read READ_BYTES at a time (fewer system calls), hash and hand on 64 KiB blocks of it.
+      const buffer = Buffer.allocUnsafe(READ_BYTES);
+      const { bytesRead } = await handle.read(buffer, 0, READ_BYTES, size);
       if (bytesRead === 0) break;
-      const block = buffer.subarray(0, bytesRead);
-      const sum = blockSum(block);
-      blocks.push(sum);
-      if (known[i] !== sum) await changed(size, block, sum);
+      for (let at = 0; at < bytesRead; at += BLOCK_BYTES) {
+        const block = buffer.subarray(at, Math.min(bytesRead, at + BLOCK_BYTES));
+        const sum = blockSum(block);
+        const i = blocks.length;
+        blocks.push(sum);
+        if (known[i] !== sum) await changed(size + at, block, sum);
+      }
       size += bytesRead;
+      // A regular file reads short only at its end (one still growing is racy and read again next scan).
+      if (bytesRead < READ_BYTES) break;
     }
     return { size, blocks };
   } finally {
@@ -323,11 +331,16 @@ export async function readManifest(root: string, scope: readonly string[] | "all
       const blocks: string[] = [];
       const handle = await open(join(root, path), "r");
       try {
-        const buffer = Buffer.alloc(BLOCK_BYTES);
+        const buffer = Buffer.allocUnsafe(READ_BYTES);
+        let carry = 0; // bytes of an unfinished block at the start of buffer
         for (;;) {
-          const { bytesRead } = await handle.read(buffer, 0, BLOCK_BYTES, null);
+          const { bytesRead } = await handle.read(buffer, carry, READ_BYTES - carry, null);
+          const filled = carry + bytesRead;
+          const whole = bytesRead === 0 ? filled : filled - (filled % BLOCK_BYTES);
+          for (let at = 0; at < whole; at += BLOCK_BYTES) blocks.push(blockSum(buffer.subarray(at, Math.min(whole, at + BLOCK_BYTES))));
           if (bytesRead === 0) break;
-          blocks.push(blockSum(buffer.subarray(0, bytesRead)));
+          carry = filled - whole;
+          buffer.copy(buffer, 0, whole, filled);
         }
       } finally {
         await handle.close();
