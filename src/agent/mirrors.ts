@@ -446,7 +446,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         const key = JSON.stringify([request.index, request.scope]);
         let cached = manifests.get(request.job);
         if (cached === undefined || request.page === 0 || cached.key !== key) {
-          cached = { key, pages: paginate(await readManifest(root, request.scope)) };
+          cached = { key, pages: paginate(await readManifest(root, request.scope, { fine: true })) };
           manifests.set(request.job, cached);
         }
         const page = cached.pages[request.page] ?? [];
@@ -696,7 +696,7 @@ function paginate(manifest: ChangeIndex): [string, Entry][][] {
   let size = 0;
   for (const item of manifest) {
     const [path, entry] = item;
-    const cost = path.length + 32 + (entry.kind === "file" ? entry.blocks.length * 66 : 0);
+    const cost = path.length + 32 + (entry.kind === "file" ? entry.blocks.length * 66 + (entry.fine?.length ?? 0) * 24 : 0);
     if (size + cost > MANIFEST_PAGE_BYTES && pages.at(-1)!.length > 0) {
       pages.push([]);
       size = 0;

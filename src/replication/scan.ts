@@ -4,7 +4,7 @@ import { constants as fsConstants } from "node:fs";
 import { lstat, mkdir, open, readdir, readFile, readlink, rename, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Packr } from "msgpackr";
-import { checksumOfBlockSums, CHECKSUM_BLOCK_BYTES, type BatchOp } from "./batch.ts";
+import { blocksChecksum, checksumOfBlockSums, CHECKSUM_BLOCK_BYTES, type BatchOp } from "./batch.ts";
 
 /**
  * Block size of the change index. 64 KiB keeps the index of a 1 GiB file at 16,384 checksums
@@ -12,6 +12,11 @@ import { checksumOfBlockSums, CHECKSUM_BLOCK_BYTES, type BatchOp } from "./batch
  * 16 times larger for the same files.
  */
 export const BLOCK_BYTES = CHECKSUM_BLOCK_BYTES;
+/** The piece a resync compares within a differing block: a 4 KiB change ships about 4 KiB. */
+export const FINE_BYTES = 4096;
+/** Files larger than this are compared in 64 KiB blocks only: their 4 KiB checksums would not fit a manifest page. */
+export const FINE_FILE_MAX = 1024 * 1024 * 1024;
+const fineSum = (bytes: Buffer) => createHash("sha256").update(bytes).digest("base64").slice(0, 22); // 128 bits
 /** Bytes read from a file at once; a multiple of BLOCK_BYTES. */
 export const READ_BYTES = 16 * BLOCK_BYTES;
 /** Block bytes per batch; a larger change is split over several batches. */
@@ -20,7 +25,11 @@ export const SCAN_BATCH_DATA_MAX = 4 * 1024 * 1024;
 export const INDEX_ENTRIES_MAX = 2_000_000;
 
 export type Entry =
-  | { kind: "file"; mode: number; size: number; mtimeNs: string; ino: number; blocks: string[] }
+  /**
+   * `fine`: in a replica's manifest only, checksums of each 4 KiB piece (FINE_BYTES), so a resync
+   * ships the pieces of a differing 64 KiB block that differ, not the whole block.
+   */
+  | { kind: "file"; mode: number; size: number; mtimeNs: string; ino: number; blocks: string[]; fine?: string[] }
   | { kind: "dir"; mode: number }
   | { kind: "link"; target: string };
 
@@ -143,7 +152,7 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
     }
     // Changed blocks go into batches as they are read: a large file never sits in memory whole.
     const write = out.beginWrite(path, info.size);
-    const read = await readChangedBlocks(join(root, path), was?.kind === "file" ? was.blocks : [], write.add);
+    const read = await readChangedBlocks(join(root, path), was?.kind === "file" ? was.blocks : [], write.add, was?.kind === "file" ? was.fine : undefined);
     if (read === null) continue; // gone since the walk: the next scan removes it
     bytesRead += read.size;
     next.set(path, { kind: "file", mode, size: read.size, mtimeNs, ino: info.ino, blocks: read.blocks });
@@ -177,7 +186,7 @@ export interface ScanOptions {
 }
 
 /** Reads a file block by block, handing on each block whose checksum differs from `known`. */
-async function readChangedBlocks(path: string, known: readonly string[], changed: (at: number, block: Buffer, sum: string) => Promise<void>): Promise<{ size: number; blocks: string[] } | null> {
+async function readChangedBlocks(path: string, known: readonly string[], changed: (at: number, block: Buffer, sum: string | null) => Promise<void>, knownFine?: readonly string[]): Promise<{ size: number; blocks: string[] } | null> {
   const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW).catch((error: NodeJS.ErrnoException) => {
     if (error.code === "ENOENT" || error.code === "ELOOP") return null;
     throw error;
@@ -196,7 +205,17 @@ async function readChangedBlocks(path: string, known: readonly string[], changed
         const sum = blockSum(block);
         const i = blocks.length;
         blocks.push(sum);
-        if (known[i] !== sum) await changed(size + at, block, sum);
+        if (known[i] === sum) continue;
+        if (!knownFine) {
+          await changed(size + at, block, sum);
+          continue;
+        }
+        // The replica's 4 KiB checksums say which pieces of this block it lacks.
+        const first = (size + at) / FINE_BYTES;
+        for (let piece = 0; piece < block.length; piece += FINE_BYTES) {
+          const bytes = block.subarray(piece, piece + FINE_BYTES);
+          if (knownFine[first + piece / FINE_BYTES] !== fineSum(bytes)) await changed(size + at + piece, bytes, null);
+        }
       }
       size += bytesRead;
       // A regular file reads short only at its end (one still growing is racy and read again next scan).
@@ -239,18 +258,21 @@ function createBatcher(onBatch: ScanOptions["onBatch"]) {
      * the scan found it; the last carries the size read to the end of the file.
      */
     beginWrite(path: string, sizeSeen: number) {
-      let pending: [number, Buffer, string][] = [];
+      let pending: [number, Buffer, string | null][] = [];
       let pendingBytes = 0;
       let emitted = false;
       const emit = async (fileSize: number) => {
         const data = Buffer.concat(pending.map(([, b]) => b));
-        await push({ op: "write", path, blocks: pending.map(([at, b]) => [at, b.length]), size: fileSize, sha256: checksumOfBlockSums(pending.map(([, , sum]) => sum)) }, data);
+        // Whole blocks come with their checksums; pieces of blocks (a fine resync) are hashed here.
+        const sums = pending.map(([, , sum]) => sum);
+        const sha256 = sums.every((sum) => sum !== null) ? checksumOfBlockSums(sums as string[]) : blocksChecksum(data);
+        await push({ op: "write", path, blocks: pending.map(([at, b]) => [at, b.length]), size: fileSize, sha256 }, data);
         pending = [];
         pendingBytes = 0;
         emitted = true;
       };
       return {
-        add: async (at: number, block: Buffer, sum: string) => {
+        add: async (at: number, block: Buffer, sum: string | null) => {
           if (pending.length > 0 && size + pendingBytes + block.length > SCAN_BATCH_DATA_MAX) {
             await emit(sizeSeen);
             await flush();
@@ -318,7 +340,7 @@ async function walkScope(root: string, scope: readonly string[], out: Map<string
  * resync or verification covers, then scans: only blocks that differ are shipped. Inode and mtime
  * are the replica's, never equal to the source's, so every such file is read and compared.
  */
-export async function readManifest(root: string, scope: readonly string[] | "all"): Promise<ChangeIndex> {
+export async function readManifest(root: string, scope: readonly string[] | "all", options: { fine?: boolean } = {}): Promise<ChangeIndex> {
   const seen = new Map<string, Stats>();
   if (scope === "all") await walk(root, "", seen);
   else await walkScope(root, scope, seen);
@@ -329,6 +351,7 @@ export async function readManifest(root: string, scope: readonly string[] | "all
     else if (info.isDirectory()) manifest.set(path, { kind: "dir", mode: info.mode & 0o7777 });
     else if (info.isFile()) {
       const blocks: string[] = [];
+      const fine: string[] = [];
       const handle = await open(join(root, path), "r");
       try {
         const buffer = Buffer.allocUnsafe(READ_BYTES);
@@ -338,6 +361,7 @@ export async function readManifest(root: string, scope: readonly string[] | "all
           const filled = carry + bytesRead;
           const whole = bytesRead === 0 ? filled : filled - (filled % BLOCK_BYTES);
           for (let at = 0; at < whole; at += BLOCK_BYTES) blocks.push(blockSum(buffer.subarray(at, Math.min(whole, at + BLOCK_BYTES))));
+          if (options.fine && info.size <= FINE_FILE_MAX) for (let at = 0; at < whole; at += FINE_BYTES) fine.push(fineSum(buffer.subarray(at, Math.min(whole, at + FINE_BYTES))));
           if (bytesRead === 0) break;
           carry = filled - whole;
           buffer.copy(buffer, 0, whole, filled);
@@ -345,7 +369,7 @@ export async function readManifest(root: string, scope: readonly string[] | "all
       } finally {
         await handle.close();
       }
-      manifest.set(path, { kind: "file", mode: info.mode & 0o7777, size: info.size, mtimeNs: "replica", ino: -1, blocks });
+      manifest.set(path, { kind: "file", mode: info.mode & 0o7777, size: info.size, mtimeNs: "replica", ino: -1, blocks, ...(options.fine && info.size <= FINE_FILE_MAX ? { fine } : {}) });
     }
   }
   return manifest;

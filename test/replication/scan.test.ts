@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApplier } from "../../src/replication/apply.ts";
 import { inMirror, makeBatch } from "../../src/replication/batch.ts";
-import { BLOCK_BYTES, loadIndex, RACY_MS, saveIndex, scanChanges, type ChangeIndex } from "../../src/replication/scan.ts";
+import { adoptManifest, BLOCK_BYTES, loadIndex, RACY_MS, readManifest, saveIndex, scanChanges, type ChangeIndex } from "../../src/replication/scan.ts";
 
 const G = "0000000000000001";
 let base: string;
@@ -169,6 +169,22 @@ describe("finding changes by block checksums", () => {
     await rm(join(m.source, "old"), { recursive: true });
     await m.sync(Date.now() + RACY_MS);
     expect(await tree(m.target)).toEqual(await tree(m.source));
+  });
+
+  it("a resync against the replica's manifest ships the differing 4 KiB pieces, not their 64 KiB blocks", async () => {
+    const m = await mirror("fine");
+    const content = Buffer.alloc(1024 * 1024);
+    for (let i = 0; i < content.length; i++) content[i] = (i * 7) & 255;
+    await writeFile(join(m.source, "db.bin"), content);
+    await m.sync();
+    // the source changes while the replica is away; then the replica's manifest replaces the index
+    const handle = await open(join(m.source, "db.bin"), "r+");
+    for (const at of [4096 * 3, 4096 * 100, 4096 * 255]) await handle.write(Buffer.alloc(4096, 1), 0, 4096, at);
+    await handle.close();
+    m.setIndex(adoptManifest(m.index(), await readManifest(m.target, "all", { fine: true }), "all"));
+    const result = await m.sync();
+    expect(result.batches.reduce((sum, b) => sum + b.data.length, 0)).toBe(3 * 4096);
+    expect((await readFile(join(m.target, "db.bin"))).equals(await readFile(join(m.source, "db.bin")))).toBe(true);
   });
 
   it("a large change is split into batches of bounded size that still apply in order", async () => {
