@@ -80,6 +80,19 @@ export interface MirroredJob {
   snapshots: { intervalMs?: number; firstAt?: string; keep: number };
 }
 
+/** The replica answered a batch with a refusal; `code` "refused" means an op it will never apply. */
+class PeerRefusedBatch extends Error {
+  constructor(
+    peer: string,
+    readonly batch: number,
+    readonly code: string,
+    detail: string,
+  ) {
+    super(`${peer} refused batch ${batch}: ${detail || code}`);
+    this.name = "PeerRefusedBatch";
+  }
+}
+
 /** Where a job's snapshots live: beside its first mirrored directory, on the same file system (hard links). */
 export const snapshotDir = (roots: readonly string[]) => `${roots[0]}.duet-snapshots`;
 
@@ -223,6 +236,12 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
       if (live()) await pump(job, source, synced + 1, live);
     } catch (error) {
       if (!live()) return;
+      if (error instanceof PeerRefusedBatch && error.code === "refused") {
+        // An op the replica refuses (a path or symlink leaving the mirror root) would be refused
+        // again: the link stays red until the tree is fixed and an operator verifies.
+        await host.record([{ type: "AlertRaised", data: { node: host.self, job, code: "mirror-red", message: `${error.message}; the mirror of ${job} stops until the source tree is fixed and duet job verify ${job} runs` } }]);
+        return;
+      }
       host.log(`job ${job}: mirror session ended: ${(error as Error).message}; retrying in ${MIRROR_RETRY_MS} ms`);
       // A failed session (not a gray one, which waits for an operator) is tried again while the channel is up.
       host.timers.after(MIRROR_RETRY_MS, () => {
@@ -271,7 +290,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
           (async () => {
             const answer = (await sent) as { ok: boolean; code?: string; message?: string };
             await previous; // acknowledgements are journaled in order
-            if (!answer.ok) throw new Error(`${host.peer} refused batch ${n}: ${answer.message ?? answer.code}`);
+            if (!answer.ok) throw new PeerRefusedBatch(host.peer, n, answer.code ?? "error", answer.message ?? "");
             acked = n;
             await host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: n } }]);
             await onAcked?.(bytes.length);

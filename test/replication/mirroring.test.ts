@@ -3,7 +3,7 @@ import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink, writeFi
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { runReplay } from "../../tools/replay/main.ts";
-import { firstDue } from "../../src/agent/mirrors.ts";
+import { firstDue, MIRROR_RETRY_MS } from "../../src/agent/mirrors.ts";
 import { startMirrorPair, until } from "./mirror-pair.ts";
 
 /** Every entry under `dir` with its kind, mode and content hash (or link target). */
@@ -217,6 +217,31 @@ describe("mirroring a job's data between two agents", () => {
     expect(snapshots).toHaveLength(2);
     expect((await p.events("b")).some((e) => e.type === "SnapshotPruned")).toBe(true);
     expect((await p.events("a")).filter((e) => e.type === "SnapshotTaken" && (e.data as { node: string }).node === "a")).toEqual([]);
+  }, 60_000);
+
+  it("a symlink out of the mirror root turns the link red once, with an alert; after the tree is fixed, verify brings it back", async () => {
+    const p = (pair = await startMirrorPair("mirror-red", 27470));
+    await mkdir(p.data("a"), { recursive: true });
+    await p.start("a");
+    await p.start("b");
+    await until("peers connected", 10_000, () => p.agent("a").journal.state().membership.peerStatus === "connected");
+    const a = await p.client("a");
+    await a.post("/v1/jobs/data/bring-in", { on: "a" });
+    await until("green", 15_000, () => p.job("a").replication.colour === "green");
+
+    await symlink("../../../etc", join(p.data("a"), "escape"));
+    await until("red on a", 10_000, () => p.job("a").replication.colour === "red");
+    await until("the alert", 10_000, () => p.agent("a").journal.state().membership.alerts.some((x) => x.code === "mirror-red"));
+    // A refused op is not retried: absence can only be shown by waiting past the retry interval.
+    await new Promise((r) => setTimeout(r, MIRROR_RETRY_MS + 500));
+    expect((await p.events("b")).filter((e) => e.type === "OpRefused")).toHaveLength(1);
+    await expect(lstat(join(p.data("b"), "escape"))).rejects.toThrow();
+
+    await rm(join(p.data("a"), "escape"));
+    await writeFile(join(p.data("a"), "fine.txt"), "after the fix");
+    await a.post("/v1/jobs/data/verify", {});
+    await until("green again", 15_000, () => p.job("a").replication.colour === "green");
+    await until("level", 10_000, () => same(p));
   }, 60_000);
 });
 
