@@ -4,6 +4,7 @@ import { dirname, isAbsolute, join, normalize } from "node:path";
 import type { DuetEvent } from "../events/catalogue.ts";
 import { BatchError, blocksChecksum, decodeBatch, encodeBatch, type Batch } from "./batch.ts";
 import { resolveMirrorPath, UnsafePathError } from "./safepath.ts";
+import { fsyncPath } from "./durable.ts";
 
 export class RefusedBatchError extends Error {
   constructor(
@@ -23,14 +24,6 @@ async function inParallel<T>(items: readonly T[], work: (item: T) => Promise<voi
   for (let i = 0; i < items.length; i += SYNC_CONCURRENCY) await Promise.all(items.slice(i, i + SYNC_CONCURRENCY).map(work));
 }
 
-async function fsyncPath(path: string): Promise<void> {
-  const handle = await open(path, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
 /**
  * The standby's side of a mirror. Each batch is checked whole first (checksum, every path inside

@@ -1,6 +1,7 @@
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { encodeBatch, type Batch } from "./batch.ts";
+import { fsyncPath } from "./durable.ts";
 
 /**
  * Captured batches waiting for the standby's acknowledgement, on disk: a slow or absent standby
@@ -32,11 +33,7 @@ export function createBatchQueue(dir: string) {
       const encoded = encodeBatch(batch, false);
       const path = file(batch.batch);
       await writeFile(`${path}.tmp`, encoded, { mode: 0o600 });
-      if (durable) {
-        const handle = await open(`${path}.tmp`, "r");
-        await handle.sync();
-        await handle.close();
-      }
+      if (durable) await fsyncPath(`${path}.tmp`);
       await rename(`${path}.tmp`, path);
       sizes.set(batch.batch, encoded.length);
       bytes += encoded.length;

@@ -5,6 +5,7 @@ import { lstat, mkdir, open, readdir, readFile, readlink, rename, writeFile } fr
 import { dirname, join } from "node:path";
 import { Packr } from "msgpackr";
 import { blocksChecksum, checksumOfBlockSums, CHECKSUM_BLOCK_BYTES, type BatchOp } from "./batch.ts";
+import { fsyncPath } from "./durable.ts";
 
 /**
  * Block size of the change index. 64 KiB keeps the index of a 1 GiB file at 16,384 checksums
@@ -57,9 +58,7 @@ export async function loadIndex(file: string): Promise<ChangeIndex> {
 export async function saveIndex(file: string, index: ChangeIndex): Promise<void> {
   await mkdir(dirname(file), { recursive: true });
   await writeFile(`${file}.tmp`, packr.pack([...index]));
-  const handle = await open(`${file}.tmp`, "r");
-  await handle.sync();
-  await handle.close();
+  await fsyncPath(`${file}.tmp`);
   await rename(`${file}.tmp`, file);
 }
 

@@ -1,8 +1,9 @@
 import { constants as fsConstants } from "node:fs";
-import { chmod, copyFile, link, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, copyFile, link, lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { z } from "zod";
 import type { DuetEvent } from "../events/catalogue.ts";
+import { fsyncPath } from "./durable.ts";
 
 import { SNAPSHOTS_KEPT_DEFAULT } from "../config/schema.ts";
 
@@ -27,14 +28,6 @@ const metaSchema = z.strictObject({
 export type SnapshotInfo = z.infer<typeof metaSchema>;
 const META = "snapshot.json";
 
-async function fsyncPath(path: string): Promise<void> {
-  const handle = await open(path, "r");
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
 /**
  * Snapshots of a job's replica: trees of hard links, so taking one costs a walk of the tree, not a

@@ -1,23 +1,10 @@
-import { createHash } from "node:crypto";
-import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { runReplay } from "../../tools/replay/main.ts";
 import { firstDue, MIRROR_RETRY_MS } from "../../src/agent/mirrors.ts";
 import { startMirrorPair, until } from "./mirror-pair.ts";
-
-/** Every entry under `dir` with its kind, mode and content hash (or link target). */
-async function tree(dir: string, prefix = ""): Promise<string[]> {
-  const out: string[] = [];
-  for (const name of (await readdir(dir).catch(() => [] as string[])).sort()) {
-    const path = join(dir, name);
-    const info = await lstat(path);
-    if (info.isSymbolicLink()) out.push(`${prefix}${name} -> ${await readlink(path)}`);
-    else if (info.isDirectory()) out.push(`${prefix}${name}/ ${(info.mode & 0o7777).toString(8)}`, ...(await tree(path, `${prefix}${name}/`)));
-    else out.push(`${prefix}${name} ${(info.mode & 0o7777).toString(8)} ${createHash("sha256").update(await readFile(path)).digest("hex").slice(0, 16)}`);
-  }
-  return out;
-}
+import { tree } from "./trees.ts";
 
 let pair: Awaited<ReturnType<typeof startMirrorPair>> | null = null;
 afterEach(async () => {

@@ -1,5 +1,4 @@
-import { createHash } from "node:crypto";
-import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, symlink, truncate, unlink, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, mkdtemp, open, rename, rm, symlink, truncate, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -7,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApplier } from "../../src/replication/apply.ts";
 import { inMirror, makeBatch } from "../../src/replication/batch.ts";
 import { scanChanges, type ChangeIndex } from "../../src/replication/scan.ts";
+import { tree } from "./trees.ts";
 
 let base: string;
 beforeAll(async () => {
@@ -15,19 +15,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(base, { recursive: true, force: true });
 });
-
-/** Every entry with kind, mode, content hash or link target: what "equal trees" means. */
-async function tree(dir: string, prefix = ""): Promise<string[]> {
-  const out: string[] = [];
-  for (const name of (await readdir(dir)).sort()) {
-    const path = join(dir, name);
-    const info = await lstat(path);
-    if (info.isSymbolicLink()) out.push(`${prefix}${name} -> ${await readlink(path)}`);
-    else if (info.isDirectory()) out.push(`${prefix}${name}/ ${(info.mode & 0o7777).toString(8)}`, ...(await tree(path, `${prefix}${name}/`)));
-    else out.push(`${prefix}${name} ${(info.mode & 0o7777).toString(8)} ${info.size} ${createHash("sha256").update(await readFile(path)).digest("hex").slice(0, 12)}`);
-  }
-  return out;
-}
 
 // Names that are sometimes files and sometimes directories (d, d/e), so kinds change under one path.
 const names = ["a", "b", "d", "d/a", "d/e", "d/e/f", "e"] as const;

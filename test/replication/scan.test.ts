@@ -1,10 +1,11 @@
-import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, symlink, utimes, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, mkdtemp, open, readFile, rename, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApplier } from "../../src/replication/apply.ts";
 import { inMirror, makeBatch } from "../../src/replication/batch.ts";
 import { adoptManifest, BLOCK_BYTES, loadIndex, RACY_MS, readManifest, saveIndex, scanChanges, type ChangeIndex } from "../../src/replication/scan.ts";
+import { tree } from "./trees.ts";
 
 const G = "0000000000000001";
 let base: string;
@@ -15,17 +16,6 @@ afterAll(async () => {
   await rm(base, { recursive: true, force: true });
 });
 
-async function tree(dir: string, prefix = ""): Promise<string[]> {
-  const out: string[] = [];
-  for (const name of (await readdir(dir)).sort()) {
-    const path = join(dir, name);
-    const info = await lstat(path);
-    if (info.isSymbolicLink()) out.push(`${prefix}${name} -> ${await readlink(path)}`);
-    else if (info.isDirectory()) out.push(`${prefix}${name}/ ${(info.mode & 0o777).toString(8)}`, ...(await tree(path, `${prefix}${name}/`)));
-    else out.push(`${prefix}${name} ${(info.mode & 0o777).toString(8)} ${(await readFile(path)).toString("base64")}`);
-  }
-  return out;
-}
 
 /** The active side: scan, ship each batch through the standby's applier, keep the index. */
 async function mirror(name: string) {

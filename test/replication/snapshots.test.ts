@@ -1,5 +1,4 @@
-import { createHash } from "node:crypto";
-import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -7,6 +6,7 @@ import type { DuetEvent } from "../../src/events/catalogue.ts";
 import { createApplier } from "../../src/replication/apply.ts";
 import { blocksChecksum, inMirror, makeBatch, type BatchOp } from "../../src/replication/batch.ts";
 import { createSnapshots, SnapshotError } from "../../src/replication/snapshot.ts";
+import { tree } from "./trees.ts";
 
 const G = "00000000000000aa";
 let base: string;
@@ -17,17 +17,6 @@ afterAll(async () => {
   await rm(base, { recursive: true, force: true });
 });
 
-async function tree(dir: string, prefix = ""): Promise<string[]> {
-  const out: string[] = [];
-  for (const name of (await readdir(dir)).sort()) {
-    const path = join(dir, name);
-    const info = await lstat(path);
-    if (info.isSymbolicLink()) out.push(`${prefix}${name} -> ${await readlink(path)}`);
-    else if (info.isDirectory()) out.push(`${prefix}${name}/ ${(info.mode & 0o777).toString(8)}`, ...(await tree(path, `${prefix}${name}/`)));
-    else out.push(`${prefix}${name} ${(info.mode & 0o777).toString(8)} ${createHash("sha256").update(await readFile(path)).digest("hex").slice(0, 12)}`);
-  }
-  return out;
-}
 const write = (path: string, size: number, at: number, bytes: Buffer): { op: BatchOp; data: Buffer } => ({ op: { op: "write", path, blocks: [[at, bytes.length]], size, sha256: blocksChecksum(bytes) }, data: bytes });
 const batch = (n: number, items: ({ op: BatchOp; data: Buffer } | BatchOp)[]) =>
   makeBatch("web", G, n, inMirror(items.map((i) => ("data" in i ? i.op : i)), 0), Buffer.concat(items.map((i) => ("data" in i ? i.data : Buffer.alloc(0)))));
