@@ -96,6 +96,15 @@ export function createJobControl(host: JobHost) {
   async function moveToPeer(name: string, by: string, cause: "switchover" | "failover", failBack = true): Promise<boolean> {
     const peer = otherNode(jobOrThrow(name));
     await stopHere(name);
+    // A planned move waits for the last writes to reach the peer (stopHere flushed the mirror); if
+    // they did not arrive, the peer would start on older data: the job comes back here instead.
+    const unsent = host.state().replication.get(name)?.queue.batches ?? 0;
+    if (cause === "switchover" && unsent > 0) {
+      const then = failBack ? `bringing it back in on ${host.self}` : `it stays out: ${host.self} is stopping`;
+      await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: "switchover-failed", message: `${unsent} write batch(es) of ${name} did not reach ${peer} in time; ${then}` } }]);
+      if (failBack) await startHere(name);
+      return false;
+    }
     const answer = await askPeer({ kind: "bring-in", job: name, by, cause });
     if (answer.ok) return true;
     const then = failBack ? `bringing it back in on ${host.self}` : `it stays out: ${host.self} is stopping`;

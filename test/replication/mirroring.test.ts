@@ -1,4 +1,4 @@
-import { lstat, mkdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { runReplay } from "../../tools/replay/main.ts";
@@ -199,11 +199,14 @@ describe("mirroring a job's data between two agents", () => {
     await until("peers connected", 10_000, () => p.agent("a").journal.state().membership.peerStatus === "connected");
     await (await p.client("a")).post("/v1/jobs/data/bring-in", { on: "a" });
     await until("green", 15_000, () => p.job("a").replication.colour === "green");
-    await until("three scheduled snapshots on b", 15_000, async () => (await p.events("b")).filter((e) => e.type === "SnapshotTaken" && (e.data as { reason: string }).reason === "schedule").length >= 3);
-    const { snapshots } = await (await p.client("b")).get<{ snapshots: unknown[] }>("/v1/jobs/data/snapshots");
-    expect(snapshots).toHaveLength(2);
-    expect((await p.events("b")).some((e) => e.type === "SnapshotPruned")).toBe(true);
+    await until("three scheduled snapshots on b and the oldest pruned", 15_000, async () => {
+      const events = await p.events("b");
+      return events.filter((e) => e.type === "SnapshotTaken" && (e.data as { reason: string }).reason === "schedule").length >= 3 && events.some((e) => e.type === "SnapshotPruned");
+    });
     expect((await p.events("a")).filter((e) => e.type === "SnapshotTaken" && (e.data as { node: string }).node === "a")).toEqual([]);
+    // counted with the schedule stopped: between taking one and pruning the oldest there are three
+    await p.stop("b");
+    expect((await readdir(`${p.data("b")}.duet-snapshots`)).filter((n) => !n.startsWith(".tmp-"))).toHaveLength(2);
   }, 60_000);
 
   it("a symlink out of the mirror root turns the link red once, with an alert; after the tree is fixed, verify brings it back", async () => {
