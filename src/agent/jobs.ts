@@ -132,7 +132,9 @@ export function createJobControl(host: JobHost) {
       if (takeover)
         await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: "operator-takeover", message: `${by} brings ${name} in on ${host.self} while ${job.active}, where it ran, is lost: the operator vouches that ${job.active} no longer runs it` } }]);
       if (target !== host.self && !host.peer.connected()) throw new ControlError("peer-not-connected", 503, `job ${name}: node ${target} is not connected; bring the job in on ${host.self} or wait for the peer`);
-      const [recorded] = await host.record([{ type: "BringInRequested", data: { job: name, on: target, by } }]);
+      const request: DuetEvent = { type: "BringInRequested", data: { job: name, on: target, by } };
+      const [recorded] = await host.record([request]);
+      if (target === host.self) host.peer.relay(request);
       if (target === host.self) void serial(name, () => startHere(name));
       else void askPeer({ kind: "bring-in", job: name, by, cause: "operator" }).then((answer) => reportPeerFailure(name, answer));
       return { seq: recorded!.seq };
@@ -178,7 +180,9 @@ export function createJobControl(host: JobHost) {
       switch (request.kind) {
         case "bring-in": {
           if (job.active === host.self && job.phase === "in") return { ok: true };
-          await host.record([{ type: "BringInRequested", data: { job: request.job, on: host.self, by: request.by } }]);
+          const requested: DuetEvent = { type: "BringInRequested", data: { job: request.job, on: host.self, by: request.by } };
+          await host.record([requested]);
+          host.peer.relay(requested);
           const ok = await serial(request.job, () => startHere(request.job));
           return ok ? { ok: true } : { ok: false, code: "start-failed", message: host.state().jobs.get(request.job)?.lastError?.error ?? "start failed" };
         }

@@ -48,8 +48,9 @@ export function parseRelayedFact(body: unknown, peer: string): DuetEvent {
   const parsed = relayedFact.safeParse(body);
   if (!parsed.success) throw new Error(`relayed fact: expected {type: ${relayedFact.shape.type.options.join("|")}, data}, got ${JSON.stringify(body)?.slice(0, 200)}`);
   const event = validateEvent(parsed.data.type, parsed.data.data);
-  // The node a fact is about: `node`, or for a resync its source.
-  const node = (event.data as { node?: string; from?: string }).node ?? (event.data as { from?: string }).from;
+  // The node a fact is about: `node`, a resync's source, or where a bring-in starts.
+  const data = event.data as { node?: string; from?: string; on?: string };
+  const node = data.node ?? data.from ?? data.on;
   if (node !== peer) throw new Error(`relayed fact ${event.type}: names node ${node}, expected the peer ${peer}`);
   return event;
 }

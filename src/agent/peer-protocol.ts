@@ -32,6 +32,8 @@ export type PeerResponse = z.infer<typeof peerResponse>;
 
 /** Facts about a job on one node that the other node records too, so both journals tell where it runs. */
 export const RELAYED_FACTS = [
+  // A bring-in starting on the sender: the standby knows where the job is coming up before it is up.
+  "BringInRequested",
   "JobBroughtIn",
   "JobBroughtOut",
   "JobStartFailed",

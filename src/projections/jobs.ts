@@ -56,7 +56,9 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
     case "JobDeleted":
       return null;
     case "BringInRequested":
-      return job.phase === "out" || job.phase === "failed" ? phase("bringing-in", null) : job;
+      // The node it is starting on counts as active from now on: if that node is lost mid-start,
+      // the standby's takeover policy applies to it (its resources may be partly up there).
+      return job.phase === "out" || job.phase === "failed" ? phase("bringing-in", event.data.on) : job;
     case "BringOutRequested":
       return job.phase === "in" ? phase("bringing-out") : job;
     case "JobBroughtIn":

@@ -37,6 +37,12 @@ function given(...events: DuetEvent[]) {
 }
 
 describe("takeover when the active node is lost", () => {
+  it("a job the lost node was still bringing in is taken over like one it ran (its resources may be partly up)", () => {
+    const bringing: DuetEvent = { type: "BringInRequested", data: { job: "web", on: "a", by: "admin" } };
+    const [d] = given(created("unconditional"), started("b"), peerSeen, bringing, lost(), tiebreaker("confirmed")).on("b").decisions();
+    expect(d).toMatchObject({ kind: "takeover", job: "web", to: "b" });
+  });
+
   it("policy manual: the standby does not take over and raises an alert decision", () => {
     const [d] = given(created("manual"), started("b"), peerSeen, broughtIn("a"), verified, lost(), tiebreaker("confirmed")).on("b").decisions();
     expect(d).toMatchObject({ kind: "decline", job: "web", code: "policy-manual" });
