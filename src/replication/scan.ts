@@ -237,7 +237,7 @@ function createBatcher(onBatch: ScanOptions["onBatch"]) {
   let size = 0;
   const flush = async () => {
     if (ops.length === 0) return;
-    const batch = { ops, data: Buffer.concat(parts) };
+    const batch = { ops, data: parts.length === 1 ? parts[0]! : Buffer.concat(parts) };
     ops = [];
     parts = [];
     size = 0;
