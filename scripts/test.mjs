@@ -20,8 +20,9 @@ try {
   const report = JSON.parse(readFileSync(reportPath, "utf8"));
   passed = report.numPassedTests;
   failed = report.numFailedTests + (report.numRuntimeErrorTestSuites ?? 0);
-  // A file that fails to load has no tests but must still fail the run.
-  for (const file of report.testResults ?? []) if (file.status === "failed" && file.assertionResults.length === 0) failed += 1;
+  // A file that fails to load, or whose beforeAll fails (its tests then count as skipped), must still fail the run.
+  for (const file of report.testResults ?? [])
+    if (file.status === "failed" && !file.assertionResults.some((test) => test.status === "failed")) failed += 1;
 } catch (error) {
   console.error(`test: no readable vitest report at ${reportPath}: ${error.message}`);
   failed += 1;
