@@ -13,8 +13,9 @@ const served = (host: string) => `"servedBy":"${host}"`;
 const DUET = join(ROOT, "bin/duet.js");
 
 /**
- * A duet pair in the bench's namespaces with the default timings (heartbeat 500 ms, deadtime
- * 3000 ms, self-fence grace 1000 ms), a VIP and an HTTP app, and a client polling the VIP.
+ * A duet pair in the bench's namespaces with the default timings (heartbeat 500 ms, suspicion
+ * 1000 ms, deadtime 3000 ms, ping 500 ms, no self-fence grace), a VIP and an HTTP app, and a client
+ * polling the VIP.
  */
 export async function startDuetPair(net: TestNet, options: { vip: string }) {
   const dir = mkdtempSync(join(tmpdir(), "duet-bench-pair-"));
@@ -27,7 +28,7 @@ export async function startDuetPair(net: TestNet, options: { vip: string }) {
       { name: "b", address: net.address("b"), dataDir: join(dir, "b") },
     ],
     password: "bench-password-1234",
-    tiebreakerYaml: `  ping: { targets: [${net.address("client")}], mode: any, timeoutMs: 1000 }`,
+    tiebreakerYaml: `  ping: { targets: [${net.address("client")}], mode: any }`,
     jobsYaml: `  - name: web
     policy: unconditional
     restart: { max: 0, windowMs: 60000 }

@@ -15,7 +15,7 @@ const count = fc.integer({ min: 1, max: 20 });
 /** Valid events of the types the projections and policy react to, for a two-node pair. */
 export const eventArb: fc.Arbitrary<DuetEvent> = fc
   .oneof(
-    fc.record({ type: fc.constant("AgentStarted"), data: fc.record({ node: nodeArb, version: fc.constant("0.1.0"), pid: fc.nat(), configHash: fc.constant("h"), deadtimeMs: fc.constant(3000), selfFenceGraceMs: fc.constantFrom(0, 5000), links: fc.constantFrom([], [{ link: "lan", kind: "udp" as const }, { link: "tcp", kind: "tcp" as const }]) }) }),
+    fc.record({ type: fc.constant("AgentStarted"), data: fc.record({ node: nodeArb, version: fc.constant("0.1.0"), pid: fc.nat(), configHash: fc.constant("h"), heartbeatIntervalMs: fc.constant(500), suspectMs: fc.constantFrom(1000, 3000), deadtimeMs: fc.constant(3000), pingTimeoutMs: fc.constantFrom(500, 1000), selfFenceGraceMs: fc.constantFrom(0, 5000), links: fc.constantFrom([], [{ link: "lan", kind: "udp" as const }, { link: "tcp", kind: "tcp" as const }]) }) }),
     fc.record({
       type: fc.constant("JobCreated"),
       data: fc.record({

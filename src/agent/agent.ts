@@ -79,7 +79,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const info = (message: string, fields?: Record<string, unknown>) => log.info(fields ?? {}, message);
 
     await record([
-      { type: "AgentStarted", data: { node: me.name, version: AGENT_VERSION, pid: process.pid, configHash: options.configHash, deadtimeMs: config.heartbeat.deadtimeMs, selfFenceGraceMs: config.tiebreaker.selfFenceGraceMs, links: [...config.heartbeat.links.map((l) => ({ link: l.name, kind: "udp" as const })), { link: TCP_LINK, kind: "tcp" as const }] } },
+      { type: "AgentStarted", data: { node: me.name, version: AGENT_VERSION, pid: process.pid, configHash: options.configHash, heartbeatIntervalMs: config.heartbeat.intervalMs, suspectMs: config.heartbeat.suspectMs, deadtimeMs: config.heartbeat.deadtimeMs, pingTimeoutMs: config.tiebreaker.ping?.timeoutMs ?? 0, selfFenceGraceMs: config.tiebreaker.selfFenceGraceMs, links: [...config.heartbeat.links.map((l) => ({ link: l.name, kind: "udp" as const })), { link: TCP_LINK, kind: "tcp" as const }] } },
       ...jobDefinitionEvents(config, state()),
     ]);
 
@@ -185,9 +185,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       record,
       jobs,
       log: info,
-      tiebreak: async () => ({
+      tiebreak: async (purpose) => ({
         type: "TiebreakerResult",
-        data: await runTiebreaker({ self: me.name, peer: peer.name, ping: config.tiebreaker.ping ?? null, fence: config.tiebreaker.fence ?? null, processes: world.processes, clock: world.clock }),
+        data: await runTiebreaker({ self: me.name, peer: peer.name, purpose, ping: config.tiebreaker.ping ?? null, fence: config.tiebreaker.fence ?? null, processes: world.processes, clock: world.clock }),
       }),
     });
     closers.push(() => reactor.stop());
@@ -203,13 +203,14 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         return { id: link.name, local: { address: link.addresses[mine]!, port: link.port }, peer: { address: link.addresses[1 - mine]!, port: link.port } };
       }),
       intervalMs: config.heartbeat.intervalMs,
+      suspectMs: config.heartbeat.suspectMs,
       deadtimeMs: config.heartbeat.deadtimeMs,
       transport: world.transport,
       clock: world.clock,
       timers: world.timers,
       report: (events) => {
         void record(events).then(() => {
-          for (const e of events) if (e.type === "PeerSeen" || e.type === "PeerLost") info(`${e.type}: ${peer.name}`);
+          for (const e of events) if (e.type === "PeerSeen" || e.type === "PeerSuspected" || e.type === "PeerLost") info(`${e.type}: ${peer.name}`);
           if (events.some((e) => e.type === "PeerLost")) void recover(new Set());
           reactor.poke();
         });

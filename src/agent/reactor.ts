@@ -1,6 +1,6 @@
 import type { DuetEvent } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
-import { decide, needsTiebreaker } from "../policy/decide.ts";
+import { decide, tiebreakerNeeded } from "../policy/decide.ts";
 import type { Decision } from "../policy/decision.ts";
 import type { JobControl } from "./jobs.ts";
 
@@ -9,8 +9,8 @@ export interface ReactorHost {
   state(): ClusterState;
   now(): number;
   record(events: DuetEvent[]): Promise<unknown>;
-  /** Asks the tiebreaker and returns its verdict as a fact (never throws). */
-  tiebreak(): Promise<DuetEvent>;
+  /** Asks the tiebreaker (or, on a suspicion, only the ping) and returns its verdict as a fact (never throws). */
+  tiebreak(kind: "peer-lost" | "reachability"): Promise<DuetEvent>;
   jobs: JobControl;
   log(message: string, fields?: Record<string, unknown>): void;
 }
@@ -28,10 +28,11 @@ export function createReactor(host: ReactorHost) {
 
   async function step(): Promise<void> {
     const state = host.state();
-    if (needsTiebreaker(state) && !tiebreaking) {
+    const tiebreaker = tiebreakerNeeded(state);
+    if (tiebreaker && !tiebreaking) {
       tiebreaking = true;
       void host
-        .tiebreak()
+        .tiebreak(tiebreaker)
         .then((verdict) => host.record([verdict]))
         .catch((error: Error) => host.log(`tiebreaker failed: ${error.message}`))
         .finally(() => {

@@ -70,7 +70,7 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
       ],
       password: "demo-password-not-for-production",
       ports: PORTS,
-      tiebreakerYaml: "  ping: { targets: [127.0.0.1], mode: any, timeoutMs: 1000 }   # on real hosts: the gateway",
+      tiebreakerYaml: "  ping: { targets: [127.0.0.1], mode: any, timeoutMs: 500 }   # on real hosts: the gateway",
       jobsYaml: `  - name: web
     policy: unconditional      # for the demo: take over as soon as the tiebreaker confirms (the default is manual)
     resources:
@@ -151,8 +151,9 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
       return by === "beta" ? by : null;
     });
     say(`  the service was ${down ? "down" : "slow"} for ${Date.now() - crashedAt} ms; now served by ${second}`);
-    say(`  (beta waits the 3000 ms deadtime before it calls alpha lost, asks its ping tiebreaker, then gives alpha`);
-    say(`   the 1000 ms self-fence grace + 1000 ms to bring the job out in case alpha was only cut off: never two actives)`);
+    say(`  (beta waits the 3000 ms deadtime before it calls alpha lost and asks its ping tiebreaker. Had alpha only`);
+    say(`   been cut off, it would have noticed after 1000 ms of silence, failed its own 500 ms ping and brought`);
+    say(`   the job out well before that: so beta takes over at once, and the job never runs on two nodes)`);
     const view = await until("beta journaling the takeover", 10_000, async () => {
       const v = await beta.get<ReturnType<typeof clusterView>>("/v1/cluster");
       return v.jobs[0]?.active === "beta" ? v : null;

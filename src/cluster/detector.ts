@@ -7,13 +7,15 @@ export interface DetectorLink {
 
 /**
  * The failure detector, pure: time is an argument. It turns "heard a frame on link L at T" and the
- * passing of time into transitions only (LinkUp, LinkDown, PeerLost, PeerSeen); the peer is lost
- * when every link has been silent for the deadtime, including a peer never heard since start.
+ * passing of time into transitions only (LinkUp, LinkDown, PeerSuspected, PeerLost, PeerSeen).
+ * The peer is suspected when every link has been silent for suspectMs (an active node then checks
+ * it is not the one cut off, well before the standby may take over) and lost after the deadtime,
+ * including a peer never heard since start. A suspectMs at or above the deadtime means no suspicion.
  */
-export function createDetector(options: { self: string; peer: string; links: DetectorLink[]; deadtimeMs: number; startedAt: number }) {
-  const { self, peer, deadtimeMs } = options;
+export function createDetector(options: { self: string; peer: string; links: DetectorLink[]; suspectMs: number; deadtimeMs: number; startedAt: number }) {
+  const { self, peer, suspectMs, deadtimeMs } = options;
   const links = new Map(options.links.map((l) => [l.id, { ...l, up: false, lastHeardAt: null as number | null }]));
-  let peerState: "unknown" | "seen" | "lost" = "unknown";
+  let peerState: "unknown" | "seen" | "suspected" | "lost" = "unknown";
   let lastHeardAt: number | null = null;
 
   return {
@@ -42,6 +44,10 @@ export function createDetector(options: { self: string; peer: string; links: Det
         }
       }
       const silentSince = lastHeardAt ?? options.startedAt;
+      if ((peerState === "seen" || peerState === "unknown") && suspectMs < deadtimeMs && now - silentSince >= suspectMs) {
+        peerState = "suspected";
+        events.push({ type: "PeerSuspected", data: { node: self, peer, lastHeardAt: lastHeardAt ?? 0, suspectMs } });
+      }
       if (peerState !== "lost" && [...links.values()].every((l) => !l.up) && now - silentSince >= deadtimeMs) {
         peerState = "lost";
         events.push({ type: "PeerLost", data: { node: self, peer, lastHeardAt: lastHeardAt ?? 0, deadtimeMs } });

@@ -7,6 +7,7 @@ import { createFrameCodec, type FrameRejection } from "./frame.ts";
 /** Rejected frames are journaled at most once per link and reason in this window, with a count. */
 export const REJECTION_REPORT_INTERVAL_MS = 10_000;
 export const TCP_LINK = "tcp";
+export const DETECTOR_TICK_MS = 100;
 
 export interface HeartbeatLink {
   id: string;
@@ -22,6 +23,7 @@ export interface HeartbeatOptions {
   boot: string;
   links: HeartbeatLink[];
   intervalMs: number;
+  suspectMs: number;
   deadtimeMs: number;
   transport: DatagramTransport;
   clock: Clock;
@@ -40,6 +42,7 @@ export async function startHeartbeat(options: HeartbeatOptions) {
   const detector = createDetector({
     self: options.self,
     peer: options.peer,
+    suspectMs: options.suspectMs,
     deadtimeMs: options.deadtimeMs,
     startedAt: clock.monotonic(),
     links: [...options.links.map((l) => ({ id: l.id, kind: "udp" as const })), { id: TCP_LINK, kind: "tcp" as const }],
@@ -48,8 +51,20 @@ export async function startHeartbeat(options: HeartbeatOptions) {
   const pending = new Map<string, { link: string; reason: FrameRejection; count: number; sinceAt: number; reportedAt: number }>();
   // The detector runs on monotonic time (immune to clock steps); journaled times are wall-clock.
   const wallOf = (monotonic: number) => Math.round(clock.now() - (clock.monotonic() - monotonic));
-  const toWall = (events: DuetEvent[]) =>
-    events.map((e) => (e.type === "LinkDown" ? { ...e, data: { ...e.data, lastHeardAt: wallOf(e.data.lastHeardAt) } } : e.type === "PeerLost" ? { ...e, data: { ...e.data, lastHeardAt: e.data.lastHeardAt === 0 ? 0 : wallOf(e.data.lastHeardAt) } } : e));
+  const wallOrNever = (monotonic: number) => (monotonic === 0 ? 0 : wallOf(monotonic));
+  const toWall = (events: DuetEvent[]): DuetEvent[] =>
+    events.map((e) => {
+      switch (e.type) {
+        case "LinkDown":
+          return { ...e, data: { ...e.data, lastHeardAt: wallOf(e.data.lastHeardAt) } };
+        case "PeerSuspected":
+          return { ...e, data: { ...e.data, lastHeardAt: wallOrNever(e.data.lastHeardAt) } };
+        case "PeerLost":
+          return { ...e, data: { ...e.data, lastHeardAt: wallOrNever(e.data.lastHeardAt) } };
+        default:
+          return e;
+      }
+    });
   const emit = (events: DuetEvent[]) => events.length > 0 && report(toWall(events));
 
   const sockets: { link: HeartbeatLink; socket: DatagramSocket }[] = [];
@@ -102,10 +117,12 @@ export async function startHeartbeat(options: HeartbeatOptions) {
         // an unreachable peer is what the detector is for
       }
     }
-    emit(detector.tick(clock.monotonic()));
     flushRejections(false);
   };
   const timer = timers.every(options.intervalMs, beat);
+  // The detector looks more often than frames go out: a loss is seen within 100 ms of the deadtime,
+  // not up to a whole interval later (that interval would add to every takeover).
+  const tick = timers.every(Math.min(DETECTOR_TICK_MS, options.intervalMs), () => emit(detector.tick(clock.monotonic())));
   beat();
 
   return {
@@ -116,6 +133,7 @@ export async function startHeartbeat(options: HeartbeatOptions) {
     stats: () => ({ ...stats, rejected: { ...stats.rejected } }),
     async stop(): Promise<void> {
       timer.cancel();
+      tick.cancel();
       flushRejections(true);
       for (const { socket } of sockets) socket.close();
     },

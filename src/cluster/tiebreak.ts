@@ -10,6 +10,8 @@ export const PING_PROCESS_SLACK_MS = 2000;
 export interface TiebreakerOptions {
   self: string;
   peer: string;
+  /** peer-lost: ping, then the fence command; reachability (on a suspicion): ping only. */
+  purpose: "peer-lost" | "reachability";
   ping: { targets: string[]; mode: "any" | "all"; timeoutMs: number } | null;
   fence: { command: string[]; timeoutMs: number } | null;
   processes: ProcessRunner;
@@ -25,10 +27,13 @@ type Target = Result["targets"][number];
  * confirm — no targets reached, no tiebreaker configured, or a failed fence — never takes over.
  */
 export async function runTiebreaker(options: TiebreakerOptions): Promise<Result> {
-  const { self, peer, fence } = options;
-  const base = { node: self, peer };
+  const { self, peer, purpose } = options;
+  const fence = purpose === "peer-lost" ? options.fence : null;
+  const base = { node: self, peer, purpose };
   // An empty target list would make mode "all" vacuously true: it counts as no ping configured.
   const ping = options.ping && options.ping.targets.length > 0 ? options.ping : null;
+  if (!ping && purpose === "reachability")
+    return { ...base, method: "ping", verdict: "failed", targets: [], output: "no ping targets configured (tiebreaker.ping): this node cannot tell whether it is the one cut off" };
   if (!ping && !fence)
     return { ...base, method: "ping", verdict: "failed", targets: [], output: "no tiebreaker configured (tiebreaker.ping or tiebreaker.fence): this node cannot confirm the peer is gone, so it does not take over" };
 
@@ -53,7 +58,8 @@ export async function runTiebreaker(options: TiebreakerOptions): Promise<Result>
 
 async function pingOnce(options: TiebreakerOptions, target: string, timeoutMs: number): Promise<{ target: Target; error: string | null }> {
   const started = options.clock.monotonic();
-  const seconds = String(Math.max(1, Math.ceil(timeoutMs / 1000)));
+  // iputils ping takes fractions of a second (-W 0.5); the suspicion check must answer well within the deadtime.
+  const seconds = String(Math.max(0.1, timeoutMs / 1000));
   const result = await runBounded(options.processes, ["ping", "-n", "-c", "1", "-W", seconds, target], timeoutMs + PING_PROCESS_SLACK_MS);
   if (result.code === null && result.signal === null && !result.timedOut) return { target: { target, ok: false }, error: result.stderr.trim() || "no exit code" };
   if (result.code !== 0) return { target: { target, ok: false }, error: null };

@@ -78,10 +78,16 @@ function withDefaults(parsed: z.infer<typeof configSchema>): Config {
     ...parsed,
     heartbeat: {
       ...parsed.heartbeat,
+      suspectMs: parsed.heartbeat.suspectMs ?? defaultSuspectMs(parsed.heartbeat.intervalMs, parsed.heartbeat.deadtimeMs),
       links: parsed.heartbeat.links ?? [{ name: "lan", port: DEFAULT_HEARTBEAT.port, addresses: [parsed.nodes[0].address, parsed.nodes[1].address] }],
     },
     jobs: parsed.jobs.map((job) => ({ ...job, nodes: (job.nodes as [string, string] | undefined) ?? nodeNames })),
   };
+}
+
+/** A third of the deadtime, but never so short that one late frame raises suspicion, nor past the deadtime. */
+function defaultSuspectMs(intervalMs: number, deadtimeMs: number): number {
+  return Math.min(deadtimeMs, Math.max(2 * intervalMs, Math.round(deadtimeMs / 3)));
 }
 
 /** Rules that span keys: names unique, jobs on cluster nodes, timings that make sense together. */
@@ -108,6 +114,9 @@ function crossChecks(config: Config): ConfigIssue[] {
   const { intervalMs, deadtimeMs } = config.heartbeat;
   if (deadtimeMs < 3 * intervalMs)
     issues.push({ path: "heartbeat.deadtimeMs", message: `expected at least 3 × intervalMs (${3 * intervalMs}), got ${deadtimeMs}: one late frame must not lose the peer` });
+  const { suspectMs } = config.heartbeat;
+  if (suspectMs < deadtimeMs && suspectMs < 2 * intervalMs)
+    issues.push({ path: "heartbeat.suspectMs", message: `expected at least 2 × intervalMs (${2 * intervalMs}), got ${suspectMs}: one late frame must not make a node doubt its network` });
   const nodeNames = config.nodes.map((n) => n.name);
   if (config.nodes[0].address === config.nodes[1].address) issues.push({ path: "nodes[1].address", message: `both nodes have address ${config.nodes[1].address}; expected one address per node` });
   if (config.nodes[0].dataDir === config.nodes[1].dataDir && config.nodes.every((n) => n.address.startsWith("127.")))

@@ -15,6 +15,7 @@ const absolutePath = z.string().regex(/^\//, "expected an absolute path like /va
 
 export const DEFAULT_PORTS = { api: 7320, peer: 7330 } as const;
 export const DEFAULT_HEARTBEAT = { intervalMs: 500, deadtimeMs: 3000, port: 7340 } as const;
+export const DEFAULT_PING_TIMEOUT_MS = 500;
 export const SNAPSHOTS_KEPT_DEFAULT = 64;
 
 export const nodeSpec = z.strictObject({
@@ -64,17 +65,19 @@ export const configSchema = z.strictObject({
     .strictObject({
       intervalMs: ms.default(DEFAULT_HEARTBEAT.intervalMs),
       deadtimeMs: ms.default(DEFAULT_HEARTBEAT.deadtimeMs),
+      /** Silence after which an active node checks it is not the one cut off. Absent: a third of the deadtime. */
+      suspectMs: ms.optional(),
       /** Absent: one link "lan" on port 7340 over the node addresses. */
       links: z.array(linkSpec).min(1, "expected at least one heartbeat link").optional(),
     })
     .default({ intervalMs: DEFAULT_HEARTBEAT.intervalMs, deadtimeMs: DEFAULT_HEARTBEAT.deadtimeMs }),
   tiebreaker: z
     .strictObject({
-      ping: z.strictObject({ targets: z.array(z.string().min(1)).min(1, "expected at least one ping target"), mode: z.enum(["any", "all"]).default("any"), timeoutMs: ms.default(1000) }).optional(),
+      ping: z.strictObject({ targets: z.array(z.string().min(1)).min(1, "expected at least one ping target"), mode: z.enum(["any", "all"]).default("any"), timeoutMs: ms.default(DEFAULT_PING_TIMEOUT_MS) }).optional(),
       fence: z.strictObject({ command: z.array(z.string().min(1)).min(1, "expected a command as a list"), timeoutMs: ms.default(30_000) }).optional(),
-      selfFenceGraceMs: z.number().int().nonnegative().default(1000),
+      selfFenceGraceMs: z.number().int().nonnegative().default(0),
     })
-    .default({ selfFenceGraceMs: 1000 }),
+    .default({ selfFenceGraceMs: 0 }),
   jobs: z.array(jobSpec).default([]),
   users: z.array(userSpec).default([]),
 });
@@ -82,7 +85,7 @@ export const configSchema = z.strictObject({
 type Parsed = z.infer<typeof configSchema>;
 /** The config after defaults are filled in: every job names its nodes, every cluster has links. */
 export type Config = Omit<Parsed, "jobs" | "heartbeat"> & {
-  heartbeat: Omit<Parsed["heartbeat"], "links"> & { links: z.infer<typeof linkSpec>[] };
+  heartbeat: Omit<Parsed["heartbeat"], "links" | "suspectMs"> & { links: z.infer<typeof linkSpec>[]; suspectMs: number };
   jobs: (Omit<Parsed["jobs"][number], "nodes"> & { nodes: [string, string] })[];
 };
 export type JobSpec = Config["jobs"][number];

@@ -51,8 +51,15 @@ export type RecordedOf<T extends EventType> = Extract<Recorded, { type: T }>;
  */
 type Upcaster = (data: unknown) => unknown;
 export const upcasters: Partial<Record<EventType, Record<number, Upcaster>>> = {
-  // v1 did not list the configured links: none known, as before.
-  AgentStarted: { 1: (data) => ({ ...(data as object), links: [] }) },
+  AgentStarted: {
+    // v1 did not list the configured links: none known, as before.
+    1: (data) => ({ ...(data as object), links: [] }),
+    // v2 had no early suspicion (it came with the deadtime), a 1 s ping and a 500 ms heartbeat.
+    2: (data) => {
+      const d = data as { deadtimeMs: number };
+      return { ...d, heartbeatIntervalMs: 500, suspectMs: d.deadtimeMs, pingTimeoutMs: 1000 };
+    },
+  },
 };
 
 export function isEventType(type: unknown): type is EventType {

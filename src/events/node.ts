@@ -5,14 +5,19 @@ import { linkId, millis, nodeId, reason, jobId } from "./ids.ts";
 export const nodeEvents = {
   // The timings policy depends on travel with the start, so a replay decides with the same inputs.
   // v2 adds the configured links, so a link that never reports counts as down rather than unknown.
+  // v3 adds what decides how soon a peer cut off from everything has released its jobs (suspicion,
+  // ping timeout, heartbeat interval), so the standby's wait is computed, not a fixed margin.
   AgentStarted: {
-    v: 2,
+    v: 3,
     data: z.strictObject({
       node: nodeId,
       version: z.string(),
       pid: z.number().int(),
       configHash: z.string(),
+      heartbeatIntervalMs: millis,
+      suspectMs: millis,
       deadtimeMs: millis,
+      pingTimeoutMs: millis,
       selfFenceGraceMs: millis,
       links: z.array(z.strictObject({ link: linkId, kind: z.enum(["udp", "tcp"]) })).max(64),
     }),
@@ -21,6 +26,8 @@ export const nodeEvents = {
   /** One heartbeat path (a UDP link or the TCP peer channel) started carrying frames from the peer. */
   LinkUp: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, link: linkId, kind: z.enum(["udp", "tcp"]) }) },
   LinkDown: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, link: linkId, kind: z.enum(["udp", "tcp"]), lastHeardAt: millis }) },
+  /** Every link has been silent for the suspicion time (less than the deadtime): an active node checks it is not the one cut off. */
+  PeerSuspected: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, lastHeardAt: millis, suspectMs: millis }) },
   /** Every link has been silent for the deadtime: the peer is lost (not proven dead). */
   PeerLost: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, lastHeardAt: millis, deadtimeMs: millis }) },
   PeerSeen: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId }) },
@@ -30,6 +37,8 @@ export const nodeEvents = {
       node: nodeId,
       peer: nodeId,
       method: z.enum(["ping", "fence", "witness"]),
+      // reachability: asked on a suspicion by a node running jobs, ping only; it never confirms a loss.
+      purpose: z.enum(["peer-lost", "reachability"]).optional(),
       // confirmed: the peer is gone and this node is connected; isolated: this node reaches nothing;
       // peer-alive: the witness or fence says the peer still runs; failed: the tiebreaker itself broke.
       verdict: z.enum(["confirmed", "isolated", "peer-alive", "failed"]),

@@ -1,5 +1,5 @@
 import type { ClusterState } from "../projections/cluster.ts";
-import { verdictSinceLoss } from "../projections/membership.ts";
+import { verdictSinceLoss, verdictSinceSilence } from "../projections/membership.ts";
 import type { Decision } from "./decision.ts";
 import { decideFailover } from "./failover.ts";
 import { decideSelfFence } from "./selffence.ts";
@@ -21,7 +21,15 @@ export function decide(state: ClusterState, now: number): Decision[] {
   return decisions;
 }
 
-/** The peer is lost and no tiebreaker has spoken since: the agent must ask one before deciding. */
-export function needsTiebreaker(state: ClusterState): boolean {
-  return state.membership.peerStatus === "lost" && verdictSinceLoss(state.membership) === null;
+/**
+ * Which tiebreaker the agent must ask now, if any. The peer lost and no verdict since: the whole
+ * tiebreaker (ping, then the fence command). The peer suspected while jobs run here: only whether
+ * this node still reaches its ping targets (a fence command never runs on a mere suspicion).
+ */
+export function tiebreakerNeeded(state: ClusterState): "peer-lost" | "reachability" | null {
+  const { membership, self } = state;
+  if (membership.peerStatus === "lost" && verdictSinceLoss(membership) === null) return "peer-lost";
+  if (membership.peerStatus !== "suspected" || verdictSinceSilence(membership) !== null) return null;
+  const activeHere = [...state.jobs.values()].some((job) => job.active === self && job.phase === "in");
+  return activeHere ? "reachability" : null;
 }

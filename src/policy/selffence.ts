@@ -1,18 +1,20 @@
 import type { ClusterState } from "../projections/cluster.ts";
 import type { JobView } from "../projections/jobs.ts";
-import { verdictSinceLoss } from "../projections/membership.ts";
+import { verdictSinceSilence } from "../projections/membership.ts";
 import { check, input, type Decision } from "./decision.ts";
 
 /**
- * The active node that lost its peer and cannot reach its own tiebreaker targets is probably the
- * one cut off; the peer may be taking over. After a grace period (links can come back) it brings
- * its jobs out, so the job never runs on two nodes at once.
+ * The active node whose peer has gone silent (suspected, long before the standby may take over, or
+ * lost) and which cannot reach its own tiebreaker targets is probably the one cut off: the peer may
+ * be taking over. After the grace period it brings its jobs out, so the job never runs on two nodes
+ * at once; the standby's wait (peerReleasedAfterMs) counts on this happening in time.
  */
 export function decideSelfFence(state: ClusterState, job: JobView, now: number): Decision | null {
   const { membership, self } = state;
-  if (job.active !== self || job.phase !== "in" || membership.peerStatus !== "lost") return null;
-  if (job.lastDecision && job.lastDecision.seq > membership.peerSinceSeq) return null;
-  const verdict = verdictSinceLoss(membership);
+  if (job.active !== self || job.phase !== "in") return null;
+  if (membership.peerStatus !== "suspected" && membership.peerStatus !== "lost") return null;
+  if (job.lastDecision && job.lastDecision.seq > membership.silenceSeq) return null;
+  const verdict = verdictSinceSilence(membership);
   if (verdict?.verdict !== "isolated") return null;
   const graceMs = membership.settings.selfFenceGraceMs;
   if (now - verdict.at < graceMs) return null;
@@ -21,7 +23,8 @@ export function decideSelfFence(state: ClusterState, job: JobView, now: number):
     job: job.name,
     code: "isolated",
     reasons: [
-      input("peer-lost-since", membership.peerSince),
+      input("peer-silent-since", membership.peerLastHeardAt),
+      input("peer-status", membership.peerStatus),
       check("tiebreaker-reaches-targets", false, { verdict: verdict.verdict, method: verdict.method, at: verdict.at }),
       check("grace-elapsed", true, { graceMs, isolatedForMs: now - verdict.at }),
     ],

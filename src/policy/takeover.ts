@@ -1,7 +1,7 @@
 import type { Reason } from "../events/ids.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import type { JobView } from "../projections/jobs.ts";
-import { linksState, verdictSinceLoss } from "../projections/membership.ts";
+import { linksState, peerReleasedAfterMs, verdictSinceLoss } from "../projections/membership.ts";
 import type { ReplicationView } from "../projections/replication.ts";
 import { check, input, type Decision } from "./decision.ts";
 
@@ -12,14 +12,6 @@ import { check, input, type Decision } from "./decision.ts";
  * Returns null while there is nothing to decide (peer not lost, job not on the peer, verdict
  * still pending, or this loss already decided).
  */
-/**
- * With only a ping tiebreaker, the standby knows it is connected, not that the peer is dead: a peer
- * cut off from everything is still running the job until it fences itself (self-fence grace, its
- * own ping timeout, detection skew). The standby takes over only after that, so the job never runs
- * on both; a fence command that confirmed the peer is off needs no wait.
- */
-export const TAKEOVER_FENCE_MARGIN_MS = 1000;
-
 export function decideTakeover(state: ClusterState, job: JobView, now: number): Decision | null {
   const { membership, self } = state;
   const peer = membership.peer;
@@ -58,11 +50,17 @@ export function decideTakeover(state: ClusterState, job: JobView, now: number): 
       return takeover(job, self, reasons);
   }
 
+  // With only a ping tiebreaker the standby knows it is connected, not that the peer is dead: a peer
+  // cut off from everything runs the job until it fences itself. The standby takes over only once
+  // that has certainly happened (usually already by the deadtime); a fence command that confirmed
+  // the peer is off needs no wait.
   function takeover(job: JobView, self: string, reasons: Reason[]): Decision | null {
     if (verdict!.method !== "fence") {
-      const waitMs = membership.settings.selfFenceGraceMs + TAKEOVER_FENCE_MARGIN_MS;
-      if (now - verdict!.at < waitMs) return null; // the reactor's tick decides again once it has passed
-      reasons.push(check("peer-had-time-to-fence-itself", true, { waitedMs: now - verdict!.at, neededMs: waitMs }));
+      const neededMs = peerReleasedAfterMs(membership.settings);
+      // Never heard since this agent started: the silence began at its start, a deadtime before the loss.
+      const silentSince = membership.peerLastHeardAt || (membership.peerSince ?? now) - membership.settings.deadtimeMs;
+      if (now - silentSince < neededMs) return null; // the reactor's tick decides again once it has passed
+      reasons.push(check("peer-had-time-to-fence-itself", true, { silentForMs: now - silentSince, neededMs }));
     }
     return { kind: "takeover", job: job.name, code: "takeover", to: self, reasons };
   }

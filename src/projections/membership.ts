@@ -14,20 +14,33 @@ export interface MembershipState {
   self: string;
   peer: string | null;
   links: Map<string, LinkView>;
-  peerStatus: "unknown" | "connected" | "lost";
-  /** When the peer status last changed (the `at` of PeerLost / PeerSeen). */
+  peerStatus: "unknown" | "connected" | "suspected" | "lost";
+  /** When the peer status last changed (the `at` of PeerSuspected / PeerLost / PeerSeen). */
   peerSince: number | null;
-  /** The seq of that change: a tiebreaker verdict counts only if recorded after it. */
+  /** The seq of that change: a takeover counts a tiebreaker verdict only if recorded after the loss. */
   peerSinceSeq: number;
-  tiebreaker: { verdict: TiebreakerVerdict; method: string; at: number; seq: number } | null;
+  /** The seq at which the current silence was first noticed (suspected, or lost without suspicion): a self-fence counts verdicts after it. */
+  silenceSeq: number;
+  /** When the silent peer was last heard (from PeerSuspected / PeerLost; 0 if never since start). */
+  peerLastHeardAt: number;
+  tiebreaker: { verdict: TiebreakerVerdict; method: string; purpose: "peer-lost" | "reachability"; at: number; seq: number } | null;
   framesRejected: Map<string, number>;
   alerts: { at: number; code: string; message: string; job?: string }[];
-  settings: { deadtimeMs: number; selfFenceGraceMs: number };
+  settings: MembershipSettings;
+}
+
+/** The timings in force, from this node's AgentStarted (both nodes run one cluster config). */
+export interface MembershipSettings {
+  heartbeatIntervalMs: number;
+  suspectMs: number;
+  deadtimeMs: number;
+  pingTimeoutMs: number;
+  selfFenceGraceMs: number;
 }
 
 /** Alerts kept in the state: enough for status and the console; the journal keeps them all. */
 export const ALERTS_KEPT = 32;
-const defaultSettings = { deadtimeMs: 3000, selfFenceGraceMs: 1000 };
+const defaultSettings: MembershipSettings = { heartbeatIntervalMs: 500, suspectMs: 1000, deadtimeMs: 3000, pingTimeoutMs: 500, selfFenceGraceMs: 0 };
 
 export function initialMembership(self: string): MembershipState {
   return {
@@ -37,6 +50,8 @@ export function initialMembership(self: string): MembershipState {
     peerStatus: "unknown",
     peerSince: null,
     peerSinceSeq: 0,
+    silenceSeq: 0,
+    peerLastHeardAt: 0,
     tiebreaker: null,
     framesRejected: new Map(),
     alerts: [],
@@ -49,7 +64,9 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
     case "AgentStarted":
       if (event.data.node !== state.self) return state;
       // A restart forgets link state: every configured link is down until it proves itself again.
-      return { ...state, links: new Map(event.data.links.map((l) => [l.link, { link: l.link, kind: l.kind, up: false, since: event.at }])), peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, settings: { deadtimeMs: event.data.deadtimeMs, selfFenceGraceMs: event.data.selfFenceGraceMs } };
+      const { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } = event.data;
+      const links = new Map(event.data.links.map((l) => [l.link, { link: l.link, kind: l.kind, up: false, since: event.at }]));
+      return { ...state, links, peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, silenceSeq: event.seq, settings: { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } };
     case "JobCreated": {
       const peer = event.data.nodes.find((n) => n !== state.self);
       return peer !== undefined && state.peer === null && event.data.nodes.includes(state.self) ? { ...state, peer } : state;
@@ -61,15 +78,20 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
       links.set(event.data.link, { link: event.data.link, kind: event.data.kind, up: event.type === "LinkUp", since: event.at });
       return { ...state, links, peer: state.peer ?? event.data.peer };
     }
-    case "PeerLost":
+    case "PeerSuspected":
       if (event.data.node !== state.self) return state;
-      return { ...state, peerStatus: "lost", peerSince: event.at, peerSinceSeq: event.seq, peer: state.peer ?? event.data.peer };
+      return { ...state, peerStatus: "suspected", peerSince: event.at, peerSinceSeq: event.seq, silenceSeq: event.seq, peerLastHeardAt: event.data.lastHeardAt, peer: state.peer ?? event.data.peer };
+    case "PeerLost": {
+      if (event.data.node !== state.self) return state;
+      const silenceSeq = state.peerStatus === "suspected" ? state.silenceSeq : event.seq;
+      return { ...state, peerStatus: "lost", peerSince: event.at, peerSinceSeq: event.seq, silenceSeq, peerLastHeardAt: event.data.lastHeardAt, peer: state.peer ?? event.data.peer };
+    }
     case "PeerSeen":
       if (event.data.node !== state.self) return state;
       return { ...state, peerStatus: "connected", peerSince: event.at, peerSinceSeq: event.seq, peer: state.peer ?? event.data.peer };
     case "TiebreakerResult":
       if (event.data.node !== state.self) return state;
-      return { ...state, tiebreaker: { verdict: event.data.verdict, method: event.data.method, at: event.at, seq: event.seq } };
+      return { ...state, tiebreaker: { verdict: event.data.verdict, method: event.data.method, purpose: event.data.purpose ?? "peer-lost", at: event.at, seq: event.seq } };
     case "FramesRejected": {
       if (event.data.node !== state.self) return state;
       const framesRejected = new Map(state.framesRejected);
@@ -93,8 +115,29 @@ export function linksState(state: MembershipState): "normal" | "partial" | "faul
   return up > 0 ? "partial" : "fault";
 }
 
-/** The tiebreaker verdict recorded after the peer was lost, if any: an older one proves nothing. */
+/** The whole tiebreaker's verdict recorded after the peer was lost, if any: an older one, or a mere reachability check, proves nothing. */
 export function verdictSinceLoss(state: MembershipState) {
-  if (state.peerStatus !== "lost" || !state.tiebreaker) return null;
+  if (state.peerStatus !== "lost" || !state.tiebreaker || state.tiebreaker.purpose !== "peer-lost") return null;
   return state.tiebreaker.seq > state.peerSinceSeq ? state.tiebreaker : null;
+}
+
+/** The verdict recorded since the peer went silent (suspected or lost), if any. */
+export function verdictSinceSilence(state: MembershipState) {
+  if ((state.peerStatus !== "suspected" && state.peerStatus !== "lost") || !state.tiebreaker) return null;
+  return state.tiebreaker.seq > state.silenceSeq ? state.tiebreaker : null;
+}
+
+/** Slack for scheduling, journaling and `ip addr del` between a self-fence's decision and the VIP being gone. */
+export const SELF_FENCE_MARGIN_MS = 500;
+
+/**
+ * How long after its last frame reached us a peer that is cut off from everything has certainly
+ * released its jobs, if its agent runs: it suspects after suspectMs of silence, its ping gives up
+ * after pingTimeoutMs, it waits its grace, then releases virtual IPs first. One heartbeat interval
+ * covers the skew between when each side last heard the other. A standby confirmed only by ping
+ * takes over no sooner (with the defaults 1000 + 500 + 0 + 500 + 500 = 2500 ms: within the deadtime).
+ */
+export function peerReleasedAfterMs(settings: MembershipSettings): number {
+  const noticeMs = Math.min(settings.suspectMs, settings.deadtimeMs);
+  return noticeMs + settings.pingTimeoutMs + settings.selfFenceGraceMs + settings.heartbeatIntervalMs + SELF_FENCE_MARGIN_MS;
 }

@@ -28,7 +28,7 @@ beforeAll(async () => {
   }));
   const journal = await openJournal({ dir: join(dir, "a", "journal"), node: "a", clock: systemClock, projection: clusterProjection("a") });
   await journal.append([
-    { type: "AgentStarted", data: { node: "a", version: "t", pid: 1, configHash: "h", deadtimeMs: 3000, selfFenceGraceMs: 1000, links: [] } },
+    { type: "AgentStarted", data: { node: "a", version: "t", pid: 1, configHash: "h", heartbeatIntervalMs: 500, suspectMs: 1000, deadtimeMs: 3000, pingTimeoutMs: 500, selfFenceGraceMs: 1000, links: [] } },
     { type: "JobCreated", data: { job: "web", nodes: ["a", "b"], policy: "manual", reverseWhenConsistent: false, restartMax: 3, resources: [], mirrors: [] } },
     { type: "JobBroughtIn", data: { job: "web", node: "a" } },
   ]);

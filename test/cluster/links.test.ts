@@ -77,6 +77,7 @@ describe("heartbeat links on loopback", () => {
       boot: randomBytes(4).toString("hex"),
       links: [{ id: "lan", local: { address, port }, peer: { address: peerAddress, port } }],
       intervalMs: 50,
+      suspectMs: 150,
       deadtimeMs: 300,
       transport: udpTransport,
       clock: systemClock,
@@ -104,7 +105,7 @@ describe("heartbeat links on loopback", () => {
     const stoppedAt = Date.now();
     await until(() => types(eventsA).includes("PeerLost"));
     expect(Date.now() - stoppedAt).toBeGreaterThanOrEqual(250);
-    expect(types(eventsA)).toEqual(["LinkUp", "PeerSeen", "LinkDown", "PeerLost"]);
+    expect(types(eventsA)).toEqual(["LinkUp", "PeerSeen", "PeerSuspected", "LinkDown", "PeerLost"]);
     await start("b", []);
     await until(() => types(eventsA).filter((t) => t === "PeerSeen").length === 2);
   });

@@ -8,7 +8,7 @@ import { inNamespace } from "../../src/world/netns-runner.ts";
 import { systemProcesses } from "../../src/world/process.ts";
 import { createTestNet, type TestNet } from "../e2e/netns.ts";
 
-const base = { self: "b", peer: "a", processes: systemProcesses, clock: systemClock };
+const base = { self: "b", peer: "a", purpose: "peer-lost" as const, processes: systemProcesses, clock: systemClock };
 let net: TestNet;
 let dir: string;
 beforeAll(async () => {

@@ -47,6 +47,7 @@ describe("config errors name the key path and what was expected", () => {
     ["an unknown policy", job(`    policy: sometimes\n`), "jobs[0].policy", /manual.*when-consistent/],
     ["a job on a node not in the cluster", job(`    nodes: [alpha, gamma]\n`), "jobs[0].nodes[1]", /expected one of the cluster's nodes \(alpha, beta\), got "gamma"/],
     ["a deadtime shorter than three intervals", `${base}heartbeat: { intervalMs: 500, deadtimeMs: 1000 }\n`, "heartbeat.deadtimeMs", /at least 3 × intervalMs \(1500\), got 1000/],
+    ["a suspicion shorter than two intervals", `${base}heartbeat: { intervalMs: 500, deadtimeMs: 3000, suspectMs: 600 }\n`, "heartbeat.suspectMs", /at least 2 × intervalMs \(1000\), got 600/],
     ["a port out of range", `${base}ports: { api: 70000 }\n`, "ports.api", /1\.\.65535/],
     ["api and peer on one port", `${base}ports: { api: 7330, peer: 7330 }\n`, "ports.peer", /also ports.api/],
     ["two jobs with one name", `${base}jobs:\n  - name: web\n  - name: web\n`, "jobs[1].name", /defined twice/],
@@ -89,8 +90,15 @@ describe("config defaults and examples", () => {
   it("fills defaults: ports, a lan link over the node addresses, manual policy, both nodes", () => {
     const { config } = parseConfig(job(""), "t");
     expect(config.ports).toEqual({ api: 7320, peer: 7330 });
-    expect(config.heartbeat).toMatchObject({ intervalMs: 500, deadtimeMs: 3000, links: [{ name: "lan", port: 7340, addresses: ["10.0.0.1", "10.0.0.2"] }] });
+    expect(config.heartbeat).toMatchObject({ intervalMs: 500, deadtimeMs: 3000, suspectMs: 1000, links: [{ name: "lan", port: 7340, addresses: ["10.0.0.1", "10.0.0.2"] }] });
     expect(config.jobs[0]).toMatchObject({ policy: "manual", nodes: ["alpha", "beta"], restart: { max: 3 } });
+  });
+
+  it("the default suspicion is a third of the deadtime, but never shorter than two intervals", () => {
+    const timings = (hb: string) => parseConfig(`${base}heartbeat: ${hb}\n`, "t").config.heartbeat.suspectMs;
+    expect(timings("{ intervalMs: 200, deadtimeMs: 3000 }")).toBe(1000);
+    expect(timings("{ intervalMs: 200, deadtimeMs: 1000 }")).toBe(400);
+    expect(timings("{ intervalMs: 500, deadtimeMs: 1500 }")).toBe(1000);
   });
 
   it("the annotated example loads", async () => {

@@ -91,7 +91,7 @@ describe("cluster projection", () => {
 
 describe("configured links", () => {
   it("count as down from the agent's start until they report, so links are not called normal too early", () => {
-    const started: DuetEvent = { type: "AgentStarted", data: { node: "a", version: "t", pid: 1, configHash: "h", deadtimeMs: 3000, selfFenceGraceMs: 1000, links: [{ link: "lan", kind: "udp" }, { link: "tcp", kind: "tcp" }] } };
+    const started: DuetEvent = { type: "AgentStarted", data: { node: "a", version: "t", pid: 1, configHash: "h", heartbeatIntervalMs: 500, suspectMs: 1000, deadtimeMs: 3000, pingTimeoutMs: 500, selfFenceGraceMs: 1000, links: [{ link: "lan", kind: "udp" }, { link: "tcp", kind: "tcp" }] } };
     const tcpUp: DuetEvent = { type: "LinkUp", data: { node: "a", peer: "b", link: "tcp", kind: "tcp" } };
     const lanUp: DuetEvent = { type: "LinkUp", data: { node: "a", peer: "b", link: "lan", kind: "udp" } };
     expect(linksState(projectCluster("a", stamp([started])).membership)).toBe("fault");

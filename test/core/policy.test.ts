@@ -2,8 +2,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { DuetEvent } from "../../src/events/catalogue.ts";
 import { projectCluster } from "../../src/projections/cluster.ts";
-import { verdictSinceLoss } from "../../src/projections/membership.ts";
-import { decide, needsTiebreaker } from "../../src/policy/decide.ts";
+import { peerReleasedAfterMs, verdictSinceLoss } from "../../src/projections/membership.ts";
+import { decide, tiebreakerNeeded } from "../../src/policy/decide.ts";
 import { decideSwitchover } from "../../src/policy/switchover.ts";
 import { recordedArb, stamp } from "../arbitraries.ts";
 
@@ -13,15 +13,17 @@ const created = (policy: Policy = "manual", mirrors: string[] = ["/srv/data"], r
   type: "JobCreated",
   data: { job: "web", nodes: ["a", "b"], policy, reverseWhenConsistent: false, restartMax, resources: [{ name: "ip", kind: "vip" }, { name: "app", kind: "process" }, { name: "eth", kind: "nic" }], mirrors },
 });
-const started = (node: string, graceMs = 5000): DuetEvent => ({ type: "AgentStarted", data: { node, version: "t", pid: 1, configHash: "h", deadtimeMs: 3000, selfFenceGraceMs: graceMs, links: [] } });
+const started = (node: string, graceMs = 5000): DuetEvent => ({ type: "AgentStarted", data: { node, version: "t", pid: 1, configHash: "h", heartbeatIntervalMs: 500, suspectMs: 1000, deadtimeMs: 3000, pingTimeoutMs: 500, selfFenceGraceMs: graceMs, links: [] } });
 const peerSeen: DuetEvent = { type: "PeerSeen", data: { node: "b", peer: "a" } };
 const broughtIn = (node: string): DuetEvent => ({ type: "JobBroughtIn", data: { job: "web", node } });
 const verified: DuetEvent = { type: "VerificationCompleted", data: { job: "web", node: "b", differingBlocks: 0, shippedBytes: 0 } };
 const verifying: DuetEvent = { type: "VerificationStarted", data: { job: "web", node: "b", files: 3, bytes: 300 } };
-const lost = (node = "b", peer = "a"): DuetEvent => ({ type: "PeerLost", data: { node, peer, lastHeardAt: 1, deadtimeMs: 3000 } });
-const tiebreaker = (verdict: "confirmed" | "isolated" | "peer-alive" | "failed", node = "b", peer = "a"): DuetEvent => ({
+// stamp() dates the first event at 1_000_000 and each next one 100 ms later.
+const lost = (node = "b", peer = "a", lastHeardAt = 1): DuetEvent => ({ type: "PeerLost", data: { node, peer, lastHeardAt, deadtimeMs: 3000 } });
+const suspected = (node = "a", peer = "b", lastHeardAt = 1): DuetEvent => ({ type: "PeerSuspected", data: { node, peer, lastHeardAt, suspectMs: 1000 } });
+const tiebreaker = (verdict: "confirmed" | "isolated" | "peer-alive" | "failed", node = "b", peer = "a", purpose: "peer-lost" | "reachability" = "peer-lost"): DuetEvent => ({
   type: "TiebreakerResult",
-  data: { node, peer, method: "ping", verdict, targets: [{ target: "10.0.0.254", ok: verdict === "confirmed" }] },
+  data: { node, peer, method: "ping", purpose, verdict, targets: [{ target: "10.0.0.254", ok: verdict === "confirmed" }] },
 });
 
 /** given(events...).on(node).at(ms) -> decisions, in the shape of STYLE.md's deciders. */
@@ -75,19 +77,33 @@ describe("takeover when the active node is lost", () => {
   it("waits for the tiebreaker, and an isolated node never takes over whatever the policy", () => {
     const waiting = given(created("unconditional"), started("b"), peerSeen, broughtIn("a"), lost()).on("b");
     expect(waiting.decisions()).toEqual([]);
-    expect(needsTiebreaker(waiting.state)).toBe(true);
+    expect(tiebreakerNeeded(waiting.state)).toBe("peer-lost");
     const [isolated] = given(created("unconditional"), started("b"), peerSeen, broughtIn("a"), lost(), tiebreaker("isolated")).on("b").decisions();
     expect(isolated).toMatchObject({ kind: "decline", code: "i-am-isolated" });
   });
 
-  it("with a ping tiebreaker the standby waits until the lost peer has had time to fence itself", () => {
-    const { decisions } = given(created("unconditional"), started("b", 5000), peerSeen, broughtIn("a"), lost(), tiebreaker("confirmed")).on("b");
-    expect(decisions(5999)).toEqual([]);
-    const [d] = decisions(6000);
+  it("with a ping tiebreaker the standby waits until a peer cut off from everything has certainly fenced itself", () => {
+    // grace 5000: the peer suspects at 1000, pings for 500, waits 5000; + 500 interval skew + 500 margin = 7500 after its last frame.
+    const { decisions } = given(created("unconditional"), started("b", 5000), peerSeen, broughtIn("a"), lost("b", "a", 1_000_000), tiebreaker("confirmed")).on("b");
+    expect(decisions(6999)).toEqual([]);
+    const [d] = decisions(7000);
     expect(d).toMatchObject({ kind: "takeover" });
-    expect(d!.reasons.find((r) => r.name === "peer-had-time-to-fence-itself")).toMatchObject({ ok: true, value: { neededMs: 6000 } });
+    expect(d!.reasons.find((r) => r.name === "peer-had-time-to-fence-itself")).toMatchObject({ ok: true, value: { neededMs: 7500, silentForMs: 7500 } });
     const fenced: DuetEvent = { type: "TiebreakerResult", data: { node: "b", peer: "a", method: "fence", verdict: "confirmed", targets: [], exitCode: 0, output: "off" } };
-    expect(given(created("unconditional"), started("b", 5000), peerSeen, broughtIn("a"), lost(), fenced).on("b").decisions(0)[0]).toMatchObject({ kind: "takeover" });
+    expect(given(created("unconditional"), started("b", 5000), peerSeen, broughtIn("a"), lost("b", "a", 1_000_000), fenced).on("b").decisions(0)[0]).toMatchObject({ kind: "takeover" });
+  });
+
+  it("with the default timings the wait is over by the deadtime: the standby takes over as soon as the ping confirms", () => {
+    const { state, decisions } = given(created("unconditional"), started("b", 0), peerSeen, broughtIn("a"), lost("b", "a", 1_000_400 - 3000), tiebreaker("confirmed")).on("b");
+    expect(peerReleasedAfterMs(state.membership.settings)).toBe(2500);
+    expect(decisions(0)[0]).toMatchObject({ kind: "takeover" });
+  });
+
+  it("a reachability check made on a suspicion never confirms a loss: the whole tiebreaker runs again", () => {
+    const { state, decisions } = given(created("unconditional"), started("b", 0), peerSeen, broughtIn("a"), suspected("b", "a"), lost(), tiebreaker("confirmed", "b", "a", "reachability")).on("b");
+    expect(verdictSinceLoss(state.membership)).toBeNull();
+    expect(tiebreakerNeeded(state)).toBe("peer-lost");
+    expect(decisions()).toEqual([]);
   });
 
   it("does not count a tiebreaker verdict recorded before the loss", () => {
@@ -119,14 +135,36 @@ describe("takeover when the active node is lost", () => {
 });
 
 describe("self-fencing of an isolated active node", () => {
+  const seenOnA: DuetEvent = { type: "PeerSeen", data: { node: "a", peer: "b" } };
+
   it("brings the job out once the grace period has passed, not before", () => {
-    const scene = given(created("when-consistent"), started("a", 5000), { type: "PeerSeen", data: { node: "a", peer: "b" } }, broughtIn("a"), lost("a", "b"), tiebreaker("isolated", "a", "b")).on("a");
+    const scene = given(created("when-consistent"), started("a", 5000), seenOnA, broughtIn("a"), lost("a", "b"), tiebreaker("isolated", "a", "b")).on("a");
     expect(scene.decisions(4999)).toEqual([]);
     expect(scene.decisions(5000)[0]).toMatchObject({ kind: "self-fence", job: "web", code: "isolated" });
   });
 
+  it("on a mere suspicion, the node running a job checks its own reachability; cut off, it brings the job out at once", () => {
+    const suspicion = given(created("when-consistent"), started("a", 0), seenOnA, broughtIn("a"), suspected()).on("a");
+    expect(tiebreakerNeeded(suspicion.state)).toBe("reachability");
+    expect(suspicion.decisions(0)).toEqual([]);
+    const [d] = given(created("when-consistent"), started("a", 0), seenOnA, broughtIn("a"), suspected(), tiebreaker("isolated", "a", "b", "reachability")).on("a").decisions(0);
+    expect(d).toMatchObject({ kind: "self-fence", job: "web", code: "isolated" });
+    expect(d!.reasons.find((r) => r.name === "peer-status")).toMatchObject({ value: "suspected" });
+  });
+
+  it("a standby with nothing running asks nothing on a suspicion", () => {
+    expect(tiebreakerNeeded(given(created(), started("b", 0), peerSeen, broughtIn("a"), suspected("b", "a")).on("b").state)).toBeNull();
+  });
+
+  it("the same silence is fenced once: the loss after the suspicion decides nothing new", () => {
+    const fence: DuetEvent = { type: "SelfFenceDecided", data: { node: "a", jobs: ["web"], graceMs: 0, reasons: [] } };
+    const scene = given(created(), started("a", 0), seenOnA, broughtIn("a"), suspected(), tiebreaker("isolated", "a", "b", "reachability"), fence, lost("a", "b"), tiebreaker("isolated", "a", "b")).on("a");
+    expect(scene.decisions(0)).toEqual([]);
+  });
+
   it("keeps running when its own tiebreaker confirms it is connected", () => {
     expect(given(created(), started("a"), broughtIn("a"), lost("a", "b"), tiebreaker("confirmed", "a", "b")).on("a").decisions(60_000)).toEqual([]);
+    expect(given(created(), started("a"), seenOnA, broughtIn("a"), suspected(), tiebreaker("confirmed", "a", "b", "reachability")).on("a").decisions(60_000)).toEqual([]);
   });
 });
 

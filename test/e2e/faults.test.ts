@@ -78,7 +78,7 @@ beforeAll(async () => {
       { name: "b", address: `${privateNet}.2`, dataDir: join(dir, "b") },
     ],
     password: "faults-test-password",
-    tiebreakerYaml: `  ping: { targets: [${net.address("client")}], mode: any, timeoutMs: 1000 }`,
+    tiebreakerYaml: `  ping: { targets: [${net.address("client")}], mode: any }`,
     jobsYaml: `  - name: web
     policy: when-consistent
     restart: { max: 1, windowMs: 60000 }
@@ -97,7 +97,7 @@ beforeAll(async () => {
   }));
   const text = (await readFile(configFile, "utf8"))
     .replace("intervalMs: 500", "intervalMs: 200")
-    .replace("deadtimeMs: 3000", "deadtimeMs: 1000\n  links:\n    - { name: private, port: 7340, addresses: [" + `${privateNet}.1, ${privateNet}.2` + "] }\n    - { name: public, port: 7350, addresses: [" + `${net.address("a")}, ${net.address("b")}` + "] }");
+    .replace("deadtimeMs: 3000", "deadtimeMs: 1000\n  suspectMs: 400\n  links:\n    - { name: private, port: 7340, addresses: [" + `${privateNet}.1, ${privateNet}.2` + "] }\n    - { name: public, port: 7350, addresses: [" + `${net.address("a")}, ${net.address("b")}` + "] }");
   await writeFile(configFile, text);
   kit = createPairKit(net, configFile, vip);
   startAgent("a");

@@ -47,7 +47,7 @@ beforeAll(async () => {
       { name: "b", address: net.address("b"), dataDir: join(dir, "b") },
     ],
     password: "pair-test-password",
-    tiebreakerYaml: `  ping: { targets: [${net.address("client")}], mode: any, timeoutMs: 1000 }`,
+    tiebreakerYaml: `  ping: { targets: [${net.address("client")}], mode: any }`,
     jobsYaml: `  - name: web
     policy: when-consistent
     restart: { max: 1, windowMs: 60000 }

@@ -31,9 +31,9 @@ describe("reason values", () => {
 });
 
 describe("reading records of an older version", () => {
-  it("an AgentStarted written by a v1 agent reads as v2 with no configured links", () => {
+  it("an AgentStarted written by a v1 agent reads as v3: no configured links, no early suspicion", () => {
     const v1 = { node: "a", version: "0.0.9", pid: 7, configHash: "h", deadtimeMs: 3000, selfFenceGraceMs: 1000 };
-    expect(upcast("AgentStarted", 1, v1)).toEqual({ type: "AgentStarted", data: { ...v1, links: [] } });
-    expect(() => upcast("AgentStarted", 2, v1)).toThrow(/links/);
+    expect(upcast("AgentStarted", 1, v1)).toEqual({ type: "AgentStarted", data: { ...v1, links: [], heartbeatIntervalMs: 500, suspectMs: 3000, pingTimeoutMs: 1000 } });
+    expect(() => upcast("AgentStarted", 3, v1)).toThrow(/links|heartbeatIntervalMs/);
   });
 });

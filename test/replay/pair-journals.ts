@@ -103,7 +103,7 @@ const LINKS = [
 export const GENERATION = "0123456789abcdef";
 const SHA = "ab".repeat(32);
 
-export const started = (node: NodeName): Step => ({ on: node, fact: { type: "AgentStarted", data: { node, version: "t", pid: 100, configHash: "h", deadtimeMs: 3000, selfFenceGraceMs: 1000, links: LINKS } } });
+export const started = (node: NodeName): Step => ({ on: node, fact: { type: "AgentStarted", data: { node, version: "t", pid: 100, configHash: "h", heartbeatIntervalMs: 500, suspectMs: 1000, deadtimeMs: 3000, pingTimeoutMs: 500, selfFenceGraceMs: 1000, links: LINKS } } });
 export const created = (node: NodeName, job: string, policy: Policy, mirrors: string[] = []): Step => ({
   on: node,
   fact: { type: "JobCreated", data: { job, nodes: ["a", "b"], policy, reverseWhenConsistent: false, restartMax: 3, resources: [{ name: "app", kind: "process" }], mirrors } },

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { validateEvent, type DuetEvent, type Recorded } from "../../src/events/catalogue.ts";
 import { startHeartbeat } from "../../src/cluster/heartbeat.ts";
 import { evolveCluster, initialCluster, type ClusterState } from "../../src/projections/cluster.ts";
-import { decide, needsTiebreaker } from "../../src/policy/decide.ts";
+import { decide, tiebreakerNeeded } from "../../src/policy/decide.ts";
 import { createSimNetwork, createVirtualWorld } from "../../src/world/sim.ts";
 
 /**
@@ -11,6 +11,7 @@ import { createSimNetwork, createVirtualWorld } from "../../src/world/sim.ts";
  */
 const INTERVAL_MS = 500;
 const DEADTIME_MS = 3000;
+const SUSPECT_MS = 1000;
 const key = Buffer.alloc(32, 7);
 
 type Trace = [node: string, type: string, at: number][];
@@ -34,7 +35,7 @@ async function runScenario(seed: number, dropRate: number) {
   const job = { type: "JobCreated", data: { job: "web", nodes: ["a", "b"], policy: "unconditional", reverseWhenConsistent: false, restartMax: 3, resources: [], mirrors: [] } } as DuetEvent;
   for (const node of ["a", "b"]) {
     nodes.set(node, { state: initialCluster(node), seq: 0, takeoverAt: null });
-    record(node, [{ type: "AgentStarted", data: { node, version: "sim", pid: 1, configHash: "sim", deadtimeMs: DEADTIME_MS, selfFenceGraceMs: 10_000, links: [{ link: "lan", kind: "udp" }, { link: "backup", kind: "udp" }, { link: "tcp", kind: "tcp" }] } }, job, { type: "JobBroughtIn", data: { job: "web", node: "a" } }]);
+    record(node, [{ type: "AgentStarted", data: { node, version: "sim", pid: 1, configHash: "sim", heartbeatIntervalMs: INTERVAL_MS, suspectMs: SUSPECT_MS, deadtimeMs: DEADTIME_MS, pingTimeoutMs: 500, selfFenceGraceMs: 0, links: [{ link: "lan", kind: "udp" }, { link: "backup", kind: "udp" }, { link: "tcp", kind: "tcp" }] } }, job, { type: "JobBroughtIn", data: { job: "web", node: "a" } }]);
   }
   const addresses = { a: ["10.0.0.1", "10.1.0.1"], b: ["10.0.0.2", "10.1.0.2"] } as const;
   for (const self of ["a", "b"] as const) {
@@ -47,6 +48,7 @@ async function runScenario(seed: number, dropRate: number) {
       boot: `${self}-boot`,
       links: ["lan", "backup"].map((id, i) => ({ id, local: { address: addresses[self][i]!, port: 7340 + i }, peer: { address: addresses[peer][i]!, port: 7340 + i } })),
       intervalMs: INTERVAL_MS,
+      suspectMs: SUSPECT_MS,
       deadtimeMs: DEADTIME_MS,
       transport: net.transport,
       clock: world.clock,
@@ -57,7 +59,8 @@ async function runScenario(seed: number, dropRate: number) {
   // The agent's control loop, reduced to what the seam needs: ask a tiebreaker, then decide.
   world.timers.every(INTERVAL_MS, () => {
     for (const [self, n] of nodes) {
-      if (needsTiebreaker(n.state)) record(self, [{ type: "TiebreakerResult", data: { node: self, peer: self === "a" ? "b" : "a", method: "ping", verdict: "confirmed", targets: [{ target: "10.0.0.254", ok: true }] } }]);
+      const purpose = tiebreakerNeeded(n.state);
+      if (purpose) record(self, [{ type: "TiebreakerResult", data: { node: self, peer: self === "a" ? "b" : "a", method: "ping", purpose, verdict: "confirmed", targets: [{ target: "10.0.0.254", ok: true }] } }]);
       for (const d of decide(n.state, world.clock.now())) {
         if (d.kind !== "takeover") continue;
         record(self, [{ type: "TakeoverDecided", data: { job: d.job, by: self, from: "a", policy: "unconditional", reasons: d.reasons } }, { type: "JobBroughtIn", data: { job: d.job, node: self } }]);

@@ -271,7 +271,7 @@ const clock = (ms: number) => new Date(ms).toISOString().slice(11, 23);
 export function describe(r: Recorded): string | null {
   switch (r.type) {
     case "AgentStarted":
-      return `agent ${r.data.node} started (deadtime ${r.data.deadtimeMs} ms, self-fence grace ${r.data.selfFenceGraceMs} ms)`;
+      return `agent ${r.data.node} started (heartbeat ${r.data.heartbeatIntervalMs} ms, suspicion ${r.data.suspectMs} ms, deadtime ${r.data.deadtimeMs} ms, ping timeout ${r.data.pingTimeoutMs} ms, self-fence grace ${r.data.selfFenceGraceMs} ms)`;
     case "AgentStopping":
       return `agent ${r.data.node} stopping on ${r.data.signal}; its jobs: ${r.data.jobsAction}`;
     case "LinkUp":
@@ -280,10 +280,12 @@ export function describe(r: Recorded): string | null {
       return `link ${r.data.link} (${r.data.kind}) down, last frame at ${clock(r.data.lastHeardAt)}`;
     case "PeerLost":
       return `peer ${r.data.peer} lost: every link silent for ${r.data.deadtimeMs} ms (last frame ${r.data.lastHeardAt ? clock(r.data.lastHeardAt) : "never"})`;
+    case "PeerSuspected":
+      return `peer ${r.data.peer} suspected: every link silent for ${r.data.suspectMs} ms (last frame ${r.data.lastHeardAt ? clock(r.data.lastHeardAt) : "never"}); a node running jobs checks its own reachability`;
     case "PeerSeen":
       return `peer ${r.data.peer} seen`;
     case "TiebreakerResult":
-      return `tiebreaker (${r.data.method}): ${r.data.verdict}${r.data.targets.length ? `; targets ${r.data.targets.map((t) => `${t.target} ${t.ok ? "answered" : "silent"}`).join(", ")}` : ""}${r.data.output ? `; ${r.data.output.trim().slice(0, 120)}` : ""}`;
+      return `${r.data.purpose === "reachability" ? "reachability check" : "tiebreaker"} (${r.data.method}): ${r.data.verdict}${r.data.targets.length ? `; targets ${r.data.targets.map((t) => `${t.target} ${t.ok ? "answered" : "silent"}`).join(", ")}` : ""}${r.data.output ? `; ${r.data.output.trim().slice(0, 120)}` : ""}`;
     case "BringInRequested":
       return `${r.data.by} asked to bring ${r.data.job} in on ${r.data.on}`;
     case "BringOutRequested":
