@@ -93,11 +93,12 @@ export async function startDuetPair(net: TestNet, options: { vip: string }) {
       await until("the failover settled", 30_000, async () => (await activeOf(active)) === other && (await activeOf(other)) === other);
       return servedAt - faultAt;
     },
-    async peerLostCount(): Promise<number> {
+    /** How many facts of this type both journals hold. */
+    async eventCount(type: string): Promise<number> {
       let count = 0;
       for (const host of ["a", "b"]) {
         const token = readFileSync(join(dir, host, "cli.token"), "utf8").trim();
-        const out = await net.exec(host, [process.execPath, "-e", `fetch("http://${net.address(host)}:7320/v1/events?type=PeerLost&limit=1000",{headers:{authorization:"Bearer ${token}"}}).then(r=>r.json()).then(j=>console.log(j.events.length))`]);
+        const out = await net.exec(host, [process.execPath, "-e", `fetch("http://${net.address(host)}:7320/v1/events?type=${type}&limit=1000",{headers:{authorization:"Bearer ${token}"}}).then(r=>r.json()).then(j=>console.log(j.events.length))`]);
         count += Number(out.trim());
       }
       return count;

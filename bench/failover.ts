@@ -40,12 +40,14 @@ try {
     for (let i = 0; i < runs; i++) app.push(await pair.appCrash());
     summarize("duet application crash -> served (monitor every 1000 ms, restart.max 0)", app, deadtimeMs);
 
-    const before = await pair.peerLostCount();
+    const lostBefore = await pair.eventCount("PeerLost");
+    const suspectedBefore = await pair.eventCount("PeerSuspected");
     const busy = Array.from({ length: availableParallelism() * 2 }, () => spawn(process.execPath, ["-e", `const end=Date.now()+${saturateS * 1000};while(Date.now()<end){}`], { stdio: "ignore" }));
     const started = Date.now();
     await Promise.all(busy.map((c) => new Promise((r) => c.on("exit", r))));
-    const lost = (await pair.peerLostCount()) - before;
-    console.log(`CPU saturation: ${busy.length} busy loops for ${((Date.now() - started) / 1000).toFixed(0)} s on ${availableParallelism()} cores: false peer-lost events = ${lost} (target 0 with the default 500 ms / 3000 ms)`);
+    const lost = (await pair.eventCount("PeerLost")) - lostBefore;
+    const suspected = (await pair.eventCount("PeerSuspected")) - suspectedBefore;
+    console.log(`CPU saturation: ${busy.length} busy loops for ${((Date.now() - started) / 1000).toFixed(0)} s on ${availableParallelism()} cores: false peer-lost events = ${lost} (target 0 with the default 500 ms / 3000 ms); false suspicions = ${suspected} (each costs one ping, not the job)`);
   } finally {
     await pair.stop();
   }
