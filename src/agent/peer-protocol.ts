@@ -71,7 +71,14 @@ export const mirrorRequest = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("mirror-manifest"), job: jobId, index: z.number().int().nonnegative(), scope: mirrorScope, page: z.number().int().nonnegative() }),
   /** The source's next batch will be position + 1 (its queue was superseded by a resync). */
   z.strictObject({ kind: z.literal("mirror-reset"), job: jobId, from: nodeId, position: z.number().int().nonnegative() }),
-  z.strictObject({ kind: z.literal("mirror-batch"), job: jobId, from: nodeId, batch: z.custom<Uint8Array>((v) => v instanceof Uint8Array, "expected the encoded batch as bytes") }),
+  z.strictObject({
+    kind: z.literal("mirror-batch"),
+    job: jobId,
+    from: nodeId,
+    batch: z.custom<Uint8Array>((v) => v instanceof Uint8Array, "expected the encoded batch as bytes"),
+    /** One of a resync's or verification's batches: the replica is not consistent until mirror-synced, so it is applied unstaged. */
+    sync: z.boolean().optional(),
+  }),
   /** A resync or verification completed: the replica now holds the source's generation. */
   z.strictObject({ kind: z.literal("mirror-synced"), job: jobId, from: nodeId, generation: z.string(), parent: z.string().nullable() }),
   /** The node's lineage for the job, without opening a session (source selection compares both sides). */

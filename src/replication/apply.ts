@@ -4,7 +4,14 @@ import { dirname, isAbsolute, join, normalize } from "node:path";
 import type { DuetEvent } from "../events/catalogue.ts";
 import { BatchError, blocksChecksum, decodeBatch, encodeBatch, type Batch } from "./batch.ts";
 import { resolveMirrorPath, UnsafePathError } from "./safepath.ts";
-import { fsyncPath } from "./durable.ts";
+import { fsyncPath, syncFileSystem } from "./durable.ts";
+
+export interface StageOptions {
+  /** false for a resync's or verification's batch: neither staged nor fsynced one by one. */
+  durable?: boolean;
+  /** The batch already decoded from the bytes passed (decoding checks every op: once is enough). */
+  decoded?: Batch;
+}
 
 export class RefusedBatchError extends Error {
   constructor(
@@ -38,6 +45,10 @@ export function createApplier(options: { job: string; node: string; roots: reado
   let lastApplied = 0;
   /** The last batch staged ahead of applying (0 when none is). */
   let lastStaged = 0;
+  /** A sync's batches were applied without fsync (and not recorded): flush() makes them durable. */
+  let unsynced = false;
+  /** Their BatchApplied facts, appended while the next batch applies; flush() waits for them. */
+  let reporting: Promise<unknown> = Promise.resolve();
 
   async function check(b: Batch): Promise<void> {
     let offset = 0;
@@ -91,7 +102,8 @@ export function createApplier(options: { job: string; node: string; roots: reado
     await rename(copy, path);
   }
 
-  async function applyOps(b: Batch): Promise<void> {
+  /** `durable` false for a sync's batches: nothing is fsynced, flush() does it once at the end. */
+  async function applyOps(b: Batch, durable: boolean): Promise<void> {
     const touched = new Set<string>();
     let offset = 0;
     // check() resolved every path against the tree before this batch. Only an op that adds a
@@ -174,11 +186,11 @@ export function createApplier(options: { job: string; node: string; roots: reado
             break;
         }
       }
-      await inParallel(written, (h) => h.sync());
+      if (durable) await inParallel(written, (h) => h.sync());
     } finally {
       await Promise.all(written.map((h) => h.close().catch(() => undefined)));
     }
-    await inParallel([...touched], (dir) => fsyncPath(dir).catch(() => undefined));
+    if (durable) await inParallel([...touched], (dir) => fsyncPath(dir).catch(() => undefined));
   }
 
   async function record(batch: number): Promise<void> {
@@ -191,12 +203,21 @@ export function createApplier(options: { job: string; node: string; roots: reado
 
   const applier = {
     lastApplied: () => lastApplied,
+    /** Makes a sync's batches durable (one syncfs per mirror root) and records the applied position. */
+    async flush(): Promise<void> {
+      await reporting;
+      if (!unsynced) return;
+      for (const root of roots) await syncFileSystem(root);
+      unsynced = false;
+      await record(lastApplied);
+    },
     /**
      * The source starts a new numbering after `position` (its queue was superseded by a resync or
      * verification): batches staged from the old numbering are dropped unapplied.
      */
     async reset(position: number): Promise<void> {
       lastStaged = 0;
+      unsynced = false; // what an abandoned sync wrote is compared again by the next one
       await rm(stagedDir, { recursive: true, force: true });
       await mkdir(stagedDir, { recursive: true });
       await record(position);
@@ -215,21 +236,23 @@ export function createApplier(options: { job: string; node: string; roots: reado
       }
     },
     /** Applies one batch; a duplicate is a no-op, a gap or a bad batch an error that writes nothing. */
-    async apply(input: Batch | Buffer): Promise<{ applied: boolean }> {
-      const staged = await applier.stage(input);
+    async apply(input: Batch | Buffer, how: StageOptions = {}): Promise<{ applied: boolean }> {
+      const staged = await applier.stage(input, how);
       if (staged === null) return { applied: false };
-      await applier.applyStaged(staged);
+      await applier.applyStaged(staged, how);
       return { applied: true };
     },
 
     /**
      * Checks a batch whole and makes it durable in staging, ready to apply; null for a duplicate.
      * Batches may be staged ahead of applying (the next one arrives while one applies), in order.
+     * A sync's batch (`durable` false) is checked and takes its place in the order, but is not
+     * written to staging: an interrupted sync starts over, so no crash needs it re-applied.
      */
-    async stage(input: Batch | Buffer): Promise<Batch | null> {
+    async stage(input: Batch | Buffer, how: StageOptions = {}): Promise<Batch | null> {
       let b: Batch;
       try {
-        b = Buffer.isBuffer(input) ? decodeBatch(input) : input;
+        b = how.decoded ?? (Buffer.isBuffer(input) ? decodeBatch(input) : input);
       } catch (error) {
         if (error instanceof BatchError) await options.report?.([{ type: "OpRefused", data: { job: options.job, node: options.node, batch: 0, path: "(batch)", reason: error.message } }]);
         throw error;
@@ -242,6 +265,10 @@ export function createApplier(options: { job: string; node: string; roots: reado
       } catch (error) {
         if (error instanceof RefusedBatchError) await options.report?.([{ type: "OpRefused", data: { job: options.job, node: options.node, batch: b.batch, path: error.path, reason: error.reason } }]);
         throw error;
+      }
+      if (how.durable === false) {
+        lastStaged = b.batch;
+        return b;
       }
       const staged = join(stagedDir, `${b.batch}.batch`);
       await mkdir(stagedDir, { recursive: true });
@@ -257,13 +284,25 @@ export function createApplier(options: { job: string; node: string; roots: reado
     },
 
     /** Applies a staged batch (the one after the last applied), then records it and reports BatchApplied. */
-    async applyStaged(b: Batch): Promise<void> {
+    async applyStaged(b: Batch, how: StageOptions = {}): Promise<void> {
       if (b.batch !== lastApplied + 1) throw new BatchError(`batch ${b.batch} is not the next to apply (${lastApplied + 1})`);
-      await applyOps(b);
+      const applied: DuetEvent = { type: "BatchApplied", data: { job: options.job, node: options.node, batch: b.batch, generation: b.generation } };
+      if (how.durable === false) {
+        await applyOps(b, false);
+        lastApplied = b.batch;
+        unsynced = true;
+        const reported = Promise.resolve(options.report?.([applied]));
+        reported.catch(() => undefined); // surfaces in flush()
+        reporting = Promise.all([reporting, reported]);
+        return;
+      }
+      if (unsynced) await applier.flush(); // a durable batch is never recorded over a sync's unsynced bytes
+      await applyOps(b, true);
       await record(b.batch);
       await rm(join(stagedDir, `${b.batch}.batch`), { force: true });
-      await options.report?.([{ type: "BatchApplied", data: { job: options.job, node: options.node, batch: b.batch, generation: b.generation } }]);
+      await options.report?.([applied]);
     },
+
   };
   return applier;
 }

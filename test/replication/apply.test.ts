@@ -51,6 +51,26 @@ describe("applying write batches on the standby", () => {
     expect(events.map((e) => e.type)).toEqual(["BatchApplied", "BatchApplied", "BatchApplied", "BatchApplied"]);
   });
 
+  it("a sync's batches are applied unstaged and recorded only when flushed; a realtime batch after them flushes first", async () => {
+    const root = join(base, "sync");
+    await mkdir(root);
+    const stateDir = join(base, "sync-state");
+    const events: DuetEvent[] = [];
+    const applier = createApplier({ job: "web", node: "b", roots: [root], stateDir, report: (e) => void events.push(...e) });
+    await applier.open();
+    await applier.reset(10);
+    const [first, second, third] = script(11);
+    for (const b of [first!, second!]) expect((await applier.apply(encodeBatch(b), { durable: false })).applied).toBe(true);
+    expect(await readdir(join(stateDir, "staged"))).toEqual([]); // nothing staged
+    expect(applier.lastApplied()).toBe(12);
+    expect((await readFile(join(stateDir, "applied"), "utf8")).trim()).toBe("10"); // not yet durable: a restart syncs again
+    expect((await applier.apply(encodeBatch(third!))).applied).toBe(true); // realtime: the sync's bytes are flushed and recorded first
+    expect((await readFile(join(stateDir, "applied"), "utf8")).trim()).toBe("13");
+    expect(events.map((e) => (e.data as { batch: number }).batch)).toEqual([11, 12, 13]);
+    // the order is still enforced for unstaged batches
+    await expect(applier.apply(encodeBatch(script(15)[0]!), { durable: false })).rejects.toThrow(/14 is missing/);
+  });
+
   it("refuses a batch that escapes the root, and writes nothing of it", async () => {
     const root = join(base, "escape");
     await mkdir(join(base, "escape-outside"), { recursive: true });
