@@ -208,11 +208,14 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         const verdict = compareLineage(summary(job), peerSummary);
         const jobState = host.state().jobs.get(job);
         if (!jobState) throw new Error(`job ${job} is not in this node's state`);
-        const queueComplete = Array.from({ length: Math.max(0, source.capture.lastCaptured() - hello.applied) }, (_, i) => hello.applied + 1 + i).every((n) => source.queue.has(n));
+        // A replica ahead of what this node's journal says it captured (sync batches whose facts a
+        // crash lost) must never resume: the next batch numbers would be taken for duplicates.
+        const last = source.capture.lastCaptured();
+        const queueComplete = hello.applied <= last && Array.from({ length: last - hello.applied }, (_, i) => hello.applied + 1 + i).every((n) => source.queue.has(n));
         const verified = host.state().replication.get(job)?.verification.state === "done";
         const plan = planMirrorSession({ mode, self: host.self, peer: host.peer, job: jobState, local: summary(job), peerSummary, applied: hello.applied, queueComplete, verified });
         host.log(`job ${job}: mirror session with ${host.peer}: ${verdict.kind} -> ${plan.kind}`);
-        const syncing = plan.kind === "sync" ? await beginSync(job, source, plan.scope, plan.as, live) : null;
+        const syncing = plan.kind === "sync" ? await beginSync(job, source, plan.scope, plan.as, live) : plan.kind === "replay" ? await beginReplay(job, source, plan.next, plan.scope, live) : null;
         return { plan, verdict, peerSummary, syncing };
       });
       if (begun === null) return;
@@ -228,6 +231,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         await pump(job, source, plan.next, live);
         return;
       }
+      // A sync or a replay: bring the replica level, then stream.
       const synced = await finishSync(job, source, syncing!, live);
       if (source.temporary) {
         await stopSource(job, false);
@@ -256,11 +260,14 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
    */
   async function pump(job: string, source: Source, next: number, live: () => boolean, until?: () => number, onAcked?: (bytes: number) => Promise<void>): Promise<void> {
     const inFlight: Promise<void>[] = [];
+    let issued: Promise<void> = Promise.resolve();
     let acked = next - 1;
     source.streaming = true;
+    const stopSending = source.queue.sending();
     try {
       await pumpLoop();
     } finally {
+      stopSending();
       source.streaming = false;
     }
     async function pumpLoop(): Promise<void> {
@@ -284,15 +291,24 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
           continue;
         }
         const n = next++;
-        const previous = inFlight.at(-1) ?? Promise.resolve();
-        const sent = host.request({ kind: "mirror-batch", job, from: host.self, batch: bytes }, MIRROR_BATCH_TIMEOUT_MS);
+        const previous = issued;
+        // A sync's batches (up to its last, unknown while it scans): the replica applies them unstaged.
+        const sync = until !== undefined && n <= until();
+        const sent = host.request({ kind: "mirror-batch", job, from: host.self, batch: bytes, ...(sync ? { sync } : {}) }, MIRROR_BATCH_TIMEOUT_MS);
+        // Acknowledgements are journaled in order; each is appended once the one before it has been
+        // appended (not yet made durable), so the journal writes several in one synced batch.
+        const appended = (async () => {
+          const answer = (await sent) as { ok: boolean; code?: string; message?: string };
+          await previous;
+          if (!answer.ok) throw new PeerRefusedBatch(host.peer, n, answer.code ?? "error", answer.message ?? "");
+          acked = n;
+          return { durable: host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: n } }]) };
+        })();
+        issued = appended.then(() => undefined);
+        issued.catch(() => undefined); // the next acknowledgement, or inFlight, reports it
         inFlight.push(
           (async () => {
-            const answer = (await sent) as { ok: boolean; code?: string; message?: string };
-            await previous; // acknowledgements are journaled in order
-            if (!answer.ok) throw new PeerRefusedBatch(host.peer, n, answer.code ?? "error", answer.message ?? "");
-            acked = n;
-            await host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: n } }]);
+            await (await appended).durable;
             await onAcked?.(bytes.length);
             await source.queue.dropThrough(n);
             if (source.queue.stats().batches === 0 || host.now() - source.lastQueueReport >= QUEUE_REPORT_MS) await reportQueue(job, source, true);
@@ -313,7 +329,36 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     position: number;
     target: number;
     before: { blocks: number; bytes: number };
+    /** Bytes of the sync's batches the replica acknowledged so far. */
+    acked: number;
     pumping: Promise<void>;
+  }
+
+  /** Counts the sync's acknowledged bytes and journals its progress at most every PROGRESS_REPORT_MS. */
+  function progressOf(job: string, source: Source, syncing: Syncing, total: () => number): (bytes: number) => Promise<void> {
+    let reported = 0;
+    return async (bytes) => {
+      syncing.acked += bytes;
+      if (host.now() - reported < PROGRESS_REPORT_MS && syncing.acked < total()) return;
+      reported = host.now();
+      await host.record([{ type: "VerificationProgress", data: { job, node: host.self, doneBytes: syncing.acked, totalBytes: total(), differingBlocks: source.capture.shipped().blocks - syncing.before.blocks } }]);
+    };
+  }
+
+  /**
+   * A resync from the queue (plan "replay"), inside the capture's exclusive section: the batches
+   * after the replica's position up to the last captured are sent as they are; nothing is read.
+   */
+  async function beginReplay(job: string, source: Source, next: number, scope: Paths, live: () => boolean): Promise<Syncing> {
+    const position = next - 1;
+    await source.queue.dropThrough(position); // the replica applied these; an acknowledgement was lost
+    const target = source.capture.lastCaptured();
+    const { bytes } = source.queue.stats();
+    await recordAndRelay({ type: "ResyncStarted", data: { job, from: host.self, to: host.peer, paths: scope === "all" ? 0 : scope.length, bytes, queued: target - position } });
+    const syncing: Syncing = { as: "resync", started: host.now(), position, target, before: source.capture.shipped(), acked: 0, pumping: Promise.resolve() };
+    syncing.pumping = pump(job, source, next, live, () => target, progressOf(job, source, syncing, () => bytes));
+    syncing.pumping.catch(() => undefined);
+    return syncing;
   }
 
   /**
@@ -326,16 +371,8 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     const scopes = jobRoots.map((_, i) => scopeFor(scope, i));
     if (as === "verification") await recordAndRelay({ type: "VerificationStarted", data: { job, node: host.self, files: 0, bytes: 0 } });
     else await recordAndRelay({ type: "ResyncStarted", data: { job, from: host.self, to: host.peer, paths: scope === "all" ? 0 : scope.length, bytes: 0 } });
-    const syncing: Syncing = { as, started: host.now(), position: 0, target: Infinity, before: { blocks: 0, bytes: 0 }, pumping: Promise.resolve() };
-    let done = 0;
-    let reported = 0;
-    const progress = async (bytes: number) => {
-      done += bytes;
-      const total = source.capture.shipped().bytes - syncing.before.bytes;
-      if (host.now() - reported < PROGRESS_REPORT_MS && done < total) return;
-      reported = host.now();
-      await host.record([{ type: "VerificationProgress", data: { job, node: host.self, doneBytes: done, totalBytes: total, differingBlocks: source.capture.shipped().blocks - syncing.before.blocks } }]);
-    };
+    const syncing: Syncing = { as, started: host.now(), position: 0, target: Infinity, before: { blocks: 0, bytes: 0 }, acked: 0, pumping: Promise.resolve() };
+    const progress = progressOf(job, source, syncing, () => source.capture.shipped().bytes - syncing.before.bytes);
     const fetched: ChangeIndex[] = [];
     for (const [i, s] of scopes.entries()) fetched.push(s === "none" ? new Map() : await fetchManifest(job, i, s));
     syncing.position = source.capture.lastCaptured();
@@ -358,7 +395,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
   async function finishSync(job: string, source: Source, syncing: Syncing, live: () => boolean): Promise<number> {
     const { position, target, as } = syncing;
     await syncing.pumping;
-    const shipped = { bytes: source.capture.shipped().bytes - syncing.before.bytes, blocks: source.capture.shipped().blocks - syncing.before.blocks };
+    const shipped = { bytes: syncing.acked, blocks: source.capture.shipped().blocks - syncing.before.blocks };
     if (!live()) return target;
     if (target === position && position > 0) await host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: position } }]);
     // The replica takes this node's generation before the link may turn green.
@@ -492,13 +529,14 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
           }
           return { ok: false, code: error instanceof BatchError ? "bad-batch" : "apply-failed", message: (error as Error).message };
         };
+        const durable = request.sync !== true;
         let staged: Batch | null;
         try {
           staged = await serialStage(name, async () => {
-            const bytes = Buffer.isBuffer(request.batch) ? request.batch : Buffer.from(request.batch);
-            const batch = decodeBatch(bytes);
-            if (batch.job !== name) throw new BatchError(`batch of job ${batch.job} sent for job ${name}`);
-            return (await openApplier(name, from)).stage(bytes);
+            const bytes = Buffer.isBuffer(request.batch) ? request.batch : Buffer.from(request.batch.buffer, request.batch.byteOffset, request.batch.byteLength);
+            const decoded = decodeBatch(bytes);
+            if (decoded.job !== name) throw new BatchError(`batch of job ${decoded.job} sent for job ${name}`);
+            return (await openApplier(name, from)).stage(bytes, { decoded, durable });
           });
         } catch (error) {
           return refusal(error);
@@ -506,11 +544,13 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         // A duplicate is answered once whatever was staged before it has been applied.
         return serialApply(name, async () => {
           const applier = await openApplier(name, from);
-          if (staged !== null) await applier.applyStaged(staged);
+          if (staged !== null) await applier.applyStaged(staged, { durable });
           return { ok: true, applied: applier.lastApplied() };
         }).catch(refusal);
       }
       case "mirror-synced": {
+        // The sync's batches were applied without fsync: durable before the replica counts as level.
+        await serialApply(request.job, async () => (await openApplier(request.job, request.from)).flush());
         if (view(request.job).current !== request.generation)
           await recordAndRelay({ type: "GenerationStarted", data: { job: request.job, node: host.self, generation: request.generation, parent: request.parent, reason: "source-selected" } });
         return { ok: true };

@@ -77,6 +77,11 @@ export function createCapture(options: CaptureOptions) {
   async function scanRoot(i: number, only: readonly string[] | undefined, shallow?: readonly string[], durable = true): Promise<void> {
     const root = roots[i]!;
     let generation: string | null = null;
+    // A sync's BatchCaptured facts are written while the scan reads on (the journal groups them):
+    // an interrupted sync starts over from a reset, so nothing depends on each being durable before
+    // its batch is sent. A realtime batch's fact is durable first: a restart must never number a
+    // new batch like one the replica already applied.
+    const journaled: Promise<void>[] = [];
     const result = await scanChanges(root, indexes[i]!, {
       only,
       shallow,
@@ -88,10 +93,13 @@ export function createCapture(options: CaptureOptions) {
         for (const op of batch.ops) if (op.op === "write") blocksShipped += op.blocks.length;
         bytesShipped += bytes;
         last = batch.batch;
-        await options.report([{ type: "BatchCaptured", data: { job: options.job, node: options.node, batch: batch.batch, generation, ops: batch.ops, bytes, sha256: batch.sha256 } }]);
+        const reported = options.report([{ type: "BatchCaptured", data: { job: options.job, node: options.node, batch: batch.batch, generation, ops: batch.ops, bytes, sha256: batch.sha256 } }]);
+        if (durable) await reported;
+        else journaled.push(reported);
         options.onQueued();
       },
     });
+    await Promise.all(journaled);
     indexes[i] = result.index;
     dirty.add(i);
     // In the background: writing a large index must not hold up the next batch.
