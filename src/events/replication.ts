@@ -45,6 +45,17 @@ export const replicationEvents = {
     v: 1,
     data: z.strictObject({ job: jobId, from: nodeId, by: user, force: z.boolean(), keptSnapshot: z.string().nullable(), losingPaths: z.number().int().nonnegative() }),
   },
-  ResyncStarted: { v: 1, data: z.strictObject({ job: jobId, from: nodeId, to: nodeId, paths: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() }) },
+  ResyncStarted: {
+    v: 1,
+    data: z.strictObject({
+      job: jobId,
+      from: nodeId,
+      to: nodeId,
+      paths: z.number().int().nonnegative(),
+      bytes: z.number().int().nonnegative(),
+      /** Batches sent from the queue instead of comparing files: the writes captured while the replica was away. */
+      queued: z.number().int().nonnegative().optional(),
+    }),
+  },
   ResyncCompleted: { v: 1, data: z.strictObject({ job: jobId, from: nodeId, to: nodeId, shippedBytes: z.number().int().nonnegative(), ms: millis }) },
 } as const;

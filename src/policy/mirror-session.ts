@@ -7,6 +7,12 @@ export type SessionMode = "normal" | "verify" | "selected";
 export type SessionPlan =
   /** In sync and verified: stream the queue from the replica's applied position. */
   | { kind: "resume"; next: number }
+  /**
+   * Resync by sending the queue: the replica holds this node's data up to its applied batch and
+   * every batch captured since is still queued, so those batches are exactly what it lacks
+   * (DRBD's quick resync from its bitmap): no file is read on either side.
+   */
+  | { kind: "replay"; next: number; scope: Paths }
   /** Bring the replica level first: every path (verification) or the paths lineage names (resync). */
   | { kind: "sync"; scope: Paths; as: "verification" | "resync" }
   /** Stop: the sides may differ, or this side may not write over the other; only an operator restarts it. */
@@ -21,7 +27,7 @@ export interface SessionFacts {
   peerSummary: LineageSummary;
   /** The replica's applied position for this node's batches. */
   applied: number;
-  /** This node's last captured batch, and whether every batch after `applied` is still queued. */
+  /** Every batch this node captured after `applied` is still queued (false if the replica claims more than was captured). */
   queueComplete: boolean;
   verified: boolean;
 }
@@ -56,7 +62,14 @@ export function planMirrorSession(facts: SessionFacts): SessionPlan {
         kind: "gray",
         why: `${peer} ran ${name} before ${self} took it over; ${job.reverseWhenConsistent ? "lineage cannot prove it holds nothing this node lacks" : "reverseWhenConsistent is off"}, so replication back to it waits for an operator (duet source select ${name} --from ${self})`,
       };
-    return mode === "verify" || verdict.paths === "all" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope: verdict.paths, as: "resync" };
+    if (mode === "verify") return { kind: "sync", scope: "all", as: "verification" };
+    // The replica's last applied batch is of the generation it still holds, at the position it
+    // reports: it wrote nothing and no sync was cut short since, so it is this node's data as of
+    // that batch. (An interrupted sync moves its line to the batches' generation, or leaves the
+    // applied position behind its journal: either fails this test.)
+    const heldSince = peerSummary.current !== null && peerSummary.lastApplied?.generation === peerSummary.current && peerSummary.lastApplied.batch === applied;
+    if (heldSince && facts.queueComplete) return { kind: "replay", next: applied + 1, scope: verdict.paths };
+    return verdict.paths === "all" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope: verdict.paths, as: "resync" };
   }
   if (verdict.kind === "source") return { kind: "gray", why: `${peer} holds newer data (generation ${peerSummary.current}) than ${self}, where the job runs; select the source explicitly (duet source select ${name} --from NODE)` };
   if (verdict.kind === "diverged") return { kind: "gray", why: `both nodes wrote since generation ${verdict.commonAncestor ?? "(none shared)"}; choose which side's data to keep with duet source select ${name} --from NODE` };

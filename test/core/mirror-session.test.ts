@@ -43,6 +43,22 @@ describe("what a mirror session does", () => {
     expect(planMirrorSession(facts({}))).toEqual({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });
   });
 
+  it("a standby away while this node wrote: its queue is sent as the resync when it still holds every batch since the replica's position", () => {
+    const away = { ...returning, lastApplied: { generation: G1, batch: 41 } };
+    expect(planMirrorSession(facts({ peerSummary: away, applied: 41 }))).toEqual({ kind: "replay", next: 42, scope: ["0/orders.txt"] });
+    // a batch dropped from the queue (acknowledged by an earlier replica, or lost with a restart): compare instead
+    expect(planMirrorSession(facts({ peerSummary: away, applied: 41, queueComplete: false }))).toEqual({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });
+    // the replica's applied position is not the one its journal names (a sync cut short): compare
+    expect(planMirrorSession(facts({ peerSummary: away, applied: 40 }))).toMatchObject({ kind: "sync", as: "resync" });
+    // its last applied batch was of another generation than the one it holds: compare
+    expect(planMirrorSession(facts({ peerSummary: { ...away, lastApplied: { generation: G2, batch: 41 } }, applied: 41 }))).toMatchObject({ kind: "sync", as: "resync" });
+    // a node that never applied anything of this line, or an operator's verify: never from the queue
+    expect(planMirrorSession(facts({ peerSummary: returning, applied: 0 }))).toMatchObject({ kind: "sync" });
+    expect(planMirrorSession(facts({ peerSummary: away, applied: 41, mode: "verify" }))).toMatchObject({ kind: "sync", scope: "all", as: "verification" });
+    // the old active returning after a takeover is still gray without reverse: the queue changes nothing
+    expect(planMirrorSession(facts({ job: job(tookOver), peerSummary: away, applied: 41 }))).toMatchObject({ kind: "gray" });
+  });
+
   it("the old active returning after a takeover: gray unless the policy says reverse", () => {
     expect(planMirrorSession(facts({ job: job(tookOver) }))).toMatchObject({ kind: "gray", why: expect.stringContaining("reverseWhenConsistent is off") });
     expect(planMirrorSession(facts({ job: job({ ...tookOver, reverseWhenConsistent: true }) }))).toEqual({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });

@@ -323,7 +323,9 @@ export function describe(r: Recorded): string | null {
     case "VerificationStarted":
       return `verification of ${r.data.job} started from ${r.data.node}`;
     case "ResyncStarted":
-      return `resync of ${r.data.job} from ${r.data.from} to ${r.data.to} started (${r.data.paths === 0 ? "all paths" : `${r.data.paths} path(s) lineage names`})`;
+      return r.data.queued !== undefined
+        ? `resync of ${r.data.job} from ${r.data.from} to ${r.data.to} started: the ${r.data.queued} batch(es), ${r.data.bytes} bytes, ${r.data.from} captured while ${r.data.to} was away are sent from its queue; no file is compared`
+        : `resync of ${r.data.job} from ${r.data.from} to ${r.data.to} started (${r.data.paths === 0 ? "all paths" : `${r.data.paths} path(s) lineage names`})`;
     case "OpRefused":
       return `${r.data.node} refused batch ${r.data.batch} of ${r.data.job}: ${r.data.path}: ${r.data.reason}`;
     case "SnapshotTaken":
