@@ -151,7 +151,7 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
     }
     // Changed blocks go into batches as they are read: a large file never sits in memory whole.
     const write = out.beginWrite(path, info.size);
-    const read = await readChangedBlocks(join(root, path), was?.kind === "file" ? was.blocks : [], write.add, was?.kind === "file" ? was.fine : undefined);
+    const read = await readChangedBlocks(join(root, path), info.size, was?.kind === "file" ? was.blocks : [], write.add, was?.kind === "file" ? was.fine : undefined);
     if (read === null) continue; // gone since the walk: the next scan removes it
     bytesRead += read.size;
     next.set(path, { kind: "file", mode, size: read.size, mtimeNs, ino: info.ino, blocks: read.blocks });
@@ -185,7 +185,7 @@ export interface ScanOptions {
 }
 
 /** Reads a file block by block, handing on each block whose checksum differs from `known`. */
-async function readChangedBlocks(path: string, known: readonly string[], changed: (at: number, block: Buffer, sum: string | null) => Promise<void>, knownFine?: readonly string[]): Promise<{ size: number; blocks: string[] } | null> {
+async function readChangedBlocks(path: string, sizeSeen: number, known: readonly string[], changed: (at: number, block: Buffer, sum: string | null) => Promise<void>, knownFine?: readonly string[]): Promise<{ size: number; blocks: string[] } | null> {
   const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW).catch((error: NodeJS.ErrnoException) => {
     if (error.code === "ENOENT" || error.code === "ELOOP") return null;
     throw error;
@@ -194,10 +194,15 @@ async function readChangedBlocks(path: string, known: readonly string[], changed
   try {
     const blocks: string[] = [];
     let size = 0;
+    // Buffers are sized to the file: a small file must not cost a READ_BYTES allocation (most of
+    // a scan's garbage otherwise). One block more than the file holds, so one read finds its end;
+    // whole blocks, so a file that grew meanwhile is still read block-aligned.
+    const readBytes = Math.min(READ_BYTES, Math.ceil((sizeSeen + 1) / BLOCK_BYTES) * BLOCK_BYTES);
     for (;;) {
-      // Read READ_BYTES at a time (fewer system calls), hash and hand on 64 KiB blocks of it.
-      const buffer = Buffer.allocUnsafe(READ_BYTES);
-      const { bytesRead } = await handle.read(buffer, 0, READ_BYTES, size);
+      // Read up to READ_BYTES at a time (fewer system calls), hash and hand on 64 KiB blocks of it.
+      // A new buffer each time: the changed blocks handed on are views of it until their batch is built.
+      const buffer = Buffer.allocUnsafe(readBytes);
+      const { bytesRead } = await handle.read(buffer, 0, readBytes, size);
       if (bytesRead === 0) break;
       for (let at = 0; at < bytesRead; at += BLOCK_BYTES) {
         const block = buffer.subarray(at, Math.min(bytesRead, at + BLOCK_BYTES));
@@ -218,7 +223,7 @@ async function readChangedBlocks(path: string, known: readonly string[], changed
       }
       size += bytesRead;
       // A regular file reads short only at its end (one still growing is racy and read again next scan).
-      if (bytesRead < READ_BYTES) break;
+      if (bytesRead < readBytes) break;
     }
     return { size, blocks };
   } finally {
