@@ -13,7 +13,6 @@ import { mkdir, open, stat, writeFile } from "node:fs/promises";
 import { createServer, connect } from "node:net";
 import { once } from "node:events";
 import { join } from "node:path";
-import { pipeline } from "node:stream/promises";
 import { readFile } from "node:fs/promises";
 import { startProcessPair } from "../test/e2e/process-pair.ts";
 
@@ -89,7 +88,8 @@ async function rawTcpCopy(source: string, files: string[], target: string): Prom
   });
   const started = performance.now();
   const socket = connect(port, "127.0.0.1");
-  for (const rel of files) await pipeline(createReadStream(join(source, rel)), socket, { end: false });
+  for (const rel of files)
+    for await (const chunk of createReadStream(join(source, rel)) as AsyncIterable<Buffer>) if (!socket.write(chunk)) await once(socket, "drain");
   await received;
   socket.end();
   server.close();

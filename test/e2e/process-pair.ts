@@ -59,7 +59,9 @@ export async function startProcessPair(options: { name: string; addresses: Recor
     client,
     start(node: PairNode): ChildProcess {
       const log = openSync(join(dir, `${node}.log`), "a");
-      const child = spawn(process.execPath, [join(ROOT, "bin/duet.js"), "agent", "--config", configFile, "--node", node], { stdio: ["ignore", "ignore", log] });
+      // DUET_AGENT_NODE_ARGS: node flags for the agents only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile a bench.
+      const nodeArgs = process.env.DUET_AGENT_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+      const child = spawn(process.execPath, [...nodeArgs, join(ROOT, "bin/duet.js"), "agent", "--config", configFile, "--node", node], { stdio: ["ignore", "ignore", log] });
       closeSync(log);
       agents.set(node, child);
       return child;
