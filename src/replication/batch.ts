@@ -18,7 +18,7 @@ export interface Batch {
 
 /** A batch on the wire travels in one peer-channel frame (16 MiB): capture keeps its data to SCAN_BATCH_DATA_MAX (4 MiB), leaving room for the ops. */
 export const BATCH_MAX_BYTES = 15 * 1024 * 1024;
-const BATCH_FORMAT = 2;
+const BATCH_FORMAT = 3;
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
 export class BatchError extends Error {
@@ -65,25 +65,57 @@ export function makeBatch(job: string, generation: string, batch: number, ops: B
   return { job, generation, batch, ops, data, sha256: batchChecksum(ops, data) };
 }
 
+/**
+ * The encoded form: a magic byte, the length of a msgpack header, the header (format, job,
+ * generation, number, ops, checksum), then the data as it is. The data is copied once into the
+ * result and decoded as a view: msgpack would copy it through a buffer four times its size.
+ */
+const BATCH_MAGIC = 0xd7;
+/** msgpack's fixarray of 7: how format 2 began. */
+const LEGACY_ARRAY = 0x97;
+const PREFIX_BYTES = 5;
+
 /** `verify` false only for a batch this process just built with makeBatch (its checksum is right by construction). */
 export function encodeBatch(b: Batch, verify = true): Buffer {
   if (verify && batchChecksum(b.ops, b.data) !== b.sha256) throw new BatchError(`batch ${b.batch}: checksum does not match its contents (built wrong)`);
-  const bytes = packr.pack([BATCH_FORMAT, b.job, b.generation, b.batch, b.ops, b.data, b.sha256]);
-  if (bytes.length > BATCH_MAX_BYTES) throw new BatchError(`batch ${b.batch}: ${bytes.length} bytes, more than ${BATCH_MAX_BYTES}`);
+  const header = packr.pack([BATCH_FORMAT, b.job, b.generation, b.batch, b.ops, b.sha256]);
+  const length = PREFIX_BYTES + header.length + b.data.length;
+  if (length > BATCH_MAX_BYTES) throw new BatchError(`batch ${b.batch}: ${length} bytes, more than ${BATCH_MAX_BYTES}`);
+  const bytes = Buffer.allocUnsafe(length);
+  bytes[0] = BATCH_MAGIC;
+  bytes.writeUInt32BE(header.length, 1);
+  header.copy(bytes, PREFIX_BYTES);
+  b.data.copy(bytes, PREFIX_BYTES + header.length);
   return bytes;
 }
 
-/** Decodes and checks a batch; anything wrong is a BatchError naming what, never a partial batch. */
+/** Decodes and checks a batch; anything wrong is a BatchError naming what, never a partial batch. The data is a view of `bytes`. */
 export function decodeBatch(bytes: Buffer): Batch {
   if (bytes.length > BATCH_MAX_BYTES) throw new BatchError(`batch of ${bytes.length} bytes, more than ${BATCH_MAX_BYTES}`);
-  let fields: unknown;
-  try {
-    fields = packr.unpack(bytes);
-  } catch (error) {
-    throw new BatchError(`undecodable batch: ${(error as Error).message}`);
+  const unpack = (part: Buffer) => {
+    try {
+      return packr.unpack(part) as unknown;
+    } catch (error) {
+      throw new BatchError(`undecodable batch: ${(error as Error).message}`);
+    }
+  };
+  let fields: unknown[];
+  let data: unknown;
+  if (bytes[0] === LEGACY_ARRAY) {
+    // Format 2, one msgpack array with the data inside: still queued or staged by an older agent.
+    const legacy = unpack(bytes);
+    if (!Array.isArray(legacy) || legacy.length !== 7 || legacy[0] !== 2) throw new BatchError(`not a duet write batch (format ${BATCH_FORMAT})`);
+    data = legacy[5];
+    fields = [BATCH_FORMAT, ...legacy.slice(1, 5), legacy[6]];
+  } else {
+    const headerLength = bytes.length >= PREFIX_BYTES && bytes[0] === BATCH_MAGIC ? bytes.readUInt32BE(1) : -1;
+    if (headerLength < 0 || PREFIX_BYTES + headerLength > bytes.length) throw new BatchError(`not a duet write batch (format ${BATCH_FORMAT})`);
+    const header = unpack(bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLength));
+    if (!Array.isArray(header) || header.length !== 6 || header[0] !== BATCH_FORMAT) throw new BatchError(`not a duet write batch (format ${BATCH_FORMAT})`);
+    fields = header;
+    data = bytes.subarray(PREFIX_BYTES + headerLength);
   }
-  if (!Array.isArray(fields) || fields.length !== 7 || fields[0] !== BATCH_FORMAT) throw new BatchError(`not a duet write batch (format ${BATCH_FORMAT})`);
-  const [, job, generation, batch, ops, data, sha256] = fields as [number, string, string, number, BatchOp[], Buffer, string];
+  const [, job, generation, batch, ops, sha256] = fields as [number, string, string, number, BatchOp[], string];
   if (typeof job !== "string" || typeof generation !== "string" || !Number.isSafeInteger(batch) || !Array.isArray(ops) || !Buffer.isBuffer(data) || typeof sha256 !== "string")
     throw new BatchError("batch fields have the wrong types");
   const checked = z.array(batchOp).safeParse(ops);

@@ -2,6 +2,7 @@ import { execFileSync, fork } from "node:child_process";
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Packr } from "msgpackr";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DuetEvent } from "../../src/events/catalogue.ts";
 import { blocksChecksum, decodeBatch, encodeBatch, inMirror, makeBatch, type BatchOp } from "../../src/replication/batch.ts";
@@ -69,6 +70,13 @@ describe("applying write batches on the standby", () => {
     expect(events.map((e) => (e.data as { batch: number }).batch)).toEqual([11, 12, 13]);
     // the order is still enforced for unstaged batches
     await expect(applier.apply(encodeBatch(script(15)[0]!), { durable: false })).rejects.toThrow(/14 is missing/);
+  });
+
+  it("a batch in the format an older agent queued or staged (one msgpack array) still decodes", async () => {
+    const b = script(1)[0]!;
+    const legacy = new Packr({ useRecords: false, moreTypes: false }).pack([2, b.job, b.generation, b.batch, b.ops, b.data, b.sha256]);
+    expect(decodeBatch(legacy)).toEqual(decodeBatch(encodeBatch(b)));
+    expect(() => decodeBatch(Buffer.from([0xd7, 0, 0, 0, 99]))).toThrow(/not a duet write batch/);
   });
 
   it("refuses a batch that escapes the root, and writes nothing of it", async () => {
