@@ -22,14 +22,24 @@ const TLS_VERSIONS = { minVersion: "TLSv1.2", maxVersion: "TLSv1.2" } as const;
 
 // A peer that authenticated can still run another version or be buggy: a frame that is not one of
 // these closes the connection with the reason, rather than reaching a handler half-formed.
+/** The body key whose bytes travel after the frame's msgpack (see ATTACH_MIN_BYTES). */
+const attachedKey = z.string().regex(/^[a-zA-Z]{1,32}$/).optional();
 const frameSchema = z.union([
-  z.object({ t: z.literal("req"), id: z.number().int(), body: z.unknown() }),
-  z.object({ t: z.literal("res"), id: z.number().int(), ok: z.literal(true), body: z.unknown() }),
+  z.object({ t: z.literal("req"), id: z.number().int(), body: z.unknown(), a: attachedKey }),
+  z.object({ t: z.literal("res"), id: z.number().int(), ok: z.literal(true), body: z.unknown(), a: attachedKey }),
   z.object({ t: z.literal("res"), id: z.number().int(), ok: z.literal(false), error: z.string() }),
-  z.object({ t: z.literal("msg"), topic: z.string(), body: z.unknown() }),
+  z.object({ t: z.literal("msg"), topic: z.string(), body: z.unknown(), a: attachedKey }),
   z.object({ t: z.literal("ping") }),
 ]);
 type Frame = z.infer<typeof frameSchema>;
+
+/**
+ * A body's byte field at least this large (a write batch, a manifest page) is sent after the
+ * frame's msgpack rather than inside it, and received as a view of the frame: msgpack would copy
+ * it through a buffer four times its size, twice per batch.
+ */
+export const ATTACH_MIN_BYTES = 64 * 1024;
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && Object.getPrototypeOf(v) === Object.prototype;
 
 export interface PeerChannelOptions {
   self: string;
@@ -93,30 +103,51 @@ export function startPeerChannel(options: PeerChannelOptions) {
   const pending = new Map<number, { conn: Connection; resolve: (v: unknown) => void; reject: (e: Error) => void; timer: TimerHandle }>();
   const stats: PeerChannelStats = { handshakeFailures: 0, connections: 0, oversized: 0, malformed: 0 };
 
-  function encode(frame: Frame): Buffer {
-    const body = packr.pack(frame);
-    if (body.length > PEER_FRAME_MAX_BYTES) throw new Error(`a peer frame of ${body.length} bytes exceeds the limit of ${PEER_FRAME_MAX_BYTES} bytes`);
-    const header = Buffer.alloc(4);
-    header.writeUInt32BE(body.length);
-    return Buffer.concat([header, body]);
+  /**
+   * A frame on the wire: its length, the length of its msgpack part, the msgpack, then the bytes
+   * of an attached body field if any. Returns the head (lengths and msgpack, copied out of packr's
+   * shared buffer) and the attachment, written after it as it is.
+   */
+  function encode(frame: Frame): [Buffer, Uint8Array | null] {
+    let attachment: Uint8Array | null = null;
+    if ("body" in frame && isPlainObject(frame.body)) {
+      const body = frame.body;
+      const key = Object.keys(body).find((k) => body[k] instanceof Uint8Array && body[k].length >= ATTACH_MIN_BYTES && attachedKey.safeParse(k).success);
+      if (key !== undefined) {
+        attachment = body[key] as Uint8Array;
+        frame = { ...frame, body: { ...body, [key]: null }, a: key };
+      }
+    }
+    const packed = packr.pack(frame);
+    const length = 4 + packed.length + (attachment?.length ?? 0);
+    if (length > PEER_FRAME_MAX_BYTES) throw new Error(`a peer frame of ${length} bytes exceeds the limit of ${PEER_FRAME_MAX_BYTES} bytes`);
+    const head = Buffer.allocUnsafe(8 + packed.length);
+    head.writeUInt32BE(length, 0);
+    head.writeUInt32BE(packed.length, 4);
+    head.set(packed, 8);
+    return [head, attachment];
   }
 
   /** Resolves once the frame is taken by the socket (waiting for 'drain' when its buffer is full). */
   function write(conn: Connection | null, frame: Frame): Promise<void> {
     if (!conn) return Promise.reject(new Error(`peer ${peer} is not connected`));
-    let data: Buffer;
+    let head: Buffer;
+    let attachment: Uint8Array | null;
     try {
-      data = encode(frame);
+      [head, attachment] = encode(frame);
     } catch (error) {
       return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
     const s = conn.socket;
     // A socket already gone would never drain: its waiters were failed when it closed.
     if (s.destroyed) return Promise.reject(new Error(`connection to ${peer} lost before the frame was sent: ${conn.reason ?? "closed"}`));
-    if (s.writableLength > 0 && s.writableLength + data.length > PEER_WRITE_BUFFER_MAX_BYTES)
+    const size = head.length + (attachment?.length ?? 0);
+    if (s.writableLength > 0 && s.writableLength + size > PEER_WRITE_BUFFER_MAX_BYTES)
       return Promise.reject(new Error(`peer ${peer} is not reading: ${s.writableLength} bytes already wait to be sent`));
     return new Promise((resolve, reject) => {
-      if (s.write(data)) resolve();
+      let taken = s.write(head);
+      if (attachment) taken = s.write(attachment);
+      if (taken) resolve();
       else conn.drainWaiters.push({ resolve, reject });
     });
   }
@@ -188,15 +219,25 @@ export function startPeerChannel(options: PeerChannelOptions) {
     options.onUp?.();
   }
 
-  function decode(body: Buffer): Frame | string {
+  /** A frame after its length prefix: the msgpack part's length, the msgpack, an attached field's bytes. */
+  function decode(bytes: Buffer): Frame | string {
+    const packedLength = bytes.length >= 4 ? bytes.readUInt32BE(0) : -1;
+    if (packedLength < 0 || 4 + packedLength > bytes.length) return `malformed frame from ${peer}: its message part overruns the frame`;
     let value: unknown;
     try {
-      value = packr.unpack(body);
+      value = packr.unpack(bytes.subarray(4, 4 + packedLength));
     } catch (error) {
       return `undecodable frame from ${peer}: ${(error as Error).message}`;
     }
     const parsed = frameSchema.safeParse(value);
-    return parsed.success ? parsed.data : `malformed frame from ${peer}: expected req, res, msg or ping (${parsed.error.issues[0]?.message ?? "invalid"})`;
+    if (!parsed.success) return `malformed frame from ${peer}: expected req, res, msg or ping (${parsed.error.issues[0]?.message ?? "invalid"})`;
+    const frame = parsed.data;
+    const attachment = bytes.subarray(4 + packedLength);
+    const key = "a" in frame ? frame.a : undefined;
+    if (key === undefined) return attachment.length === 0 ? frame : `malformed frame from ${peer}: ${attachment.length} bytes after the message belong to no field`;
+    if (!("body" in frame) || !isPlainObject(frame.body)) return `malformed frame from ${peer}: bytes attached as ${key} to a body that is not an object`;
+    frame.body[key] = attachment;
+    return frame;
   }
 
   function handle(conn: Connection, frame: Frame): void {

@@ -3,7 +3,7 @@ import { connect } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { Packr } from "msgpackr";
 import { afterEach, describe, expect, it } from "vitest";
-import { derivePsk, startPeerChannel, type PeerChannel, type PeerChannelOptions } from "../../src/cluster/peer-channel.ts";
+import { ATTACH_MIN_BYTES, derivePsk, startPeerChannel, type PeerChannel, type PeerChannelOptions } from "../../src/cluster/peer-channel.ts";
 import { systemClock, systemTimers } from "../../src/world/clock.ts";
 
 // Node "a" dials from 127.0.0.1, node "b" accepts on 127.0.0.2; each test takes its own port.
@@ -49,11 +49,13 @@ async function rawClient(port: number, identity = "a"): Promise<TLSSocket> {
   return s;
 }
 
-function framed(value: unknown): Buffer {
-  const body = new Packr({ useRecords: false }).pack(value);
-  const header = Buffer.alloc(4);
-  header.writeUInt32BE(body.length);
-  return Buffer.concat([header, body]);
+/** A frame as the channel writes it: total length, msgpack length, msgpack, attached bytes. */
+function framed(value: unknown, attached: Buffer = Buffer.alloc(0)): Buffer {
+  const packed = new Packr({ useRecords: false }).pack(value);
+  const header = Buffer.alloc(8);
+  header.writeUInt32BE(4 + packed.length + attached.length, 0);
+  header.writeUInt32BE(packed.length, 4);
+  return Buffer.concat([header, packed, attached]);
 }
 
 const until = async (what: () => boolean, ms = 5000) => {
@@ -73,6 +75,33 @@ describe("peer channel (TLS 1.2 with the cluster key as pre-shared key)", () => 
     await Promise.all([...Array(100).keys()].map((i) => a.send("fact", i)));
     await until(() => messages.length === 100);
     expect(messages).toEqual([...Array(100).keys()]);
+  });
+
+  it("large byte fields travel after the message, both ways, and arrive whole", async () => {
+    const { a } = pair({ b: { onRequest: async (body) => ({ got: (body as { batch: Uint8Array }).batch.length, page: randomBytes(70_000), note: "x" }) } });
+    await until(() => a.connected());
+    const batch = randomBytes(ATTACH_MIN_BYTES * 3);
+    const answer = (await a.request({ kind: "mirror-batch", batch, small: Buffer.from("kept inline") }, 2000)) as { got: number; page: Uint8Array; note: string };
+    expect(answer.got).toBe(batch.length);
+    expect(answer.page.length).toBe(70_000);
+    expect(answer.note).toBe("x");
+  });
+
+  it("attached bytes that belong to no field, or to a body that is not an object, close the connection", async () => {
+    for (const [frame, attached] of [
+      [{ t: "msg", topic: "fact", body: 1 }, Buffer.from("stray")],
+      [{ t: "msg", topic: "fact", body: 1, a: "batch" }, Buffer.from("to a number")],
+      [{ t: "msg", topic: "fact", body: {}, a: "__proto__" }, Buffer.from("a key that is not a plain name")],
+    ] as const) {
+      const downs: string[] = [];
+      const { b, port, messages } = pair({ dialer: false, b: { onDown: (reason) => downs.push(reason) } });
+      const s = await rawClient(port);
+      await until(() => b.connected());
+      s.write(framed(frame, attached));
+      await until(() => !b.connected());
+      expect(messages).toEqual([]);
+      expect(downs[0]).toMatch(/malformed frame from a/);
+    }
   });
 
   it("a handler that throws, even synchronously, answers with its error instead of hanging", async () => {
