@@ -2,7 +2,7 @@ import { constants as fsConstants } from "node:fs";
 import { chmod, copyFile, lstat, mkdir, open, readdir, readFile, rename, rm, symlink, truncate, writeFile, type FileHandle } from "node:fs/promises";
 import { dirname, isAbsolute, join, normalize } from "node:path";
 import type { DuetEvent } from "../events/catalogue.ts";
-import { BatchError, blocksChecksum, decodeBatch, encodeBatch, type Batch } from "./batch.ts";
+import { BatchError, blocksChecksum, decodeBatch, encodeBatch, type Batch, type BatchOp } from "./batch.ts";
 import { resolveMirrorPath, UnsafePathError } from "./safepath.ts";
 import { fsyncPath, syncFileSystem } from "./durable.ts";
 
@@ -31,6 +31,16 @@ async function inParallel<T>(items: readonly T[], work: (item: T) => Promise<voi
   for (let i = 0; i < items.length; i += SYNC_CONCURRENCY) await Promise.all(items.slice(i, i + SYNC_CONCURRENCY).map(work));
 }
 
+/** Like inParallel, but every item runs; returns each item's error (undefined where it succeeded), in order. */
+async function inParallelSettled<T>(items: readonly T[], work: (item: T) => Promise<void>): Promise<unknown[]> {
+  const errors: unknown[] = new Array(items.length);
+  await inParallel([...items.keys()], (i) => work(items[i]!).catch((error: unknown) => void (errors[i] = error)));
+  return errors;
+}
+
+/** Ops that add a symlink, move or remove entries: they change what later paths resolve through. */
+const isStructural = (b: Batch) => b.ops.some((op) => op.op === "symlink" || op.op === "rename" || op.op === "remove");
+
 
 /**
  * The standby's side of a mirror. Each batch is checked whole first (checksum, every path inside
@@ -55,25 +65,33 @@ export function createApplier(options: { job: string; node: string; roots: reado
     // Paths an earlier op of this batch removes: a file there may become a directory in the same
     // batch. Applying resolves every path again, against the tree as it then is.
     const removed = new Set<string>();
-    const resolve = async (path: string) => {
+    const resolve = async (path: string, realDirs?: Set<string>) => {
       try {
-        return await resolveMirrorPath(roots, path);
+        return await resolveMirrorPath(roots, path, realDirs);
       } catch (error) {
         const blocker = error instanceof UnsafePathError ? /^(.*) is not a directory$/.exec(error.reason)?.[1] : undefined;
         if (blocker === undefined || !removed.has(`${path.split("/")[0]}/${blocker}`)) throw error;
         return { relative: path.slice(path.indexOf("/") + 1) };
       }
     };
-    for (const op of b.ops) {
+    const checkPath = async (op: BatchOp, realDirs?: Set<string>): Promise<void> => {
+      const { relative } = await resolve(op.path, realDirs);
+      if (op.op === "rename") await resolve(op.to);
+      if (op.op === "remove") removed.add(op.path);
+      if (op.op === "rename" && op.path.split("/")[0] !== op.to.split("/")[0]) throw new UnsafePathError(op.path, `rename to ${op.to} crosses mirrors`);
+      if (op.op === "symlink") {
+        const target = normalize(join(dirname(relative), op.target));
+        if (isAbsolute(op.target) || target.startsWith("..")) throw new UnsafePathError(op.path, `symlink to ${op.target} points outside the mirror root`);
+      }
+    };
+    // Without ops that add links or move or remove entries, no path of the batch can change what
+    // another resolves through: they are checked side by side, each directory looked at once.
+    const realDirs = new Set<string>();
+    const paths = isStructural(b) ? null : await inParallelSettled(b.ops, (op) => checkPath(op, realDirs));
+    for (const [i, op] of b.ops.entries()) {
       try {
-        const { relative } = await resolve(op.path);
-        if (op.op === "rename") await resolve(op.to);
-        if (op.op === "remove") removed.add(op.path);
-        if (op.op === "rename" && op.path.split("/")[0] !== op.to.split("/")[0]) throw new UnsafePathError(op.path, `rename to ${op.to} crosses mirrors`);
-        if (op.op === "symlink") {
-          const target = normalize(join(dirname(relative), op.target));
-          if (isAbsolute(op.target) || target.startsWith("..")) throw new UnsafePathError(op.path, `symlink to ${op.target} points outside the mirror root`);
-        }
+        if (paths === null) await checkPath(op);
+        else if (paths[i] !== undefined) throw paths[i];
       } catch (error) {
         if (error instanceof UnsafePathError) throw new RefusedBatchError(b.batch, op.path, error.reason);
         throw error;
@@ -105,11 +123,10 @@ export function createApplier(options: { job: string; node: string; roots: reado
   /** `durable` false for a sync's batches: nothing is fsynced, flush() does it once at the end. */
   async function applyOps(b: Batch, durable: boolean): Promise<void> {
     const touched = new Set<string>();
-    let offset = 0;
     // check() resolved every path against the tree before this batch. Only an op that adds a
     // symlink or moves or removes entries can change what a later path of the same batch resolves
     // through, so only then is each path resolved again as it is applied.
-    const structural = b.ops.some((op) => op.op === "symlink" || op.op === "rename" || op.op === "remove");
+    const structural = isStructural(b);
     const resolve = async (path: string) => {
       if (structural) return (await resolveMirrorPath(roots, path)).absolute;
       const slash = path.indexOf("/");
@@ -125,66 +142,89 @@ export function createApplier(options: { job: string; node: string; roots: reado
     };
     // Written files are synced together at the end: one batch, one wait, not one per file.
     const written: FileHandle[] = [];
-    try {
-      for (const op of b.ops) {
-        const path = await resolve(op.path);
-        touched.add(dirname(path));
-        switch (op.op) {
-          case "write": {
-            await parentOf(path);
-            await copyBeforeWrite(path);
-            // Never through a symlink: a link where the source now has a file is replaced, not followed.
-            const flags = fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW;
-            const handle = await open(path, flags, 0o644).catch(async (e: NodeJS.ErrnoException) => {
-              if (e.code !== "ELOOP") throw e;
-              await rm(path, { force: true });
-              return open(path, flags, 0o644);
-            });
-            written.push(handle);
-            for (const [at, len] of op.blocks) {
-              await handle.write(b.data, offset, len, at);
-              offset += len;
-            }
-            await handle.truncate(op.size);
-            break;
+    // Where each write's bytes start in the data, so ops need not apply in order.
+    const dataAt: number[] = [];
+    for (let at = 0, i = 0; i < b.ops.length; i++) {
+      dataAt.push(at);
+      const op = b.ops[i]!;
+      if (op.op === "write") at += op.blocks.reduce((sum, [, len]) => sum + len, 0);
+    }
+    const applyOp = async (op: BatchOp, i: number): Promise<void> => {
+      let offset = dataAt[i]!;
+      const path = await resolve(op.path);
+      touched.add(dirname(path));
+      switch (op.op) {
+        case "write": {
+          await parentOf(path);
+          await copyBeforeWrite(path);
+          // Never through a symlink: a link where the source now has a file is replaced, not followed.
+          const flags = fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_NOFOLLOW;
+          const handle = await open(path, flags, 0o644).catch(async (e: NodeJS.ErrnoException) => {
+            if (e.code !== "ELOOP") throw e;
+            await rm(path, { force: true });
+            return open(path, flags, 0o644);
+          });
+          written.push(handle);
+          for (const [at, len] of op.blocks) {
+            await handle.write(b.data, offset, len, at);
+            offset += len;
           }
-          case "truncate":
-            await copyBeforeWrite(path);
-            await truncate(path, op.size).catch(async (e: NodeJS.ErrnoException) => {
-              if (e.code !== "ENOENT") throw e;
-              await parentOf(path);
-              await writeFile(path, Buffer.alloc(op.size));
-            });
-            break;
-          case "mkdir":
-            await mkdir(path, { recursive: true });
-            await chmod(path, op.mode);
-            break;
-          case "remove":
-            await rm(path, { recursive: true, force: true });
-            madeDirs.clear();
-            break;
-          case "rename": {
-            const to = await resolve(op.to);
-            touched.add(dirname(to));
-            await parentOf(to);
-            // Applied before a crash: the source is gone and the target is in place already.
-            await rename(path, to).catch((e: NodeJS.ErrnoException) => {
-              if (e.code !== "ENOENT") throw e;
-            });
-            madeDirs.clear();
-            break;
-          }
-          case "symlink":
-            await parentOf(path);
-            await rm(path, { force: true, recursive: true });
-            await symlink(op.target, path);
-            break;
-          case "chmod":
-            await copyBeforeWrite(path);
-            await chmod(path, op.mode);
-            break;
+          await handle.truncate(op.size);
+          break;
         }
+        case "truncate":
+          await copyBeforeWrite(path);
+          await truncate(path, op.size).catch(async (e: NodeJS.ErrnoException) => {
+            if (e.code !== "ENOENT") throw e;
+            await parentOf(path);
+            await writeFile(path, Buffer.alloc(op.size));
+          });
+          break;
+        case "mkdir":
+          await mkdir(path, { recursive: true });
+          await chmod(path, op.mode);
+          break;
+        case "remove":
+          await rm(path, { recursive: true, force: true });
+          madeDirs.clear();
+          break;
+        case "rename": {
+          const to = await resolve(op.to);
+          touched.add(dirname(to));
+          await parentOf(to);
+          // Applied before a crash: the source is gone and the target is in place already.
+          await rename(path, to).catch((e: NodeJS.ErrnoException) => {
+            if (e.code !== "ENOENT") throw e;
+          });
+          madeDirs.clear();
+          break;
+        }
+        case "symlink":
+          await parentOf(path);
+          await rm(path, { force: true, recursive: true });
+          await symlink(op.target, path);
+          break;
+        case "chmod":
+          await copyBeforeWrite(path);
+          await chmod(path, op.mode);
+          break;
+      }
+    };
+    try {
+      if (structural) for (const [i, op] of b.ops.entries()) await applyOp(op, i);
+      else {
+        // Each path's ops in order, different paths side by side (a batch of many small files
+        // waits on one round of system calls, not hundreds). A write makes its parent directory on
+        // demand, so a directory's own mkdir and mode may come before or after.
+        const byPath = new Map<string, number[]>();
+        for (const [i, op] of b.ops.entries()) {
+          const ops = byPath.get(op.path);
+          if (ops) ops.push(i);
+          else byPath.set(op.path, [i]);
+        }
+        await inParallel([...byPath.values()], async (indexes) => {
+          for (const i of indexes) await applyOp(b.ops[i]!, i);
+        });
       }
       if (durable) await inParallel(written, (h) => h.sync());
     } finally {
