@@ -144,7 +144,8 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     const replication = host.state().replication.get(job);
     const source: Source = { capture: undefined as unknown as Capture, queue, token: 0, wake: null, alone: false, lastQueueReport: 0, streaming: false, temporary };
     // This node becomes the writer: a first bring-in starts the job's data history here.
-    if (view(job).current === null) await newGeneration(job, "initial");
+    const first = view(job).current === null;
+    if (first) await newGeneration(job, "initial");
     source.capture = createCapture({
       job,
       node: host.self,
@@ -152,6 +153,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
       stateDir: join(jobDir(job), "capture"),
       queue,
       lastCaptured: Math.max(replication?.lastCaptured ?? 0, view(job).lastCaptured ?? 0, ...queue.numbers()),
+      peerHasNothing: first,
       generation: async () => {
         const current = view(job).current;
         if (current === null) return newGeneration(job, "initial");
@@ -257,8 +259,9 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
   /**
    * Ships queued batches from `next` on, MIRROR_WINDOW at a time, journaling each acknowledgement
    * in order. `until` (read as it goes: a sync learns its last batch when its scan ends) stops it.
+   * `scanned`: the batches up to `until` were made by a compare sync's scan.
    */
-  async function pump(job: string, source: Source, next: number, live: () => boolean, until?: () => number, onAcked?: (bytes: number) => Promise<void>): Promise<void> {
+  async function pump(job: string, source: Source, next: number, live: () => boolean, until?: () => number, onAcked?: (bytes: number) => Promise<void>, scanned = false): Promise<void> {
     const inFlight: Promise<void>[] = [];
     let issued: Promise<void> = Promise.resolve();
     let acked = next - 1;
@@ -292,8 +295,10 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         }
         const n = next++;
         const previous = issued;
-        // A sync's batches (up to its last, unknown while it scans): the replica applies them unstaged.
-        const sync = until !== undefined && n <= until();
+        // A compare sync's batches (up to its last, unknown while it scans) leave no prefix of this
+        // node's history on the replica anyway: it applies them unstaged. Queued batches (resume,
+        // replay) are history: staged, so a crash still leaves a whole prefix.
+        const sync = scanned && until !== undefined && n <= until();
         const sent = host.request({ kind: "mirror-batch", job, from: host.self, batch: bytes, ...(sync ? { sync } : {}) }, MIRROR_BATCH_TIMEOUT_MS);
         // Acknowledgements are journaled in order; each is appended once the one before it has been
         // appended (not yet made durable), so the journal writes several in one synced batch.
@@ -383,7 +388,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
       scopes.map((s) => (s === "none" ? [] : s)),
     );
     syncing.before = source.capture.shipped();
-    syncing.pumping = pump(job, source, syncing.position + 1, live, () => syncing.target, progress);
+    syncing.pumping = pump(job, source, syncing.position + 1, live, () => syncing.target, progress, true);
     syncing.pumping.catch(() => undefined);
     await source.capture.scanAll();
     syncing.target = source.capture.lastCaptured();

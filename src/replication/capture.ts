@@ -29,6 +29,11 @@ export interface CaptureOptions {
   queue: BatchQueue;
   /** The last batch number this node captured for the job (from the journal). */
   lastCaptured: number;
+  /**
+   * The peer cannot hold this job's data yet (its first bring-in here): a missing index is built
+   * from lstat alone, since the verification that must follow reads and compares everything.
+   */
+  peerHasNothing?: boolean;
   /** The generation a new batch belongs to; may journal a GenerationStarted first. */
   generation: () => Promise<string>;
   report: (events: DuetEvent[]) => Promise<void>;
@@ -161,7 +166,7 @@ export function createCapture(options: CaptureOptions) {
         let index = await loadIndex(indexFile(i));
         if (index.size === 0) {
           // Only the index is wanted: the batches are dropped as they fill, never held.
-          index = (await scanChanges(root, new Map(), { now: options.now(), onBatch: async () => undefined })).index;
+          index = (await scanChanges(root, new Map(), { now: options.now(), onBatch: async () => undefined, statOnly: options.peerHasNothing })).index;
           await saveIndex(indexFile(i), index);
         }
         indexes.push(index);

@@ -111,7 +111,24 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
   // Directories replaced by a file or link: what was inside went with them.
   const kindChanged: string[] = [];
 
-  for (const [path, info] of seen) {
+  // Small files that look changed are read ahead, several at once: a tree of many small files
+  // otherwise waits on three system calls per file, one after another.
+  const entries = [...seen];
+  const readAhead = new Map<string, Promise<Buffer | null>>();
+  let ahead = 0;
+  const readMore = (from: number) => {
+    for (ahead = Math.max(ahead, from + 1); readAhead.size < READ_AHEAD_FILES && ahead < entries.length; ahead++) {
+      const [path, info] = entries[ahead]!;
+      const old = index.get(path);
+      const unchanged = old?.kind === "file" && old.size === info.size && old.mtimeNs === String(info.mtimeMs) && old.ino === info.ino;
+      if (info.isFile() && info.size < READ_BYTES && !unchanged && !options.statOnly) readAhead.set(path, readSmallFile(join(root, path), info.size));
+    }
+  };
+
+  for (const [i, [path, info]] of entries.entries()) {
+    readMore(i);
+    const early = readAhead.get(path);
+    readAhead.delete(path);
     const old = index.get(path);
     const kind = info.isSymbolicLink() ? "link" : info.isDirectory() ? "dir" : info.isFile() ? "file" : null;
     if (kind === null) continue; // devices, sockets and fifos are not mirrored
@@ -149,9 +166,13 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
       if (was.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
       continue;
     }
+    if (options.statOnly) {
+      next.set(path, { kind: "file", mode, size: info.size, mtimeNs, ino: info.ino, blocks: [] });
+      continue;
+    }
     // Changed blocks go into batches as they are read: a large file never sits in memory whole.
     const write = out.beginWrite(path, info.size);
-    const read = await readChangedBlocks(join(root, path), info.size, was?.kind === "file" ? was.blocks : [], write.add, was?.kind === "file" ? was.fine : undefined);
+    const read = await readChangedBlocks(join(root, path), info.size, was?.kind === "file" ? was.blocks : [], write.add, was?.kind === "file" ? was.fine : undefined, (await early) ?? undefined);
     if (read === null) continue; // gone since the walk: the next scan removes it
     bytesRead += read.size;
     next.set(path, { kind: "file", mode, size: read.size, mtimeNs, ino: info.ino, blocks: read.blocks });
@@ -180,29 +201,67 @@ export interface ScanOptions {
   shallow?: readonly string[];
   /** The scan's wall-clock time, for the racy-mtime rule. */
   now?: number;
+  /**
+   * Build the index from what lstat says, reading no file (entries without block checksums): for
+   * a tree the peer cannot hold yet, which a verification will compare whole anyway.
+   */
+  statOnly?: boolean;
   /** Receives each batch as soon as it is full, so a large change never sits in memory whole. */
   onBatch?: (batch: { ops: BatchOp[]; data: Buffer }) => Promise<void>;
 }
 
-/** Reads a file block by block, handing on each block whose checksum differs from `known`. */
-async function readChangedBlocks(path: string, sizeSeen: number, known: readonly string[], changed: (at: number, block: Buffer, sum: string | null) => Promise<void>, knownFine?: readonly string[]): Promise<{ size: number; blocks: string[] } | null> {
-  const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW).catch((error: NodeJS.ErrnoException) => {
-    if (error.code === "ENOENT" || error.code === "ELOOP") return null;
-    throw error;
-  });
-  if (handle === null) return null;
+/** Small files read at once, ahead of the scan. */
+const READ_AHEAD_FILES = 16;
+
+/**
+ * Buffers are sized to the file: a small file must not cost a READ_BYTES allocation (most of a
+ * scan's garbage otherwise). One block more than the file holds, so one read finds its end; whole
+ * blocks, so a file that grew meanwhile is still read block-aligned.
+ */
+const readSizeFor = (size: number) => Math.min(READ_BYTES, Math.ceil((size + 1) / BLOCK_BYTES) * BLOCK_BYTES);
+
+/** A small file's whole content in one read, or null (gone, a link now, grown, unreadable): the scan then reads it itself. */
+async function readSmallFile(path: string, size: number): Promise<Buffer | null> {
+  try {
+    const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+    try {
+      const buffer = Buffer.allocUnsafe(readSizeFor(size));
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+      return bytesRead < buffer.length ? buffer.subarray(0, bytesRead) : null;
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Reads a file block by block, handing on each block whose checksum differs from `known`.
+ * `whole`: the file's entire content, read ahead (shorter than one read: its end was seen).
+ */
+async function readChangedBlocks(path: string, sizeSeen: number, known: readonly string[], changed: (at: number, block: Buffer, sum: string | null) => Promise<void>, knownFine?: readonly string[], whole?: Buffer): Promise<{ size: number; blocks: string[] } | null> {
+  const handle = whole
+    ? null
+    : await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW).catch((error: NodeJS.ErrnoException) => {
+        if (error.code === "ENOENT" || error.code === "ELOOP") return null;
+        throw error;
+      });
+  if (handle === null && !whole) return null;
   try {
     const blocks: string[] = [];
     let size = 0;
-    // Buffers are sized to the file: a small file must not cost a READ_BYTES allocation (most of
-    // a scan's garbage otherwise). One block more than the file holds, so one read finds its end;
-    // whole blocks, so a file that grew meanwhile is still read block-aligned.
-    const readBytes = Math.min(READ_BYTES, Math.ceil((sizeSeen + 1) / BLOCK_BYTES) * BLOCK_BYTES);
+    const readBytes = whole ? whole.length + 1 : readSizeFor(sizeSeen);
     for (;;) {
       // Read up to READ_BYTES at a time (fewer system calls), hash and hand on 64 KiB blocks of it.
       // A new buffer each time: the changed blocks handed on are views of it until their batch is built.
-      const buffer = Buffer.allocUnsafe(readBytes);
-      const { bytesRead } = await handle.read(buffer, 0, readBytes, size);
+      let buffer: Buffer;
+      let bytesRead: number;
+      if (whole) [buffer, bytesRead] = [whole, whole.length];
+      else {
+        buffer = Buffer.allocUnsafe(readBytes);
+        ({ bytesRead } = await handle!.read(buffer, 0, readBytes, size));
+      }
       if (bytesRead === 0) break;
       for (let at = 0; at < bytesRead; at += BLOCK_BYTES) {
         const block = buffer.subarray(at, Math.min(bytesRead, at + BLOCK_BYTES));
@@ -227,7 +286,7 @@ async function readChangedBlocks(path: string, sizeSeen: number, known: readonly
     }
     return { size, blocks };
   } finally {
-    await handle.close();
+    await handle?.close();
   }
 }
 
