@@ -760,7 +760,7 @@ function paginate(manifest: ChangeIndex): [string, Entry][][] {
   let size = 0;
   for (const item of manifest) {
     const [path, entry] = item;
-    const cost = path.length + 32 + (entry.kind === "file" ? entry.blocks.length * 66 + (entry.fine?.length ?? 0) * 24 : 0);
+    const cost = path.length + 32 + (entry.kind === "file" ? entry.blocks.length * 66 + (entry.pieces?.length ?? 0) : 0);
     if (size + cost > MANIFEST_PAGE_BYTES && pages.at(-1)!.length > 0) {
       pages.push([]);
       size = 0;

@@ -98,7 +98,7 @@ export function createApplier(options: { job: string; node: string; roots: reado
       }
       if (op.op === "write") {
         const length = op.blocks.reduce((sum, [, len]) => sum + len, 0);
-        if (blocksChecksum(b.data.subarray(offset, offset + length)) !== op.sha256) throw new RefusedBatchError(b.batch, op.path, "the written blocks do not match their checksum");
+        if (blocksChecksum(b.data.subarray(offset, offset + length), b.legacy) !== op.sha256) throw new RefusedBatchError(b.batch, op.path, "the written blocks do not match their checksum");
         offset += length;
       }
     }
@@ -270,8 +270,9 @@ export function createApplier(options: { job: string; node: string; roots: reado
       for (const partial of files.filter((f) => f.endsWith(".tmp"))) await rm(join(stagedDir, partial), { force: true });
       const staged = files.filter((f) => f.endsWith(".batch")).sort((x, y) => parseInt(x) - parseInt(y));
       for (const file of staged) {
-        const b = decodeBatch(await readFile(join(stagedDir, file)));
-        if (b.batch > lastApplied) await applier.apply(b);
+        const bytes = await readFile(join(stagedDir, file));
+        const b = decodeBatch(bytes);
+        if (b.batch > lastApplied) await applier.apply(bytes, { decoded: b });
         await rm(join(stagedDir, file), { force: true });
       }
     },

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createHash, hash } from "node:crypto";
 import { Packr } from "msgpackr";
 import { z } from "zod";
 import { batchOp } from "../events/replication.ts";
@@ -14,6 +14,8 @@ export interface Batch {
   /** The bytes of every write op's blocks, in op and block order. */
   data: Buffer;
   sha256: string;
+  /** Format 2 (an older agent's): its write checksums are legacy blocksChecksum. */
+  legacy?: true;
 }
 
 /** A batch on the wire travels in one peer-channel frame (16 MiB): capture keeps its data to SCAN_BATCH_DATA_MAX (4 MiB), leaving room for the ops. */
@@ -30,6 +32,10 @@ export class BatchError extends Error {
 
 /** The unit of the write checksums: capture's change index uses the same blocks. */
 export const CHECKSUM_BLOCK_BYTES = 64 * 1024;
+/** The unit a change is found and shipped in: a 4 KiB write ships about 4 KiB. */
+export const PIECE_BYTES = 4096;
+/** A piece's checksum: the first 128 bits of its sha256. */
+export const PIECE_SUM_BYTES = 16;
 
 /**
  * The batch checksum covers the ops, whose write checksums cover every byte of data (and the
@@ -39,15 +45,27 @@ export function batchChecksum(ops: BatchOp[], data: Buffer): string {
   return createHash("sha256").update(packr.pack(ops)).update(String(data.length)).digest("hex");
 }
 
-const sha256Hex = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
+/** The checksums of each 4 KiB piece of `bytes` (the last may be short), PIECE_SUM_BYTES each. */
+export function pieceSums(bytes: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(Math.ceil(bytes.length / PIECE_BYTES) * PIECE_SUM_BYTES);
+  for (let at = 0, i = 0; at < bytes.length; at += PIECE_BYTES, i += PIECE_SUM_BYTES) hash("sha256", bytes.subarray(at, at + PIECE_BYTES), "buffer").copy(out, i, 0, PIECE_SUM_BYTES);
+  return out;
+}
+
+/** A 64 KiB block's checksum (hex) from its pieces' checksums: one pass over the bytes gives both. */
+export const blockSumOfPieces = (sums: Buffer): string => hash("sha256", sums, "hex");
 
 /**
  * A write op's checksum: over the checksums of its bytes in 64 KiB blocks. Capture has those block
  * checksums already (its change index), so it only hashes them; the applier hashes the bytes once.
+ * `legacy`: format 2 batches summed each block's bytes directly.
  */
-export function blocksChecksum(bytes: Buffer): string {
+export function blocksChecksum(bytes: Buffer, legacy = false): string {
   const sums: string[] = [];
-  for (let at = 0; at < bytes.length; at += CHECKSUM_BLOCK_BYTES) sums.push(sha256Hex(bytes.subarray(at, at + CHECKSUM_BLOCK_BYTES)));
+  for (let at = 0; at < bytes.length; at += CHECKSUM_BLOCK_BYTES) {
+    const block = bytes.subarray(at, at + CHECKSUM_BLOCK_BYTES);
+    sums.push(legacy ? hash("sha256", block, "hex") : blockSumOfPieces(pieceSums(block)));
+  }
   return checksumOfBlockSums(sums);
 }
 
@@ -122,5 +140,5 @@ export function decodeBatch(bytes: Buffer): Batch {
   if (!checked.success) throw new BatchError(`batch ${batch}: ops.${checked.error.issues[0]!.path.join(".")}: ${checked.error.issues[0]!.message}`);
   // The data's own integrity is checked write by write when the batch is applied.
   if (batchChecksum(ops, data) !== sha256) throw new BatchError(`batch ${batch}: checksum mismatch (corrupted in transit or on disk)`);
-  return { job, generation, batch, ops, data, sha256 };
+  return { job, generation, batch, ops, data, sha256, ...(bytes[0] === LEGACY_ARRAY ? { legacy: true as const } : {}) };
 }

@@ -1,23 +1,23 @@
-import { createHash } from "node:crypto";
 import type { Stats } from "node:fs";
 import { constants as fsConstants } from "node:fs";
 import { lstat, mkdir, open, readdir, readFile, readlink, rename, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Packr } from "msgpackr";
-import { blocksChecksum, checksumOfBlockSums, CHECKSUM_BLOCK_BYTES, type BatchOp } from "./batch.ts";
+import { blocksChecksum, blockSumOfPieces, checksumOfBlockSums, CHECKSUM_BLOCK_BYTES, PIECE_BYTES, PIECE_SUM_BYTES, pieceSums, type BatchOp } from "./batch.ts";
 import { fsyncPath } from "./durable.ts";
 
 /**
- * Block size of the change index. 64 KiB keeps the index of a 1 GiB file at 16,384 checksums
- * (about 0.5 MiB) while a 4 KiB change still ships one block; 4 KiB blocks would make the index
- * 16 times larger for the same files.
+ * Block size of the change index: its checksums make a write op's checksum, and a file larger
+ * than FINE_FILE_MAX is compared in these only.
  */
 export const BLOCK_BYTES = CHECKSUM_BLOCK_BYTES;
-/** The piece a resync compares within a differing block: a 4 KiB change ships about 4 KiB. */
-export const FINE_BYTES = 4096;
-/** Files larger than this are compared in 64 KiB blocks only: their 4 KiB checksums would not fit a manifest page. */
+/** The piece changes are found in: a 4 KiB write ships about 4 KiB, not its 64 KiB block. */
+export const FINE_BYTES = PIECE_BYTES;
+/**
+ * Files larger than this keep no piece checksums (16 bytes per 4 KiB: 4 MiB per GiB of file),
+ * in the index or a manifest page, and are compared in 64 KiB blocks.
+ */
 export const FINE_FILE_MAX = 1024 * 1024 * 1024;
-const fineSum = (bytes: Buffer) => createHash("sha256").update(bytes).digest("base64").slice(0, 22); // 128 bits
 /** Bytes read from a file at once; a multiple of BLOCK_BYTES. */
 export const READ_BYTES = 16 * BLOCK_BYTES;
 /** Block bytes per batch; a larger change is split over several batches. */
@@ -27,10 +27,11 @@ export const INDEX_ENTRIES_MAX = 2_000_000;
 
 export type Entry =
   /**
-   * `fine`: in a replica's manifest only, checksums of each 4 KiB piece (FINE_BYTES), so a resync
-   * ships the pieces of a differing 64 KiB block that differ, not the whole block.
+   * `blocks`: checksums of the 64 KiB blocks. `pieces`: PIECE_SUM_BYTES checksums of each 4 KiB
+   * piece, for files up to FINE_FILE_MAX, so only the pieces of a differing block that differ
+   * are shipped. An entry built from lstat alone has neither: every block counts as changed.
    */
-  | { kind: "file"; mode: number; size: number; mtimeNs: string; ino: number; blocks: string[]; fine?: string[] }
+  | { kind: "file"; mode: number; size: number; mtimeNs: string; ino: number; blocks: string[]; pieces?: Buffer }
   | { kind: "dir"; mode: number }
   | { kind: "link"; target: string };
 
@@ -45,7 +46,6 @@ export interface ScanResult {
 }
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
-const blockSum = (bytes: Buffer) => createHash("sha256").update(bytes).digest("hex");
 
 /** Loads the persisted index (empty when there is none yet). */
 export async function loadIndex(file: string): Promise<ChangeIndex> {
@@ -172,10 +172,10 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
     }
     // Changed blocks go into batches as they are read: a large file never sits in memory whole.
     const write = out.beginWrite(path, info.size);
-    const read = await readChangedBlocks(join(root, path), info.size, was?.kind === "file" ? was.blocks : [], write.add, was?.kind === "file" ? was.fine : undefined, (await early) ?? undefined);
+    const read = await readChangedBlocks(join(root, path), info.size, was?.kind === "file" ? was : undefined, write.add, (await early) ?? undefined);
     if (read === null) continue; // gone since the walk: the next scan removes it
     bytesRead += read.size;
-    next.set(path, { kind: "file", mode, size: read.size, mtimeNs, ino: info.ino, blocks: read.blocks });
+    next.set(path, { kind: "file", mode, size: read.size, mtimeNs, ino: info.ino, blocks: read.blocks, ...(read.pieces ? { pieces: read.pieces } : {}) });
     // Re-read (racy, or touched) but no block and not the size changed: nothing to ship.
     await write.end(read.size, was?.kind !== "file" || was.size !== read.size);
     if (was?.kind !== "file" || was.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
@@ -237,10 +237,17 @@ async function readSmallFile(path: string, size: number): Promise<Buffer | null>
 }
 
 /**
- * Reads a file block by block, handing on each block whose checksum differs from `known`.
+ * Reads a file block by block, handing on what differs from `known`: a block whose checksum
+ * differs, or, where `known` has piece checksums, each run of differing 4 KiB pieces in it.
  * `whole`: the file's entire content, read ahead (shorter than one read: its end was seen).
  */
-async function readChangedBlocks(path: string, sizeSeen: number, known: readonly string[], changed: (at: number, block: Buffer, sum: string | null) => Promise<void>, knownFine?: readonly string[], whole?: Buffer): Promise<{ size: number; blocks: string[] } | null> {
+async function readChangedBlocks(
+  path: string,
+  sizeSeen: number,
+  known: { blocks: readonly string[]; pieces?: Buffer } | undefined,
+  changed: (at: number, bytes: Buffer, sum: string | null) => Promise<void>,
+  whole?: Buffer,
+): Promise<{ size: number; blocks: string[]; pieces: Buffer | undefined } | null> {
   const handle = whole
     ? null
     : await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW).catch((error: NodeJS.ErrnoException) => {
@@ -250,6 +257,7 @@ async function readChangedBlocks(path: string, sizeSeen: number, known: readonly
   if (handle === null && !whole) return null;
   try {
     const blocks: string[] = [];
+    const pieces: Buffer[] = [];
     let size = 0;
     const readBytes = whole ? whole.length + 1 : readSizeFor(sizeSeen);
     for (;;) {
@@ -265,29 +273,48 @@ async function readChangedBlocks(path: string, sizeSeen: number, known: readonly
       if (bytesRead === 0) break;
       for (let at = 0; at < bytesRead; at += BLOCK_BYTES) {
         const block = buffer.subarray(at, Math.min(bytesRead, at + BLOCK_BYTES));
-        const sum = blockSum(block);
+        const sums = pieceSums(block);
+        const sum = blockSumOfPieces(sums);
         const i = blocks.length;
         blocks.push(sum);
-        if (known[i] === sum) continue;
-        if (!knownFine) {
-          await changed(size + at, block, sum);
-          continue;
-        }
-        // The replica's 4 KiB checksums say which pieces of this block it lacks.
-        const first = (size + at) / FINE_BYTES;
-        for (let piece = 0; piece < block.length; piece += FINE_BYTES) {
-          const bytes = block.subarray(piece, piece + FINE_BYTES);
-          if (knownFine[first + piece / FINE_BYTES] !== fineSum(bytes)) await changed(size + at + piece, bytes, null);
-        }
+        pieces.push(sums);
+        if (known?.blocks[i] === sum) continue;
+        await handOnDiffering(size + at, block, sum, sums, known?.pieces, changed);
       }
       size += bytesRead;
       // A regular file reads short only at its end (one still growing is racy and read again next scan).
       if (bytesRead < readBytes) break;
     }
-    return { size, blocks };
+    return { size, blocks, pieces: size <= FINE_FILE_MAX ? Buffer.concat(pieces) : undefined };
   } finally {
     await handle?.close();
   }
+}
+
+/**
+ * A block that differs: the runs of its pieces whose checksums differ from `knownPieces` (a
+ * known piece of another length differs too), or the whole block with its checksum when there are
+ * no known pieces there or every piece differs.
+ */
+async function handOnDiffering(offset: number, block: Buffer, sum: string, sums: Buffer, knownPieces: Buffer | undefined, changed: (at: number, bytes: Buffer, sum: string | null) => Promise<void>): Promise<void> {
+  const count = sums.length / PIECE_SUM_BYTES;
+  const first = (offset / PIECE_BYTES) * PIECE_SUM_BYTES;
+  if (!knownPieces || knownPieces.length <= first) return changed(offset, block, sum);
+  const known: Uint8Array = knownPieces; // msgpack may decode it as a plain Uint8Array
+  if (!Buffer.isBuffer(known)) knownPieces = Buffer.from(known.buffer, known.byteOffset, known.byteLength);
+  const differs = (p: number) => {
+    const at = first + p * PIECE_SUM_BYTES;
+    return at + PIECE_SUM_BYTES > knownPieces.length || knownPieces.compare(sums, p * PIECE_SUM_BYTES, (p + 1) * PIECE_SUM_BYTES, at, at + PIECE_SUM_BYTES) !== 0;
+  };
+  const runs: [number, number][] = [];
+  for (let p = 0; p < count; p++) {
+    if (!differs(p)) continue;
+    const last = runs.at(-1);
+    if (last && last[1] === p) last[1] = p + 1;
+    else runs.push([p, p + 1]);
+  }
+  if (runs.length === 1 && runs[0]![0] === 0 && runs[0]![1] === count) return changed(offset, block, sum);
+  for (const [from, to] of runs) await changed(offset + from * PIECE_BYTES, block.subarray(from * PIECE_BYTES, to * PIECE_BYTES), null);
 }
 
 /**
@@ -326,7 +353,7 @@ function createBatcher(onBatch: ScanOptions["onBatch"]) {
       let emitted = false;
       const emit = async (fileSize: number) => {
         const data = Buffer.concat(pending.map(([, b]) => b));
-        // Whole blocks come with their checksums; pieces of blocks (a fine resync) are hashed here.
+        // Whole blocks come with their checksums; runs of pieces of a differing block are hashed here.
         const sums = pending.map(([, , sum]) => sum);
         const sha256 = sums.every((sum) => sum !== null) ? checksumOfBlockSums(sums as string[]) : blocksChecksum(data);
         await push({ op: "write", path, blocks: pending.map(([at, b]) => [at, b.length]), size: fileSize, sha256 }, data);
@@ -414,7 +441,8 @@ export async function readManifest(root: string, scope: readonly string[] | "all
     else if (info.isDirectory()) manifest.set(path, { kind: "dir", mode: info.mode & 0o7777 });
     else if (info.isFile()) {
       const blocks: string[] = [];
-      const fine: string[] = [];
+      const pieces: Buffer[] = [];
+      const keepPieces = options.fine === true && info.size <= FINE_FILE_MAX;
       const handle = await open(join(root, path), "r");
       try {
         const buffer = Buffer.allocUnsafe(READ_BYTES);
@@ -423,8 +451,11 @@ export async function readManifest(root: string, scope: readonly string[] | "all
           const { bytesRead } = await handle.read(buffer, carry, READ_BYTES - carry, null);
           const filled = carry + bytesRead;
           const whole = bytesRead === 0 ? filled : filled - (filled % BLOCK_BYTES);
-          for (let at = 0; at < whole; at += BLOCK_BYTES) blocks.push(blockSum(buffer.subarray(at, Math.min(whole, at + BLOCK_BYTES))));
-          if (options.fine && info.size <= FINE_FILE_MAX) for (let at = 0; at < whole; at += FINE_BYTES) fine.push(fineSum(buffer.subarray(at, Math.min(whole, at + FINE_BYTES))));
+          for (let at = 0; at < whole; at += BLOCK_BYTES) {
+            const sums = pieceSums(buffer.subarray(at, Math.min(whole, at + BLOCK_BYTES)));
+            blocks.push(blockSumOfPieces(sums));
+            if (keepPieces) pieces.push(sums);
+          }
           if (bytesRead === 0) break;
           carry = filled - whole;
           buffer.copy(buffer, 0, whole, filled);
@@ -432,7 +463,7 @@ export async function readManifest(root: string, scope: readonly string[] | "all
       } finally {
         await handle.close();
       }
-      manifest.set(path, { kind: "file", mode: info.mode & 0o7777, size: info.size, mtimeNs: "replica", ino: -1, blocks, ...(options.fine && info.size <= FINE_FILE_MAX ? { fine } : {}) });
+      manifest.set(path, { kind: "file", mode: info.mode & 0o7777, size: info.size, mtimeNs: "replica", ino: -1, blocks, ...(keepPieces ? { pieces: Buffer.concat(pieces) } : {}) });
     }
   }
   return manifest;

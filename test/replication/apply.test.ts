@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { Packr } from "msgpackr";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DuetEvent } from "../../src/events/catalogue.ts";
-import { blocksChecksum, decodeBatch, encodeBatch, inMirror, makeBatch, type BatchOp } from "../../src/replication/batch.ts";
+import { batchChecksum, blocksChecksum, decodeBatch, encodeBatch, inMirror, makeBatch, type BatchOp } from "../../src/replication/batch.ts";
 import { createApplier, RefusedBatchError } from "../../src/replication/apply.ts";
 import { tree } from "./trees.ts";
 
@@ -73,9 +73,17 @@ describe("applying write batches on the standby", () => {
   });
 
   it("a batch in the format an older agent queued or staged (one msgpack array) still decodes", async () => {
-    const b = script(1)[0]!;
-    const legacy = new Packr({ useRecords: false, moreTypes: false }).pack([2, b.job, b.generation, b.batch, b.ops, b.data, b.sha256]);
-    expect(decodeBatch(legacy)).toEqual(decodeBatch(encodeBatch(b)));
+    // Format 2 summed each 64 KiB block's bytes for a write's checksum.
+    const data = Buffer.from("older");
+    const ops: BatchOp[] = [{ op: "write", path: "0/old.txt", blocks: [[0, 5]], size: 5, sha256: blocksChecksum(data, true) }];
+    const legacy = new Packr({ useRecords: false, moreTypes: false }).pack([2, "web", G, 1, ops, data, batchChecksum(ops, data)]);
+    expect(decodeBatch(legacy)).toMatchObject({ batch: 1, ops, legacy: true });
+    const root = join(base, "legacy");
+    await mkdir(root);
+    const applier = createApplier({ job: "web", node: "b", roots: [root], stateDir: join(base, "legacy-state") });
+    await applier.open();
+    expect(await applier.apply(legacy)).toEqual({ applied: true });
+    expect(await readFile(join(root, "old.txt"), "utf8")).toBe("older");
     expect(() => decodeBatch(Buffer.from([0xd7, 0, 0, 0, 99]))).toThrow(/not a duet write batch/);
   });
 

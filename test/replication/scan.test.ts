@@ -79,18 +79,24 @@ describe("finding changes by block checksums", () => {
     expect(await tree(m.target)).toEqual(await tree(m.source));
   });
 
-  it("a 4 KiB change in a 64 MiB file ships one block", async () => {
+  it("a 4 KiB change in a 64 MiB file ships the 4 KiB pieces it touches, not their 64 KiB blocks, also after the index is saved and loaded", async () => {
     const m = await mirror("block");
     await writeFile(join(m.source, "data.img"), Buffer.alloc(64 * 1024 * 1024, 1));
     await m.sync();
-    const handle = await open(join(m.source, "data.img"), "r+");
-    await handle.write(Buffer.alloc(4096, 2), 0, 4096, 10 * 1024 * 1024 + 100);
-    await handle.close();
-    const result = await m.sync();
-    const shipped = result.batches.reduce((sum, b) => sum + b.data.length, 0);
-    expect(shipped).toBeLessThanOrEqual(2 * BLOCK_BYTES);
-    expect(shipped).toBeGreaterThan(0);
-    expect((await readFile(join(m.target, "data.img"))).equals(await readFile(join(m.source, "data.img")))).toBe(true);
+    const change = async (at: number, fill: number) => {
+      const handle = await open(join(m.source, "data.img"), "r+");
+      await handle.write(Buffer.alloc(4096, fill), 0, 4096, at);
+      await handle.close();
+      const result = await m.sync();
+      expect((await readFile(join(m.target, "data.img"))).equals(await readFile(join(m.source, "data.img")))).toBe(true);
+      return result.batches.reduce((sum, b) => sum + b.data.length, 0);
+    };
+    expect(await change(10 * 1024 * 1024 + 100, 2)).toBe(2 * 4096); // unaligned: two pieces
+    const file = join(base, "block-index");
+    await saveIndex(file, m.index());
+    m.setIndex(await loadIndex(file));
+    expect(await change(20 * 1024 * 1024, 3)).toBe(4096);
+    expect(await change(30 * 1024 * 1024 - 4096, 4)).toBeLessThan(BLOCK_BYTES); // the last piece of a block
   });
 
   it("after a restart, unchanged files are not read again; changes made while stopped are found", async () => {
