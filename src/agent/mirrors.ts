@@ -259,7 +259,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
   /**
    * Ships queued batches from `next` on, MIRROR_WINDOW at a time, journaling each acknowledgement
    * in order. `until` (read as it goes: a sync learns its last batch when its scan ends) stops it.
-   * `scanned`: the batches up to `until` were made by a compare sync's scan.
+   * `scanned`: the batches up to `until` were made by a verification's scan.
    */
   async function pump(job: string, source: Source, next: number, live: () => boolean, until?: () => number, onAcked?: (bytes: number) => Promise<void>, scanned = false): Promise<void> {
     const inFlight: Promise<void>[] = [];
@@ -295,7 +295,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         }
         const n = next++;
         const previous = issued;
-        // A compare sync's batches (up to its last, unknown while it scans) leave no prefix of this
+        // A verification's batches (up to its last, unknown while it scans) leave no prefix of this
         // node's history on the replica anyway: it applies them unstaged. Queued batches (resume,
         // replay) are history: staged, so a crash still leaves a whole prefix.
         const sync = scanned && until !== undefined && n <= until();
@@ -388,7 +388,9 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
       scopes.map((s) => (s === "none" ? [] : s)),
     );
     syncing.before = source.capture.shipped();
-    syncing.pumping = pump(job, source, syncing.position + 1, live, () => syncing.target, progress, true);
+    // A verification's batches go unstaged (the replica is anything until it ends); a resync's,
+    // usually few, are staged, so a crash during one still leaves every file whole.
+    syncing.pumping = pump(job, source, syncing.position + 1, live, () => syncing.target, progress, as === "verification");
     syncing.pumping.catch(() => undefined);
     await source.capture.scanAll();
     syncing.target = source.capture.lastCaptured();

@@ -76,7 +76,7 @@ export const mirrorRequest = z.discriminatedUnion("kind", [
     job: jobId,
     from: nodeId,
     batch: z.custom<Uint8Array>((v) => v instanceof Uint8Array, "expected the encoded batch as bytes"),
-    /** One of a resync's or verification's batches: the replica is not consistent until mirror-synced, so it is applied unstaged. */
+    /** One of a verification's batches: the replica is not consistent until mirror-synced, so it is applied unstaged. */
     sync: z.boolean().optional(),
   }),
   /** A resync or verification completed: the replica now holds the source's generation. */

@@ -63,11 +63,12 @@ export function planMirrorSession(facts: SessionFacts): SessionPlan {
         why: `${peer} ran ${name} before ${self} took it over; ${job.reverseWhenConsistent ? "lineage cannot prove it holds nothing this node lacks" : "reverseWhenConsistent is off"}, so replication back to it waits for an operator (duet source select ${name} --from ${self})`,
       };
     if (mode === "verify") return { kind: "sync", scope: "all", as: "verification" };
-    // The replica's last applied batch is of the generation it still holds, at the position it
-    // reports: it wrote nothing and no sync was cut short since, so it is this node's data as of
-    // that batch. (An interrupted sync moves its line to the batches' generation, or leaves the
-    // applied position behind its journal: either fails this test.)
-    const heldSince = peerSummary.current !== null && peerSummary.lastApplied?.generation === peerSummary.current && peerSummary.lastApplied.batch === applied;
+    // The replica's last applied batch is of the generation it still holds, and its applied
+    // position (recorded only once a batch is whole on disk) is not behind its journal: it wrote
+    // nothing and no sync was cut short since, so it is this node's data as of that position. An
+    // interrupted sync moves its line to the batches' generation, or leaves the recorded position
+    // behind the journal; a journal behind the position only lost the last facts to a crash.
+    const heldSince = peerSummary.current !== null && peerSummary.lastApplied?.generation === peerSummary.current && peerSummary.lastApplied.batch <= applied;
     if (heldSince && facts.queueComplete) return { kind: "replay", next: applied + 1, scope: verdict.paths };
     return verdict.paths === "all" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope: verdict.paths, as: "resync" };
   }

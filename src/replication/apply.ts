@@ -7,7 +7,7 @@ import { resolveMirrorPath, UnsafePathError } from "./safepath.ts";
 import { fsyncPath, syncFileSystem } from "./durable.ts";
 
 export interface StageOptions {
-  /** false for a resync's or verification's batch: neither staged nor fsynced one by one. */
+  /** false for a verification's batch: neither staged nor fsynced one by one. */
   durable?: boolean;
   /** The batch already decoded from the bytes passed (decoding checks every op: once is enough). */
   decoded?: Batch;
@@ -87,7 +87,14 @@ export function createApplier(options: { job: string; node: string; roots: reado
     // Without ops that add links or move or remove entries, no path of the batch can change what
     // another resolves through: they are checked side by side, each directory looked at once.
     const realDirs = new Set<string>();
-    const paths = isStructural(b) ? null : await inParallelSettled(b.ops, (op) => checkPath(op, realDirs));
+    const checked = new Map<string, Promise<void>>(); // a file's write and mode are one path to check
+    const paths = isStructural(b)
+      ? null
+      : await inParallelSettled(b.ops, (op) => {
+          let check = checked.get(op.path);
+          if (!check) checked.set(op.path, (check = checkPath(op, realDirs)));
+          return check;
+        });
     for (const [i, op] of b.ops.entries()) {
       try {
         if (paths === null) await checkPath(op);

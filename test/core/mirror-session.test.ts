@@ -48,8 +48,10 @@ describe("what a mirror session does", () => {
     expect(planMirrorSession(facts({ peerSummary: away, applied: 41 }))).toEqual({ kind: "replay", next: 42, scope: ["0/orders.txt"] });
     // a batch dropped from the queue (acknowledged by an earlier replica, or lost with a restart): compare instead
     expect(planMirrorSession(facts({ peerSummary: away, applied: 41, queueComplete: false }))).toEqual({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });
-    // the replica's applied position is not the one its journal names (a sync cut short): compare
+    // the replica's recorded position behind its journal (a sync cut short): compare
     expect(planMirrorSession(facts({ peerSummary: away, applied: 40 }))).toMatchObject({ kind: "sync", as: "resync" });
+    // ahead of it (killed before the fact of its last batch was journaled): that batch is whole there
+    expect(planMirrorSession(facts({ peerSummary: away, applied: 42 }))).toEqual({ kind: "replay", next: 43, scope: ["0/orders.txt"] });
     // its last applied batch was of another generation than the one it holds: compare
     expect(planMirrorSession(facts({ peerSummary: { ...away, lastApplied: { generation: G2, batch: 41 } }, applied: 41 }))).toMatchObject({ kind: "sync", as: "resync" });
     // a node that never applied anything of this line, or an operator's verify: never from the queue
