@@ -233,11 +233,11 @@ export function createApplier(options: { job: string; node: string; roots: reado
           for (const i of indexes) await applyOp(b.ops[i]!, i);
         });
       }
-      if (durable) await inParallel(written, (h) => h.sync());
+      // Contents and directory entries are flushed together: neither needs the other first.
+      if (durable) await Promise.all([inParallel(written, (h) => h.sync()), inParallel([...touched], (dir) => fsyncPath(dir).catch(() => undefined))]);
     } finally {
       await Promise.all(written.map((h) => h.close().catch(() => undefined)));
     }
-    if (durable) await inParallel([...touched], (dir) => fsyncPath(dir).catch(() => undefined));
   }
 
   async function record(batch: number): Promise<void> {
@@ -346,9 +346,10 @@ export function createApplier(options: { job: string; node: string; roots: reado
       }
       if (unsynced) await applier.flush(); // a durable batch is never recorded over a sync's unsynced bytes
       await applyOps(b, true);
-      await record(b.batch);
+      // The position and the fact are written side by side: a crash between them leaves the batch
+      // staged, and opening again re-applies it and records both.
+      await Promise.all([record(b.batch), options.report?.([applied])]);
       await rm(join(stagedDir, `${b.batch}.batch`), { force: true });
-      await options.report?.([applied]);
     },
 
   };

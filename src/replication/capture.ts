@@ -2,7 +2,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { DuetEvent } from "../events/catalogue.ts";
 import type { Timers, TimerHandle } from "../world/clock.ts";
-import { inMirror, makeBatch } from "./batch.ts";
+import { encodeBatch, inMirror, makeBatch } from "./batch.ts";
 import type { BatchQueue } from "./queue.ts";
 import { adoptManifest, loadIndex, saveIndex, scanChanges, type ChangeIndex } from "./scan.ts";
 import { watchTree } from "./watch.ts";
@@ -94,11 +94,16 @@ export function createCapture(options: CaptureOptions) {
       onBatch: async (b) => {
         generation ??= await options.generation();
         const batch = makeBatch(options.job, generation, last + 1, inMirror(b.ops, i), b.data);
-        const bytes = await queue.put(batch, durable);
+        const encoded = encodeBatch(batch, false);
+        const bytes = encoded.length;
         for (const op of batch.ops) if (op.op === "write") blocksShipped += op.blocks.length;
         bytesShipped += bytes;
-        last = batch.batch;
+        // The batch file and its fact are written side by side; the batch is sent only once both
+        // are (a durable fact alone already keeps a restart from reusing its number).
         const reported = options.report([{ type: "BatchCaptured", data: { job: options.job, node: options.node, batch: batch.batch, generation, ops: batch.ops, bytes, sha256: batch.sha256 } }]);
+        reported.catch(() => undefined); // awaited below, or with the sync's other facts
+        await queue.putEncoded(batch.batch, encoded, durable);
+        last = batch.batch; // only now: a sender finding a captured number must find its batch queued
         if (durable) await reported;
         else journaled.push(reported);
         options.onQueued();

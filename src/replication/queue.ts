@@ -33,7 +33,7 @@ export function createBatchQueue(dir: string) {
     bytes += size;
   };
 
-  return {
+  const queue = {
     async open(): Promise<void> {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       for (const name of await readdir(dir)) {
@@ -49,22 +49,25 @@ export function createBatchQueue(dir: string) {
      * Queues a batch capture just made. `durable` false for a resync's or verification's batches:
      * a sender that crashes mid-sync starts the sync again, so they need not survive it.
      */
-    async put(batch: Batch, durable = true): Promise<number> {
-      const encoded = encodeBatch(batch, false);
+    put(batch: Batch, durable = true): Promise<number> {
+      return queue.putEncoded(batch.batch, encodeBatch(batch, false), durable);
+    },
+    /** The same, for a batch already encoded (whose size the caller needed first). */
+    async putEncoded(n: number, encoded: Buffer, durable = true): Promise<number> {
       if (!durable) {
         while (senders > 0 && memoryBytes > 0 && memoryBytes + encoded.length > QUEUE_MEMORY_MAX_BYTES) await new Promise<void>((resume) => waiting.push(resume));
         if (senders > 0 || memoryBytes + encoded.length <= QUEUE_MEMORY_MAX_BYTES) {
-          inMemory.set(batch.batch, encoded);
+          inMemory.set(n, encoded);
           memoryBytes += encoded.length;
-          add(batch.batch, encoded.length);
+          add(n, encoded.length);
           return encoded.length;
         }
       }
-      const path = file(batch.batch);
+      const path = file(n);
       await writeFile(`${path}.tmp`, encoded, { mode: 0o600 });
       if (durable) await fsyncPath(`${path}.tmp`);
       await rename(`${path}.tmp`, path);
-      add(batch.batch, encoded.length);
+      add(n, encoded.length);
       return encoded.length;
     },
     /**
@@ -108,6 +111,7 @@ export function createBatchQueue(dir: string) {
     },
     stats: () => ({ batches: sizes.size, bytes }),
   };
+  return queue;
 }
 
 export type BatchQueue = ReturnType<typeof createBatchQueue>;
