@@ -192,7 +192,7 @@ try {
   const resyncMs = resync?.type === "ResyncCompleted" ? (resync.data as { ms: number }).ms : NaN;
   console.log(`  duet resync (ResyncStarted to ResyncCompleted)  ${seconds(resyncMs)} s   ratio ${(rsyncIncMs / resyncMs).toFixed(2)}x (target > 1)`);
   console.log(`  (agent b started to link green, including process start and reconnect: ${seconds(incMs)} s)`);
-  console.log(`  bytes shipped ${mib(shipped).toFixed(1)} MiB for ${mib(changedBytes).toFixed(1)} MiB changed (${(shipped / changedBytes).toFixed(1)}x; a resync compares differing 64 KiB blocks in 4 KiB pieces)`);
+  console.log(`  bytes shipped ${mib(shipped).toFixed(1)} MiB for ${mib(changedBytes).toFixed(1)} MiB changed (${(shipped / changedBytes).toFixed(1)}x; changes are found and shipped in 4 KiB pieces)`);
 
   // --- small writes: capture-to-ack latency, from the journal's own timestamps
   await mkdir(join(a, "small-writes"), { recursive: true });

@@ -279,7 +279,9 @@ async function readChangedBlocks(
         blocks.push(sum);
         pieces.push(sums);
         if (known?.blocks[i] === sum) continue;
-        await handOnDiffering(size + at, block, sum, sums, known?.pieces, changed);
+        // A change to a known file is handed on as a copy: a few scattered pieces must not each
+        // keep their whole read buffer alive until their batch is built.
+        await handOnDiffering(size + at, block, sum, sums, known?.pieces, known === undefined ? changed : (at, bytes, s) => changed(at, Buffer.from(bytes), s));
       }
       size += bytesRead;
       // A regular file reads short only at its end (one still growing is racy and read again next scan).
