@@ -358,7 +358,7 @@ function createBatcher(onBatch: ScanOptions["onBatch"]) {
         // Whole blocks come with their checksums; runs of pieces of a differing block are hashed here.
         const sums = pending.map(([, , sum]) => sum);
         const sha256 = sums.every((sum) => sum !== null) ? checksumOfBlockSums(sums as string[]) : blocksChecksum(data);
-        await push({ op: "write", path, blocks: pending.map(([at, b]) => [at, b.length]), size: fileSize, sha256 }, data);
+        await push({ op: "write", path, blocks: contiguousRanges(pending.map(([at, b]) => [at, b.length])), size: fileSize, sha256 }, data);
         pending = [];
         pendingBytes = 0;
         emitted = true;
@@ -383,6 +383,17 @@ function createBatcher(onBatch: ScanOptions["onBatch"]) {
       return kept;
     },
   };
+}
+
+/** Adjacent ranges merged: a new file's blocks become one range, written by the replica in one call. */
+function contiguousRanges(ranges: [number, number][]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const [at, length] of ranges) {
+    const last = out.at(-1);
+    if (last && last[0] + last[1] === at) last[1] += length;
+    else out.push([at, length]);
+  }
+  return out;
 }
 
 /** How close to the scan an mtime must be to count as racy; also covers coarse (1 s) time stamps. */
