@@ -63,14 +63,15 @@ ${node(o.nodes[1])}
 ${o.ports ? `ports: { api: ${o.ports.api}, peer: ${o.ports.peer} }\n\n` : ""}heartbeat:
   intervalMs: 500              # a frame per link every interval
   deadtimeMs: 3000             # silence after which a link is down; the peer is lost when all links are
-  # suspectMs: 1000            # default a third of deadtimeMs (at least 2 × intervalMs): silence on all links after which a node running jobs
-                               # pings its targets; cut off from them, it brings its jobs out at once
+  # suspectMs: 1500            # silence on all links after which a node running jobs pings its targets; cut off from them, it
+                               # brings its jobs out at once. Default: as late as still lets it do so by the deadtime
+                               # (deadtimeMs - ping timeout - grace - intervalMs - 500, at least 2 x intervalMs)
 ${o.ports ? `  links:\n    - { name: lan, port: ${o.ports.heartbeat}, addresses: [${o.nodes[0].address}, ${o.nodes[1].address}] }\n` : ""}
 tiebreaker:
 ${o.tiebreakerYaml ?? `  # ping: { targets: [GATEWAY], mode: any, timeoutMs: 500 }   # without a tiebreaker no node ever takes over by itself`}
   selfFenceGraceMs: 0          # extra wait before a node cut off from peer AND ping targets brings its jobs out; the standby,
                                # confirmed by ping only, takes over suspectMs + ping timeout + this + intervalMs + 500 ms after
-                               # the peer's last frame (2500 ms by default: within the deadtime)
+                               # the peer's last frame (3000 ms by default: the deadtime itself)
 
 jobs:
 ${o.jobsYaml ?? `  # - name: web

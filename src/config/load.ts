@@ -3,7 +3,8 @@ import { readFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { LineCounter, parseDocument, isNode, isPair, isScalar, visit, type Document } from "yaml";
 import type { z } from "zod";
-import { configSchema, DEFAULT_HEARTBEAT, type Config, type NodeSpec } from "./schema.ts";
+import { SELF_FENCE_MARGIN_MS } from "../projections/membership.ts";
+import { configSchema, DEFAULT_HEARTBEAT, DEFAULT_PING_TIMEOUT_MS, type Config, type NodeSpec } from "./schema.ts";
 
 export interface ConfigIssue {
   path: string;
@@ -78,16 +79,25 @@ function withDefaults(parsed: z.infer<typeof configSchema>): Config {
     ...parsed,
     heartbeat: {
       ...parsed.heartbeat,
-      suspectMs: parsed.heartbeat.suspectMs ?? defaultSuspectMs(parsed.heartbeat.intervalMs, parsed.heartbeat.deadtimeMs),
+      suspectMs: parsed.heartbeat.suspectMs ?? defaultSuspectMs(parsed),
       links: parsed.heartbeat.links ?? [{ name: "lan", port: DEFAULT_HEARTBEAT.port, addresses: [parsed.nodes[0].address, parsed.nodes[1].address] }],
     },
     jobs: parsed.jobs.map((job) => ({ ...job, nodes: (job.nodes as [string, string] | undefined) ?? nodeNames })),
   };
 }
 
-/** A third of the deadtime, but never so short that one late frame raises suspicion, nor past the deadtime. */
-function defaultSuspectMs(intervalMs: number, deadtimeMs: number): number {
-  return Math.min(deadtimeMs, Math.max(2 * intervalMs, Math.round(deadtimeMs / 3)));
+/**
+ * As late as an active node can suspect its peer and still have fenced itself (ping timeout,
+ * grace, skew) by the deadtime, when the standby may first take over: the standby then never waits
+ * beyond the loss itself, and a blip of the active's whole network shorter than this never brings
+ * its jobs out. Never so short that one late frame raises suspicion, nor past the deadtime.
+ * 1500 ms with the defaults (interval 500, deadtime 3000, ping timeout 500, grace 0).
+ */
+function defaultSuspectMs(parsed: z.infer<typeof configSchema>): number {
+  const { intervalMs, deadtimeMs } = parsed.heartbeat;
+  const pingTimeoutMs = parsed.tiebreaker.ping?.timeoutMs ?? DEFAULT_PING_TIMEOUT_MS;
+  const slackMs = pingTimeoutMs + parsed.tiebreaker.selfFenceGraceMs + intervalMs + SELF_FENCE_MARGIN_MS;
+  return Math.min(deadtimeMs, Math.max(2 * intervalMs, deadtimeMs - slackMs));
 }
 
 /** Rules that span keys: names unique, jobs on cluster nodes, timings that make sense together. */

@@ -65,7 +65,7 @@ export const configSchema = z.strictObject({
     .strictObject({
       intervalMs: ms.default(DEFAULT_HEARTBEAT.intervalMs),
       deadtimeMs: ms.default(DEFAULT_HEARTBEAT.deadtimeMs),
-      /** Silence after which an active node checks it is not the one cut off. Absent: a third of the deadtime. */
+      /** Silence after which an active node checks it is not the one cut off. Absent: as late as still lets it fence itself by the deadtime (see defaultSuspectMs). */
       suspectMs: ms.optional(),
       /** Absent: one link "lan" on port 7340 over the node addresses. */
       links: z.array(linkSpec).min(1, "expected at least one heartbeat link").optional(),

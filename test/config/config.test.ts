@@ -90,15 +90,17 @@ describe("config defaults and examples", () => {
   it("fills defaults: ports, a lan link over the node addresses, manual policy, both nodes", () => {
     const { config } = parseConfig(job(""), "t");
     expect(config.ports).toEqual({ api: 7320, peer: 7330 });
-    expect(config.heartbeat).toMatchObject({ intervalMs: 500, deadtimeMs: 3000, suspectMs: 1000, links: [{ name: "lan", port: 7340, addresses: ["10.0.0.1", "10.0.0.2"] }] });
+    expect(config.heartbeat).toMatchObject({ intervalMs: 500, deadtimeMs: 3000, suspectMs: 1500, links: [{ name: "lan", port: 7340, addresses: ["10.0.0.1", "10.0.0.2"] }] });
     expect(config.jobs[0]).toMatchObject({ policy: "manual", nodes: ["alpha", "beta"], restart: { max: 3 } });
   });
 
-  it("the default suspicion is a third of the deadtime, but never shorter than two intervals", () => {
-    const timings = (hb: string) => parseConfig(`${base}heartbeat: ${hb}\n`, "t").config.heartbeat.suspectMs;
-    expect(timings("{ intervalMs: 200, deadtimeMs: 3000 }")).toBe(1000);
-    expect(timings("{ intervalMs: 200, deadtimeMs: 1000 }")).toBe(400);
-    expect(timings("{ intervalMs: 500, deadtimeMs: 1500 }")).toBe(1000);
+  it("the default suspicion is as late as lets the active fence itself by the deadtime, but never shorter than two intervals", () => {
+    const timings = (more: string) => parseConfig(`${base}${more}\n`, "t").config.heartbeat.suspectMs;
+    // deadtime − (ping timeout + grace + interval + 500 ms margin)
+    expect(timings("heartbeat: { intervalMs: 500, deadtimeMs: 3000 }")).toBe(1500);
+    expect(timings("heartbeat: { intervalMs: 200, deadtimeMs: 3000 }\ntiebreaker: { ping: { targets: [10.0.0.254], timeoutMs: 1000 } }")).toBe(1300);
+    expect(timings("heartbeat: { intervalMs: 500, deadtimeMs: 3000 }\ntiebreaker: { selfFenceGraceMs: 1000 }")).toBe(1000);
+    expect(timings("heartbeat: { intervalMs: 200, deadtimeMs: 1000 }")).toBe(400);
   });
 
   it("the annotated example loads", async () => {
