@@ -80,6 +80,21 @@ export function createJobControl(host: JobHost) {
     if (!result.ok) host.log(`job ${name} brought out with stop failures`, { failed: result.failed });
   }
 
+  async function resumeHere(name: string): Promise<boolean> {
+    const answer = await askPeer({ kind: "job-where", job: name });
+    const peer = otherNode(jobOrThrow(name));
+    if (!answer.ok || !answer.where) {
+      const why = answer.ok ? "no answer" : answer.message;
+      await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: "resume-unconfirmed", message: `${host.self} brought ${name} out when it seemed cut off; ${peer} could not confirm it does not run the job (${why}), so it stays out: duet job bring-in ${name}` } }]);
+      return false;
+    }
+    if (answer.where.active === peer) {
+      host.log(`job ${name}: not resumed here: ${peer} runs it (${answer.where.phase})`);
+      return false;
+    }
+    return startHere(name);
+  }
+
   async function askPeer(request: PeerRequest): Promise<PeerResponse> {
     if (!host.peer.connected()) return { ok: false, code: "peer-not-connected", message: "the peer is not connected" };
     try {
@@ -118,6 +133,8 @@ export function createJobControl(host: JobHost) {
     stopHere: (name: string) => serial(name, () => stopHere(name)),
     /** Self-fence: the job's virtual IPs are released before anything else stops. */
     fenceHere: (name: string) => serial(name, () => stopHere(name, true)),
+    /** A resume after a self-fence (policy): started here only if the peer, asked under its job lock, does not run the job. */
+    resumeHere: (name: string) => serial(name, () => resumeHere(name)),
     /** failBack false when this agent is stopping: a job the peer cannot take stays out rather than outliving its agent. */
     moveToPeer: (name: string, by: string, cause: "switchover" | "failover", failBack = true) => serial(name, () => moveToPeer(name, by, cause, failBack)),
 
@@ -189,6 +206,11 @@ export function createJobControl(host: JobHost) {
         case "bring-out":
           await serial(request.job, () => stopHere(request.job));
           return { ok: true };
+        case "job-where":
+          return serial(request.job, async () => {
+            const now = host.state().jobs.get(request.job)!;
+            return { ok: true, where: { active: now.active, phase: now.phase } };
+          });
         case "switchover":
           try {
             await this.switchover(request.job, request.by, request.to);

@@ -21,11 +21,13 @@ export const peerRequest = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("bring-out"), job: jobId, by: user }),
   /** An operator asked the node that does not run the job: the active node gates and performs it. */
   z.strictObject({ kind: z.literal("switchover"), job: jobId, to: nodeId, by: user }),
+  /** Where the receiver sees the job, answered under its job lock (after any start under way there). */
+  z.strictObject({ kind: z.literal("job-where"), job: jobId }),
 ]);
 export type PeerRequest = z.infer<typeof peerRequest>;
 
 export const peerResponse = z.discriminatedUnion("ok", [
-  z.strictObject({ ok: z.literal(true), jobs: z.array(jobReport).optional() }),
+  z.strictObject({ ok: z.literal(true), jobs: z.array(jobReport).optional(), where: z.strictObject({ active: nodeId.nullable(), phase: z.string() }).optional() }),
   z.strictObject({ ok: z.literal(false), code: z.string(), message: z.string() }),
 ]);
 export type PeerResponse = z.infer<typeof peerResponse>;

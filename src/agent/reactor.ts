@@ -61,6 +61,7 @@ export function createReactor(host: ReactorHost) {
     if (d.kind === "takeover") void host.jobs.startHere(d.job).then(() => undefined, done);
     if (d.kind === "self-fence") void host.jobs.fenceHere(d.job).then(() => undefined, done);
     if (d.kind === "failover") void host.jobs.moveToPeer(d.job, "policy", "failover").then(() => undefined, done);
+    if (d.kind === "resume") void host.jobs.resumeHere(d.job).then(() => undefined, done);
   }
 
   function poke(): void {
@@ -98,6 +99,8 @@ function decisionEvent(d: Decision, self: string, peer: string, state: ClusterSt
       return { type: "TakeoverDecided", data: { job: d.job, by: self, from: peer, policy: job.policy, reasons: d.reasons } };
     case "failover":
       return { type: "FailoverDecided", data: { job: d.job, from: self, to: d.to ?? peer, cause: d.code === "nic-down" ? "nic-down" : "monitor-threshold", reasons: d.reasons } };
+    case "resume":
+      return { type: "ResumeDecided", data: { job: d.job, node: self, reasons: d.reasons } };
     default:
       return { type: "TakeoverDeclined", data: { job: d.job, by: self, from: peer, policy: job.policy, code: d.code, reasons: d.reasons } };
   }

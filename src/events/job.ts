@@ -43,4 +43,9 @@ export const jobEvents = {
   /** The standby takes a job whose active node is lost; journaled before anything is done. */
   TakeoverDecided: { v: 1, data: z.strictObject({ job: jobId, by: nodeId, from: nodeId, policy: takeoverPolicy, reasons: z.array(reason) }) },
   TakeoverDeclined: { v: 1, data: z.strictObject({ job: jobId, by: nodeId, from: nodeId, policy: takeoverPolicy, code: z.string(), reasons: z.array(reason) }) },
+  /**
+   * A node that brought a job out because it seemed cut off brings it back in: its peer is back,
+   * never took the job, and the job runs nowhere. Journaled before the peer is asked to confirm.
+   */
+  ResumeDecided: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, reasons: z.array(reason) }) },
 } as const;

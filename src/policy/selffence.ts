@@ -30,3 +30,31 @@ export function decideSelfFence(state: ClusterState, job: JobView, now: number):
     ],
   };
 }
+
+/**
+ * The other half of a self-fence. The node that brought a job out because it seemed cut off brings
+ * it back in once its peer is back and has been for a deadtime (time to report anything it
+ * started), if the job runs nowhere: the peer never took it over, as when the outage ended before
+ * the peer's deadtime. The agent then asks the peer to confirm under the peer's own job lock before
+ * it starts anything (a takeover decided just before the peer heard it again may still be running).
+ */
+export function decideResume(state: ClusterState, job: JobView, now: number): Decision | null {
+  const { membership } = state;
+  const fence = job.lastDecision;
+  if (!job.fencedHere || fence?.kind !== "self-fence" || job.phase !== "out" || job.active !== null) return null;
+  if (membership.peerStatus !== "connected" || membership.peerSinceSeq <= fence.seq) return null;
+  const settleMs = membership.settings.deadtimeMs;
+  const connectedForMs = now - (membership.peerSince ?? now);
+  if (connectedForMs < settleMs) return null; // the reactor's tick decides again once it has passed
+  return {
+    kind: "resume",
+    job: job.name,
+    code: "peer-back",
+    reasons: [
+      input("self-fenced-at", fence.at),
+      input("peer-connected-since", membership.peerSince),
+      check("peer-connected-for-a-deadtime", true, { connectedForMs, settleMs }),
+      check("job-runs-nowhere", true, { phase: job.phase, active: job.active }),
+    ],
+  };
+}

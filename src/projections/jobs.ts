@@ -21,6 +21,11 @@ export interface JobView {
   lastError: { node: string; resource: string; error: string; at: number } | null;
   /** Automatic takeovers of this job decided by this node, for /metrics. */
   takeovers: number;
+  /**
+   * This node brought the job out by a self-fence and nothing has happened to the job since but
+   * that bring-out: it may bring the job back in once the peer is back (policy decideResume).
+   */
+  fencedHere?: boolean;
 }
 
 export type JobsState = Map<string, JobView>;
@@ -88,6 +93,8 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
       return { ...job, lastDecision: { kind: "decline", code: event.data.code, at: event.at, seq: event.seq } };
     case "FailoverDecided":
       return { ...job, lastDecision: { kind: "failover", code: event.data.cause, at: event.at, seq: event.seq } };
+    case "ResumeDecided":
+      return { ...job, lastDecision: { kind: "resume", code: "peer-back", at: event.at, seq: event.seq } };
     default:
       return job;
   }
@@ -118,11 +125,20 @@ function withResource(job: JobView, resource: string, node: string, status: Reso
 
 /** Marks self-fence decisions on every job they name (the event lists jobs, not one job). */
 export function recordSelfFence(jobs: JobsState, event: Recorded): JobsState {
-  if (event.type !== "SelfFenceDecided") return jobs;
+  if (event.type !== "SelfFenceDecided") return clearFenced(jobs, event);
   let next = jobs;
   for (const name of event.data.jobs) {
     const job = next.get(name);
-    if (job) next = withJob(next, { ...job, lastDecision: { kind: "self-fence", code: "isolated", at: event.at, seq: event.seq } });
+    if (job) next = withJob(next, { ...job, lastDecision: { kind: "self-fence", code: "isolated", at: event.at, seq: event.seq }, fencedHere: true });
   }
   return next;
+}
+
+/** Anything that happens to a fenced job but its own bring-out (an operator, a start anywhere, a decision) ends its claim to resume. */
+const ENDS_FENCE = new Set(["BringInRequested", "BringOutRequested", "JobBroughtIn", "JobStartFailed", "TakeoverDecided", "FailoverDecided", "ResumeDecided", "JobDeleted"]);
+function clearFenced(jobs: JobsState, event: Recorded): JobsState {
+  if (!ENDS_FENCE.has(event.type)) return jobs;
+  const name = (event.data as { job?: string }).job;
+  const job = name === undefined ? undefined : jobs.get(name);
+  return job?.fencedHere ? withJob(jobs, { ...job, fencedHere: false }) : jobs;
 }

@@ -162,6 +162,33 @@ describe("self-fencing of an isolated active node", () => {
     expect(scene.decisions(0)).toEqual([]);
   });
 
+  describe("resuming after the outage", () => {
+    const fence: DuetEvent = { type: "SelfFenceDecided", data: { node: "a", jobs: ["web"], graceMs: 0, reasons: [] } };
+    const fencedOut: DuetEvent = { type: "JobBroughtOut", data: { job: "web", node: "a" } };
+    const fenced = [created("manual"), started("a", 0), seenOnA, broughtIn("a"), suspected(), tiebreaker("isolated", "a", "b", "reachability"), fence, fencedOut] as const;
+
+    it("the peer back for a deadtime and the job nowhere: the fenced node brings it back in, once", () => {
+      const scene = given(...fenced, seenOnA).on("a");
+      expect(scene.decisions(2999)).toEqual([]); // the peer may still report a start of its own
+      const [d] = scene.decisions(3000);
+      expect(d).toMatchObject({ kind: "resume", job: "web", code: "peer-back" });
+      expect(d!.reasons.find((r) => r.name === "peer-connected-for-a-deadtime")).toMatchObject({ ok: true, value: { connectedForMs: 3000, settleMs: 3000 } });
+      const resumed: DuetEvent = { type: "ResumeDecided", data: { job: "web", node: "a", reasons: d!.reasons } };
+      expect(given(...fenced, seenOnA, resumed).on("a").decisions(60_000)).toEqual([]);
+    });
+
+    it("not while the peer is still silent, not when the peer took the job, not after an operator acted", () => {
+      expect(given(...fenced).on("a").decisions(60_000)).toEqual([]);
+      expect(given(...fenced, seenOnA, broughtIn("b")).on("a").decisions(60_000)).toEqual([]);
+      const operatorIn: DuetEvent = { type: "BringInRequested", data: { job: "web", on: "b", by: "admin" } };
+      expect(given(...fenced, seenOnA, operatorIn, broughtIn("b"), { type: "JobBroughtOut", data: { job: "web", node: "b" } }).on("a").decisions(60_000)).toEqual([]);
+    });
+
+    it("the standby never resumes what it did not fence", () => {
+      expect(given(created(), started("b", 0), peerSeen, broughtIn("a"), { type: "JobBroughtOut", data: { job: "web", node: "a" } }, peerSeen).on("b").decisions(60_000)).toEqual([]);
+    });
+  });
+
   it("keeps running when its own tiebreaker confirms it is connected", () => {
     expect(given(created(), started("a"), broughtIn("a"), lost("a", "b"), tiebreaker("confirmed", "a", "b")).on("a").decisions(60_000)).toEqual([]);
     expect(given(created(), started("a"), seenOnA, broughtIn("a"), suspected(), tiebreaker("confirmed", "a", "b", "reachability")).on("a").decisions(60_000)).toEqual([]);

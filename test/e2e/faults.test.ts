@@ -204,6 +204,42 @@ EOF`]);
     await until("a learns again that b runs web", 15_000, async () => (await web("a")).active === "b");
   }, 60_000);
 
+  it("the whole network goes away (a switch restarts): the active fences itself, the standby cannot confirm; once it returns the job comes back where it ran", async () => {
+    expect((await web("b")).active).toBe("b");
+    const declinedBefore = (await events("a", "TakeoverDeclined")).length;
+    const stop = watchVip();
+    const cutOff = async (host: string) => {
+      await net.isolate(host);
+      await run("sh", ["-c", `ip netns exec ${ns(host)} nft -f - <<'EOF'
+table inet duet_isolate_private {
+  chain in { type filter hook input priority 0; iifname "eth1" drop; }
+  chain out { type filter hook output priority 0; oifname "eth1" drop; }
+}
+EOF`]);
+    };
+    const restore = async (host: string) => {
+      await run("sh", ["-c", `ip netns exec ${ns(host)} nft delete table inet duet_isolate_private; true`]);
+      await net.heal(host);
+    };
+    await cutOff("a");
+    await cutOff("b");
+    try {
+      await until("b fences itself", 15_000, async () => (await web("b")).phase === "out");
+      await until("a declines: it cannot reach its own ping target either", 15_000, async () => (await events("a", "TakeoverDeclined")).length > declinedBefore);
+      expect(await hasVip("b")).toBe(false);
+    } finally {
+      await restore("a");
+      await restore("b");
+    }
+    await until("b brings web back in once the network is back", 20_000, async () => (await web("b")).active === "b" && (await web("b")).phase === "in");
+    expect(await servedBy()).toBe("b");
+    const { both, samples } = await stop();
+    expect(samples).toBeGreaterThan(10);
+    expect(both, "samples with the VIP on both nodes").toBe(0);
+    const [resume] = await events("b", "ResumeDecided");
+    expect(resume!.data).toMatchObject({ job: "web", node: "b" });
+  }, 60_000);
+
   it("replay of both journals re-checks every automatic decision", async () => {
     for (const host of ["a", "b"] as const) {
       kit.agents.get(host)!.child.kill("SIGTERM");
@@ -213,6 +249,7 @@ EOF`]);
     expect(output).toMatch(/failover \(monitor-threshold\)/);
     expect(output).toMatch(/failover \(nic-down\)/);
     expect(output).toMatch(/self-fence \(isolated\)/);
+    expect(output).toMatch(/resume \(peer-back\)/);
     expect(output).toMatch(/why: takeover \(takeover\) of job web on b/);
     expect(exitCode, output).toBe(0);
   }, 60_000);

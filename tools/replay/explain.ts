@@ -12,7 +12,7 @@ export const RECHECK_LOOKBACK_EVENTS = 20;
 export const CHAIN_RECENT_MAX = 500;
 export const CHAIN_FACTS_MAX = 100;
 
-const DECISION_TYPES = new Set(["TakeoverDecided", "TakeoverDeclined", "FailoverDecided", "SelfFenceDecided", "SwitchoverRefused"]);
+const DECISION_TYPES = new Set(["TakeoverDecided", "TakeoverDeclined", "FailoverDecided", "SelfFenceDecided", "ResumeDecided", "SwitchoverRefused"]);
 
 export interface Outcome {
   kind: string;
@@ -138,6 +138,8 @@ function journaledOutcomes(record: Recorded): { job: string; outcome: Outcome; r
       return [{ job: record.data.job, outcome: { kind: "failover", code: record.data.cause }, reasons: record.data.reasons }];
     case "SelfFenceDecided":
       return record.data.jobs.map((job) => ({ job, outcome: { kind: "self-fence", code: "isolated" }, reasons: record.data.reasons }));
+    case "ResumeDecided":
+      return [{ job: record.data.job, outcome: { kind: "resume", code: "peer-back" }, reasons: record.data.reasons }];
     case "SwitchoverRefused":
       return [{ job: record.data.job, outcome: { kind: "switchover-refused", code: failedNames(record.data.reasons) }, reasons: record.data.reasons }];
     default:
@@ -316,6 +318,8 @@ export function describe(r: Recorded): string | null {
       return `${r.data.from} moves ${r.data.job} to ${r.data.to}: ${r.data.cause}`;
     case "SelfFenceDecided":
       return `${r.data.node} is isolated and brings out ${r.data.jobs.join(", ")} after ${r.data.graceMs} ms grace`;
+    case "ResumeDecided":
+      return `${r.data.node} brings ${r.data.job} back in: its peer is back and never took the job over (asked to confirm first)`;
     case "AlertRaised":
       return `ALERT ${r.data.code}: ${r.data.message}`;
     case "DivergenceDetected":
