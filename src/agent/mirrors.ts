@@ -509,7 +509,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         const key = JSON.stringify([request.index, request.scope]);
         let cached = manifests.get(request.job);
         if (cached === undefined || request.page === 0 || cached.key !== key) {
-          cached = { key, pages: paginate(await readManifest(root, request.scope, { fine: true })) };
+          cached = { key, pages: paginate(await readManifest(root, request.scope, { pieces: true })) };
           manifests.set(request.job, cached);
         }
         const page = cached.pages[request.page] ?? [];

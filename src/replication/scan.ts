@@ -11,8 +11,6 @@ import { fsyncPath } from "./durable.ts";
  * than FINE_FILE_MAX is compared in these only.
  */
 export const BLOCK_BYTES = CHECKSUM_BLOCK_BYTES;
-/** The piece changes are found in: a 4 KiB write ships about 4 KiB, not its 64 KiB block. */
-export const FINE_BYTES = PIECE_BYTES;
 /**
  * Files larger than this keep no piece checksums (16 bytes per 4 KiB: 4 MiB per GiB of file),
  * in the index or a manifest page, and are compared in 64 KiB blocks.
@@ -438,12 +436,13 @@ async function walkScope(root: string, scope: readonly string[], out: Map<string
 }
 
 /**
- * What a replica holds under `root`, as index entries: block checksums of every file, directory
- * modes, link targets. The active side puts these in place of its own entries for the paths a
- * resync or verification covers, then scans: only blocks that differ are shipped. Inode and mtime
- * are the replica's, never equal to the source's, so every such file is read and compared.
+ * What a replica holds under `root`, as index entries: block checksums of every file (with
+ * `pieces`, its 4 KiB piece checksums too), directory modes, link targets. The active side puts
+ * these in place of its own entries for the paths a resync or verification covers, then scans:
+ * only pieces that differ are shipped. Inode and mtime are the replica's, never equal to the
+ * source's, so every such file is read and compared.
  */
-export async function readManifest(root: string, scope: readonly string[] | "all", options: { fine?: boolean } = {}): Promise<ChangeIndex> {
+export async function readManifest(root: string, scope: readonly string[] | "all", options: { pieces?: boolean } = {}): Promise<ChangeIndex> {
   const seen = new Map<string, Stats>();
   if (scope === "all") await walk(root, "", seen);
   else await walkScope(root, scope, seen);
@@ -455,7 +454,7 @@ export async function readManifest(root: string, scope: readonly string[] | "all
     else if (info.isFile()) {
       const blocks: string[] = [];
       const pieces: Buffer[] = [];
-      const keepPieces = options.fine === true && info.size <= FINE_FILE_MAX;
+      const keepPieces = options.pieces === true && info.size <= FINE_FILE_MAX;
       const handle = await open(join(root, path), "r");
       try {
         const buffer = Buffer.allocUnsafe(READ_BYTES);

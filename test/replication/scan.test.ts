@@ -177,7 +177,7 @@ describe("finding changes by block checksums", () => {
     const handle = await open(join(m.source, "db.bin"), "r+");
     for (const at of [4096 * 3, 4096 * 100, 4096 * 255]) await handle.write(Buffer.alloc(4096, 1), 0, 4096, at);
     await handle.close();
-    m.setIndex(adoptManifest(m.index(), await readManifest(m.target, "all", { fine: true }), "all"));
+    m.setIndex(adoptManifest(m.index(), await readManifest(m.target, "all", { pieces: true }), "all"));
     const result = await m.sync();
     expect(result.batches.reduce((sum, b) => sum + b.data.length, 0)).toBe(3 * 4096);
     expect((await readFile(join(m.target, "db.bin"))).equals(await readFile(join(m.source, "db.bin")))).toBe(true);
