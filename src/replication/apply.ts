@@ -69,7 +69,9 @@ export function createApplier(options: { job: string; node: string; roots: reado
       try {
         return await resolveMirrorPath(roots, path, realDirs);
       } catch (error) {
-        const blocker = error instanceof UnsafePathError ? /^(.*) is not a directory$/.exec(error.reason)?.[1] : undefined;
+        // A parent that an earlier op of this batch removes (a file, or a symlink) may be a directory by
+        // then: applying resolves the path again, after that removal.
+        const blocker = error instanceof UnsafePathError ? /^(.*) is (?:not a directory|a symlink; a parent must be a real directory)$/.exec(error.reason)?.[1] : undefined;
         if (blocker === undefined || !removed.has(`${path.split("/")[0]}/${blocker}`)) throw error;
         return { relative: path.slice(path.indexOf("/") + 1) };
       }
