@@ -4,6 +4,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { initConfig } from "../config/init.ts";
+import { loadConfig } from "../config/load.ts";
 import { runReplay } from "../../tools/replay/main.ts";
 import { localClient, type ApiClient } from "./client.ts";
 import { CliError, exitCodes } from "./client.ts";
@@ -151,9 +152,10 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
       return by === "beta" ? by : null;
     });
     say(`  the service was ${down ? "down" : "slow"} for ${Date.now() - crashedAt} ms; now served by ${second}`);
-    say(`  (beta waits the 3000 ms deadtime before it calls alpha lost and asks its ping tiebreaker. Had alpha only`);
-    say(`   been cut off, it would have noticed after 1000 ms of silence, failed its own 500 ms ping and brought`);
-    say(`   the job out well before that: so beta takes over at once, and the job never runs on two nodes)`);
+    const { heartbeat, tiebreaker } = (await loadConfig(configFile)).config;
+    say(`  (beta waits the ${heartbeat.deadtimeMs} ms deadtime before it calls alpha lost and asks its ping tiebreaker. Had alpha only`);
+    say(`   been cut off, it would have noticed after ${heartbeat.suspectMs} ms of silence, failed its own ${tiebreaker.ping?.timeoutMs} ms ping and`);
+    say(`   brought the job out by then: so beta takes over at once, and the job never runs on two nodes)`);
     const view = await until("beta journaling the takeover", 10_000, async () => {
       const v = await beta.get<ReturnType<typeof clusterView>>("/v1/cluster");
       return v.jobs[0]?.active === "beta" ? v : null;

@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { LineCounter, parseDocument, isNode, isPair, isScalar, visit, type Document } from "yaml";
 import type { z } from "zod";
-import { SELF_FENCE_MARGIN_MS } from "../projections/membership.ts";
+import { selfFenceSlackMs } from "../projections/membership.ts";
 import { configSchema, DEFAULT_HEARTBEAT, DEFAULT_PING_TIMEOUT_MS, type Config, type NodeSpec } from "./schema.ts";
 
 export interface ConfigIssue {
@@ -95,8 +95,7 @@ function withDefaults(parsed: z.infer<typeof configSchema>): Config {
  */
 function defaultSuspectMs(parsed: z.infer<typeof configSchema>): number {
   const { intervalMs, deadtimeMs } = parsed.heartbeat;
-  const pingTimeoutMs = parsed.tiebreaker.ping?.timeoutMs ?? DEFAULT_PING_TIMEOUT_MS;
-  const slackMs = pingTimeoutMs + parsed.tiebreaker.selfFenceGraceMs + intervalMs + SELF_FENCE_MARGIN_MS;
+  const slackMs = selfFenceSlackMs({ pingTimeoutMs: parsed.tiebreaker.ping?.timeoutMs ?? DEFAULT_PING_TIMEOUT_MS, selfFenceGraceMs: parsed.tiebreaker.selfFenceGraceMs, heartbeatIntervalMs: intervalMs });
   return Math.min(deadtimeMs, Math.max(2 * intervalMs, deadtimeMs - slackMs));
 }
 

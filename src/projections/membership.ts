@@ -131,13 +131,20 @@ export function verdictSinceSilence(state: MembershipState) {
 export const SELF_FENCE_MARGIN_MS = 500;
 
 /**
+ * What a node cut off from everything needs after it starts to suspect its peer, until its jobs are
+ * certainly released: its ping gives up, it waits its grace, then releases virtual IPs first; one
+ * heartbeat interval covers the skew between when each side last heard the other.
+ */
+export function selfFenceSlackMs(settings: Pick<MembershipSettings, "pingTimeoutMs" | "selfFenceGraceMs" | "heartbeatIntervalMs">): number {
+  return settings.pingTimeoutMs + settings.selfFenceGraceMs + settings.heartbeatIntervalMs + SELF_FENCE_MARGIN_MS;
+}
+
+/**
  * How long after its last frame reached us a peer that is cut off from everything has certainly
- * released its jobs, if its agent runs: it suspects after suspectMs of silence, its ping gives up
- * after pingTimeoutMs, it waits its grace, then releases virtual IPs first. One heartbeat interval
- * covers the skew between when each side last heard the other. A standby confirmed only by ping
- * takes over no sooner (with the defaults 1000 + 500 + 0 + 500 + 500 = 2500 ms: within the deadtime).
+ * released its jobs, if its agent runs: its suspicion, then selfFenceSlackMs. A standby confirmed
+ * only by ping takes over no sooner (1500 + 500 + 0 + 500 + 500 = 3000 ms with the config defaults:
+ * the deadtime itself).
  */
 export function peerReleasedAfterMs(settings: MembershipSettings): number {
-  const noticeMs = Math.min(settings.suspectMs, settings.deadtimeMs);
-  return noticeMs + settings.pingTimeoutMs + settings.selfFenceGraceMs + settings.heartbeatIntervalMs + SELF_FENCE_MARGIN_MS;
+  return Math.min(settings.suspectMs, settings.deadtimeMs) + selfFenceSlackMs(settings);
 }
