@@ -33,6 +33,8 @@ export type Entry =
   | { kind: "dir"; mode: number }
   | { kind: "link"; target: string };
 
+type FileEntry = Extract<Entry, { kind: "file" }>;
+
 /** What the active node last shipped of each path, keyed by path relative to the mirror root. */
 export type ChangeIndex = Map<string, Entry>;
 
@@ -97,6 +99,10 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
   // A file modified within the file system's time granularity of the scan may change again without
   // its mtime moving: such entries are remembered as "racy" and read again next time (as git does).
   const racyAfter = (options.now ?? Date.now()) - RACY_MS;
+  const mtimeKey = (info: Stats) => (info.mtimeMs > racyAfter ? RACY : String(info.mtimeMs)); // sub-millisecond on Linux file systems with nanosecond times
+  /** The entry if it still describes the file, which then need not be read: same size and (not racy) mtime, and the same inode where it is the same path. */
+  const unchanged = (entry: Entry | undefined, info: Stats, sameInode: boolean): FileEntry | null =>
+    entry?.kind === "file" && entry.size === info.size && mtimeKey(info) !== RACY && entry.mtimeNs === mtimeKey(info) && (!sameInode || entry.ino === info.ino) ? entry : null;
   const next: ChangeIndex = new Map([...index].filter(([path]) => !inScope(path)));
   const out = createBatcher(options.onBatch);
   const none = Buffer.alloc(0);
@@ -117,9 +123,7 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
   const readMore = (from: number) => {
     for (ahead = Math.max(ahead, from + 1); readAhead.size < READ_AHEAD_FILES && ahead < entries.length; ahead++) {
       const [path, info] = entries[ahead]!;
-      const old = index.get(path);
-      const unchanged = old?.kind === "file" && old.size === info.size && old.mtimeNs === String(info.mtimeMs) && old.ino === info.ino;
-      if (info.isFile() && info.size < READ_BYTES && !unchanged && !options.statOnly) readAhead.set(path, readSmallFile(join(root, path), info.size));
+      if (info.isFile() && info.size < READ_BYTES && !options.statOnly && !unchanged(index.get(path), info, true)) readAhead.set(path, readSmallFile(join(root, path), info.size));
     }
   };
 
@@ -149,19 +153,21 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
       else if (was.kind === "dir" && was.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
       continue;
     }
-    const mtimeNs = info.mtimeMs > racyAfter ? RACY : String(info.mtimeMs); // sub-millisecond on Linux file systems with nanosecond times
+    const mtimeNs = mtimeKey(info);
     const from = goneByInode.get(info.ino);
     const moved = from !== undefined ? index.get(from) : undefined;
-    if (old === undefined && moved?.kind === "file" && moved.size === info.size && moved.mtimeNs === mtimeNs && mtimeNs !== RACY) {
+    const movedHere = old === undefined ? unchanged(moved, info, false) : null;
+    if (movedHere) {
       await out.push({ op: "rename", path: from!, to: path }, none);
       renamed.add(from!);
-      next.set(path, { ...moved, mode });
-      if (moved.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
+      next.set(path, { ...movedHere, mode });
+      if (movedHere.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
       continue;
     }
-    if (was?.kind === "file" && was.size === info.size && was.mtimeNs === mtimeNs && mtimeNs !== RACY && was.ino === info.ino) {
-      next.set(path, { ...was, mode });
-      if (was.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
+    const kept = unchanged(was, info, true);
+    if (kept) {
+      next.set(path, { ...kept, mode });
+      if (kept.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
       continue;
     }
     if (options.statOnly) {
@@ -258,6 +264,9 @@ async function readChangedBlocks(
     const pieces: Buffer[] = [];
     let size = 0;
     const readBytes = whole ? whole.length + 1 : readSizeFor(sizeSeen);
+    // A change to a known file is handed on as a copy: a few scattered pieces must not each keep
+    // their whole read buffer alive until their batch is built.
+    const handOn: typeof changed = known === undefined ? changed : (at, bytes, sum) => changed(at, Buffer.from(bytes), sum);
     for (;;) {
       // Read up to READ_BYTES at a time (fewer system calls), hash and hand on 64 KiB blocks of it.
       // A new buffer each time: the changed blocks handed on are views of it until their batch is built.
@@ -277,9 +286,7 @@ async function readChangedBlocks(
         blocks.push(sum);
         pieces.push(sums);
         if (known?.blocks[i] === sum) continue;
-        // A change to a known file is handed on as a copy: a few scattered pieces must not each
-        // keep their whole read buffer alive until their batch is built.
-        await handOnDiffering(size + at, block, sum, sums, known?.pieces, known === undefined ? changed : (at, bytes, s) => changed(at, Buffer.from(bytes), s));
+        await handOnDiffering(size + at, block, sum, sums, known?.pieces, handOn);
       }
       size += bytesRead;
       // A regular file reads short only at its end (one still growing is racy and read again next scan).
@@ -300,8 +307,6 @@ async function handOnDiffering(offset: number, block: Buffer, sum: string, sums:
   const count = sums.length / PIECE_SUM_BYTES;
   const first = (offset / PIECE_BYTES) * PIECE_SUM_BYTES;
   if (!knownPieces || knownPieces.length <= first) return changed(offset, block, sum);
-  const known: Uint8Array = knownPieces; // msgpack may decode it as a plain Uint8Array
-  if (!Buffer.isBuffer(known)) knownPieces = Buffer.from(known.buffer, known.byteOffset, known.byteLength);
   const differs = (p: number) => {
     const at = first + p * PIECE_SUM_BYTES;
     return at + PIECE_SUM_BYTES > knownPieces.length || knownPieces.compare(sums, p * PIECE_SUM_BYTES, (p + 1) * PIECE_SUM_BYTES, at, at + PIECE_SUM_BYTES) !== 0;
