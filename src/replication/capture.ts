@@ -103,7 +103,7 @@ export function createCapture(options: CaptureOptions) {
         // are (a durable fact alone already keeps a restart from reusing its number).
         const reported = options.report([{ type: "BatchCaptured", data: { job: options.job, node: options.node, batch: batch.batch, generation, ops: batch.ops, bytes, sha256: batch.sha256 } }]);
         reported.catch(() => undefined); // awaited below, or with the sync's other facts
-        await queue.putEncoded(batch.batch, encoded, durable);
+        await queue.put(batch.batch, encoded, durable);
         last = batch.batch; // only now: a sender finding a captured number must find its batch queued
         if (durable) await reported;
         else journaled.push(reported);

@@ -1,6 +1,5 @@
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { encodeBatch, type Batch } from "./batch.ts";
 import { fsyncPath } from "./durable.ts";
 
 /** A sync's batches held in memory at most: about four times the sender's window of 4 MiB batches. */
@@ -33,7 +32,7 @@ export function createBatchQueue(dir: string) {
     bytes += size;
   };
 
-  const queue = {
+  return {
     async open(): Promise<void> {
       await mkdir(dir, { recursive: true, mode: 0o700 });
       for (const name of await readdir(dir)) {
@@ -46,14 +45,11 @@ export function createBatchQueue(dir: string) {
       }
     },
     /**
-     * Queues a batch capture just made. `durable` false for a resync's or verification's batches:
-     * a sender that crashes mid-sync starts the sync again, so they need not survive it.
+     * Queues batch `n`, which capture just made and encoded (it reports the size first). `durable`
+     * false for a resync's or verification's batches: a sender that crashes mid-sync starts the sync
+     * again, so they need not survive it.
      */
-    put(batch: Batch, durable = true): Promise<number> {
-      return queue.putEncoded(batch.batch, encodeBatch(batch, false), durable);
-    },
-    /** The same, for a batch already encoded (whose size the caller needed first). */
-    async putEncoded(n: number, encoded: Buffer, durable = true): Promise<number> {
+    async put(n: number, encoded: Buffer, durable = true): Promise<number> {
       if (!durable) {
         while (senders > 0 && memoryBytes > 0 && memoryBytes + encoded.length > QUEUE_MEMORY_MAX_BYTES) await new Promise<void>((resume) => waiting.push(resume));
         if (senders > 0 || memoryBytes + encoded.length <= QUEUE_MEMORY_MAX_BYTES) {
@@ -111,7 +107,6 @@ export function createBatchQueue(dir: string) {
     },
     stats: () => ({ batches: sizes.size, bytes }),
   };
-  return queue;
 }
 
 export type BatchQueue = ReturnType<typeof createBatchQueue>;

@@ -2,7 +2,7 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { makeBatch } from "../../src/replication/batch.ts";
+import { encodeBatch, makeBatch } from "../../src/replication/batch.ts";
 import { createBatchQueue, QUEUE_MEMORY_MAX_BYTES } from "../../src/replication/queue.ts";
 
 const dirs: string[] = [];
@@ -14,6 +14,7 @@ async function queueDir(): Promise<string> {
   dirs.push(dir);
   return dir;
 }
+const encoded = (n: number, bytes: number) => encodeBatch(batch(n, bytes), false);
 const batch = (n: number, bytes: number) => makeBatch("web", "1111111111111111", n, [{ op: "write", path: "0/f", blocks: [[0, bytes]], size: bytes, sha256: "x" }], Buffer.alloc(bytes, n));
 
 describe("the batch queue", () => {
@@ -21,9 +22,9 @@ describe("the batch queue", () => {
     const dir = await queueDir();
     const queue = createBatchQueue(dir);
     await queue.open();
-    await queue.put(batch(1, 1000));
+    await queue.put(1, encoded(1, 1000));
     const stop = queue.sending();
-    await queue.put(batch(2, 1000), false);
+    await queue.put(2, encoded(2, 1000), false);
     stop();
     expect(await readdir(dir)).toEqual(["1.batch"]);
     expect(queue.numbers()).toEqual([1, 2]);
@@ -36,7 +37,7 @@ describe("the batch queue", () => {
   it("overlapping drops count each batch once", async () => {
     const queue = createBatchQueue(await queueDir());
     await queue.open();
-    for (let n = 1; n <= 6; n++) await queue.put(batch(n, 1000), n % 2 === 0);
+    for (let n = 1; n <= 6; n++) await queue.put(n, encoded(n, 1000), n % 2 === 0);
     await Promise.all([queue.dropThrough(3), queue.dropThrough(4), queue.dropThrough(4)]);
     expect(queue.numbers()).toEqual([5, 6]);
     const left = queue.stats();
@@ -51,16 +52,16 @@ describe("the batch queue", () => {
     const size = 4 * 1024 * 1024;
     const fit = Math.floor(QUEUE_MEMORY_MAX_BYTES / (size + 1024));
     const stop = queue.sending();
-    for (let n = 1; n <= fit; n++) await queue.put(batch(n, size), false);
+    for (let n = 1; n <= fit; n++) await queue.put(n, encoded(n, size), false);
     let put = false;
-    const waiting = queue.put(batch(fit + 1, size), false).then(() => (put = true));
+    const waiting = queue.put(fit + 1, encoded(fit + 1, size), false).then(() => (put = true));
     await new Promise((r) => setImmediate(r));
     expect(put).toBe(false); // full: the scan waits for the sender
     await queue.dropThrough(1);
     await waiting;
     expect(await readdir(dir)).toEqual([]);
     stop(); // the sender is gone: what does not fit goes to disk instead of waiting for ever
-    await queue.put(batch(fit + 2, size), false);
+    await queue.put(fit + 2, encoded(fit + 2, size), false);
     expect(await readdir(dir)).toEqual([`${fit + 2}.batch`]);
   });
 });
