@@ -22,8 +22,9 @@ const TLS_VERSIONS = { minVersion: "TLSv1.2", maxVersion: "TLSv1.2" } as const;
 
 // A peer that authenticated can still run another version or be buggy: a frame that is not one of
 // these closes the connection with the reason, rather than reaching a handler half-formed.
-/** The body key whose bytes travel after the frame's msgpack (see ATTACH_MIN_BYTES). */
-const attachedKey = z.string().regex(/^[a-zA-Z]{1,32}$/).optional();
+/** The body key whose bytes travel after the frame's msgpack (see ATTACH_MIN_BYTES): a plain name, never "__proto__". */
+const ATTACHED_KEY = /^[a-zA-Z]{1,32}$/;
+const attachedKey = z.string().regex(ATTACHED_KEY).optional();
 const frameSchema = z.union([
   z.object({ t: z.literal("req"), id: z.number().int(), body: z.unknown(), a: attachedKey }),
   z.object({ t: z.literal("res"), id: z.number().int(), ok: z.literal(true), body: z.unknown(), a: attachedKey }),
@@ -112,7 +113,7 @@ export function startPeerChannel(options: PeerChannelOptions) {
     let attachment: Uint8Array | null = null;
     if ("body" in frame && isPlainObject(frame.body)) {
       const body = frame.body;
-      const key = Object.keys(body).find((k) => body[k] instanceof Uint8Array && body[k].length >= ATTACH_MIN_BYTES && attachedKey.safeParse(k).success);
+      const key = Object.keys(body).find((k) => body[k] instanceof Uint8Array && body[k].length >= ATTACH_MIN_BYTES && ATTACHED_KEY.test(k));
       if (key !== undefined) {
         attachment = body[key] as Uint8Array;
         frame = { ...frame, body: { ...body, [key]: null }, a: key };

@@ -41,7 +41,6 @@ async function inParallelSettled<T>(items: readonly T[], work: (item: T) => Prom
 /** Ops that add a symlink, move or remove entries: they change what later paths resolve through. */
 const isStructural = (b: Batch) => b.ops.some((op) => op.op === "symlink" || op.op === "rename" || op.op === "remove");
 
-
 /**
  * The standby's side of a mirror. Each batch is checked whole first (checksum, every path inside
  * the root, every write's bytes) so a bad batch writes nothing; then staged and fsynced, applied in
@@ -55,7 +54,7 @@ export function createApplier(options: { job: string; node: string; roots: reado
   let lastApplied = 0;
   /** The last batch staged ahead of applying (0 when none is). */
   let lastStaged = 0;
-  /** A sync's batches were applied without fsync (and not recorded): flush() makes them durable. */
+  /** A verification's batches were applied without fsync (and not recorded): flush() makes them durable. */
   let unsynced = false;
   /** Their BatchApplied facts, appended while the next batch applies; flush() waits for them. */
   let reporting: Promise<unknown> = Promise.resolve();
@@ -129,7 +128,7 @@ export function createApplier(options: { job: string; node: string; roots: reado
     await rename(copy, path);
   }
 
-  /** `durable` false for a sync's batches: nothing is fsynced, flush() does it once at the end. */
+  /** `durable` false for a verification's batches: nothing is fsynced, flush() does it once at the end. */
   async function applyOps(b: Batch, durable: boolean): Promise<void> {
     const touched = new Set<string>();
     // check() resolved every path against the tree before this batch. Only an op that adds a
@@ -252,7 +251,7 @@ export function createApplier(options: { job: string; node: string; roots: reado
 
   const applier = {
     lastApplied: () => lastApplied,
-    /** Makes a sync's batches durable (one syncfs per mirror root) and records the applied position. */
+    /** Makes a verification's batches durable (one syncfs per mirror root) and records the applied position. */
     async flush(): Promise<void> {
       await reporting;
       if (!unsynced) return;
@@ -296,8 +295,8 @@ export function createApplier(options: { job: string; node: string; roots: reado
     /**
      * Checks a batch whole and makes it durable in staging, ready to apply; null for a duplicate.
      * Batches may be staged ahead of applying (the next one arrives while one applies), in order.
-     * A sync's batch (`durable` false) is checked and takes its place in the order, but is not
-     * written to staging: an interrupted sync starts over, so no crash needs it re-applied.
+     * A verification's batch (`durable` false) is checked and takes its place in the order, but is
+     * not written to staging: an interrupted verification starts over, so no crash needs it re-applied.
      */
     async stage(input: Batch | Buffer, how: StageOptions = {}): Promise<Batch | null> {
       let b: Batch;
@@ -346,14 +345,13 @@ export function createApplier(options: { job: string; node: string; roots: reado
         reporting = Promise.all([reporting, reported]);
         return;
       }
-      if (unsynced) await applier.flush(); // a durable batch is never recorded over a sync's unsynced bytes
+      if (unsynced) await applier.flush(); // a durable batch is never recorded over a verification's unsynced bytes
       await applyOps(b, true);
       // The position and the fact are written side by side: a crash between them leaves the batch
       // staged, and opening again re-applies it and records both.
       await Promise.all([record(b.batch), options.report?.([applied])]);
       await rm(join(stagedDir, `${b.batch}.batch`), { force: true });
     },
-
   };
   return applier;
 }

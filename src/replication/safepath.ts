@@ -49,9 +49,10 @@ export async function resolveInside(root: string, relative: string, realDirs?: S
 
 /**
  * Splits "INDEX/relative" into the mirror root and the checked path inside it (see resolveInside);
- * an index the job does not have, or a path naming the mirror root itself, is refused.
+ * an index the job does not have, or a path naming the mirror root itself, is refused. `realDirs`:
+ * directories already found real in this batch, not looked at again (only while nothing moves or
+ * removes entries).
  */
-/** `realDirs`: directories already found real in this batch, not looked at again (only while nothing moves or removes entries). */
 export async function resolveMirrorPath(roots: readonly string[], path: string, realDirs?: Set<string>): Promise<{ root: string; relative: string; absolute: string }> {
   const slash = path.indexOf("/");
   const index = slash < 0 ? "" : path.slice(0, slash);
