@@ -216,7 +216,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         const queueComplete = hello.applied <= last && Array.from({ length: last - hello.applied }, (_, i) => hello.applied + 1 + i).every((n) => source.queue.has(n));
         const verified = host.state().replication.get(job)?.verification.state === "done";
         const plan = planMirrorSession({ mode, self: host.self, peer: host.peer, job: jobState, local: summary(job), peerSummary, applied: hello.applied, queueComplete, verified });
-        host.log(`job ${job}: mirror session with ${host.peer}: ${verdict.kind} -> ${plan.kind}`);
+        host.log(`job ${job}: mirror session with ${host.peer}: ${verdict.kind} -> ${plan.kind}${plan.kind === "sync" ? ` (${plan.why})` : ""}`);
         const syncing = plan.kind === "sync" ? await beginSync(job, source, plan.scope, plan.as, live) : plan.kind === "replay" ? await beginReplay(job, source, plan.next, plan.scope, live) : null;
         return { plan, verdict, peerSummary, syncing };
       });

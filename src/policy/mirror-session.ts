@@ -14,7 +14,7 @@ export type SessionPlan =
    */
   | { kind: "replay"; next: number; scope: Paths }
   /** Bring the replica level first: every path (verification) or the paths lineage names (resync). */
-  | { kind: "sync"; scope: Paths; as: "verification" | "resync" }
+  | { kind: "sync"; scope: Paths; as: "verification" | "resync"; why: string }
   /** Stop: the sides may differ, or this side may not write over the other; only an operator restarts it. */
   | { kind: "gray"; why: string };
 
@@ -43,14 +43,29 @@ export function planMirrorSession(facts: SessionFacts): SessionPlan {
   if (mode === "selected") {
     // An operator chose this side: everything either side wrote since they parted goes this way.
     const scope = resyncPaths(verdict);
-    return scope === "all" || verdict.kind === "in-sync" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope, as: "resync" };
+    const why = `an operator selected ${self} as the source`;
+    return scope === "all" || verdict.kind === "in-sync" ? { kind: "sync", scope: "all", as: "verification", why } : { kind: "sync", scope, as: "resync", why };
   }
   if (verdict.kind === "in-sync" && verdict.sender === peer) {
     // The same generation, but the returning node captured batches this node never acknowledged
     // (it was lost mid-stream and this node took over): replication back would erase them.
     return { kind: "gray", why: `${peer} holds batches it captured that ${self} never received; choose which side's data to keep with duet source select ${name} --from NODE` };
   }
-  if (verdict.kind === "in-sync") return verified && facts.queueComplete && mode !== "verify" ? { kind: "resume", next: applied + 1 } : { kind: "sync", scope: "all", as: "verification" };
+  // The replica's last applied batch is of the generation it holds, and its applied position
+  // (recorded only once a batch is whole on disk) is not behind its journal: it wrote nothing and
+  // no verification was cut short since (a verification records its position only at its end),
+  // so it is this node's data as of that position. A journal behind the position only lost the
+  // last facts to a crash.
+  const heldSince = peerSummary.current !== null && peerSummary.lastApplied?.generation === peerSummary.current && peerSummary.lastApplied.batch <= applied;
+  if (verdict.kind === "in-sync") {
+    if (mode === "verify") return { kind: "sync", scope: "all", as: "verification", why: "an operator asked for a verification" };
+    if (!facts.queueComplete) return { kind: "sync", scope: "all", as: "verification", why: `batches after ${peer}'s position ${applied} are no longer queued` };
+    if (verified) return { kind: "resume", next: applied + 1 };
+    // Not verified in this generation, yet the replica already follows it: a replay (or resync)
+    // cut short after its first batch. The rest of it is still queued: send that, as before.
+    if (heldSince) return { kind: "replay", next: applied + 1, scope: writtenIn(local) };
+    return { kind: "sync", scope: "all", as: "verification", why: `${peer} was not verified in this generation and may hold a verification cut short` };
+  }
   if (verdict.kind === "source" && verdict.from === self) {
     // The old active returning after this node took the job over (automatically, or by an operator
     // after a declined takeover): replication back to it starts by itself only under
@@ -62,17 +77,19 @@ export function planMirrorSession(facts: SessionFacts): SessionPlan {
         kind: "gray",
         why: `${peer} ran ${name} before ${self} took it over; ${job.reverseWhenConsistent ? "lineage cannot prove it holds nothing this node lacks" : "reverseWhenConsistent is off"}, so replication back to it waits for an operator (duet source select ${name} --from ${self})`,
       };
-    if (mode === "verify") return { kind: "sync", scope: "all", as: "verification" };
-    // The replica's last applied batch is of the generation it still holds, and its applied
-    // position (recorded only once a batch is whole on disk) is not behind its journal: it wrote
-    // nothing and no sync was cut short since, so it is this node's data as of that position. An
-    // interrupted sync moves its line to the batches' generation, or leaves the recorded position
-    // behind the journal; a journal behind the position only lost the last facts to a crash.
-    const heldSince = peerSummary.current !== null && peerSummary.lastApplied?.generation === peerSummary.current && peerSummary.lastApplied.batch <= applied;
+    if (mode === "verify") return { kind: "sync", scope: "all", as: "verification", why: "an operator asked for a verification" };
+    // heldSince: still on its old generation, so nothing of this line reached it since.
     if (heldSince && facts.queueComplete) return { kind: "replay", next: applied + 1, scope: verdict.paths };
-    return verdict.paths === "all" ? { kind: "sync", scope: "all", as: "verification" } : { kind: "sync", scope: verdict.paths, as: "resync" };
+    const why = heldSince ? `batches after ${peer}'s position ${applied} are no longer queued` : `${peer} holds an older generation and its position cannot be trusted to replay from`;
+    return verdict.paths === "all" ? { kind: "sync", scope: "all", as: "verification", why: `${why}; lineage cannot name the paths written since` } : { kind: "sync", scope: verdict.paths, as: "resync", why };
   }
   if (verdict.kind === "source") return { kind: "gray", why: `${peer} holds newer data (generation ${peerSummary.current}) than ${self}, where the job runs; select the source explicitly (duet source select ${name} --from NODE)` };
   if (verdict.kind === "diverged") return { kind: "gray", why: `both nodes wrote since generation ${verdict.commonAncestor ?? "(none shared)"}; choose which side's data to keep with duet source select ${name} --from NODE` };
   return { kind: "gray", why: `lineage cannot tell which side is newer (${verdict.reason}); choose with duet source select ${name} --from NODE` };
+}
+
+/** The paths this node wrote in its current generation ("all" past what lineage tracks). */
+function writtenIn(local: LineageSummary): Paths {
+  const entry = local.written.find(([generation]) => generation === local.current);
+  return entry === undefined ? [] : entry[2] ? "all" : entry[1];
 }

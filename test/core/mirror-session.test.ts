@@ -40,14 +40,14 @@ const tookOver = { active: "b", lastDecision: { kind: "takeover", code: "takeove
 
 describe("what a mirror session does", () => {
   it("a standby that was merely away is resynced by itself, only the paths written since", () => {
-    expect(planMirrorSession(facts({}))).toEqual({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });
+    expect(planMirrorSession(facts({}))).toMatchObject({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });
   });
 
   it("a standby away while this node wrote: its queue is sent as the resync when it still holds every batch since the replica's position", () => {
     const away = { ...returning, lastApplied: { generation: G1, batch: 41 } };
     expect(planMirrorSession(facts({ peerSummary: away, applied: 41 }))).toEqual({ kind: "replay", next: 42, scope: ["0/orders.txt"] });
     // a batch dropped from the queue (acknowledged by an earlier replica, or lost with a restart): compare instead
-    expect(planMirrorSession(facts({ peerSummary: away, applied: 41, queueComplete: false }))).toEqual({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });
+    expect(planMirrorSession(facts({ peerSummary: away, applied: 41, queueComplete: false }))).toMatchObject({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });
     // the replica's recorded position behind its journal (a sync cut short): compare
     expect(planMirrorSession(facts({ peerSummary: away, applied: 40 }))).toMatchObject({ kind: "sync", as: "resync" });
     // ahead of it (killed before the fact of its last batch was journaled): that batch is whole there
@@ -63,7 +63,7 @@ describe("what a mirror session does", () => {
 
   it("the old active returning after a takeover: gray unless the policy says reverse", () => {
     expect(planMirrorSession(facts({ job: job(tookOver) }))).toMatchObject({ kind: "gray", why: expect.stringContaining("reverseWhenConsistent is off") });
-    expect(planMirrorSession(facts({ job: job({ ...tookOver, reverseWhenConsistent: true }) }))).toEqual({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });
+    expect(planMirrorSession(facts({ job: job({ ...tookOver, reverseWhenConsistent: true }) }))).toMatchObject({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });
     expect(planMirrorSession(facts({ job: job({ ...tookOver, policy: "unconditional" }) }))).toMatchObject({ kind: "sync", as: "resync" });
     // an operator's takeover after a declined one counts the same
     expect(planMirrorSession(facts({ job: job({ active: "b", lastDecision: { kind: "decline", code: "policy-manual", at: 0, seq: 1 } }) }))).toMatchObject({ kind: "gray" });
@@ -85,10 +85,21 @@ describe("what a mirror session does", () => {
     expect(planMirrorSession(facts({ local: b1, peerSummary: a1, verified: true, mode: "verify" }))).toMatchObject({ kind: "sync", scope: "all", as: "verification" });
   });
 
+  it("a replay cut short after its first batch (the replica already follows the new generation) goes on from the queue, never verifies", () => {
+    // b wrote 0/orders.txt in G2 while a was away; a applied batches 42..44 of G2 and was killed
+    const b2 = summary("b", G2, [G1], [[G2, ["0/orders.txt"], false], [G1, [], false]]);
+    const a2 = { ...summary("a", G2, [G1], [[G2, [], false], [G1, [], false]]), lastApplied: { generation: G2, batch: 44 } };
+    expect(planMirrorSession(facts({ local: b2, peerSummary: a2, applied: 44 }))).toEqual({ kind: "replay", next: 45, scope: ["0/orders.txt"] });
+    // its recorded position behind its journal: a verification cut short, whose batches record no position
+    expect(planMirrorSession(facts({ local: b2, peerSummary: a2, applied: 41 }))).toMatchObject({ kind: "sync", scope: "all", as: "verification", why: expect.stringContaining("cut short") });
+    // a batch since its position no longer queued
+    expect(planMirrorSession(facts({ local: b2, peerSummary: a2, applied: 44, queueComplete: false }))).toMatchObject({ kind: "sync", scope: "all", why: expect.stringContaining("no longer queued") });
+  });
+
   it("the peer newer than where the job runs, or both wrote apart: gray; a selected source resyncs what either side wrote", () => {
     expect(planMirrorSession(facts({ local: returning, peerSummary: survivor, self: "a", peer: "b", job: job({ active: "a" }) }))).toMatchObject({ kind: "gray", why: expect.stringContaining("holds newer data") });
     const aApart = summary("a", "3333333333333333", [G1], [["3333333333333333", ["0/a-only.txt"], false], [G1, [], false]]);
     expect(planMirrorSession(facts({ peerSummary: aApart }))).toMatchObject({ kind: "gray", why: expect.stringContaining("both nodes wrote") });
-    expect(planMirrorSession(facts({ peerSummary: aApart, mode: "selected" }))).toEqual({ kind: "sync", scope: ["0/a-only.txt", "0/orders.txt"], as: "resync" });
+    expect(planMirrorSession(facts({ peerSummary: aApart, mode: "selected" }))).toMatchObject({ kind: "sync", scope: ["0/a-only.txt", "0/orders.txt"], as: "resync" });
   });
 });
