@@ -8,14 +8,15 @@ import { lineageSummary, lineageView, parseLineageSummary, type LineageSummary }
 import { compareLineage, decideSourceSelection, type Paths } from "../policy/lineage.ts";
 import { planMirrorSession } from "../policy/mirror-session.ts";
 import { ControlError } from "../api/ports.ts";
+import { JoinedBytes } from "../cluster/peer-channel.ts";
 import type { Timers } from "../world/clock.ts";
 import { createApplier, RefusedBatchError } from "../replication/apply.ts";
-import { BatchError, decodeBatch, type Batch } from "../replication/batch.ts";
+import { BatchError, decodeBatch, encodedLength, type Batch } from "../replication/batch.ts";
 import { createCapture, type Capture } from "../replication/capture.ts";
 import { createBatchQueue, type BatchQueue } from "../replication/queue.ts";
 import { readManifest, type ChangeIndex, type Entry } from "../replication/scan.ts";
 import { createSnapshots, SnapshotError, type SnapshotInfo } from "../replication/snapshot.ts";
-import { parseMirrorRequest, type MirrorRequest } from "./peer-protocol.ts";
+import { parseMirrorRequest, type MirrorRequest, type OutgoingMirrorRequest } from "./peer-protocol.ts";
 
 /** Batches sent and not yet acknowledged: enough to keep the link busy while one applies. */
 export const MIRROR_WINDOW = 4;
@@ -42,7 +43,7 @@ export interface MirrorHost {
   /** The journal's last seq. */
   head(): number;
   relay(event: DuetEvent): void;
-  request(body: MirrorRequest, timeoutMs: number): Promise<unknown>;
+  request(body: OutgoingMirrorRequest, timeoutMs: number): Promise<unknown>;
   connected(): boolean;
   timers: Timers;
   log(message: string, fields?: Record<string, unknown>): void;
@@ -299,7 +300,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         // node's history on the replica anyway: it applies them unstaged. Queued batches (resume,
         // replay) are history: staged, so a crash still leaves a whole prefix.
         const sync = scanned && until !== undefined && n <= until();
-        const sent = host.request({ kind: "mirror-batch", job, from: host.self, batch: bytes, ...(sync ? { sync } : {}) }, MIRROR_BATCH_TIMEOUT_MS);
+        const sent = host.request({ kind: "mirror-batch", job, from: host.self, batch: new JoinedBytes(bytes), ...(sync ? { sync } : {}) }, MIRROR_BATCH_TIMEOUT_MS);
         // Acknowledgements are journaled in order; each is appended once the one before it has been
         // appended (not yet made durable), so the journal writes several in one synced batch.
         const appended = (async () => {
@@ -314,8 +315,8 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         inFlight.push(
           (async () => {
             await (await appended).durable;
-            await onAcked?.(bytes.length);
-            await source.queue.dropThrough(n);
+            await onAcked?.(encodedLength(bytes));
+            await source.queue.dropThrough(n, { acknowledged: true });
             if (source.queue.stats().batches === 0 || host.now() - source.lastQueueReport >= QUEUE_REPORT_MS) await reportQueue(job, source, true);
             if (source.queue.stats().bytes === 0) source.capture.resume();
           })(),

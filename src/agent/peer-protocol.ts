@@ -1,4 +1,5 @@
 import { z } from "zod";
+import type { JoinedBytes } from "../cluster/peer-channel.ts";
 import { jobId, nodeId, user } from "../events/ids.ts";
 
 /**
@@ -91,6 +92,8 @@ export const mirrorRequest = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("mirror-select"), job: jobId, from: nodeId, by: user, force: z.boolean(), keptSnapshot: z.string().nullable(), losingPaths: z.number().int().nonnegative() }),
 ]);
 export type MirrorRequest = z.infer<typeof mirrorRequest>;
+/** What the source sends: a batch's bytes as its encoded parts, which the replica receives as one Uint8Array. */
+export type OutgoingMirrorRequest = Exclude<MirrorRequest, { kind: "mirror-batch" }> | (Omit<Extract<MirrorRequest, { kind: "mirror-batch" }>, "batch"> & { batch: JoinedBytes });
 
 export function parseMirrorRequest(message: unknown): MirrorRequest {
   const parsed = mirrorRequest.safeParse(message);

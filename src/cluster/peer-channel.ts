@@ -40,6 +40,27 @@ type Frame = z.infer<typeof frameSchema>;
  * it through a buffer four times its size, twice per batch.
  */
 export const ATTACH_MIN_BYTES = 64 * 1024;
+
+/**
+ * A byte field given as several buffers (a batch's header and its data), written one after the
+ * other and never joined on this side; always attached, and received as one Uint8Array.
+ */
+export class JoinedBytes {
+  readonly length: number;
+  constructor(readonly parts: readonly Uint8Array[]) {
+    this.length = parts.reduce((sum, part) => sum + part.length, 0);
+  }
+}
+/**
+ * Request frames of 1 MiB to this size (write batches) are read into buffers used again once the
+ * request is answered: fresh ones, each aging into the old generation before it dies, cost a full
+ * collection per few dozen batches. A handler must not keep a request's attached bytes past its
+ * answer (the mirror's staging copies what it keeps to disk).
+ */
+const FRAME_BUFFER_BYTES = 4 * 1024 * 1024 + 256 * 1024;
+const FRAME_BUFFERS_FREE_MAX = 8;
+const freeFrameBuffers: Buffer[] = [];
+
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && Object.getPrototypeOf(v) === Object.prototype;
 
 export interface PeerChannelOptions {
@@ -107,20 +128,21 @@ export function startPeerChannel(options: PeerChannelOptions) {
   /**
    * A frame on the wire: its length, the length of its msgpack part, the msgpack, then the bytes
    * of an attached body field if any. Returns the head (lengths and msgpack, copied out of packr's
-   * shared buffer) and the attachment, written after it as it is.
+   * shared buffer) and the attachment's parts, written after it as they are.
    */
-  function encode(frame: Frame): [Buffer, Uint8Array | null] {
-    let attachment: Uint8Array | null = null;
+  function encode(frame: Frame): [Buffer, readonly Uint8Array[]] {
+    let attachment: readonly Uint8Array[] = [];
     if ("body" in frame && isPlainObject(frame.body)) {
       const body = frame.body;
-      const key = Object.keys(body).find((k) => body[k] instanceof Uint8Array && body[k].length >= ATTACH_MIN_BYTES && ATTACHED_KEY.test(k));
+      const key = Object.keys(body).find((k) => (body[k] instanceof JoinedBytes || (body[k] instanceof Uint8Array && body[k].length >= ATTACH_MIN_BYTES)) && ATTACHED_KEY.test(k));
       if (key !== undefined) {
-        attachment = body[key] as Uint8Array;
+        const field = body[key] as Uint8Array | JoinedBytes;
+        attachment = field instanceof JoinedBytes ? field.parts : [field];
         frame = { ...frame, body: { ...body, [key]: null }, a: key };
       }
     }
     const packed = packr.pack(frame);
-    const length = 4 + packed.length + (attachment?.length ?? 0);
+    const length = 4 + packed.length + attachment.reduce((sum, part) => sum + part.length, 0);
     if (length > PEER_FRAME_MAX_BYTES) throw new Error(`a peer frame of ${length} bytes exceeds the limit of ${PEER_FRAME_MAX_BYTES} bytes`);
     const head = Buffer.allocUnsafe(8 + packed.length);
     head.writeUInt32BE(length, 0);
@@ -133,7 +155,7 @@ export function startPeerChannel(options: PeerChannelOptions) {
   function write(conn: Connection | null, frame: Frame): Promise<void> {
     if (!conn) return Promise.reject(new Error(`peer ${peer} is not connected`));
     let head: Buffer;
-    let attachment: Uint8Array | null;
+    let attachment: readonly Uint8Array[];
     try {
       [head, attachment] = encode(frame);
     } catch (error) {
@@ -142,12 +164,12 @@ export function startPeerChannel(options: PeerChannelOptions) {
     const s = conn.socket;
     // A socket already gone would never drain: its waiters were failed when it closed.
     if (s.destroyed) return Promise.reject(new Error(`connection to ${peer} lost before the frame was sent: ${conn.reason ?? "closed"}`));
-    const size = head.length + (attachment?.length ?? 0);
+    const size = head.length + attachment.reduce((sum, part) => sum + part.length, 0);
     if (s.writableLength > 0 && s.writableLength + size > PEER_WRITE_BUFFER_MAX_BYTES)
       return Promise.reject(new Error(`peer ${peer} is not reading: ${s.writableLength} bytes already wait to be sent`));
     return new Promise((resolve, reject) => {
       let taken = s.write(head);
-      if (attachment) taken = s.write(attachment);
+      for (const part of attachment) if (part.length > 0) taken = s.write(part);
       if (taken) resolve();
       else conn.drainWaiters.push({ resolve, reject });
     });
@@ -164,36 +186,62 @@ export function startPeerChannel(options: PeerChannelOptions) {
     current = conn;
     stats.connections += 1;
     backoffMs = RECONNECT_MIN_MS;
-    // Chunks are kept as they arrive and joined once a whole frame is there: a 16 MiB frame in
-    // 16 KiB reads is copied once, not a thousand times.
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const flatten = (): Buffer => {
-      if (chunks.length > 1) chunks.splice(0, chunks.length, Buffer.concat(chunks, size));
-      return chunks[0]!;
+    // Each frame is read into a buffer of its announced length as its chunks arrive (or used in
+    // place when one chunk holds it whole): a 16 MiB frame in 16 KiB reads is copied once, and no
+    // chunk outlives its 'data' event (kept chunks age into the old generation, and only a full
+    // collection frees them).
+    const prefix = Buffer.alloc(4);
+    let prefixFilled = 0;
+    let frame: Buffer | null = null;
+    let filled = 0;
+    let pooled = false;
+    /** `pooled`: the frame was read into one of the frame buffers, given back once a request is answered. */
+    const deliver = (body: Buffer, pooled = false): boolean => {
+      const decoded = decode(body);
+      if (typeof decoded === "string") {
+        stats.malformed += 1;
+        drop(conn, decoded);
+        return false;
+      }
+      conn.lastHeard = clock.monotonic();
+      options.onHeard?.(clock.now());
+      const reuse = () => void (freeFrameBuffers.length < FRAME_BUFFERS_FREE_MAX && freeFrameBuffers.push(Buffer.from(body.buffer, 0, FRAME_BUFFER_BYTES)));
+      handle(conn, decoded, pooled ? reuse : undefined);
+      return true;
     };
     s.on("data", (chunk: Buffer) => {
-      chunks.push(chunk);
-      size += chunk.length;
-      while (size >= 4 && !s.destroyed) {
-        const length = (chunks[0]!.length >= 4 ? chunks[0]! : flatten()).readUInt32BE(0);
-        if (length > PEER_FRAME_MAX_BYTES) {
-          stats.oversized += 1;
-          return drop(conn, `the peer announced a frame of ${length} bytes, more than ${PEER_FRAME_MAX_BYTES}`);
+      let at = 0;
+      while (at < chunk.length && !s.destroyed) {
+        if (frame === null) {
+          const take = Math.min(4 - prefixFilled, chunk.length - at);
+          chunk.copy(prefix, prefixFilled, at, at + take);
+          prefixFilled += take;
+          at += take;
+          if (prefixFilled < 4) return;
+          prefixFilled = 0;
+          const length = prefix.readUInt32BE(0);
+          if (length > PEER_FRAME_MAX_BYTES) {
+            stats.oversized += 1;
+            return drop(conn, `the peer announced a frame of ${length} bytes, more than ${PEER_FRAME_MAX_BYTES}`);
+          }
+          if (chunk.length - at >= length) {
+            if (!deliver(chunk.subarray(at, at + length))) return;
+            at += length;
+            continue;
+          }
+          pooled = length >= 1024 * 1024 && length <= FRAME_BUFFER_BYTES;
+          frame = pooled ? (freeFrameBuffers.pop() ?? Buffer.allocUnsafeSlow(FRAME_BUFFER_BYTES)).subarray(0, length) : Buffer.allocUnsafe(length);
+          filled = 0;
         }
-        if (size < 4 + length) return;
-        const all = flatten();
-        const body = all.subarray(4, 4 + length);
-        chunks.splice(0, 1, ...(all.length > 4 + length ? [all.subarray(4 + length)] : []));
-        size -= 4 + length;
-        const frame = decode(body);
-        if (typeof frame === "string") {
-          stats.malformed += 1;
-          return drop(conn, frame);
+        const take = Math.min(frame.length - filled, chunk.length - at);
+        chunk.copy(frame, filled, at, at + take);
+        filled += take;
+        at += take;
+        if (filled === frame.length) {
+          const whole = frame;
+          frame = null;
+          if (!deliver(whole, pooled)) return;
         }
-        conn.lastHeard = clock.monotonic();
-        options.onHeard?.(clock.now());
-        handle(conn, frame);
       }
     });
     s.on("drain", () => {
@@ -241,7 +289,8 @@ export function startPeerChannel(options: PeerChannelOptions) {
     return frame;
   }
 
-  function handle(conn: Connection, frame: Frame): void {
+  /** `answered`: for a request in a frame buffer, gives the buffer back once the answer is written. */
+  function handle(conn: Connection, frame: Frame, answered?: () => void): void {
     switch (frame.t) {
       case "ping":
         return;
@@ -262,13 +311,13 @@ export function startPeerChannel(options: PeerChannelOptions) {
         return;
       }
       case "req":
-        return answer(conn, frame.id, frame.body);
+        return answer(conn, frame.id, frame.body, answered);
     }
   }
 
-  function answer(conn: Connection, id: number, body: unknown): void {
+  function answer(conn: Connection, id: number, body: unknown, answered?: () => void): void {
     if (answering >= PEER_PENDING_REQUESTS_MAX) {
-      write(conn, { t: "res", id, ok: false, error: `${PEER_PENDING_REQUESTS_MAX} requests from ${options.self}'s peer already being answered` }).catch(() => undefined);
+      write(conn, { t: "res", id, ok: false, error: `${PEER_PENDING_REQUESTS_MAX} requests from ${options.self}'s peer already being answered` }).then(answered, () => undefined);
       return;
     }
     answering += 1;
@@ -278,7 +327,7 @@ export function startPeerChannel(options: PeerChannelOptions) {
         (result) => write(conn, { t: "res", id, ok: true, body: result }),
         (error: unknown) => write(conn, { t: "res", id, ok: false, error: error instanceof Error ? error.message : String(error) }),
       )
-      .catch((error: Error) => log(`peer channel: answering request ${id} from ${peer}: ${error.message}`))
+      .then(answered, (error: Error) => log(`peer channel: answering request ${id} from ${peer}: ${error.message}`))
       .finally(() => (answering -= 1));
   }
 

@@ -48,7 +48,8 @@ export function batchChecksum(ops: BatchOp[], data: Buffer): string {
 /** The checksums of each 4 KiB piece of `bytes` (the last may be short), PIECE_SUM_BYTES each. */
 export function pieceSums(bytes: Buffer): Buffer {
   const out = Buffer.allocUnsafe(Math.ceil(bytes.length / PIECE_BYTES) * PIECE_SUM_BYTES);
-  for (let at = 0, i = 0; at < bytes.length; at += PIECE_BYTES, i += PIECE_SUM_BYTES) hash("sha256", bytes.subarray(at, at + PIECE_BYTES), "buffer").copy(out, i, 0, PIECE_SUM_BYTES);
+  // As a latin1 string, not a Buffer: a Buffer per 4 KiB piece is garbage the collector must trace.
+  for (let at = 0, i = 0; at < bytes.length; at += PIECE_BYTES, i += PIECE_SUM_BYTES) out.write(hash("sha256", bytes.subarray(at, at + PIECE_BYTES), "binary"), i, PIECE_SUM_BYTES, "latin1");
   return out;
 }
 
@@ -85,26 +86,38 @@ export function makeBatch(job: string, generation: string, batch: number, ops: B
 
 /**
  * The encoded form: a magic byte, the length of a msgpack header, the header (format, job,
- * generation, number, ops, checksum), then the data as it is. The data is copied once into the
- * result and decoded as a view: msgpack would copy it through a buffer four times its size.
+ * generation, number, ops, checksum), then the data as it is, decoded as a view: msgpack would
+ * copy it through a buffer four times its size.
  */
 const BATCH_MAGIC = 0xd7;
 /** msgpack's fixarray of 7: how format 2 began. */
 const LEGACY_ARRAY = 0x97;
 const PREFIX_BYTES = 5;
 
-/** `verify` false only for a batch this process just built with makeBatch (its checksum is right by construction). */
-export function encodeBatch(b: Batch, verify = true): Buffer {
+/** An encoded batch as parts whose concatenation is its bytes: the head, then the data uncopied. */
+export type EncodedBatch = readonly Buffer[];
+export const encodedLength = (parts: EncodedBatch): number => parts.reduce((sum, part) => sum + part.length, 0);
+
+/**
+ * The encoded batch as [magic, header length and header; data]: the data is not copied, the
+ * queue keeps and the channel sends the two parts as they are. `verify` false only for a batch
+ * this process just built with makeBatch (its checksum is right by construction).
+ */
+export function encodeBatchParts(b: Batch, verify = true): [Buffer, Buffer] {
   if (verify && batchChecksum(b.ops, b.data) !== b.sha256) throw new BatchError(`batch ${b.batch}: checksum does not match its contents (built wrong)`);
   const header = packr.pack([BATCH_FORMAT, b.job, b.generation, b.batch, b.ops, b.sha256]);
   const length = PREFIX_BYTES + header.length + b.data.length;
   if (length > BATCH_MAX_BYTES) throw new BatchError(`batch ${b.batch}: ${length} bytes, more than ${BATCH_MAX_BYTES}`);
-  const bytes = Buffer.allocUnsafe(length);
-  bytes[0] = BATCH_MAGIC;
-  bytes.writeUInt32BE(header.length, 1);
-  header.copy(bytes, PREFIX_BYTES);
-  b.data.copy(bytes, PREFIX_BYTES + header.length);
-  return bytes;
+  const head = Buffer.allocUnsafe(PREFIX_BYTES + header.length);
+  head[0] = BATCH_MAGIC;
+  head.writeUInt32BE(header.length, 1);
+  header.copy(head, PREFIX_BYTES);
+  return [head, b.data];
+}
+
+/** The encoded batch as one buffer. */
+export function encodeBatch(b: Batch, verify = true): Buffer {
+  return Buffer.concat(encodeBatchParts(b, verify));
 }
 
 /** Decodes and checks a batch; anything wrong is a BatchError naming what, never a partial batch. The data is a view of `bytes`. */

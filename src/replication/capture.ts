@@ -2,7 +2,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { DuetEvent } from "../events/catalogue.ts";
 import type { Timers, TimerHandle } from "../world/clock.ts";
-import { CHECKSUM_BLOCK_BYTES, encodeBatch, inMirror, makeBatch } from "./batch.ts";
+import { CHECKSUM_BLOCK_BYTES, encodeBatchParts, encodedLength, inMirror, makeBatch } from "./batch.ts";
 import type { BatchQueue } from "./queue.ts";
 import { adoptManifest, loadIndex, saveIndex, scanChanges, type ChangeIndex } from "./scan.ts";
 import { watchTree } from "./watch.ts";
@@ -94,8 +94,8 @@ export function createCapture(options: CaptureOptions) {
       onBatch: async (b) => {
         generation ??= await options.generation();
         const batch = makeBatch(options.job, generation, last + 1, inMirror(b.ops, i), b.data);
-        const encoded = encodeBatch(batch, false);
-        const bytes = encoded.length;
+        const encoded = encodeBatchParts(batch, false);
+        const bytes = encodedLength(encoded);
         // In 64 KiB blocks' worth (a range may hold many; a few pieces count as one).
         for (const op of batch.ops) if (op.op === "write") for (const [, length] of op.blocks) blocksShipped += Math.ceil(length / CHECKSUM_BLOCK_BYTES);
         bytesShipped += bytes;

@@ -1,6 +1,7 @@
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { fsyncPath } from "./durable.ts";
+import { encodedLength, type EncodedBatch } from "./batch.ts";
+import { returnBatchBuffer } from "./batch-buffers.ts";
 
 /** A sync's batches held in memory at most: about four times the sender's window of 4 MiB batches. */
 export const QUEUE_MEMORY_MAX_BYTES = 64 * 1024 * 1024;
@@ -18,7 +19,7 @@ export function createBatchQueue(dir: string) {
   const sizes = new Map<number, number>();
   let bytes = 0;
   const file = (n: number) => join(dir, `${n}.batch`);
-  const inMemory = new Map<number, Buffer>();
+  const inMemory = new Map<number, EncodedBatch>();
   let memoryBytes = 0;
   let senders = 0;
   let waiting: (() => void)[] = [];
@@ -49,22 +50,30 @@ export function createBatchQueue(dir: string) {
      * false for a resync's or verification's batches: a sender that crashes mid-sync starts the sync
      * again, so they need not survive it.
      */
-    async put(n: number, encoded: Buffer, durable = true): Promise<number> {
+    async put(n: number, encoded: EncodedBatch, durable = true): Promise<number> {
+      const length = encodedLength(encoded);
       if (!durable) {
-        while (senders > 0 && memoryBytes > 0 && memoryBytes + encoded.length > QUEUE_MEMORY_MAX_BYTES) await new Promise<void>((resume) => waiting.push(resume));
-        if (senders > 0 || memoryBytes + encoded.length <= QUEUE_MEMORY_MAX_BYTES) {
+        while (senders > 0 && memoryBytes > 0 && memoryBytes + length > QUEUE_MEMORY_MAX_BYTES) await new Promise<void>((resume) => waiting.push(resume));
+        if (senders > 0 || memoryBytes + length <= QUEUE_MEMORY_MAX_BYTES) {
           inMemory.set(n, encoded);
-          memoryBytes += encoded.length;
-          add(n, encoded.length);
-          return encoded.length;
+          memoryBytes += length;
+          add(n, length);
+          return length;
         }
       }
       const path = file(n);
-      await writeFile(`${path}.tmp`, encoded, { mode: 0o600 });
-      if (durable) await fsyncPath(`${path}.tmp`);
+      const handle = await open(`${path}.tmp`, "w", 0o600);
+      try {
+        const { bytesWritten } = await handle.writev(encoded);
+        if (bytesWritten !== length) throw new Error(`queue: wrote ${bytesWritten} of batch ${n}'s ${length} bytes to ${path}.tmp`);
+        if (durable) await handle.sync();
+      } finally {
+        await handle.close();
+      }
       await rename(`${path}.tmp`, path);
-      add(n, encoded.length);
-      return encoded.length;
+      add(n, length);
+      for (const part of encoded) returnBatchBuffer(part); // on disk now: read back from there
+      return length;
     },
     /**
      * A sender drains the queue from now until `done` is called: while one does, a sync's batches
@@ -81,15 +90,21 @@ export function createBatchQueue(dir: string) {
       };
     },
     /** The encoded batch, or null when it is no longer queued. */
-    async get(n: number): Promise<Buffer | null> {
+    async get(n: number): Promise<EncodedBatch | null> {
       if (!sizes.has(n)) return null;
-      return inMemory.get(n) ?? readFile(file(n)).catch(() => null);
+      return inMemory.get(n) ?? readFile(file(n)).then(
+        (bytes) => [bytes],
+        () => null,
+      );
     },
     has: (n: number) => sizes.has(n),
     /** Batch numbers queued, ascending. */
     numbers: () => [...sizes.keys()].sort((a, b) => a - b),
-    /** Drops every batch up to `n`: acknowledged, or superseded by a resync. */
-    async dropThrough(n: number): Promise<void> {
+    /**
+     * Drops every batch up to `n`: acknowledged, or superseded by a resync. `acknowledged`: the
+     * peer received every byte of them, so their buffers can serve the next batches.
+     */
+    async dropThrough(n: number, how: { acknowledged?: boolean } = {}): Promise<void> {
       // Forgotten at once, files removed after: calls may overlap, and each batch counts once.
       const onDisk: number[] = [];
       for (const [k, size] of [...sizes]) {
@@ -97,7 +112,8 @@ export function createBatchQueue(dir: string) {
         const held = inMemory.get(k);
         if (held) {
           inMemory.delete(k);
-          memoryBytes -= held.length;
+          memoryBytes -= encodedLength(held);
+          if (how.acknowledged) for (const part of held) returnBatchBuffer(part);
         } else onDisk.push(k);
         sizes.delete(k);
         bytes -= size;

@@ -4,6 +4,7 @@ import { lstat, mkdir, open, readdir, readFile, readlink, rename, writeFile } fr
 import { dirname, join } from "node:path";
 import { Packr } from "msgpackr";
 import { blocksChecksum, blockSumOfPieces, checksumOfBlockSums, CHECKSUM_BLOCK_BYTES, PIECE_BYTES, PIECE_SUM_BYTES, pieceSums, type BatchOp } from "./batch.ts";
+import { BATCH_BUFFER_BYTES, returnBatchBuffer, takeBatchBuffer } from "./batch-buffers.ts";
 import { fsyncPath } from "./durable.ts";
 
 /**
@@ -19,7 +20,7 @@ export const FINE_FILE_MAX = 1024 * 1024 * 1024;
 /** Bytes read from a file at once; a multiple of BLOCK_BYTES. */
 export const READ_BYTES = 16 * BLOCK_BYTES;
 /** Block bytes per batch; a larger change is split over several batches. */
-export const SCAN_BATCH_DATA_MAX = 4 * 1024 * 1024;
+export const SCAN_BATCH_DATA_MAX = BATCH_BUFFER_BYTES;
 /** Entries the index holds; a tree beyond this is refused with a clear error rather than eating memory. */
 export const INDEX_ENTRIES_MAX = 2_000_000;
 
@@ -105,7 +106,6 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
     entry?.kind === "file" && entry.size === info.size && mtimeKey(info) !== RACY && entry.mtimeNs === mtimeKey(info) && (!sameInode || entry.ino === info.ino) ? entry : null;
   const next: ChangeIndex = new Map([...index].filter(([path]) => !inScope(path)));
   const out = createBatcher(options.onBatch);
-  const none = Buffer.alloc(0);
   let bytesRead = 0;
 
   // Renames: a path gone from the index whose inode now appears, unchanged, under a new name.
@@ -136,21 +136,21 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
     if (kind === null) continue; // devices, sockets and fifos are not mirrored
     // A path that changed kind (file -> dir, dir -> link, ...) is removed on the replica first.
     if (old !== undefined && old.kind !== kind) {
-      await out.push({ op: "remove", path }, none);
+      await out.push({ op: "remove", path });
       if (old.kind === "dir") kindChanged.push(path);
     }
     const was = old?.kind === kind ? old : undefined;
     if (kind === "link") {
       const target = await readlink(join(root, path));
       next.set(path, { kind: "link", target });
-      if (was?.kind !== "link" || was.target !== target) await out.push({ op: "symlink", path, target }, none);
+      if (was?.kind !== "link" || was.target !== target) await out.push({ op: "symlink", path, target });
       continue;
     }
     const mode = info.mode & 0o7777;
     if (kind === "dir") {
       next.set(path, { kind: "dir", mode });
-      if (was === undefined) await out.push({ op: "mkdir", path, mode }, none);
-      else if (was.kind === "dir" && was.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
+      if (was === undefined) await out.push({ op: "mkdir", path, mode });
+      else if (was.kind === "dir" && was.mode !== mode) await out.push({ op: "chmod", path, mode });
       continue;
     }
     const mtimeNs = mtimeKey(info);
@@ -158,16 +158,16 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
     const moved = from !== undefined ? index.get(from) : undefined;
     const movedHere = old === undefined ? unchanged(moved, info, false) : null;
     if (movedHere) {
-      await out.push({ op: "rename", path: from!, to: path }, none);
+      await out.push({ op: "rename", path: from!, to: path });
       renamed.add(from!);
       next.set(path, { ...movedHere, mode });
-      if (movedHere.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
+      if (movedHere.mode !== mode) await out.push({ op: "chmod", path, mode });
       continue;
     }
     const kept = unchanged(was, info, true);
     if (kept) {
       next.set(path, { ...kept, mode });
-      if (kept.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
+      if (kept.mode !== mode) await out.push({ op: "chmod", path, mode });
       continue;
     }
     if (options.statOnly) {
@@ -176,13 +176,13 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
     }
     // Changed blocks go into batches as they are read: a large file never sits in memory whole.
     const write = out.beginWrite(path, info.size);
-    const read = await readChangedBlocks(join(root, path), info.size, was?.kind === "file" ? was : undefined, write.add, (await early) ?? undefined);
+    const read = await readChangedBlocks(join(root, path), info.size, was?.kind === "file" ? was : undefined, write, (await early) ?? undefined);
     if (read === null) continue; // gone since the walk: the next scan removes it
     bytesRead += read.size;
     next.set(path, { kind: "file", mode, size: read.size, mtimeNs, ino: info.ino, blocks: read.blocks, ...(read.pieces ? { pieces: read.pieces } : {}) });
     // Re-read (racy, or touched) but no block and not the size changed: nothing to ship.
     await write.end(read.size, was?.kind !== "file" || was.size !== read.size);
-    if (was?.kind !== "file" || was.mode !== mode) await out.push({ op: "chmod", path, mode }, none);
+    if (was?.kind !== "file" || was.mode !== mode) await out.push({ op: "chmod", path, mode });
   }
 
   // Removed paths last (a rename may take a file out of a removed directory first), and only the
@@ -193,7 +193,7 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
     for (let at = path.lastIndexOf("/"); at > 0; at = path.lastIndexOf("/", at - 1)) if (gone.has(path.slice(0, at))) return true;
     return false;
   };
-  for (const path of removed) if (!covered(path)) await out.push({ op: "remove", path }, none);
+  for (const path of removed) if (!covered(path)) await out.push({ op: "remove", path });
 
   return { batches: await out.finish(), index: next, bytesRead };
 }
@@ -229,7 +229,8 @@ async function readSmallFile(path: string, size: number): Promise<Buffer | null>
   try {
     const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
     try {
-      const buffer = Buffer.allocUnsafe(readSizeFor(size));
+      // One byte more than the file holds, so one read finds its end (a file that grew is read by the scan).
+      const buffer = Buffer.allocUnsafe(size + 1);
       const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
       return bytesRead < buffer.length ? buffer.subarray(0, bytesRead) : null;
     } finally {
@@ -244,12 +245,13 @@ async function readSmallFile(path: string, size: number): Promise<Buffer | null>
  * Reads a file block by block, handing on what differs from `known`: a block whose checksum
  * differs, or, where `known` has piece checksums, each run of differing 4 KiB pieces in it.
  * `whole`: the file's entire content, read ahead (shorter than one read: its end was seen).
+ * A file with nothing known ships every block: it is read straight into the batch being built.
  */
 async function readChangedBlocks(
   path: string,
   sizeSeen: number,
   known: { blocks: readonly string[]; pieces?: Buffer } | undefined,
-  changed: (at: number, bytes: Buffer, sum: string | null) => Promise<void>,
+  write: FileWrite,
   whole?: Buffer,
 ): Promise<{ size: number; blocks: string[]; pieces: Buffer | undefined } | null> {
   const handle = whole
@@ -264,18 +266,18 @@ async function readChangedBlocks(
     const pieces: Buffer[] = [];
     let size = 0;
     const readBytes = whole ? whole.length + 1 : readSizeFor(sizeSeen);
-    // A change to a known file is handed on as a copy: a few scattered pieces must not each keep
-    // their whole read buffer alive until their batch is built.
-    const handOn: typeof changed = known === undefined ? changed : (at, bytes, sum) => changed(at, Buffer.from(bytes), sum);
+    // A known file's blocks are read into one scratch buffer and the changed ones copied out.
+    let scratch: Buffer | null = null;
     for (;;) {
       // Read up to READ_BYTES at a time (fewer system calls), hash and hand on 64 KiB blocks of it.
-      // A new buffer each time: the changed blocks handed on are views of it until their batch is built.
       let buffer: Buffer;
       let bytesRead: number;
-      if (whole) [buffer, bytesRead] = [whole, whole.length];
+      let asked: number;
+      if (whole) [buffer, bytesRead, asked] = [whole, whole.length, readBytes];
       else {
-        buffer = Buffer.allocUnsafe(readBytes);
-        ({ bytesRead } = await handle!.read(buffer, 0, readBytes, size));
+        buffer = known === undefined ? await write.room(readBytes) : (scratch ??= Buffer.allocUnsafe(readBytes));
+        asked = Math.min(readBytes, buffer.length);
+        ({ bytesRead } = await handle!.read(buffer, 0, asked, size));
       }
       if (bytesRead === 0) break;
       for (let at = 0; at < bytesRead; at += BLOCK_BYTES) {
@@ -286,11 +288,11 @@ async function readChangedBlocks(
         blocks.push(sum);
         pieces.push(sums);
         if (known?.blocks[i] === sum) continue;
-        await handOnDiffering(size + at, block, sum, sums, known?.pieces, handOn);
+        await handOnDiffering(size + at, block, sum, sums, known?.pieces, write.add);
       }
       size += bytesRead;
       // A regular file reads short only at its end (one still growing is racy and read again next scan).
-      if (bytesRead < readBytes) break;
+      if (bytesRead < asked) break;
     }
     return { size, blocks, pieces: size <= FINE_FILE_MAX ? Buffer.concat(pieces) : undefined };
   } finally {
@@ -303,7 +305,7 @@ async function readChangedBlocks(
  * known piece of another length differs too), or the whole block with its checksum when there are
  * no known pieces there or every piece differs.
  */
-async function handOnDiffering(offset: number, block: Buffer, sum: string, sums: Buffer, knownPieces: Buffer | undefined, changed: (at: number, bytes: Buffer, sum: string | null) => Promise<void>): Promise<void> {
+async function handOnDiffering(offset: number, block: Buffer, sum: string, sums: Buffer, knownPieces: Buffer | undefined, changed: FileWrite["add"]): Promise<void> {
   const count = sums.length / PIECE_SUM_BYTES;
   const first = (offset / PIECE_BYTES) * PIECE_SUM_BYTES;
   if (!knownPieces || knownPieces.length <= first) return changed(offset, block, sum);
@@ -322,67 +324,119 @@ async function handOnDiffering(offset: number, block: Buffer, sum: string, sums:
   for (const [from, to] of runs) await changed(offset + from * PIECE_BYTES, block.subarray(from * PIECE_BYTES, to * PIECE_BYTES), null);
 }
 
+/** Ops' share of a batch's header, roughly: a batch of many small ops is cut before its frame would overflow. */
+const SCAN_BATCH_HEADER_MAX = 4 * 1024 * 1024;
+const headerShare = (op: BatchOp) => 64 + op.path.length + (op.op === "rename" ? op.to.length : op.op === "symlink" ? op.target.length : op.op === "write" ? op.blocks.length * 12 : 0);
+
+/** One file's write being built: its changed blocks are placed in the batch's data as they come. */
+interface FileWrite {
+  /** A block (or run of pieces) at `at` that differs; `sum` is its block checksum when it is a whole block. */
+  add(at: number, bytes: Buffer, sum: string | null): Promise<void>;
+  /**
+   * Where the next bytes of this file can be read to be placed without a copy: free space of the
+   * batch's data, at least one block, at most `bytes` (a full batch is sent first to make room).
+   */
+  room(bytes: number): Promise<Buffer>;
+  /** `always`: a new file or a new size must be shipped even when no block changed (a truncation to a block boundary). */
+  end(finalSize: number, always: boolean): Promise<void>;
+}
+
 /**
  * Collects ops into batches of at most SCAN_BATCH_DATA_MAX block bytes, in order; a write larger
  * than that is split by blocks over several batches, each op keeping the file's final size.
+ * Block bytes go into the batch's data buffer as they are handed on (read there directly where
+ * they can be), so a batch is one buffer from the start, not a join of many.
  */
 function createBatcher(onBatch: ScanOptions["onBatch"]) {
   const kept: ScanResult["batches"] = [];
   let ops: BatchOp[] = [];
-  let parts: Buffer[] = [];
+  let headerBytes = 0;
+  let data: Buffer | null = null;
+  /** Bytes of data taken by the ops pushed so far; `used` adds the write being built. */
   let size = 0;
+  let used = 0;
+  const arena = () => (data ??= takeBatchBuffer());
+  /** Appends bytes at `used`, copying only when they were not read there. */
+  const place = (bytes: Buffer) => {
+    const into = arena();
+    if (bytes.buffer !== into.buffer || bytes.byteOffset !== into.byteOffset + used) bytes.copy(into, used);
+    used += bytes.length;
+  };
   const flush = async () => {
     if (ops.length === 0) return;
-    const batch = { ops, data: parts.length === 1 ? parts[0]! : Buffer.concat(parts) };
+    // A batch that filled its buffer takes it along; a small one (a realtime change) is copied
+    // out, so a queued batch never holds more memory than its bytes.
+    const full = data !== null && size >= data.length / 2;
+    const batch = { ops, data: data === null ? Buffer.alloc(0) : full ? data.subarray(0, size) : Buffer.from(data.subarray(0, size)) };
+    if (full) data = null;
     ops = [];
-    parts = [];
-    size = 0;
+    headerBytes = 0;
+    size = used = 0;
     if (onBatch) await onBatch(batch);
     else kept.push(batch);
   };
-  const push = async (op: BatchOp, data: Buffer) => {
-    if (size + data.length > SCAN_BATCH_DATA_MAX) await flush();
+  const pushOp = async (op: BatchOp) => {
+    if (headerBytes + headerShare(op) > SCAN_BATCH_HEADER_MAX) await flush();
     ops.push(op);
-    parts.push(data);
-    size += data.length;
+    headerBytes += headerShare(op);
   };
   return {
-    push,
+    /** An op without data: mkdir, chmod, symlink, rename, remove. */
+    push: pushOp,
     /**
      * A write op built block by block. Ops cut off before the end carry the size the file had when
      * the scan found it; the last carries the size read to the end of the file.
      */
-    beginWrite(path: string, sizeSeen: number) {
-      let pending: [number, Buffer, string | null][] = [];
-      let pendingBytes = 0;
+    beginWrite(path: string, sizeSeen: number): FileWrite {
+      let pending: [number, number, string | null][] = [];
       let emitted = false;
       const emit = async (fileSize: number) => {
-        const data = Buffer.concat(pending.map(([, b]) => b));
+        const bytes = (data ?? Buffer.alloc(0)).subarray(size, used);
         // Whole blocks come with their checksums; runs of pieces of a differing block are hashed here.
         const sums = pending.map(([, , sum]) => sum);
-        const sha256 = sums.every((sum) => sum !== null) ? checksumOfBlockSums(sums as string[]) : blocksChecksum(data);
-        await push({ op: "write", path, blocks: contiguousRanges(pending.map(([at, b]) => [at, b.length])), size: fileSize, sha256 }, data);
+        const sha256 = sums.every((sum) => sum !== null) ? checksumOfBlockSums(sums as string[]) : blocksChecksum(bytes);
+        const op: BatchOp = { op: "write", path, blocks: contiguousRanges(pending.map(([at, length]) => [at, length])), size: fileSize, sha256 };
+        if (headerBytes + headerShare(op) > SCAN_BATCH_HEADER_MAX && ops.length > 0) {
+          // Too many ops for one header: the ops so far go first, this write's bytes with the next.
+          const moved = Buffer.from(bytes);
+          used = size;
+          await flush();
+          place(moved);
+        }
+        ops.push(op);
+        headerBytes += headerShare(op);
+        size = used;
         pending = [];
-        pendingBytes = 0;
         emitted = true;
       };
+      const makeRoom = async (bytes: number) => {
+        if (pending.length > 0 && used + bytes > SCAN_BATCH_DATA_MAX) {
+          await emit(sizeSeen);
+          await flush();
+        } else if (pending.length === 0 && used + bytes > SCAN_BATCH_DATA_MAX) await flush();
+      };
       return {
-        add: async (at: number, block: Buffer, sum: string | null) => {
-          if (pending.length > 0 && size + pendingBytes + block.length > SCAN_BATCH_DATA_MAX) {
-            await emit(sizeSeen);
-            await flush();
-          }
-          pending.push([at, block, sum]);
-          pendingBytes += block.length;
+        add: async (at, bytes, sum) => {
+          // Bytes read into room() are in place already; anything else is copied in.
+          const inPlace = data !== null && bytes.buffer === data.buffer && bytes.byteOffset === data.byteOffset + used;
+          if (!inPlace) await makeRoom(bytes.length);
+          place(bytes);
+          pending.push([at, bytes.length, sum]);
         },
-        /** `always`: a new file or a new size must be shipped even when no block changed (a truncation to a block boundary). */
-        end: async (finalSize: number, always: boolean) => {
+        room: async (bytes) => {
+          if (SCAN_BATCH_DATA_MAX - used < BLOCK_BYTES) await makeRoom(BLOCK_BYTES);
+          const free = arena().subarray(used);
+          return free.subarray(0, Math.min(bytes, free.length - (free.length % BLOCK_BYTES)));
+        },
+        end: async (finalSize, always) => {
           if (pending.length > 0 || (always && !emitted) || (emitted && finalSize !== sizeSeen)) await emit(finalSize);
         },
       };
     },
     async finish() {
       await flush();
+      if (data !== null) returnBatchBuffer(data); // held for small batches, which were copied out
+      data = null;
       return kept;
     },
   };

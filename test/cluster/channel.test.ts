@@ -3,7 +3,7 @@ import { connect } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { Packr } from "msgpackr";
 import { afterEach, describe, expect, it } from "vitest";
-import { ATTACH_MIN_BYTES, derivePsk, startPeerChannel, type PeerChannel, type PeerChannelOptions } from "../../src/cluster/peer-channel.ts";
+import { ATTACH_MIN_BYTES, derivePsk, JoinedBytes, startPeerChannel, type PeerChannel, type PeerChannelOptions } from "../../src/cluster/peer-channel.ts";
 import { systemClock, systemTimers } from "../../src/world/clock.ts";
 
 // Node "a" dials from 127.0.0.1, node "b" accepts on 127.0.0.2; each test takes its own port.
@@ -85,6 +85,26 @@ describe("peer channel (TLS 1.2 with the cluster key as pre-shared key)", () => 
     expect(answer.got).toBe(batch.length);
     expect(answer.page.length).toBe(70_000);
     expect(answer.note).toBe("x");
+  });
+
+  it("large requests one after another each arrive whole, though they are read into the same buffer", async () => {
+    const { createHash } = await import("node:crypto");
+    const sum = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+    const { a } = pair({ b: { onRequest: async (body) => ({ sum: sum((body as { batch: Uint8Array }).batch) }) } });
+    await until(() => a.connected());
+    for (const size of [2 << 20, 3 << 20, 1 << 20]) {
+      const batch = randomBytes(size);
+      const answer = (await a.request({ kind: "mirror-batch", batch: new JoinedBytes([Buffer.from("head"), batch]) }, 5000)) as { sum: string };
+      expect(answer.sum).toBe(sum(Buffer.concat([Buffer.from("head"), batch])));
+    }
+  });
+
+  it("a byte field given in parts (a batch's header and data) arrives as the one buffer they make", async () => {
+    const { a } = pair({ b: { onRequest: async (body) => ({ echo: Buffer.from((body as { batch: Uint8Array }).batch).toString("hex") }) } });
+    await until(() => a.connected());
+    const parts = [Buffer.from("head"), Buffer.alloc(0), randomBytes(100)];
+    const answer = (await a.request({ kind: "mirror-batch", batch: new JoinedBytes(parts) }, 2000)) as { echo: string };
+    expect(answer.echo).toBe(Buffer.concat(parts).toString("hex"));
   });
 
   it("attached bytes that belong to no field, or to a body that is not an object, close the connection", async () => {

@@ -2,8 +2,9 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { encodeBatch, makeBatch } from "../../src/replication/batch.ts";
+import { encodeBatchParts, encodedLength, makeBatch } from "../../src/replication/batch.ts";
 import { createBatchQueue, QUEUE_MEMORY_MAX_BYTES } from "../../src/replication/queue.ts";
+import { takeBatchBuffer } from "../../src/replication/batch-buffers.ts";
 
 const dirs: string[] = [];
 afterEach(async () => {
@@ -14,7 +15,7 @@ async function queueDir(): Promise<string> {
   dirs.push(dir);
   return dir;
 }
-const encoded = (n: number, bytes: number) => encodeBatch(batch(n, bytes), false);
+const encoded = (n: number, bytes: number) => encodeBatchParts(batch(n, bytes), false);
 const batch = (n: number, bytes: number) => makeBatch("web", "1111111111111111", n, [{ op: "write", path: "0/f", blocks: [[0, bytes]], size: bytes, sha256: "x" }], Buffer.alloc(bytes, n));
 
 describe("the batch queue", () => {
@@ -28,7 +29,8 @@ describe("the batch queue", () => {
     stop();
     expect(await readdir(dir)).toEqual(["1.batch"]);
     expect(queue.numbers()).toEqual([1, 2]);
-    expect((await queue.get(2))?.length).toBeGreaterThan(1000);
+    expect(encodedLength((await queue.get(2))!)).toBeGreaterThan(1000);
+    expect(Buffer.concat((await queue.get(1))!)).toEqual(Buffer.concat(encoded(1, 1000))); // read back from its file whole
     const reopened = createBatchQueue(dir);
     await reopened.open();
     expect(reopened.numbers()).toEqual([1]);
@@ -42,7 +44,7 @@ describe("the batch queue", () => {
     expect(queue.numbers()).toEqual([5, 6]);
     const left = queue.stats();
     expect(left.batches).toBe(2);
-    expect(left.bytes).toBe((await queue.get(5))!.length + (await queue.get(6))!.length);
+    expect(left.bytes).toBe(encodedLength((await queue.get(5))!) + encodedLength((await queue.get(6))!));
   });
 
   it("while a sender drains it, a sync's batches wait for room in memory; with none, they go to disk", async () => {
@@ -63,5 +65,29 @@ describe("the batch queue", () => {
     stop(); // the sender is gone: what does not fit goes to disk instead of waiting for ever
     await queue.put(fit + 2, encoded(fit + 2, size), false);
     expect(await readdir(dir)).toEqual([`${fit + 2}.batch`]);
+  });
+
+  it("a batch's data buffer serves the next batch once the peer acknowledged it or it went to disk, never when it was only superseded", async () => {
+    const dir = await queueDir();
+    const queue = createBatchQueue(dir);
+    await queue.open();
+    const pooled = (n: number) => {
+      const data = takeBatchBuffer().subarray(0, 1000).fill(n);
+      return encodeBatchParts(makeBatch("web", "1111111111111111", n, [{ op: "write", path: "0/f", blocks: [[0, 1000]], size: 1000, sha256: "x" }], data), false);
+    };
+    const stop = queue.sending();
+    const superseded = pooled(1);
+    await queue.put(1, superseded, false);
+    await queue.dropThrough(1);
+    expect(takeBatchBuffer().buffer).not.toBe(superseded[1]!.buffer); // may still sit in a socket's buffer
+    const acknowledged = pooled(2);
+    await queue.put(2, acknowledged, false);
+    await queue.dropThrough(2, { acknowledged: true });
+    expect(takeBatchBuffer().buffer).toBe(acknowledged[1]!.buffer);
+    stop();
+    const spilled = pooled(3);
+    await queue.put(3, spilled, true);
+    expect(takeBatchBuffer().buffer).toBe(spilled[1]!.buffer);
+    expect(Buffer.concat((await queue.get(3))!).subarray(-1000)).toEqual(Buffer.alloc(1000, 3)); // read back from its file
   });
 });

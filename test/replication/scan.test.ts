@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApplier } from "../../src/replication/apply.ts";
-import { inMirror, makeBatch } from "../../src/replication/batch.ts";
+import { BATCH_MAX_BYTES, encodeBatch, inMirror, makeBatch } from "../../src/replication/batch.ts";
 import { adoptManifest, BLOCK_BYTES, loadIndex, RACY_MS, readManifest, saveIndex, scanChanges, type ChangeIndex } from "../../src/replication/scan.ts";
 import { tree } from "./trees.ts";
 
@@ -191,4 +191,17 @@ describe("finding changes by block checksums", () => {
     for (const b of result.batches) expect(b.data.length).toBeLessThanOrEqual(16 * 1024 * 1024);
     expect((await readFile(join(m.target, "huge"))).equals(await readFile(join(m.source, "huge")))).toBe(true);
   });
+
+  it("many small files with long names are cut into batches whose header fits a frame, and new files' bytes are read in place", async () => {
+    const m = await mirror("many");
+    // 2,400 files at paths of ~3,800 bytes: their ops alone (~18 MiB) would overflow one frame
+    const deep = join(m.source, ...Array.from({ length: 15 }, (_, i) => `${i}`.padEnd(240, "d")));
+    await mkdir(deep, { recursive: true });
+    for (let i = 0; i < 2400; i += 400) await Promise.all(Array.from({ length: 400 }, (_, j) => writeFile(join(deep, `${i + j}`.padEnd(100, "f")), `file ${i + j}`)));
+    await writeFile(join(m.source, "big"), Buffer.alloc(6 * 1024 * 1024 + 7, 9)); // crosses a batch's data while read into it
+    const result = await m.sync();
+    expect(result.batches.length).toBeGreaterThanOrEqual(2);
+    for (const b of result.batches) expect(encodeBatch(makeBatch("web", G, 1, inMirror(b.ops, 0), b.data)).length).toBeLessThan(BATCH_MAX_BYTES);
+    expect(await tree(m.target)).toEqual(await tree(m.source));
+  }, 60_000);
 });
