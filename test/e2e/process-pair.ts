@@ -59,9 +59,10 @@ export async function startProcessPair(options: { name: string; addresses: Recor
     client,
     start(node: PairNode): ChildProcess {
       const log = openSync(join(dir, `${node}.log`), "a");
-      // DUET_AGENT_NODE_ARGS: node flags for the agents only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile a bench.
+      // DUET_AGENT_NODE_ARGS: node flags for the agents only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile a bench;
+      // DUET_AGENT_STDOUT=1 adds their stdout to the log (where --trace-gc writes).
       const nodeArgs = process.env.DUET_AGENT_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
-      const child = spawn(process.execPath, [...nodeArgs, join(ROOT, "bin/duet.js"), "agent", "--config", configFile, "--node", node], { stdio: ["ignore", "ignore", log] });
+      const child = spawn(process.execPath, [...nodeArgs, join(ROOT, "bin/duet.js"), "agent", "--config", configFile, "--node", node], { stdio: ["ignore", process.env.DUET_AGENT_STDOUT ? log : "ignore", log] });
       closeSync(log);
       agents.set(node, child);
       return child;
