@@ -24,6 +24,9 @@ export class RefusedBatchError extends Error {
   }
 }
 
+/** A verification's bytes written between background flushes (see unflushedBytes). */
+const WRITEBACK_BYTES = 128 * 1024 * 1024;
+
 /** fsyncs at once: the file system commits them together (one journal commit, not one each). */
 const SYNC_CONCURRENCY = 32;
 
@@ -56,6 +59,12 @@ export function createApplier(options: { job: string; node: string; roots: reado
   let lastStaged = 0;
   /** A verification's batches were applied without fsync (and not recorded): flush() makes them durable. */
   let unsynced = false;
+  /**
+   * Bytes a verification wrote since the last background flush. Every WRITEBACK_BYTES a flush
+   * starts without being waited for: the disk writes while the sync goes on, not all at its end.
+   */
+  let unflushedBytes = 0;
+  let writeback: Promise<void> = Promise.resolve();
   /** Their BatchApplied facts, appended while the next batch applies; flush() waits for them. */
   let reporting: Promise<unknown> = Promise.resolve();
 
@@ -255,6 +264,8 @@ export function createApplier(options: { job: string; node: string; roots: reado
     async flush(): Promise<void> {
       await reporting;
       if (!unsynced) return;
+      await writeback;
+      unflushedBytes = 0;
       for (const root of roots) await syncFileSystem(root);
       unsynced = false;
       await record(lastApplied);
@@ -340,6 +351,12 @@ export function createApplier(options: { job: string; node: string; roots: reado
         await applyOps(b, false);
         lastApplied = b.batch;
         unsynced = true;
+        unflushedBytes += b.data.length;
+        if (unflushedBytes >= WRITEBACK_BYTES) {
+          unflushedBytes = 0;
+          // Not awaited (flush() waits for it); one at a time; a failure surfaces in flush()'s own sync.
+          writeback = writeback.then(() => Promise.all(roots.map((root) => syncFileSystem(root))).then(() => undefined, () => undefined));
+        }
         const reported = Promise.resolve(options.report?.([applied]));
         reported.catch(() => undefined); // surfaces in flush()
         reporting = Promise.all([reporting, reported]);
