@@ -80,8 +80,13 @@ export function planMirrorSession(facts: SessionFacts): SessionPlan {
     if (mode === "verify") return { kind: "sync", scope: "all", as: "verification", why: "an operator asked for a verification" };
     // heldSince: still on its old generation, so nothing of this line reached it since.
     if (heldSince && facts.queueComplete) return { kind: "replay", next: applied + 1, scope: verdict.paths };
-    const why = heldSince ? `batches after ${peer}'s position ${applied} are no longer queued` : `${peer} holds an older generation and its position cannot be trusted to replay from`;
-    return verdict.paths === "all" ? { kind: "sync", scope: "all", as: "verification", why: `${why}; lineage cannot name the paths written since` } : { kind: "sync", scope: verdict.paths, as: "resync", why };
+    const why =
+      peerSummary.current === null
+        ? `${peer} holds no data of ${name} yet`
+        : heldSince
+          ? `batches after ${peer}'s position ${applied} are no longer queued`
+          : `${peer} holds an older generation and its position cannot be trusted to replay from`;
+    return verdict.paths === "all" ? { kind: "sync", scope: "all", as: "verification", why: peerSummary.current === null ? why : `${why}; lineage cannot name the paths written since` } : { kind: "sync", scope: verdict.paths, as: "resync", why };
   }
   if (verdict.kind === "source") return { kind: "gray", why: `${peer} holds newer data (generation ${peerSummary.current}) than ${self}, where the job runs; select the source explicitly (duet source select ${name} --from NODE)` };
   if (verdict.kind === "diverged") return { kind: "gray", why: `both nodes wrote since generation ${verdict.commonAncestor ?? "(none shared)"}; choose which side's data to keep with duet source select ${name} --from NODE` };
