@@ -19,6 +19,8 @@ export const RECONNECT_MAX_MS = 5000;
 // OpenSSL 3.0 has no ECDHE-PSK-GCM suite, hence DHE for AES-GCM.
 export const PEER_CIPHERS = "ECDHE-PSK-CHACHA20-POLY1305:DHE-PSK-AES256-GCM-SHA384:DHE-PSK-CHACHA20-POLY1305";
 const TLS_VERSIONS = { minVersion: "TLSv1.2", maxVersion: "TLSv1.2" } as const;
+/** Requests and answers wait on each other: no Nagle delay behind an unacknowledged segment. */
+const SOCKET_OPTIONS = { ...TLS_VERSIONS, noDelay: true } as const;
 
 // A peer that authenticated can still run another version or be buggy: a frame that is not one of
 // these closes the connection with the reason, rather than reaching a handler half-formed.
@@ -168,8 +170,11 @@ export function startPeerChannel(options: PeerChannelOptions) {
     if (s.writableLength > 0 && s.writableLength + size > PEER_WRITE_BUFFER_MAX_BYTES)
       return Promise.reject(new Error(`peer ${peer} is not reading: ${s.writableLength} bytes already wait to be sent`));
     return new Promise((resolve, reject) => {
+      // One frame, one flush: its parts are corked together rather than sent as segments of their own.
+      s.cork();
       let taken = s.write(head);
       for (const part of attachment) if (part.length > 0) taken = s.write(part);
+      s.uncork();
       if (taken) resolve();
       else conn.drainWaiters.push({ resolve, reject });
     });
@@ -334,7 +339,7 @@ export function startPeerChannel(options: PeerChannelOptions) {
   const server = options.dial
     ? null
     : createServer({
-        ...TLS_VERSIONS,
+        ...SOCKET_OPTIONS,
         ciphers: PEER_CIPHERS,
         handshakeTimeout: PEER_HANDSHAKE_TIMEOUT_MS,
         pskCallback: (_socket, identity) => (identity === peer ? psk : null),
@@ -367,7 +372,7 @@ export function startPeerChannel(options: PeerChannelOptions) {
     if (closed || current) return;
     const target = `${options.connect.address}:${options.connect.port}`;
     const s = connect({
-      ...TLS_VERSIONS,
+      ...SOCKET_OPTIONS,
       ciphers: PEER_CIPHERS,
       host: options.connect.address,
       port: options.connect.port,
