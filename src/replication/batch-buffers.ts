@@ -6,6 +6,8 @@
  *
  * Only the queue gives a buffer back, and only when nothing can read the batch any more: it was
  * written to disk, or acknowledged (the peer received every byte, so the socket is done with it).
+ * A second send of an acknowledged batch (a session restarted while it was in flight) may still
+ * wait in a socket when its buffer is reused: the replica drops it unread, as a duplicate.
  */
 const BUFFER_BYTES = 4 * 1024 * 1024;
 /** Free buffers kept: what a sync's queue and window cycle through, not more. */

@@ -54,6 +54,9 @@ describe("what a mirror session does", () => {
     expect(planMirrorSession(facts({ peerSummary: away, applied: 42 }))).toEqual({ kind: "replay", next: 43, scope: ["0/orders.txt"] });
     // its last applied batch was of another generation than the one it holds: compare
     expect(planMirrorSession(facts({ peerSummary: { ...away, lastApplied: { generation: G2, batch: 41 } }, applied: 41 }))).toMatchObject({ kind: "sync", as: "resync" });
+    // a node that holds nothing yet is verified whole, and the plan says so
+    const empty = { ...returning, current: null, ancestors: [], written: [] };
+    expect(planMirrorSession(facts({ peerSummary: empty }))).toMatchObject({ kind: "sync", scope: "all", as: "verification", why: "a holds no data of web yet" });
     // a node that never applied anything of this line, or an operator's verify: never from the queue
     expect(planMirrorSession(facts({ peerSummary: returning, applied: 0 }))).toMatchObject({ kind: "sync" });
     expect(planMirrorSession(facts({ peerSummary: away, applied: 41, mode: "verify" }))).toMatchObject({ kind: "sync", scope: "all", as: "verification" });
