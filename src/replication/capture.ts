@@ -1,10 +1,10 @@
-import { rm } from "node:fs/promises";
+import { lstat, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { DuetEvent } from "../events/catalogue.ts";
 import type { Timers, TimerHandle } from "../world/clock.ts";
 import { CHECKSUM_BLOCK_BYTES, encodeBatchParts, encodedLength, inMirror, makeBatch } from "./batch.ts";
 import type { BatchQueue } from "./queue.ts";
-import { adoptManifest, loadIndex, saveIndex, scanChanges, type ChangeIndex } from "./scan.ts";
+import { adoptManifest, fileSums, FINE_FILE_MAX, indexMtime, isRacy, loadIndex, saveIndex, scanChanges, type ChangeIndex, type Entry } from "./scan.ts";
 import { watchTree } from "./watch.ts";
 
 /** How long reported changes gather before a scan: a burst of writes becomes one batch. */
@@ -19,6 +19,13 @@ export const INDEX_SAVE_MS = 5000;
 export const CAPTURE_RESCAN_MS = 60_000;
 /** Queued bytes beyond which capture waits: changes stay in the tree and are found when it drains. */
 export const CAPTURE_QUEUE_MAX_BYTES = 1024 * 1024 * 1024;
+/** The background fill of a stat-only index hands its checksums over this often (files, bytes). */
+const FILL_MERGE_FILES = 1000;
+const FILL_MERGE_BYTES = 256 * 1024 * 1024;
+
+type FileEntry = Extract<Entry, { kind: "file" }>;
+/** An index entry built from lstat alone, still to be read and checksummed. */
+const unread = (entry: Entry | undefined): entry is FileEntry => entry?.kind === "file" && entry.blocks.length === 0 && entry.size > 0;
 
 export interface CaptureOptions {
   job: string;
@@ -30,8 +37,8 @@ export interface CaptureOptions {
   /** The last batch number this node captured for the job (from the journal). */
   lastCaptured: number;
   /**
-   * The peer cannot hold this job's data yet (its first bring-in here): a missing index is built
-   * from lstat alone, since the verification that must follow reads and compares everything.
+   * The peer cannot hold this job's data yet (its first bring-in here): the verification that must
+   * follow reads and checksums everything, so a missing index is not filled in the background.
    */
   peerHasNothing?: boolean;
   /** The generation a new batch belongs to; may journal a GenerationStarted first. */
@@ -71,6 +78,54 @@ export function createCapture(options: CaptureOptions) {
   /** Changed blocks and queued bytes so far: a verification reports how much differed. */
   let blocksShipped = 0;
   let bytesShipped = 0;
+  /** A missing index was built from lstat alone and is filled in the background once capture starts. */
+  let fillNeeded = false;
+  let filling: Promise<void> = Promise.resolve();
+
+  /**
+   * Reads and checksums the files of stat-only entries, one at a time, while the application
+   * already runs: a switchover or takeover must not wait for the whole tree to be read. A file
+   * whose size, mtime or inode moves while it is read is left to capture, which ships a changed
+   * stat-only file whole and indexes it then; checksums are handed over only to entries still as
+   * they were.
+   */
+  async function fillIndexes(): Promise<void> {
+    for (const [i, root] of roots.entries()) {
+      let found = new Map<string, FileEntry>();
+      let bytes = 0;
+      const merge = () =>
+        exclusive(async () => {
+          if (stopped || indexes[i] === undefined || found.size === 0) return;
+          const index = new Map(indexes[i]); // scans replace the Map, never change it: so does this
+          for (const [path, filled] of found) {
+            const entry = index.get(path);
+            if (unread(entry) && entry.size === filled.size && entry.mtimeNs === filled.mtimeNs && entry.ino === filled.ino) index.set(path, { ...entry, blocks: filled.blocks, ...(filled.pieces ? { pieces: filled.pieces } : {}) });
+          }
+          indexes[i] = index;
+          dirty.add(i);
+          found = new Map();
+          bytes = 0;
+        });
+      const todo = [...(indexes[i] ?? [])].filter(([, entry]) => unread(entry) && !isRacy(entry.mtimeNs)).map(([path]) => path);
+      for (const path of todo) {
+        if (stopped) return;
+        const entry = indexes[i]?.get(path);
+        if (!unread(entry)) continue;
+        const asIndexed = async () => {
+          const info = await lstat(join(root, path)).catch(() => null);
+          return info !== null && info.isFile() && info.size === entry.size && info.ino === entry.ino && indexMtime(info, options.now()) === entry.mtimeNs;
+        };
+        if (!(await asIndexed())) continue;
+        const sums = await fileSums(join(root, path), entry.size <= FINE_FILE_MAX).catch(() => null);
+        if (sums === null || sums.size !== entry.size || !(await asIndexed())) continue;
+        found.set(path, { ...entry, blocks: sums.blocks, ...(sums.pieces ? { pieces: sums.pieces } : {}) });
+        bytes += entry.size;
+        if (found.size >= FILL_MERGE_FILES || bytes >= FILL_MERGE_BYTES) await merge();
+      }
+      await merge();
+    }
+    if (!stopped) await saveIndexes();
+  }
 
   /** Runs `work` after every scan queued before it: scans, resyncs and hand-overs never overlap. */
   const exclusive = <T>(work: () => Promise<T>): Promise<T> => {
@@ -164,7 +219,8 @@ export function createCapture(options: CaptureOptions) {
     /**
      * Loads the indexes. A root without one is taken as already equal on the peer (after a
      * switchover or takeover the replica was in sync); lineage and verification correct that
-     * assumption wherever it may be wrong.
+     * assumption wherever it may be wrong. Its index is built from lstat alone, so the job starts
+     * without reading its data; the checksums are filled in once capture runs.
      */
     async open(): Promise<void> {
       indexes = [];
@@ -172,12 +228,16 @@ export function createCapture(options: CaptureOptions) {
         let index = await loadIndex(indexFile(i));
         if (index.size === 0) {
           // Only the index is wanted: the batches are dropped as they fill, never held.
-          index = (await scanChanges(root, new Map(), { now: options.now(), onBatch: async () => undefined, statOnly: options.peerHasNothing })).index;
+          index = (await scanChanges(root, new Map(), { now: options.now(), onBatch: async () => undefined, statOnly: true })).index;
           await saveIndex(indexFile(i), index);
+          fillNeeded ||= !options.peerHasNothing;
         }
         indexes.push(index);
       }
     },
+
+    /** Resolves once the background fill of a stat-only index (if any) has ended. */
+    indexed: () => filling,
 
     /** Starts watching, with a full scan first (changes made while this node was not capturing). */
     async start(): Promise<void> {
@@ -202,6 +262,10 @@ export function createCapture(options: CaptureOptions) {
       }
       fullPending = true;
       schedule();
+      if (fillNeeded) {
+        fillNeeded = false;
+        filling = fillIndexes().catch(options.onError);
+      }
       rescan = options.timers.every(CAPTURE_RESCAN_MS, () => {
         fullPending = true;
         schedule();
@@ -239,6 +303,7 @@ export function createCapture(options: CaptureOptions) {
       rescan?.cancel();
       coalesce = rescan = null;
       for (const w of watches.splice(0)) w.close();
+      await filling;
       await chain;
       await saveIndexes();
     },

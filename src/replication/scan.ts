@@ -114,8 +114,8 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
   else await walk(root, "", seen);
   // A file modified within the file system's time granularity of the scan may change again without
   // its mtime moving: such entries are remembered as "racy" and read again next time (as git does).
-  const racyAfter = (options.now ?? Date.now()) - RACY_MS;
-  const mtimeKey = (info: Stats) => (info.mtimeMs > racyAfter ? RACY : String(info.mtimeMs)); // sub-millisecond on Linux file systems with nanosecond times
+  const now = options.now ?? Date.now();
+  const mtimeKey = (info: Stats) => indexMtime(info, now);
   /** The entry if it still describes the file, which then need not be read: same size and (not racy) mtime, and the same inode where it is the same path. */
   const unchanged = (entry: Entry | undefined, info: Stats, sameInode: boolean): FileEntry | null =>
     entry?.kind === "file" && entry.size === info.size && mtimeKey(info) !== RACY && entry.mtimeNs === mtimeKey(info) && (!sameInode || entry.ino === info.ino) ? entry : null;
@@ -472,6 +472,43 @@ function contiguousRanges(ranges: [number, number][]): [number, number][] {
 export const RACY_MS = 1000;
 const RACY = "racy";
 
+/**
+ * How an index records a file's mtime, for a scan at `now`: "racy" when it is within RACY_MS of
+ * the scan (the file may change again without its mtime moving: read it again next time), else
+ * the mtime itself (sub-millisecond on Linux file systems with nanosecond times).
+ */
+export const indexMtime = (info: Stats, now: number): string => (info.mtimeMs > now - RACY_MS ? RACY : String(info.mtimeMs));
+export const isRacy = (mtimeNs: string): boolean => mtimeNs === RACY;
+
+/** The block checksums (and piece checksums up to FINE_FILE_MAX) of a whole file, never through a symlink. */
+export async function fileSums(path: string, keepPieces: boolean): Promise<{ size: number; blocks: string[]; pieces?: Buffer }> {
+  const blocks: string[] = [];
+  const pieces: Buffer[] = [];
+  let size = 0;
+  const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  try {
+    const buffer = Buffer.allocUnsafe(READ_BYTES);
+    let carry = 0; // bytes of an unfinished block at the start of buffer
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, carry, READ_BYTES - carry, null);
+      size += bytesRead;
+      const filled = carry + bytesRead;
+      const whole = bytesRead === 0 ? filled : filled - (filled % BLOCK_BYTES);
+      for (let at = 0; at < whole; at += BLOCK_BYTES) {
+        const sums = pieceSums(buffer.subarray(at, Math.min(whole, at + BLOCK_BYTES)));
+        blocks.push(blockSumOfPieces(sums));
+        if (keepPieces) pieces.push(sums);
+      }
+      if (bytesRead === 0) break;
+      carry = filled - whole;
+      buffer.copy(buffer, 0, whole, filled);
+    }
+  } finally {
+    await handle.close();
+  }
+  return { size, blocks, ...(keepPieces ? { pieces: Buffer.concat(pieces) } : {}) };
+}
+
 /** Paths at or under any of `scope`. */
 function scopeTest(scope: readonly string[]): (path: string) => boolean {
   const roots = new Set(scope);
@@ -526,30 +563,8 @@ export async function readManifest(root: string, scope: readonly string[] | "all
     if (info.isSymbolicLink()) manifest.set(path, { kind: "link", target: await readlink(join(root, path)) });
     else if (info.isDirectory()) manifest.set(path, { kind: "dir", mode: info.mode & 0o7777 });
     else if (info.isFile()) {
-      const blocks: string[] = [];
-      const pieces: Buffer[] = [];
-      const keepPieces = options.pieces === true && info.size <= FINE_FILE_MAX;
-      const handle = await open(join(root, path), "r");
-      try {
-        const buffer = Buffer.allocUnsafe(READ_BYTES);
-        let carry = 0; // bytes of an unfinished block at the start of buffer
-        for (;;) {
-          const { bytesRead } = await handle.read(buffer, carry, READ_BYTES - carry, null);
-          const filled = carry + bytesRead;
-          const whole = bytesRead === 0 ? filled : filled - (filled % BLOCK_BYTES);
-          for (let at = 0; at < whole; at += BLOCK_BYTES) {
-            const sums = pieceSums(buffer.subarray(at, Math.min(whole, at + BLOCK_BYTES)));
-            blocks.push(blockSumOfPieces(sums));
-            if (keepPieces) pieces.push(sums);
-          }
-          if (bytesRead === 0) break;
-          carry = filled - whole;
-          buffer.copy(buffer, 0, whole, filled);
-        }
-      } finally {
-        await handle.close();
-      }
-      manifest.set(path, { kind: "file", mode: info.mode & 0o7777, size: info.size, mtimeNs: "replica", ino: -1, blocks, ...(keepPieces ? { pieces: Buffer.concat(pieces) } : {}) });
+      const { blocks, pieces } = await fileSums(join(root, path), options.pieces === true && info.size <= FINE_FILE_MAX);
+      manifest.set(path, { kind: "file", mode: info.mode & 0o7777, size: info.size, mtimeNs: "replica", ino: -1, blocks, ...(pieces ? { pieces } : {}) });
     }
   }
   return manifest;
