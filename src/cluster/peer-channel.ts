@@ -200,8 +200,8 @@ export function startPeerChannel(options: PeerChannelOptions) {
     let frame: Buffer | null = null;
     let filled = 0;
     let pooled = false;
-    /** `pooled`: the frame was read into one of the frame buffers, given back once a request is answered. */
-    const deliver = (body: Buffer, pooled = false): boolean => {
+    /** `reusable`: the frame was read into one of the frame buffers, given back once a request is answered. */
+    const deliver = (body: Buffer, reusable = false): boolean => {
       const decoded = decode(body);
       if (typeof decoded === "string") {
         stats.malformed += 1;
@@ -211,7 +211,7 @@ export function startPeerChannel(options: PeerChannelOptions) {
       conn.lastHeard = clock.monotonic();
       options.onHeard?.(clock.now());
       const reuse = () => void (freeFrameBuffers.length < FRAME_BUFFERS_FREE_MAX && freeFrameBuffers.push(Buffer.from(body.buffer, 0, FRAME_BUFFER_BYTES)));
-      handle(conn, decoded, pooled ? reuse : undefined);
+      handle(conn, decoded, reusable ? reuse : undefined);
       return true;
     };
     s.on("data", (chunk: Buffer) => {
