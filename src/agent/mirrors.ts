@@ -14,7 +14,8 @@ import { createApplier, RefusedBatchError } from "../replication/apply.ts";
 import { BatchError, decodeBatch, encodedLength, type Batch } from "../replication/batch.ts";
 import { createCapture, type Capture } from "../replication/capture.ts";
 import { createBatchQueue, type BatchQueue } from "../replication/queue.ts";
-import { readManifest, type ChangeIndex, type Entry } from "../replication/scan.ts";
+import { joinManifestPage, paginateManifest, type ManifestItem } from "../replication/manifest-pages.ts";
+import { readManifest, type ChangeIndex } from "../replication/scan.ts";
 import { createSnapshots, SnapshotError, type SnapshotInfo } from "../replication/snapshot.ts";
 import { parseMirrorRequest, type MirrorRequest, type OutgoingMirrorRequest } from "./peer-protocol.ts";
 
@@ -109,7 +110,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
   );
   const sources = new Map<string, Source>();
   const applyChains = new Map<string, Promise<unknown>>();
-  const manifests = new Map<string, { key: string; pages: [string, Entry][][] }>();
+  const manifests = new Map<string, { key: string; pages: ManifestItem[][] }>();
   const jobDir = (job: string) => join(host.dataDir, "mirror", job);
   const view = (job: string) => lineageView(host.state().lineage, job, host.self);
   const summary = (job: string): LineageSummary => lineageSummary(view(job));
@@ -425,7 +426,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     for (let page = 0; ; page++) {
       const answer = (await host.request({ kind: "mirror-manifest", job, index, scope, page }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; entries?: Uint8Array; more?: boolean; message?: string };
       if (!answer.ok || !answer.entries) throw new Error(`manifest of ${job} from ${host.peer}: ${answer.message ?? "refused"}`);
-      for (const [path, entry] of packr.unpack(answer.entries) as [string, Entry][]) manifest.set(path, entry);
+      joinManifestPage(manifest, packr.unpack(answer.entries) as ManifestItem[]);
       if (!answer.more) return manifest;
     }
   }
@@ -510,7 +511,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         const key = JSON.stringify([request.index, request.scope]);
         let cached = manifests.get(request.job);
         if (cached === undefined || request.page === 0 || cached.key !== key) {
-          cached = { key, pages: paginate(await readManifest(root, request.scope, { pieces: true })) };
+          cached = { key, pages: paginateManifest(await readManifest(root, request.scope, { pieces: true }), MANIFEST_PAGE_BYTES) };
           manifests.set(request.job, cached);
         }
         const page = cached.pages[request.page] ?? [];
@@ -758,18 +759,3 @@ function scopeFor(scope: Paths, index: number): readonly string[] | "all" | "non
   return paths.length === 0 ? "none" : paths;
 }
 
-function paginate(manifest: ChangeIndex): [string, Entry][][] {
-  const pages: [string, Entry][][] = [[]];
-  let size = 0;
-  for (const item of manifest) {
-    const [path, entry] = item;
-    const cost = path.length + 32 + (entry.kind === "file" ? entry.blocks.length * 66 + (entry.pieces?.length ?? 0) : 0);
-    if (size + cost > MANIFEST_PAGE_BYTES && pages.at(-1)!.length > 0) {
-      pages.push([]);
-      size = 0;
-    }
-    pages.at(-1)!.push(item);
-    size += cost;
-  }
-  return pages;
-}
