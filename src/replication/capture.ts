@@ -230,8 +230,9 @@ export function createCapture(options: CaptureOptions) {
           // Only the index is wanted: the batches are dropped as they fill, never held.
           index = (await scanChanges(root, new Map(), { now: options.now(), onBatch: async () => undefined, statOnly: true })).index;
           await saveIndex(indexFile(i), index);
-          fillNeeded ||= !options.peerHasNothing;
         }
+        // Also an index saved before its fill ended (the agent stopped meanwhile).
+        if (!options.peerHasNothing && [...index.values()].some(unread)) fillNeeded = true;
         indexes.push(index);
       }
     },
