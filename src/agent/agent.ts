@@ -170,7 +170,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         timers: world.timers,
         log: info,
       },
-      config.jobs.filter((j) => j.nodes.includes(me.name)).map((j) => ({ name: j.name, paths: j.mirrors.map((m) => m.path), snapshots: j.snapshots })),
+      config.jobs.filter((j) => j.nodes.includes(me.name)).map((j) => ({ name: j.name, paths: j.mirrors.map((m) => m.path), snapshots: j.snapshots, syncMaxMiBps: j.syncMaxMiBps })),
     );
     closers.push(() => mirrors.close());
     const snapshotSchedule = mirrors.scheduleSnapshots();

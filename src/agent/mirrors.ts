@@ -80,6 +80,8 @@ export interface MirroredJob {
   name: string;
   paths: readonly string[];
   snapshots: { intervalMs?: number; firstAt?: string; keep: number };
+  /** The most a verification or resync sends per second, in MiB (absent: no limit). */
+  syncMaxMiBps?: number;
 }
 
 /** The replica answered a batch with a refusal; `code` "refused" means an op it will never apply. */
@@ -100,6 +102,8 @@ export const snapshotDir = (roots: readonly string[]) => `${roots[0]}.duet-snaps
 
 export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
   const roots = new Map(jobs.filter((j) => j.paths.length > 0).map((j) => [j.name, mirrorRoots(j.paths, host.self)]));
+  /** Bytes per millisecond a sync may send, per job with a limit. */
+  const syncRates = new Map(jobs.flatMap((j) => (j.syncMaxMiBps === undefined ? [] : [[j.name, (j.syncMaxMiBps * 1024 * 1024) / 1000] as const])));
   const snapshotStores = new Map(
     jobs
       .filter((j) => j.paths.length > 0)
@@ -267,6 +271,10 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     const inFlight: Promise<void>[] = [];
     let issued: Promise<void> = Promise.resolve();
     let acked = next - 1;
+    // A sync's batches are paced to the job's syncMaxMiBps: each leaves once the ones before it
+    // would have taken their time at that rate (the first at once).
+    const rate = until === undefined ? undefined : syncRates.get(job);
+    const paced = { since: host.now(), bytes: 0 };
     source.streaming = true;
     const stopSending = source.queue.sending();
     try {
@@ -294,6 +302,12 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
           });
           source.wake = null;
           continue;
+        }
+        if (rate !== undefined && next <= until!()) {
+          const due = paced.since + paced.bytes / rate;
+          if (due > host.now()) await new Promise<void>((resolve) => host.timers.after(due - host.now(), resolve));
+          paced.bytes += encodedLength(bytes);
+          if (!live()) break;
         }
         const n = next++;
         const previous = issued;

@@ -81,6 +81,7 @@ ${o.jobsYaml ?? `  # - name: web
   #       vip: { address: 10.0.0.100/24, interface: eth0 }
   #   mirrors:
   #     - path: /srv/web/data
+  #   syncMaxMiBps: 100        # at most this for a verification or resync (realtime is never held back); absent: no limit
   []`}
 
 users:

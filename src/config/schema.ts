@@ -41,6 +41,12 @@ export const jobSpec = z.strictObject({
   restart: restartSpec.default({ max: 3, windowMs: 300_000 }),
   resources: z.array(resourceSpec).default([]),
   mirrors: z.array(z.strictObject({ path: absolutePath })).default([]),
+  /**
+   * The most MiB per second a verification or resync sends (DRBD's resync-rate), so a first sync
+   * leaves the link to the traffic it shares. Absent: as fast as it goes. Realtime batches are
+   * never held back.
+   */
+  syncMaxMiBps: z.number().positive("expected MiB per second, more than 0").optional(),
   snapshots: z
     .strictObject({
       intervalMs: ms.optional(),

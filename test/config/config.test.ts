@@ -56,6 +56,7 @@ describe("config errors name the key path and what was expected", () => {
     ["a process command given as a string", job(`    resources:\n      - name: app\n        process: { command: "node app.js" }\n`), "jobs[0].resources[0]", /process\.command/],
     ["nested mirrors", job(`    mirrors:\n      - path: /srv/data\n      - path: /srv/data/sub\n`), "jobs[0].mirrors[1].path", /overlaps mirrors\[0\]/],
     ["a relative mirror", job(`    mirrors:\n      - path: data\n`), "jobs[0].mirrors[0].path", /absolute path/],
+    ["a sync rate of zero", job(`    syncMaxMiBps: 0\n`), "jobs[0].syncMaxMiBps", /expected MiB per second, more than 0/],
     ["a plain-text password", `${base}users:\n  - { name: admin, role: admin, passwordHash: secret }\n`, "users[0].passwordHash", /scrypt hash/],
     ["an unknown role", `${base}users:\n  - { name: bob, role: root, passwordHash: "scrypt$1$1$1$a$b" }\n`, "users[0].role", /admin.*monitor/],
     ["an env name that is not a variable name", job(`    resources:\n      - name: app\n        process: { command: [x], env: { "__proto__": "1" } }\n`), "jobs.resources.process.env.__proto__", /not allowed as a key/],

@@ -65,6 +65,27 @@ describe("mirroring a job's data between two agents", () => {
     await until("b's write reaching a", 15_000, () => same(p));
   }, 60_000);
 
+  it("syncMaxMiBps paces a verification: 12 MiB at 8 MiB/s take at least a second; realtime writes after it are not held back", async () => {
+    const p = (pair = await startMirrorPair("mirror-rate", 27480, { jobYaml: "    syncMaxMiBps: 8" }));
+    await mkdir(p.data("a"), { recursive: true });
+    for (let i = 0; i < 3; i++) await writeFile(join(p.data("a"), `part-${i}.bin`), Buffer.alloc(4 * 1024 * 1024, i + 1));
+    await p.start("a");
+    await p.start("b");
+    await until("peers connected", 10_000, () => p.agent("a").journal.state().membership.peerStatus === "connected");
+    await (await p.client("a")).post("/v1/jobs/data/bring-in", { on: "a" });
+    await until("verified and green", 20_000, () => p.job("a").replication.colour === "green");
+    const events = await p.events("a");
+    const started = events.find((e) => e.type === "VerificationStarted")!.at;
+    const completed = events.find((e) => e.type === "VerificationCompleted")!.at;
+    // three batches of 4 MiB: the second leaves 0.5 s after the first, the third 1 s after it
+    expect(completed - started).toBeGreaterThanOrEqual(1000);
+    expect(await tree(p.data("b"))).toEqual(await tree(p.data("a")));
+    await writeFile(join(p.data("a"), "after.bin"), Buffer.alloc(6 * 1024 * 1024, 9));
+    const written = Date.now();
+    await until("the realtime write reaching b", 10_000, () => same(p));
+    expect(Date.now() - written).toBeLessThan(10_000);
+  }, 60_000);
+
   it("a standby that was away gets only what was written meanwhile: the batches queued for it", async () => {
     const p = (pair = await startMirrorPair("mirror-away", 27430));
     await mkdir(p.data("a"), { recursive: true });
