@@ -404,7 +404,8 @@ function createBatcher(onBatch: ScanOptions["onBatch"]) {
      */
     beginWrite(path: string, sizeSeen: number): FileWrite {
       let pending: [number, number, string | null][] = [];
-      let emitted = false;
+      /** The size the last op emitted for this file carried (null before the first). */
+      let emittedSize: number | null = null;
       const emit = async (fileSize: number) => {
         const bytes = (data ?? Buffer.alloc(0)).subarray(size, used);
         // Whole blocks come with their checksums; runs of pieces of a differing block are hashed here.
@@ -422,11 +423,15 @@ function createBatcher(onBatch: ScanOptions["onBatch"]) {
         headerBytes += headerShare(op);
         size = used;
         pending = [];
-        emitted = true;
+        emittedSize = fileSize;
       };
+      // A write cut off at a batch's end carries the size the file had when the scan found it, or
+      // the end of its own bytes if the file grew since: an op must never truncate what it writes
+      // (the rest comes in the next batch; the last op carries the size read to the end).
+      const cutSize = () => Math.max(sizeSeen, ...pending.map(([at, length]) => at + length));
       const makeRoom = async (bytes: number) => {
         if (pending.length > 0 && used + bytes > SCAN_BATCH_DATA_MAX) {
-          await emit(sizeSeen);
+          await emit(cutSize());
           await flush();
         } else if (pending.length === 0 && used + bytes > SCAN_BATCH_DATA_MAX) await flush();
       };
@@ -444,7 +449,7 @@ function createBatcher(onBatch: ScanOptions["onBatch"]) {
           return free.subarray(0, Math.min(bytes, free.length - (free.length % BLOCK_BYTES)));
         },
         end: async (finalSize, always) => {
-          if (pending.length > 0 || (always && !emitted) || (emitted && finalSize !== sizeSeen)) await emit(finalSize);
+          if (pending.length > 0 || (always && emittedSize === null) || (emittedSize !== null && finalSize !== emittedSize)) await emit(finalSize);
         },
       };
     },

@@ -192,6 +192,29 @@ describe("finding changes by block checksums", () => {
     expect((await readFile(join(m.target, "huge"))).equals(await readFile(join(m.source, "huge")))).toBe(true);
   });
 
+  it("a file that grows while it is read, past a batch's end, reaches the replica whole: a cut-off write never truncates what it wrote", async () => {
+    const m = await mirror("grows");
+    await writeFile(join(m.source, "a-first.bin"), Buffer.alloc(4 * 1024 * 1024, 1)); // fills the first batch
+    await writeFile(join(m.source, "b-grows.bin"), Buffer.alloc(1024 * 1024, 2)); // 1 MiB when the walk looks
+    const applier = createApplier({ job: "web", node: "b", roots: [m.target], stateDir: join(base, "grows-state-2") });
+    await applier.open();
+    let seq = 0;
+    let grown = false;
+    await scanChanges(m.source, new Map(), {
+      now: Date.now(),
+      onBatch: async (b) => {
+        if (!grown) {
+          // the application appends while capture is between the two files: 6 MiB by the time it is read
+          await writeFile(join(m.source, "b-grows.bin"), Buffer.concat([Buffer.alloc(1024 * 1024, 2), Buffer.alloc(5 * 1024 * 1024, 3)]));
+          grown = true;
+        }
+        await applier.apply(makeBatch("web", G, ++seq, inMirror(b.ops, 0), b.data));
+      },
+    });
+    expect(seq).toBeGreaterThanOrEqual(3);
+    expect((await readFile(join(m.target, "b-grows.bin"))).equals(await readFile(join(m.source, "b-grows.bin")))).toBe(true);
+  });
+
   it("many small files with long names are cut into batches whose header fits a frame, and new files' bytes are read in place", async () => {
     const m = await mirror("many");
     // 2,400 files at paths of ~3,800 bytes: their ops alone (~18 MiB) would overflow one frame
