@@ -2,12 +2,9 @@ import { appendFile, mkdir, mkdtemp, open, rm, truncate, utimes, writeFile } fro
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { createApplier } from "../../src/replication/apply.ts";
 import { decodeBatch } from "../../src/replication/batch.ts";
-import { createCapture } from "../../src/replication/capture.ts";
-import { createBatchQueue } from "../../src/replication/queue.ts";
 import { loadIndex, readManifest } from "../../src/replication/scan.ts";
-import { systemTimers } from "../../src/world/clock.ts";
+import { captureRig } from "./capture-rig.ts";
 import { tree } from "./trees.ts";
 
 const dirs: string[] = [];
@@ -19,21 +16,13 @@ describe("capture on a node that becomes the source without an index (switchover
   it("starts from lstat alone, fills in the checksums while it runs, and ships a file changed before it was read whole", async () => {
     const dir = await mkdtemp(join(tmpdir(), "duet-capture-"));
     dirs.push(dir);
-    const root = join(dir, "data");
+    const { root, queue, capture, errors } = await captureRig(dir, { peerHasNothing: false });
     await mkdir(join(root, "sub"), { recursive: true });
     const past = new Date(Date.now() - 60_000); // not racy: the fill may take these as they are
     for (const [name, size] of [["a.bin", 300_000], ["sub/b.bin", 5_000], ["changed.bin", 70_000]] as const) {
       await writeFile(join(root, name), Buffer.alloc(size, name.length));
       await utimes(join(root, name), past, past);
     }
-    const queue = createBatchQueue(join(dir, "queue"));
-    await queue.open();
-    const errors: Error[] = [];
-    const capture = createCapture({
-      job: "web", node: "b", roots: [root], stateDir: join(dir, "capture"), queue, lastCaptured: 0,
-      generation: async () => "0000000000000001", report: async () => undefined, onQueued: () => undefined,
-      timers: systemTimers, now: () => Date.now(), onError: (error) => errors.push(error),
-    });
     await capture.open();
     const opened = await loadIndex(join(dir, "capture", "index-0"));
     expect(opened.get("a.bin")).toMatchObject({ kind: "file", size: 300_000, blocks: [] }); // nothing read yet
@@ -60,28 +49,7 @@ describe("capture on a node that becomes the source without an index (switchover
   it("files appended to, overwritten and cut while capture scans them reach the replica exactly", async () => {
     const dir = await mkdtemp(join(tmpdir(), "duet-capture-"));
     dirs.push(dir);
-    const [root, replica] = [join(dir, "data"), join(dir, "replica")];
-    await mkdir(root);
-    await mkdir(replica);
-    const queue = createBatchQueue(join(dir, "queue"));
-    await queue.open();
-    const errors: Error[] = [];
-    const capture = createCapture({
-      job: "web", node: "a", roots: [root], stateDir: join(dir, "capture"), queue, lastCaptured: 0, peerHasNothing: true,
-      generation: async () => "0000000000000001", report: async () => undefined, onQueued: () => undefined,
-      timers: systemTimers, now: () => Date.now(), onError: (error) => errors.push(error),
-    });
-    const applier = createApplier({ job: "web", node: "b", roots: [replica], stateDir: join(dir, "applier") });
-    await applier.open();
-    let applied = 0;
-    const drain = async () => {
-      for (const n of queue.numbers()) {
-        if (n <= applied) continue;
-        await applier.apply(Buffer.concat((await queue.get(n))!));
-        applied = n;
-        await queue.dropThrough(n, { acknowledged: true });
-      }
-    };
+    const { root, replica, capture, errors, drain } = await captureRig(dir);
     await capture.open();
     await capture.start();
     // A fixed pseudo-random run (no seed to chase): sizes around the 4 MiB a batch holds.

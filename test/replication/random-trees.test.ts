@@ -5,10 +5,8 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApplier } from "../../src/replication/apply.ts";
 import { inMirror, makeBatch } from "../../src/replication/batch.ts";
-import { createCapture } from "../../src/replication/capture.ts";
-import { createBatchQueue } from "../../src/replication/queue.ts";
 import { scanChanges, type ChangeIndex } from "../../src/replication/scan.ts";
-import { systemTimers } from "../../src/world/clock.ts";
+import { captureRig } from "./capture-rig.ts";
 import { tree } from "./trees.ts";
 
 let base: string;
@@ -144,28 +142,8 @@ describe("a mirrored tree under random operations", () => {
     await fc.assert(
       fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), async (ops) => {
         run += 1;
-        const [source, replica, state] = [join(base, `live-src-${run}`), join(base, `live-dst-${run}`), join(base, `live-state-${run}`)];
-        await mkdir(source);
-        await mkdir(replica);
-        const queue = createBatchQueue(join(state, "queue"));
-        await queue.open();
-        const errors: Error[] = [];
-        const capture = createCapture({
-          job: "web", node: "a", roots: [source], stateDir: join(state, "capture"), queue, lastCaptured: 0, peerHasNothing: true,
-          generation: async () => "0000000000000001", report: async () => undefined, onQueued: () => undefined,
-          timers: systemTimers, now: () => Date.now(), onError: (error) => errors.push(error),
-        });
-        const applier = createApplier({ job: "web", node: "b", roots: [replica], stateDir: join(state, "applier") });
-        await applier.open();
-        let applied = 0;
-        const drain = async () => {
-          for (const n of queue.numbers()) {
-            if (n <= applied) continue;
-            await applier.apply(Buffer.concat((await queue.get(n))!));
-            applied = n;
-            await queue.dropThrough(n, { acknowledged: true });
-          }
-        };
+        const dir = join(base, `live-${run}`);
+        const { root: source, capture, errors, drain, replica } = await captureRig(dir);
         await capture.open();
         await capture.start();
         try {
@@ -180,7 +158,7 @@ describe("a mirrored tree under random operations", () => {
           expect(errors).toEqual([]);
         } finally {
           await capture.stop();
-          for (const dir of [source, replica, state]) await rm(dir, { recursive: true, force: true });
+          await rm(dir, { recursive: true, force: true });
         }
       }),
       { numRuns: 25 },
