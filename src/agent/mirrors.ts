@@ -271,10 +271,10 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     const inFlight: Promise<void>[] = [];
     let issued: Promise<void> = Promise.resolve();
     let acked = next - 1;
-    // A sync's batches are paced to the job's syncMaxMiBps: each leaves once the ones before it
-    // would have taken their time at that rate (the first at once).
+    // A sync's batches are paced to the job's syncMaxMiBps: each leaves once the one before it has
+    // had its time at that rate (the first at once); a pause in the scan is not saved up for a burst.
     const rate = until === undefined ? undefined : syncRates.get(job);
-    const paced = { since: host.now(), bytes: 0 };
+    let nextDeparture = 0;
     source.streaming = true;
     const stopSending = source.queue.sending();
     try {
@@ -304,9 +304,8 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
           continue;
         }
         if (rate !== undefined && next <= until!()) {
-          const due = paced.since + paced.bytes / rate;
-          if (due > host.now()) await new Promise<void>((resolve) => host.timers.after(due - host.now(), resolve));
-          paced.bytes += encodedLength(bytes);
+          if (nextDeparture > host.now()) await new Promise<void>((resolve) => host.timers.after(nextDeparture - host.now(), resolve));
+          nextDeparture = host.now() + encodedLength(bytes) / rate;
           if (!live()) break;
         }
         const n = next++;
