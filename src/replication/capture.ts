@@ -19,6 +19,8 @@ export const INDEX_SAVE_MS = 5000;
 export const CAPTURE_RESCAN_MS = 60_000;
 /** Queued bytes beyond which capture waits: changes stay in the tree and are found when it drains. */
 export const CAPTURE_QUEUE_MAX_BYTES = 1024 * 1024 * 1024;
+/** The background fill of a stat-only index starts this long after capture: the job's application starts first. */
+export const FILL_DELAY_MS = 5000;
 /** The background fill of a stat-only index hands its checksums over this often (files, bytes). */
 const FILL_MERGE_FILES = 1000;
 const FILL_MERGE_BYTES = 256 * 1024 * 1024;
@@ -49,6 +51,8 @@ export interface CaptureOptions {
   timers: Timers;
   now: () => number;
   onError: (error: Error) => void;
+  /** Default FILL_DELAY_MS. */
+  fillDelayMs?: number;
 }
 
 /**
@@ -80,6 +84,7 @@ export function createCapture(options: CaptureOptions) {
   let bytesShipped = 0;
   /** A missing index was built from lstat alone and is filled in the background once capture starts. */
   let fillNeeded = false;
+  let fillTimer: TimerHandle | null = null;
   let filling: Promise<void> = Promise.resolve();
 
   /**
@@ -265,7 +270,12 @@ export function createCapture(options: CaptureOptions) {
       schedule();
       if (fillNeeded) {
         fillNeeded = false;
-        filling = fillIndexes().catch(options.onError);
+        filling = new Promise<void>((resolve) => {
+          fillTimer = options.timers.after(options.fillDelayMs ?? FILL_DELAY_MS, () => {
+            fillTimer = null;
+            resolve(fillIndexes().catch(options.onError));
+          });
+        });
       }
       rescan = options.timers.every(CAPTURE_RESCAN_MS, () => {
         fullPending = true;
@@ -304,6 +314,12 @@ export function createCapture(options: CaptureOptions) {
       rescan?.cancel();
       coalesce = rescan = null;
       for (const w of watches.splice(0)) w.close();
+      if (fillTimer !== null) {
+        // Not begun yet: the index stays stat-only and the next open() fills it.
+        fillTimer.cancel();
+        fillTimer = null;
+        filling = Promise.resolve();
+      }
       await filling;
       await chain;
       await saveIndexes();

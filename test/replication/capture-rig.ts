@@ -10,7 +10,7 @@ import { systemTimers } from "../../src/world/clock.ts";
  * what is queued to DIR/replica as the peer would (and drops it as acknowledged). Capture is
  * opened and started by the test, which may change the tree in between.
  */
-export async function captureRig(dir: string, options: { peerHasNothing?: boolean } = {}) {
+export async function captureRig(dir: string, options: { peerHasNothing?: boolean; fillDelayMs?: number } = {}) {
   const [root, replica] = [join(dir, "data"), join(dir, "replica")];
   await mkdir(root, { recursive: true });
   await mkdir(replica, { recursive: true });
@@ -20,7 +20,7 @@ export async function captureRig(dir: string, options: { peerHasNothing?: boolea
   const capture = createCapture({
     job: "web", node: "a", roots: [root], stateDir: join(dir, "capture"), queue, lastCaptured: 0, peerHasNothing: options.peerHasNothing ?? true,
     generation: async () => "0000000000000001", report: async () => undefined, onQueued: () => undefined,
-    timers: systemTimers, now: () => Date.now(), onError: (error) => errors.push(error),
+    timers: systemTimers, now: () => Date.now(), onError: (error) => errors.push(error), fillDelayMs: options.fillDelayMs ?? 0,
   });
   const applier = createApplier({ job: "web", node: "b", roots: [replica], stateDir: join(dir, "applier") });
   await applier.open();

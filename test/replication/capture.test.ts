@@ -46,6 +46,19 @@ describe("capture on a node that becomes the source without an index (switchover
     expect(errors).toEqual([]);
   });
 
+  it("stopped before its background fill begins, capture stops at once and leaves the index to the next start", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "duet-capture-"));
+    dirs.push(dir);
+    const { root, capture } = await captureRig(dir, { peerHasNothing: false, fillDelayMs: 600_000 });
+    await writeFile(join(root, "a.bin"), Buffer.alloc(100_000, 1));
+    const past = new Date(Date.now() - 60_000);
+    await utimes(join(root, "a.bin"), past, past); // not racy: no scan reads it either
+    await capture.open();
+    await capture.start();
+    await capture.stop(); // a hang here (waiting out the delay) fails the test by its timeout
+    expect((await loadIndex(join(dir, "capture", "index-0"))).get("a.bin")).toMatchObject({ blocks: [] });
+  });
+
   it("files appended to, overwritten and cut while capture scans them reach the replica exactly", async () => {
     const dir = await mkdtemp(join(tmpdir(), "duet-capture-"));
     dirs.push(dir);
