@@ -15,7 +15,7 @@ import { BatchError, decodeBatch, encodedLength, type Batch } from "../replicati
 import { createCapture, type Capture } from "../replication/capture.ts";
 import { createBatchQueue, type BatchQueue } from "../replication/queue.ts";
 import { joinManifestPage, paginateManifest, type ManifestItem } from "../replication/manifest-pages.ts";
-import { readManifest, type ChangeIndex } from "../replication/scan.ts";
+import { loadIndex, readManifest, type ChangeIndex } from "../replication/scan.ts";
 import { createSnapshots, SnapshotError, type SnapshotInfo } from "../replication/snapshot.ts";
 import { parseMirrorRequest, type MirrorRequest, type OutgoingMirrorRequest } from "./peer-protocol.ts";
 
@@ -152,6 +152,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     // This node becomes the writer: a first bring-in starts the job's data history here.
     const first = view(job).current === null;
     if (first) await newGeneration(job, "initial");
+    const peerIndexes = first ? undefined : await fetchPeerIndexes(job);
     source.capture = createCapture({
       job,
       node: host.self,
@@ -160,6 +161,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
       queue,
       lastCaptured: Math.max(replication?.lastCaptured ?? 0, view(job).lastCaptured ?? 0, ...queue.numbers()),
       peerHasNothing: first,
+      peerIndexes,
       generation: async () => {
         const current = view(job).current;
         if (current === null) return newGeneration(job, "initial");
@@ -434,6 +436,32 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     return target;
   }
 
+  /**
+   * What the peer holds, from the change index it kept as the source, when this node becomes the
+   * source with the peer connected and the pair verified (a switchover): null for a root it kept
+   * none of, or on any failure, and capture then starts from lstat and reads in the background.
+   */
+  async function fetchPeerIndexes(job: string): Promise<(ChangeIndex | null)[] | undefined> {
+    if (!host.connected() || host.state().replication.get(job)?.verification.state !== "done") return undefined;
+    const out: (ChangeIndex | null)[] = [];
+    for (const i of roots.get(job)!.keys()) {
+      const index: ChangeIndex = new Map();
+      try {
+        for (let page = 0; ; page++) {
+          const answer = (await host.request({ kind: "mirror-index", job, index: i, page }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; code?: string; entries?: Uint8Array; more?: boolean; message?: string };
+          if (!answer.ok || !answer.entries) throw new Error(answer.message ?? answer.code ?? "refused");
+          joinManifestPage(index, packr.unpack(answer.entries) as ManifestItem[]);
+          if (!answer.more) break;
+        }
+        out.push(index);
+      } catch (error) {
+        host.log(`job ${job}: ${host.peer}'s index of mirror ${i} not taken (${(error as Error).message}); reading this node's copy in the background instead`);
+        out.push(null);
+      }
+    }
+    return out;
+  }
+
   async function fetchManifest(job: string, index: number, scope: readonly string[] | "all"): Promise<ChangeIndex> {
     const manifest: ChangeIndex = new Map();
     for (let page = 0; ; page++) {
@@ -508,13 +536,17 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     if (!jobRoots) return { ok: false, code: "not-mirrored", message: `job ${request.job} has no mirrored paths on ${host.self}` };
     const job = host.state().jobs.get(request.job);
     const runsHere = job?.active === host.self && job.phase !== "out" && job.phase !== "failed";
-    const replicaKinds = ["mirror-hello", "mirror-manifest", "mirror-reset", "mirror-batch", "mirror-synced", "mirror-keep"];
+    const replicaKinds = ["mirror-hello", "mirror-manifest", "mirror-index", "mirror-reset", "mirror-batch", "mirror-synced", "mirror-keep"];
     // Two sources for one job would overwrite the data the application is using: refuse.
     if (replicaKinds.includes(request.kind) && (runsHere || sources.has(request.job)))
       return { ok: false, code: "job-runs-here", message: `job ${request.job} runs on ${host.self}; it does not take batches` };
 
     switch (request.kind) {
       case "mirror-hello": {
+        // This node is the replica from now on: the index it kept as the source stops describing
+        // what its peer holds once a batch arrives, so it goes (one kept is always current: the
+        // peer may take it at the next switchover, and so may this node's next turn as source).
+        await rm(join(jobDir(request.job), "capture"), { recursive: true, force: true });
         const applier = await openApplier(request.job, request.from);
         return { ok: true, summary: summary(request.job), applied: applier.lastApplied() };
       }
@@ -525,6 +557,21 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
         let cached = manifests.get(request.job);
         if (cached === undefined || request.page === 0 || cached.key !== key) {
           cached = { key, pages: paginateManifest(await readManifest(root, request.scope, { pieces: true }), MANIFEST_PAGE_BYTES) };
+          manifests.set(request.job, cached);
+        }
+        const page = cached.pages[request.page] ?? [];
+        const more = request.page + 1 < cached.pages.length;
+        if (!more) manifests.delete(request.job);
+        return { ok: true, entries: packr.pack(page), more };
+      }
+      case "mirror-index": {
+        if (request.index >= jobRoots.length) return { ok: false, code: "bad-request", message: `mirror index ${request.index}: job ${request.job} has ${jobRoots.length}` };
+        const key = JSON.stringify(["index", request.index]);
+        let cached = manifests.get(request.job);
+        if (cached === undefined || request.page === 0 || cached.key !== key) {
+          const index = await loadIndex(join(jobDir(request.job), "capture", `index-${request.index}`));
+          if (index.size === 0) return { ok: false, code: "no-index", message: `${host.self} kept no index of ${request.job}` };
+          cached = { key, pages: paginateManifest(index, MANIFEST_PAGE_BYTES) };
           manifests.set(request.job, cached);
         }
         const page = cached.pages[request.page] ?? [];

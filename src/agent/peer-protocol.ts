@@ -72,6 +72,11 @@ export const mirrorRequest = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("mirror-hello"), job: jobId, from: nodeId }),
   /** One page of the replica's manifest (block checksums) of root `index` for `scope`. */
   z.strictObject({ kind: z.literal("mirror-manifest"), job: jobId, index: z.number().int().nonnegative(), scope: mirrorScope, page: z.number().int().nonnegative() }),
+  /**
+   * One page of the change index this node kept while it was the job's source, of root `index`:
+   * the peer becoming the source takes it as what this node holds, instead of reading its tree.
+   */
+  z.strictObject({ kind: z.literal("mirror-index"), job: jobId, index: z.number().int().nonnegative(), page: z.number().int().nonnegative() }),
   /** The source's next batch will be position + 1 (its queue was superseded by a resync). */
   z.strictObject({ kind: z.literal("mirror-reset"), job: jobId, from: nodeId, position: z.number().int().nonnegative() }),
   z.strictObject({

@@ -1,4 +1,4 @@
-import { lstat, rm } from "node:fs/promises";
+import { lstat } from "node:fs/promises";
 import { join } from "node:path";
 import type { DuetEvent } from "../events/catalogue.ts";
 import type { Timers, TimerHandle } from "../world/clock.ts";
@@ -29,6 +29,16 @@ type FileEntry = Extract<Entry, { kind: "file" }>;
 /** An index entry built from lstat alone, still to be read and checksummed. */
 const unread = (entry: Entry | undefined): entry is FileEntry => entry?.kind === "file" && entry.blocks.length === 0 && entry.size > 0;
 
+/** This node's stat-only index with the peer's checksums of each file of the same size (the stats stay this node's). */
+function withPeerChecksums(own: ChangeIndex, peer: ChangeIndex): ChangeIndex {
+  const out: ChangeIndex = new Map();
+  for (const [path, entry] of own) {
+    const theirs = peer.get(path);
+    out.set(path, unread(entry) && theirs?.kind === "file" && theirs.size === entry.size ? { ...entry, blocks: theirs.blocks, ...(theirs.pieces ? { pieces: theirs.pieces } : {}) } : entry);
+  }
+  return out;
+}
+
 export interface CaptureOptions {
   job: string;
   node: string;
@@ -43,6 +53,13 @@ export interface CaptureOptions {
    * follow reads and checksums everything, so a missing index is not filled in the background.
    */
   peerHasNothing?: boolean;
+  /**
+   * Per root, the change index the peer kept while it was the source (a switchover): it says what
+   * the peer holds, which is what an index means, so it replaces this node's own (absent or from
+   * an older turn as source). Taken for each file of the same size here; other files are read in
+   * the background.
+   */
+  peerIndexes?: readonly (ChangeIndex | null)[];
   /** The generation a new batch belongs to; may journal a GenerationStarted first. */
   generation: () => Promise<string>;
   report: (events: DuetEvent[]) => Promise<void>;
@@ -230,10 +247,12 @@ export function createCapture(options: CaptureOptions) {
     async open(): Promise<void> {
       indexes = [];
       for (const [i, root] of roots.entries()) {
-        let index = await loadIndex(indexFile(i));
+        const fromPeer = options.peerIndexes?.[i] ?? null;
+        let index = fromPeer === null ? await loadIndex(indexFile(i)) : new Map();
         if (index.size === 0) {
           // Only the index is wanted: the batches are dropped as they fill, never held.
           index = (await scanChanges(root, new Map(), { now: options.now(), onBatch: async () => undefined, statOnly: true })).index;
+          if (fromPeer !== null) index = withPeerChecksums(index, fromPeer);
           await saveIndex(indexFile(i), index);
         }
         // Also an index saved before its fill ended (the agent stopped meanwhile).
@@ -325,11 +344,6 @@ export function createCapture(options: CaptureOptions) {
       await saveIndexes();
     },
 
-    /** This node stops being the source: its indexes will not describe the peer's copy any more. */
-    async forgetIndexes(): Promise<void> {
-      for (const i of roots.keys()) await rm(indexFile(i), { force: true });
-      indexes = [];
-    },
   };
 }
 

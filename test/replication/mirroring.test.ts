@@ -1,4 +1,4 @@
-import { lstat, mkdir, readdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, readFile, rename, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { runReplay } from "../../tools/replay/main.ts";
@@ -63,6 +63,31 @@ describe("mirroring a job's data between two agents", () => {
     // and now b is the source: its writes reach a
     await writeFile(join(p.data("b"), "from-b.txt"), "b writes now");
     await until("b's write reaching a", 15_000, () => same(p));
+  }, 60_000);
+
+  it("after a switchover the new source takes the old one's index: a 4 KiB change to a large file ships about 4 KiB, nothing is read first", async () => {
+    const p = (pair = await startMirrorPair("mirror-handoff", 27490));
+    await mkdir(p.data("a"), { recursive: true });
+    await writeFile(join(p.data("a"), "big.bin"), Buffer.alloc(2 * 1024 * 1024, 5));
+    await p.start("a");
+    await p.start("b");
+    await until("peers connected", 10_000, () => p.agent("a").journal.state().membership.peerStatus === "connected");
+    const client = await p.client("a");
+    await client.post("/v1/jobs/data/bring-in", { on: "a" });
+    await until("green", 15_000, () => p.job("a").replication.colour === "green");
+    await client.post("/v1/jobs/data/switchover", { to: "b" });
+    await until("the job running on b", 15_000, () => p.job("b").active === "b" && p.job("b").phase === "in");
+    const handle = await open(join(p.data("b"), "big.bin"), "r+");
+    await handle.write(Buffer.alloc(4096, 6), 0, 4096, 1024 * 1024);
+    await handle.close();
+    await until("the change reaching a", 10_000, () => same(p));
+    const shipped = (await p.events("b")).filter((e) => e.type === "BatchCaptured" && e.node === "b").map((e) => e.data as { ops: { op: string; path: string }[]; bytes: number });
+    const withBig = shipped.filter((b) => b.ops.some((op) => op.op === "write" && op.path === "0/big.bin"));
+    expect(withBig.length).toBeGreaterThan(0);
+    expect(Math.max(...withBig.map((b) => b.bytes))).toBeLessThan(64 * 1024); // not the 2 MiB file
+    expect(await readFile(join(p.dir, "b.log"), "utf8")).not.toMatch(/index of mirror 0 not taken/);
+    // a, a replica now, no longer keeps its index: once batches arrive it would describe nothing
+    expect(await readdir(join(p.dir, "a", "mirror", "data", "capture")).catch(() => null)).toBeNull();
   }, 60_000);
 
   it("syncMaxMiBps paces a verification: 12 MiB at 8 MiB/s take at least a second; realtime writes after it are not held back", async () => {
