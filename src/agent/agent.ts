@@ -209,6 +209,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       clock: world.clock,
       timers: world.timers,
       report: (events) => {
+        // A peer heard again on a UDP link is up: its channel need not wait for the next retry.
+        if (events.some((e) => e.type === "PeerSeen" || (e.type === "LinkUp" && e.data.kind === "udp"))) channel.redial();
         void record(events).then(() => {
           for (const e of events) if (e.type === "PeerSeen" || e.type === "PeerSuspected" || e.type === "PeerLost") info(`${e.type}: ${peer.name}`);
           if (events.some((e) => e.type === "PeerLost")) void recover(new Set());

@@ -438,6 +438,17 @@ export function startPeerChannel(options: PeerChannelOptions) {
         });
       });
     },
+    /**
+     * The peer is heard again on a heartbeat link while this side waits to dial: dial now rather
+     * than wait out a backoff grown while the peer was away (up to RECONNECT_MAX_MS). Nothing when
+     * connected, when a dial is already under way, or when this side only listens.
+     */
+    redial(): void {
+      if (closed || !options.dial || current || retryTimer === null) return;
+      retryTimer.cancel();
+      backoffMs = RECONNECT_MIN_MS;
+      dial();
+    },
     /** Resolves when the message is handed to the socket; waits for 'drain' when the socket is backed up. */
     send(topic: string, body: unknown): Promise<void> {
       return write(current, { t: "msg", topic, body });

@@ -77,6 +77,25 @@ describe("peer channel (TLS 1.2 with the cluster key as pre-shared key)", () => 
     expect(messages).toEqual([...Array(100).keys()]);
   });
 
+  it("a dialer waiting out its backoff connects at once when told the peer is heard again", async () => {
+    const port = nextPort++;
+    // The dialer's timers never fire: its retry after the refused first dial would wait for ever.
+    let scheduled = 0;
+    const frozen = { after: () => (scheduled++, { cancel: () => undefined }), every: () => ({ cancel: () => undefined }) };
+    const a = channel("a", "b", "127.0.0.1", "127.0.0.2", port, true, { timers: frozen });
+    await until(() => scheduled >= 2); // the handshake timer, then the retry after ECONNREFUSED
+    const b = channel("b", "a", "127.0.0.2", "127.0.0.1", port, false, {});
+    const accepts = () =>
+      new Promise<boolean>((resolve) => {
+        const probe = connect(port, "127.0.0.2", () => (probe.destroy(), resolve(true)));
+        probe.on("error", () => resolve(false));
+      });
+    while (!(await accepts())) await new Promise((r) => setTimeout(r, 10)); // b listens
+    expect(a.connected()).toBe(false);
+    a.redial();
+    await until(() => a.connected() && b.connected());
+  });
+
   it("large byte fields travel after the message, both ways, and arrive whole", async () => {
     const { a } = pair({ b: { onRequest: async (body) => ({ got: (body as { batch: Uint8Array }).batch.length, page: randomBytes(70_000), note: "x" }) } });
     await until(() => a.connected());
