@@ -454,6 +454,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
           if (!answer.more) break;
         }
         out.push(index);
+        host.log(`job ${job}: took ${host.peer}'s index of mirror ${i} (${index.size} entries): what it holds is not read again here`);
       } catch (error) {
         host.log(`job ${job}: ${host.peer}'s index of mirror ${i} not taken (${(error as Error).message}); reading this node's copy in the background instead`);
         out.push(null);
