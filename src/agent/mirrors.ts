@@ -445,14 +445,8 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     if (!host.connected() || host.state().replication.get(job)?.verification.state !== "done") return undefined;
     const out: (ChangeIndex | null)[] = [];
     for (const i of roots.get(job)!.keys()) {
-      const index: ChangeIndex = new Map();
       try {
-        for (let page = 0; ; page++) {
-          const answer = (await host.request({ kind: "mirror-index", job, index: i, page }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; code?: string; entries?: Uint8Array; more?: boolean; message?: string };
-          if (!answer.ok || !answer.entries) throw new Error(answer.message ?? answer.code ?? "refused");
-          joinManifestPage(index, packr.unpack(answer.entries) as ManifestItem[]);
-          if (!answer.more) break;
-        }
+        const index = await fetchPages(`index of mirror ${i}`, (page) => ({ kind: "mirror-index", job, index: i, page }));
         out.push(index);
         host.log(`job ${job}: took ${host.peer}'s index of mirror ${i} (${index.size} entries): what it holds is not read again here`);
       } catch (error) {
@@ -463,13 +457,18 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     return out;
   }
 
-  async function fetchManifest(job: string, index: number, scope: readonly string[] | "all"): Promise<ChangeIndex> {
-    const manifest: ChangeIndex = new Map();
+  function fetchManifest(job: string, index: number, scope: readonly string[] | "all"): Promise<ChangeIndex> {
+    return fetchPages(`manifest of ${job}`, (page) => ({ kind: "mirror-manifest", job, index, scope, page }));
+  }
+
+  /** Asks the peer for every page of a paged answer (see answerPage) and joins them. */
+  async function fetchPages(what: string, ask: (page: number) => OutgoingMirrorRequest): Promise<ChangeIndex> {
+    const joined: ChangeIndex = new Map();
     for (let page = 0; ; page++) {
-      const answer = (await host.request({ kind: "mirror-manifest", job, index, scope, page }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; entries?: Uint8Array; more?: boolean; message?: string };
-      if (!answer.ok || !answer.entries) throw new Error(`manifest of ${job} from ${host.peer}: ${answer.message ?? "refused"}`);
-      joinManifestPage(manifest, packr.unpack(answer.entries) as ManifestItem[]);
-      if (!answer.more) return manifest;
+      const answer = (await host.request(ask(page), MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; entries?: Uint8Array; more?: boolean; message?: string };
+      if (!answer.ok || !answer.entries) throw new Error(`${what} from ${host.peer}: ${answer.message ?? "refused"}`);
+      joinManifestPage(joined, packr.unpack(answer.entries) as ManifestItem[]);
+      if (!answer.more) return joined;
     }
   }
 
@@ -526,6 +525,23 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     return next;
   };
 
+  /**
+   * One page of a paged answer (a manifest, a kept index): built when its first page is asked for
+   * and kept until its last has gone. `build` returns why there is nothing to page, if so.
+   */
+  async function answerPage(job: string, key: string, page: number, build: () => Promise<ChangeIndex | string>): Promise<unknown> {
+    let cached = manifests.get(job);
+    if (cached === undefined || page === 0 || cached.key !== key) {
+      const built = await build();
+      if (typeof built === "string") return { ok: false, code: "nothing-to-page", message: built };
+      cached = { key, pages: paginateManifest(built, MANIFEST_PAGE_BYTES) };
+      manifests.set(job, cached);
+    }
+    const more = page + 1 < cached.pages.length;
+    if (!more) manifests.delete(job);
+    return { ok: true, entries: packr.pack(cached.pages[page] ?? []), more };
+  }
+
   async function onRequest(body: unknown): Promise<unknown> {
     let request: MirrorRequest;
     try {
@@ -554,31 +570,14 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
       case "mirror-manifest": {
         const root = jobRoots[request.index];
         if (root === undefined) return { ok: false, code: "bad-request", message: `mirror index ${request.index}: job ${request.job} has ${jobRoots.length}` };
-        const key = JSON.stringify([request.index, request.scope]);
-        let cached = manifests.get(request.job);
-        if (cached === undefined || request.page === 0 || cached.key !== key) {
-          cached = { key, pages: paginateManifest(await readManifest(root, request.scope, { pieces: true }), MANIFEST_PAGE_BYTES) };
-          manifests.set(request.job, cached);
-        }
-        const page = cached.pages[request.page] ?? [];
-        const more = request.page + 1 < cached.pages.length;
-        if (!more) manifests.delete(request.job);
-        return { ok: true, entries: packr.pack(page), more };
+        return answerPage(request.job, JSON.stringify([request.index, request.scope]), request.page, () => readManifest(root, request.scope, { pieces: true }));
       }
       case "mirror-index": {
         if (request.index >= jobRoots.length) return { ok: false, code: "bad-request", message: `mirror index ${request.index}: job ${request.job} has ${jobRoots.length}` };
-        const key = JSON.stringify(["index", request.index]);
-        let cached = manifests.get(request.job);
-        if (cached === undefined || request.page === 0 || cached.key !== key) {
+        return answerPage(request.job, JSON.stringify(["index", request.index]), request.page, async () => {
           const index = await loadIndex(join(jobDir(request.job), "capture", `index-${request.index}`));
-          if (index.size === 0) return { ok: false, code: "no-index", message: `${host.self} kept no index of ${request.job}` };
-          cached = { key, pages: paginateManifest(index, MANIFEST_PAGE_BYTES) };
-          manifests.set(request.job, cached);
-        }
-        const page = cached.pages[request.page] ?? [];
-        const more = request.page + 1 < cached.pages.length;
-        if (!more) manifests.delete(request.job);
-        return { ok: true, entries: packr.pack(page), more };
+          return index.size > 0 ? index : `${host.self} kept no index of ${request.job}`;
+        });
       }
       case "mirror-reset":
         return serialStage(request.job, () =>
