@@ -4,7 +4,7 @@ import type { DuetEvent } from "../events/catalogue.ts";
 import type { Timers, TimerHandle } from "../world/clock.ts";
 import { CHECKSUM_BLOCK_BYTES, encodeBatchParts, encodedLength, inMirror, makeBatch } from "./batch.ts";
 import type { BatchQueue } from "./queue.ts";
-import { adoptManifest, fileSums, FINE_FILE_MAX, indexMtime, isRacy, loadIndex, saveIndex, scanChanges, type ChangeIndex, type Entry } from "./scan.ts";
+import { adoptManifest, describesFile, fileSums, FINE_FILE_MAX, isRacy, loadIndex, saveIndex, scanChanges, type ChangeIndex, type Entry } from "./scan.ts";
 import { watchTree } from "./watch.ts";
 
 /** How long reported changes gather before a scan: a burst of writes becomes one batch. */
@@ -29,12 +29,15 @@ type FileEntry = Extract<Entry, { kind: "file" }>;
 /** An index entry built from lstat alone, still to be read and checksummed. */
 const unread = (entry: Entry | undefined): entry is FileEntry => entry?.kind === "file" && entry.blocks.length === 0 && entry.size > 0;
 
+/** A stat-only entry with the checksums read (or told) of the same content. */
+const withSums = (entry: FileEntry, sums: { blocks: string[]; pieces?: Buffer }): FileEntry => ({ ...entry, blocks: sums.blocks, ...(sums.pieces ? { pieces: sums.pieces } : {}) });
+
 /** This node's stat-only index with the peer's checksums of each file of the same size (the stats stay this node's). */
 function withPeerChecksums(own: ChangeIndex, peer: ChangeIndex): ChangeIndex {
   const out: ChangeIndex = new Map();
   for (const [path, entry] of own) {
     const theirs = peer.get(path);
-    out.set(path, unread(entry) && theirs?.kind === "file" && theirs.size === entry.size ? { ...entry, blocks: theirs.blocks, ...(theirs.pieces ? { pieces: theirs.pieces } : {}) } : entry);
+    out.set(path, unread(entry) && theirs?.kind === "file" && theirs.size === entry.size ? withSums(entry, theirs) : entry);
   }
   return out;
 }
@@ -113,15 +116,16 @@ export function createCapture(options: CaptureOptions) {
    */
   async function fillIndexes(): Promise<void> {
     for (const [i, root] of roots.entries()) {
-      let found = new Map<string, FileEntry>();
+      /** Checksums read, and the entry they were read for. */
+      let found = new Map<string, { entry: FileEntry; sums: { blocks: string[]; pieces?: Buffer } }>();
       let bytes = 0;
       const merge = () =>
         exclusive(async () => {
           if (stopped || indexes[i] === undefined || found.size === 0) return;
           const index = new Map(indexes[i]); // scans replace the Map, never change it: so does this
-          for (const [path, filled] of found) {
+          for (const [path, { entry: readFor, sums }] of found) {
             const entry = index.get(path);
-            if (unread(entry) && entry.size === filled.size && entry.mtimeNs === filled.mtimeNs && entry.ino === filled.ino) index.set(path, { ...entry, blocks: filled.blocks, ...(filled.pieces ? { pieces: filled.pieces } : {}) });
+            if (unread(entry) && entry.size === readFor.size && entry.mtimeNs === readFor.mtimeNs && entry.ino === readFor.ino) index.set(path, withSums(entry, sums));
           }
           indexes[i] = index;
           dirty.add(i);
@@ -135,12 +139,12 @@ export function createCapture(options: CaptureOptions) {
         if (!unread(entry)) continue;
         const asIndexed = async () => {
           const info = await lstat(join(root, path)).catch(() => null);
-          return info !== null && info.isFile() && info.size === entry.size && info.ino === entry.ino && indexMtime(info, options.now()) === entry.mtimeNs;
+          return info !== null && info.isFile() && describesFile(entry, info, options.now());
         };
         if (!(await asIndexed())) continue;
         const sums = await fileSums(join(root, path), entry.size <= FINE_FILE_MAX).catch(() => null);
         if (sums === null || sums.size !== entry.size || !(await asIndexed())) continue;
-        found.set(path, { ...entry, blocks: sums.blocks, ...(sums.pieces ? { pieces: sums.pieces } : {}) });
+        found.set(path, { entry, sums });
         bytes += entry.size;
         if (found.size >= FILL_MERGE_FILES || bytes >= FILL_MERGE_BYTES) await merge();
       }

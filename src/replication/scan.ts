@@ -116,9 +116,7 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
   // its mtime moving: such entries are remembered as "racy" and read again next time (as git does).
   const now = options.now ?? Date.now();
   const mtimeKey = (info: Stats) => indexMtime(info, now);
-  /** The entry if it still describes the file, which then need not be read: same size and (not racy) mtime, and the same inode where it is the same path. */
-  const unchanged = (entry: Entry | undefined, info: Stats, sameInode: boolean): FileEntry | null =>
-    entry?.kind === "file" && entry.size === info.size && mtimeKey(info) !== RACY && entry.mtimeNs === mtimeKey(info) && (!sameInode || entry.ino === info.ino) ? entry : null;
+  const unchanged = (entry: Entry | undefined, info: Stats, sameInode: boolean): FileEntry | null => (describesFile(entry, info, now, sameInode) ? entry : null);
   const next: ChangeIndex = new Map([...index].filter(([path]) => !inScope(path)));
   const out = createBatcher(options.onBatch);
   let bytesRead = 0;
@@ -429,11 +427,11 @@ function createBatcher(onBatch: ScanOptions["onBatch"]) {
       // the end of its own bytes if the file grew since: an op must never truncate what it writes
       // (the rest comes in the next batch; the last op carries the size read to the end).
       const cutSize = () => Math.max(sizeSeen, ...pending.map(([at, length]) => at + length));
+      /** Sends the batch (with this file's write so far) when `bytes` more would not fit it. */
       const makeRoom = async (bytes: number) => {
-        if (pending.length > 0 && used + bytes > SCAN_BATCH_DATA_MAX) {
-          await emit(cutSize());
-          await flush();
-        } else if (pending.length === 0 && used + bytes > SCAN_BATCH_DATA_MAX) await flush();
+        if (used + bytes <= SCAN_BATCH_DATA_MAX) return;
+        if (pending.length > 0) await emit(cutSize());
+        await flush();
       };
       return {
         add: async (at, bytes, sum) => {
@@ -484,6 +482,16 @@ const RACY = "racy";
  */
 export const indexMtime = (info: Stats, now: number): string => (info.mtimeMs > now - RACY_MS ? RACY : String(info.mtimeMs));
 export const isRacy = (mtimeNs: string): boolean => mtimeNs === RACY;
+
+/**
+ * The entry still describes the file, which then need not be read: same size and (not racy at
+ * `now`) mtime, and the same inode where `sameInode` (a rename keeps the inode, not the path).
+ */
+export function describesFile(entry: Entry | undefined, info: Stats, now: number, sameInode = true): entry is FileEntry {
+  if (entry?.kind !== "file" || entry.size !== info.size || (sameInode && entry.ino !== info.ino)) return false;
+  const mtime = indexMtime(info, now);
+  return !isRacy(mtime) && entry.mtimeNs === mtime;
+}
 
 /** The block checksums (and piece checksums up to FINE_FILE_MAX) of a whole file, never through a symlink. */
 export async function fileSums(path: string, keepPieces: boolean): Promise<{ size: number; blocks: string[]; pieces?: Buffer }> {
