@@ -19,6 +19,7 @@ import { systemClock, systemTimers, type Clock, type Timers } from "../world/clo
 import { createHlc } from "../world/hlc.ts";
 import { systemProcesses, type ProcessRunner } from "../world/process.ts";
 import { udpTransport, type DatagramTransport } from "../world/transport.ts";
+import { systemReach, type TcpReach } from "../world/reach.ts";
 import { localTokenFile } from "../cli/client.ts";
 import { createJobControl } from "./jobs.ts";
 import { jobsRunningHere, parseRelayedFact, reconcile } from "./peer-link.ts";
@@ -36,6 +37,7 @@ export interface AgentWorld {
   timers: Timers;
   transport: DatagramTransport;
   processes: ProcessRunner;
+  reach: TcpReach;
 }
 
 export interface AgentOptions {
@@ -63,7 +65,7 @@ export interface RunningAgent {
 /** The daemon: the only place that knows the journal, the core and every effector. */
 export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const { config, log } = options;
-  const world = options.world ?? { clock: systemClock, timers: systemTimers, transport: udpTransport, processes: systemProcesses };
+  const world = options.world ?? { clock: systemClock, timers: systemTimers, transport: udpTransport, processes: systemProcesses, reach: systemReach };
   const me = selfNode(config, options.node);
   const peer = peerOf(config, me.name);
   const dataDir = me.dataDir;
@@ -187,7 +189,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       log: info,
       tiebreak: async (purpose) => ({
         type: "TiebreakerResult",
-        data: await runTiebreaker({ self: me.name, peer: peer.name, purpose, ping: config.tiebreaker.ping ?? null, fence: config.tiebreaker.fence ?? null, processes: world.processes, clock: world.clock }),
+        data: await runTiebreaker({ self: me.name, peer: peer.name, purpose, ping: config.tiebreaker.ping ?? null, fence: config.tiebreaker.fence ?? null, processes: world.processes, reach: world.reach, clock: world.clock }),
       }),
     });
     closers.push(() => reactor.stop());

@@ -108,5 +108,7 @@ function decisionEvent(d: Decision, self: string, peer: string, state: ClusterSt
 
 function declineMessage(d: Decision, self: string, peer: string): string {
   if (d.code === "failover-peer-not-connected") return `job ${d.job} has a fault on ${self} but ${peer} is not connected: it stays here`;
+  const why = (d.reasons.find((r) => r.name === "tiebreaker-confirmed")?.value as { why?: string } | undefined)?.why;
+  if (d.code === "tiebreaker-failed") return `node ${peer} is lost and job ${d.job} was not taken over: the tiebreaker could not run (${why ?? "no output"}); to take it over: duet job bring-in ${d.job} --on ${self}`;
   return `node ${peer} is lost and job ${d.job} was not taken over (${d.code}); to take it over: duet job bring-in ${d.job} --on ${self}`;
 }

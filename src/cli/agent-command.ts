@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { loadConfig, selfNode } from "../config/load.ts";
 import { readClusterKey } from "../config/secrets.ts";
 import { startAgent } from "../agent/agent.ts";
+import { checkPrograms } from "../agent/preflight.ts";
 import { clearConfig } from "./maintenance.ts";
 import { createAgentLog } from "../agent/log.ts";
 import { CliError, exitCodes } from "./client.ts";
@@ -17,6 +18,7 @@ export const AGENT_STOP_TIMEOUT_MS = 180_000;
 export async function runAgent(options: { config: string; node?: string }): Promise<void> {
   const loaded = await loadConfig(options.config);
   const me = selfNode(loaded.config, options.node);
+  checkPrograms(loaded.config, me.name, options.config);
   const key = await readClusterKey(loaded.config.cluster.keyFile);
   await mkdir(me.dataDir, { recursive: true, mode: 0o700 });
   const log = createAgentLog(join(me.dataDir, "agent.log"), me.name);

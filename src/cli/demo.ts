@@ -43,6 +43,13 @@ async function servedBy(): Promise<string | null> {
   return ((await response.json()) as { servedBy: string }).servedBy;
 }
 
+/** A takeover beta declined (a tiebreaker that cannot run, say) ends the demo at once, with beta's own words. */
+async function failOnDecline(beta: ApiClient, after: number): Promise<void> {
+  const { events } = await beta.get<{ events: { type: string; data: { code?: string; message?: string } }[] }>(`/v1/events?from=${after + 1}&type=AlertRaised`);
+  const declined = events.find((e) => e.data.code !== undefined && e.data.code !== "both-active");
+  if (declined) throw new CliError(`demo: beta did not take over: ${declined.data.message ?? declined.data.code}`, exitCodes.failed);
+}
+
 /**
  * `npm run demo`: two agents on this machine (loopback addresses, a temporary directory), a sample
  * job, a crash of the active node, the takeover and the replay explaining it. Leaves nothing running.
@@ -71,7 +78,8 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
       ],
       password: "demo-password-not-for-production",
       ports: PORTS,
-      tiebreakerYaml: "  ping: { targets: [127.0.0.1], mode: any, timeoutMs: 500 }   # on real hosts: the gateway",
+      // A TCP connect needs no ping binary (a refusal is an answer); on real hosts: the gateway.
+      tiebreakerYaml: "  ping: { targets: [\"tcp:127.0.0.1:9\"], mode: any, timeoutMs: 500 }   # on real hosts: the gateway, e.g. 10.0.0.254",
       jobsYaml: `  - name: web
     policy: unconditional      # for the demo: take over as soon as the tiebreaker confirms (the default is manual)
     resources:
@@ -144,7 +152,9 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
     process.kill(-appPid, "SIGKILL");
     agents.delete("alpha");
     let down = false;
+    const betaHead = (await beta.get<{ head: number }>("/v1/events?limit=1")).head;
     const second = await until("beta taking over", 20_000, async () => {
+      await failOnDecline(beta, betaHead);
       const by = await servedBy().catch(() => {
         down = true;
         return null;

@@ -1,6 +1,8 @@
 import type { EventData } from "../events/catalogue.ts";
 import type { Clock } from "../world/clock.ts";
 import type { ProcessRunner, RunResult } from "../world/process.ts";
+import type { TcpReach } from "../world/reach.ts";
+import { missingProgram } from "../world/programs.ts";
 
 /** What the journal keeps of a command's output: enough to explain, bounded (the event's own limit). */
 export const TIEBREAK_OUTPUT_MAX_CHARS = 4096;
@@ -15,7 +17,14 @@ export interface TiebreakerOptions {
   ping: { targets: string[]; mode: "any" | "all"; timeoutMs: number } | null;
   fence: { command: string[]; timeoutMs: number } | null;
   processes: ProcessRunner;
+  reach: TcpReach;
   clock: Clock;
+}
+
+/** A ping target: an address for ICMP (iputils' ping), or `tcp:HOST:PORT` for a TCP connect. */
+export function parsePingTarget(target: string): { kind: "icmp"; address: string } | { kind: "tcp"; address: string; port: number } {
+  const tcp = /^tcp:\[?([^\]]+?)\]?:(\d+)$/.exec(target);
+  return tcp ? { kind: "tcp", address: tcp[1]!, port: Number(tcp[2]) } : { kind: "icmp", address: target };
 }
 
 type Result = EventData<"TiebreakerResult">;
@@ -43,7 +52,7 @@ export async function runTiebreaker(options: TiebreakerOptions): Promise<Result>
     targets.push(...pinged.map((p) => p.target));
     // A ping that could not even start says nothing about this node's network: the tiebreaker is broken.
     const broken = pinged.find((p) => p.error !== null);
-    if (broken) return { ...base, method: "ping", verdict: "failed", targets, output: bounded(`ping ${broken.target.target} could not run: ${broken.error}`) };
+    if (broken) return { ...base, method: "ping", verdict: "failed", targets, output: bounded(`ping ${broken.target.target} could not run: ${broken.error}; this node cannot tell whether it is the one cut off`) };
     const reached = ping.mode === "all" ? targets.every((t) => t.ok) : targets.some((t) => t.ok);
     if (!reached) return { ...base, method: "ping", verdict: "isolated", targets };
   }
@@ -58,12 +67,15 @@ export async function runTiebreaker(options: TiebreakerOptions): Promise<Result>
 
 async function pingOnce(options: TiebreakerOptions, target: string, timeoutMs: number): Promise<{ target: Target; error: string | null }> {
   const started = options.clock.monotonic();
+  const parsed = parsePingTarget(target);
+  const ok = (): { target: Target; error: null } => ({ target: { target, ok: true, ms: Math.round(options.clock.monotonic() - started) }, error: null });
+  if (parsed.kind === "tcp") return (await options.reach.reach(parsed.address, parsed.port, timeoutMs)).answered ? ok() : { target: { target, ok: false }, error: null };
   // iputils ping takes fractions of a second (-W 0.5); the suspicion check must answer well within the deadtime.
   const seconds = String(Math.max(0.1, timeoutMs / 1000));
-  const result = await runBounded(options.processes, ["ping", "-n", "-c", "1", "-W", seconds, target], timeoutMs + PING_PROCESS_SLACK_MS);
-  if (result.code === null && result.signal === null && !result.timedOut) return { target: { target, ok: false }, error: result.stderr.trim() || "no exit code" };
+  const result = await runBounded(options.processes, ["ping", "-n", "-c", "1", "-W", seconds, parsed.address], timeoutMs + PING_PROCESS_SLACK_MS);
+  if (result.code === null && result.signal === null && !result.timedOut) return { target: { target, ok: false }, error: missingProgram("ping", result.stderr) ?? (result.stderr.trim() || "no exit code") };
   if (result.code !== 0) return { target: { target, ok: false }, error: null };
-  return { target: { target, ok: true, ms: Math.round(options.clock.monotonic() - started) }, error: null };
+  return ok();
 }
 
 /** A runner that rejects (rather than reporting a failed run) still yields a result: the tiebreaker never throws. */

@@ -11,6 +11,8 @@ const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "expected a n
 const address = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}$|^[0-9a-fA-F:]+$/, "expected an IP address like 10.0.0.1");
 const port = z.number().int().min(1, "expected a port 1..65535").max(65535, "expected a port 1..65535");
 const ms = z.number().int().positive("expected a positive number of milliseconds");
+/** An address pinged by ICMP (needs iputils' ping), or tcp:HOST:PORT, probed in-process (see TcpReach). */
+const pingTarget = z.string().regex(/^(?!tcp:)(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.:-]+)$|^tcp:(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "expected an address like 10.0.0.254 (ICMP) or tcp:10.0.0.254:53 (a TCP connect; a refusal counts as an answer)");
 const absolutePath = z.string().regex(/^\//, "expected an absolute path like /var/lib/duet");
 
 export const DEFAULT_PORTS = { api: 7320, peer: 7330 } as const;
@@ -79,7 +81,7 @@ export const configSchema = z.strictObject({
     .default({ intervalMs: DEFAULT_HEARTBEAT.intervalMs, deadtimeMs: DEFAULT_HEARTBEAT.deadtimeMs }),
   tiebreaker: z
     .strictObject({
-      ping: z.strictObject({ targets: z.array(z.string().min(1)).min(1, "expected at least one ping target"), mode: z.enum(["any", "all"]).default("any"), timeoutMs: ms.default(DEFAULT_PING_TIMEOUT_MS) }).optional(),
+      ping: z.strictObject({ targets: z.array(pingTarget).min(1, "expected at least one ping target"), mode: z.enum(["any", "all"]).default("any"), timeoutMs: ms.default(DEFAULT_PING_TIMEOUT_MS) }).optional(),
       fence: z.strictObject({ command: z.array(z.string().min(1)).min(1, "expected a command as a list"), timeoutMs: ms.default(30_000) }).optional(),
       selfFenceGraceMs: z.number().int().nonnegative().default(0),
     })

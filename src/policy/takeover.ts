@@ -25,12 +25,13 @@ export function decideTakeover(state: ClusterState, job: JobView, now: number): 
   const reasons: Reason[] = [
     input("peer-lost-since", membership.peerSince),
     input("links", { state: linksState(membership), links: [...membership.links.values()].map((l) => ({ link: l.link, up: l.up, since: l.since })) }),
-    check("tiebreaker-confirmed", verdict.verdict === "confirmed", { verdict: verdict.verdict, method: verdict.method, at: verdict.at }),
+    check("tiebreaker-confirmed", verdict.verdict === "confirmed", { verdict: verdict.verdict, method: verdict.method, at: verdict.at, ...(verdict.why ? { why: verdict.why } : {}) }),
     input("policy", job.policy),
     input("replica", replicaFacts(job, replica)),
   ];
   const decline = (code: string): Decision => ({ kind: "decline", job: job.name, code, reasons });
   if (verdict.verdict === "isolated") return decline("i-am-isolated");
+  if (verdict.verdict === "failed") return decline("tiebreaker-failed");
   if (verdict.verdict !== "confirmed") return decline("tiebreaker-not-confirmed");
 
   switch (job.policy) {

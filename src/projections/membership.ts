@@ -23,7 +23,8 @@ export interface MembershipState {
   silenceSeq: number;
   /** When the silent peer was last heard (from PeerSuspected / PeerLost; 0 if never since start). */
   peerLastHeardAt: number;
-  tiebreaker: { verdict: TiebreakerVerdict; method: string; purpose: "peer-lost" | "reachability"; at: number; seq: number } | null;
+  /** `why`: a failed tiebreaker's own account (ping not installed, fence exited 3), for the decline. */
+  tiebreaker: { verdict: TiebreakerVerdict; method: string; purpose: "peer-lost" | "reachability"; at: number; seq: number; why?: string } | null;
   framesRejected: Map<string, number>;
   alerts: { at: number; code: string; message: string; job?: string }[];
   settings: MembershipSettings;
@@ -91,7 +92,7 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
       return { ...state, peerStatus: "connected", peerSince: event.at, peerSinceSeq: event.seq, peer: state.peer ?? event.data.peer };
     case "TiebreakerResult":
       if (event.data.node !== state.self) return state;
-      return { ...state, tiebreaker: { verdict: event.data.verdict, method: event.data.method, purpose: event.data.purpose ?? "peer-lost", at: event.at, seq: event.seq } };
+      return { ...state, tiebreaker: { verdict: event.data.verdict, method: event.data.method, purpose: event.data.purpose ?? "peer-lost", at: event.at, seq: event.seq, ...(event.data.verdict === "failed" && event.data.output ? { why: event.data.output } : {}) } };
     case "FramesRejected": {
       if (event.data.node !== state.self) return state;
       const framesRejected = new Map(state.framesRejected);

@@ -6,9 +6,11 @@ import { runTiebreaker } from "../../src/cluster/tiebreak.ts";
 import { systemClock } from "../../src/world/clock.ts";
 import { inNamespace } from "../../src/world/netns-runner.ts";
 import { systemProcesses } from "../../src/world/process.ts";
+import { systemReach } from "../../src/world/reach.ts";
+import { createServer } from "node:net";
 import { createTestNet, type TestNet } from "../e2e/netns.ts";
 
-const base = { self: "b", peer: "a", purpose: "peer-lost" as const, processes: systemProcesses, clock: systemClock };
+const base = { self: "b", peer: "a", purpose: "peer-lost" as const, processes: systemProcesses, reach: systemReach, clock: systemClock };
 let net: TestNet;
 let dir: string;
 beforeAll(async () => {
@@ -90,11 +92,26 @@ describe("tiebreaker", () => {
     await expect(access(marker)).rejects.toThrow();
   });
 
-  it("a ping that cannot run at all fails the tiebreaker instead of claiming isolation", async () => {
+  it("a ping that is not installed fails the tiebreaker, naming the package, instead of claiming isolation", async () => {
     const processes = { run: (argv: readonly string[], o?: { timeoutMs?: number }) => systemProcesses.run([join(dir, "no-such-ping"), ...argv.slice(1)], o) };
     const result = await runTiebreaker({ ...base, processes, ping: { targets: ["127.0.0.1"], mode: "any", timeoutMs: 1000 }, fence: null });
     expect(result).toMatchObject({ verdict: "failed", targets: [{ target: "127.0.0.1", ok: false }] });
-    expect(result.output).toMatch(/ping 127\.0\.0\.1 could not run: .*ENOENT/);
+    expect(result.output).toMatch(/ping 127\.0\.0\.1 could not run: ping: not installed \(apt-get install iputils-ping\)/);
+  });
+
+  it("a tcp: target needs no ping binary: a refused or accepted connection is an answer", async () => {
+    const noPing = { run: () => Promise.reject(new Error("no process may run for a tcp target")) };
+    const server = createServer((s) => s.destroy());
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const open = (server.address() as { port: number }).port;
+    try {
+      const refused = await runTiebreaker({ ...base, processes: noPing, ping: { targets: ["tcp:127.0.0.1:9"], mode: "any", timeoutMs: 1000 }, fence: null });
+      expect(refused).toMatchObject({ verdict: "confirmed", targets: [{ target: "tcp:127.0.0.1:9", ok: true }] });
+      const accepted = await runTiebreaker({ ...base, processes: noPing, ping: { targets: [`tcp:127.0.0.1:${open}`], mode: "all", timeoutMs: 1000 }, fence: null });
+      expect(accepted.verdict).toBe("confirmed");
+    } finally {
+      server.close();
+    }
   });
 
   it("an empty ping target list counts as no tiebreaker, even in mode all", async () => {
