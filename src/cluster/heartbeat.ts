@@ -1,5 +1,5 @@
 import type { DuetEvent } from "../events/catalogue.ts";
-import type { Clock, Timers } from "../world/clock.ts";
+import { lateTickGuard, type Clock, type Timers } from "../world/clock.ts";
 import type { DatagramSocket, DatagramTransport } from "../world/transport.ts";
 import { createDetector } from "./detector.ts";
 import { createFrameCodec, type FrameRejection } from "./frame.ts";
@@ -122,7 +122,11 @@ export async function startHeartbeat(options: HeartbeatOptions) {
   const timer = timers.every(options.intervalMs, beat);
   // The detector looks more often than frames go out: a loss is seen within 100 ms of the deadtime,
   // not up to a whole interval later (that interval would add to every takeover).
-  const tick = timers.every(Math.min(DETECTOR_TICK_MS, options.intervalMs), () => emit(detector.tick(clock.monotonic())));
+  // A tick late by this process's own stall is skipped: the frames that waited behind the stall
+  // are read first, so this node never calls the peer silent for its own pause.
+  const tickMs = Math.min(DETECTOR_TICK_MS, options.intervalMs);
+  const late = lateTickGuard(clock, tickMs);
+  const tick = timers.every(tickMs, () => late() === null && emit(detector.tick(clock.monotonic())));
   beat();
 
   return {

@@ -33,3 +33,19 @@ export const systemTimers: Timers = {
     return { cancel: () => clearInterval(t) };
   },
 };
+
+/**
+ * For a periodic check that judges silence: whether this tick came late, because this process
+ * itself was held up (GC, a blocked loop, a paused VM). After such a stall, timers run before the
+ * I/O that waited behind the same stall is read, so what looks like the peer's silence is ours:
+ * judge at the next tick instead. Returns the gap since the previous tick when it was late.
+ */
+export function lateTickGuard(clock: Clock, intervalMs: number): () => number | null {
+  let previous = clock.monotonic();
+  return () => {
+    const now = clock.monotonic();
+    const gapMs = now - previous;
+    previous = now;
+    return gapMs > 2 * intervalMs ? gapMs : null;
+  };
+}

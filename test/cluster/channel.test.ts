@@ -5,6 +5,7 @@ import { Packr } from "msgpackr";
 import { afterEach, describe, expect, it } from "vitest";
 import { ATTACH_MIN_BYTES, derivePsk, JoinedBytes, startPeerChannel, type PeerChannel, type PeerChannelOptions } from "../../src/cluster/peer-channel.ts";
 import { systemClock, systemTimers } from "../../src/world/clock.ts";
+import { startPacedProxy } from "./paced-proxy.ts";
 
 // Node "a" dials from 127.0.0.1, node "b" accepts on 127.0.0.2; each test takes its own port.
 const key = randomBytes(32);
@@ -277,6 +278,40 @@ describe("peer channel (TLS 1.2 with the cluster key as pre-shared key)", () => 
     expect(Buffer.from(messages[0] as Uint8Array).equals(big)).toBe(true);
     await expect(a.send("snapshot", randomBytes(16 * 1024 * 1024))).rejects.toThrow(/exceeds the limit of 16777216 bytes/);
     expect(a.connected()).toBe(true);
+  });
+
+  it("a large frame on a slow link is not taken for silence: bytes arriving are hearing the peer", async () => {
+    // 8 MiB at 4 MiB/s take 2 s; the pings behind the frame wait as long, far past 3 keepalives (300 ms).
+    const port = nextPort++;
+    const proxy = await startPacedProxy({ listen: { address: "127.0.0.3", port }, target: { address: "127.0.0.2", port }, bytesPerSecond: 4 * 1024 * 1024 });
+    try {
+      const messages: unknown[] = [];
+      const logs: string[] = [];
+      const log = (line: string) => logs.push(line);
+      const b = channel("b", "a", "127.0.0.2", "127.0.0.1", port, false, { onMessage: (_t, body) => messages.push(body), log });
+      const a = channel("a", "b", "127.0.0.1", "127.0.0.3", port, true, { log });
+      await until(() => a.connected() && b.connected());
+      const big = randomBytes(8 * 1024 * 1024);
+      const sentAt = Date.now();
+      await a.send("snapshot", big);
+      await until(() => messages.length === 1, 20_000);
+      expect(Date.now() - sentAt).toBeGreaterThan(1500); // the link really was slow
+      expect(Buffer.from(messages[0] as Uint8Array).equals(big)).toBe(true);
+      expect(logs.filter((l) => /nothing heard/.test(l))).toEqual([]);
+      expect([a.stats().connections, b.stats().connections]).toEqual([1, 1]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it("a stall of this process is not the peer's silence: the connection stays through a blocked loop", async () => {
+    const { a, b, logs } = pair();
+    await until(() => a.connected() && b.connected());
+    const end = Date.now() + 1000; // ten keepalives
+    while (Date.now() < end);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(logs.filter((l) => /nothing heard/.test(l))).toEqual([]);
+    expect([a.stats().connections, b.stats().connections, a.connected()]).toEqual([1, 1, true]);
   });
 
   it("a send waiting on a peer that stopped reading fails when the connection drops, instead of hanging", async () => {

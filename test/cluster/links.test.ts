@@ -110,6 +110,17 @@ describe("heartbeat links on loopback", () => {
     await until(() => types(eventsA).filter((t) => t === "PeerSeen").length === 2);
   });
 
+  it("this process's own stall is not the peer's silence: no suspicion, no loss, when the loop blocks past the deadtime", async () => {
+    const eventsA: DuetEvent[] = [];
+    await start("a", eventsA);
+    await start("b", []);
+    await until(() => types(eventsA).includes("PeerSeen"));
+    const end = Date.now() + 1000; // a blocked loop (GC, a sync replay): more than 3 deadtimes
+    while (Date.now() < end);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(types(eventsA)).toEqual(["LinkUp", "PeerSeen"]);
+  });
+
   it("frames with a wrong key are dropped, counted and reported once, and never bring a link up", async () => {
     const eventsA: DuetEvent[] = [];
     const a = await start("a", eventsA);
