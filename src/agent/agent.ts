@@ -29,8 +29,8 @@ import { createReactor } from "./reactor.ts";
 import { jobDefinitionEvents } from "./definitions.ts";
 import type { Logger } from "./log.ts";
 import { writeGatherinfo } from "./gatherinfo.ts";
+import { DUET_VERSION } from "./package-info.ts";
 
-export const AGENT_VERSION = "0.1.0";
 
 export interface AgentWorld {
   clock: Clock;
@@ -81,7 +81,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const info = (message: string, fields?: Record<string, unknown>) => log.info(fields ?? {}, message);
 
     await record([
-      { type: "AgentStarted", data: { node: me.name, version: AGENT_VERSION, pid: process.pid, configHash: options.configHash, heartbeatIntervalMs: config.heartbeat.intervalMs, suspectMs: config.heartbeat.suspectMs, deadtimeMs: config.heartbeat.deadtimeMs, pingTimeoutMs: config.tiebreaker.ping?.timeoutMs ?? 0, selfFenceGraceMs: config.tiebreaker.selfFenceGraceMs, links: [...config.heartbeat.links.map((l) => ({ link: l.name, kind: "udp" as const })), { link: TCP_LINK, kind: "tcp" as const }] } },
+      { type: "AgentStarted", data: { node: me.name, version: DUET_VERSION, pid: process.pid, configHash: options.configHash, heartbeatIntervalMs: config.heartbeat.intervalMs, suspectMs: config.heartbeat.suspectMs, deadtimeMs: config.heartbeat.deadtimeMs, pingTimeoutMs: config.tiebreaker.ping?.timeoutMs ?? 0, selfFenceGraceMs: config.tiebreaker.selfFenceGraceMs, links: [...config.heartbeat.links.map((l) => ({ link: l.name, kind: "udp" as const })), { link: TCP_LINK, kind: "tcp" as const }] } },
       ...jobDefinitionEvents(config, state()),
     ]);
 
@@ -297,7 +297,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       gatherinfo: async () => {
         const outDir = join(dataDir, "gatherinfo");
         await mkdir(outDir, { recursive: true, mode: 0o700 });
-        return writeGatherinfo({ journal, configFile: options.configFile, logFile: join(dataDir, "agent.log"), node: me.name, version: AGENT_VERSION, outDir, now: world.clock.now() });
+        return writeGatherinfo({ journal, configFile: options.configFile, logFile: join(dataDir, "agent.log"), node: me.name, version: DUET_VERSION, outDir, now: world.clock.now() });
       },
     };
     const cliToken = randomBytes(32).toString("base64url");

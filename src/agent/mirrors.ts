@@ -676,7 +676,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     try {
       await serialApply(job, () => store.restore(name, { to, by }));
     } catch (error) {
-      if (error instanceof SnapshotError) throw new ControlError("snapshot-refused", 409, error.message);
+      if (error instanceof SnapshotError) throw error.kind === "not-found" ? new ControlError("not-found", 404, error.message) : new ControlError("snapshot-refused", 409, error.message);
       throw error;
     }
     if (to !== undefined) return { seq: host.head() }; // SnapshotRestored, just journaled

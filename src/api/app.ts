@@ -121,6 +121,14 @@ export function createApi(options: ApiOptions) {
   };
   app.use("/v1/*", authenticate);
   app.use("/metrics", authenticate);
+  // An unknown job is "not found" for every job route alike (scripts read one exit code for it).
+  const knownJob = async (c: Context<Env>, next: () => Promise<void>) => {
+    const name = c.req.param("job");
+    if (name !== undefined && !journal.state().jobs.has(name)) throw new ControlError("not-found", 404, `job ${name}: no such job (duet status lists the jobs)`);
+    await next();
+  };
+  app.use("/v1/jobs/:job", knownJob);
+  app.use("/v1/jobs/:job/*", knownJob);
 
   app.get("/metrics", async (c) => c.text(await metrics.metrics(), 200, { "content-type": metrics.contentType }));
   app.get("/v1/cluster", (c) => c.json(clusterView(journal.state())));

@@ -7,8 +7,8 @@ import { checkPrograms } from "../agent/preflight.ts";
 import { clearConfig } from "./maintenance.ts";
 import { createAgentLog } from "../agent/log.ts";
 import { CliError, exitCodes } from "./client.ts";
+import { AGENT_STOP_TIMEOUT_MS } from "../config/systemd.ts";
 
-export const AGENT_STOP_TIMEOUT_MS = 180_000;
 
 /**
  * `duet agent --config FILE`: runs until SIGTERM/SIGINT, then does what the journal's

@@ -8,6 +8,11 @@ import { join } from "node:path";
  */
 export const localTokenFile = (dataDir: string) => join(dataDir, "cli.token");
 
+/** A CLI request the agent has not answered by then is reported as unreachable. */
+const API_TIMEOUT_MS = 30_000;
+
+export const DEFAULT_CONFIG = process.env.DUET_CONFIG ?? "/etc/duet/duet.yaml";
+
 /** Exit codes scripts can rely on, one per kind of outcome. */
 export const exitCodes = {
   ok: 0,
@@ -53,24 +58,13 @@ export async function localClient(options: { url: string; dataDir: string; token
 export function apiClient(url: string, token: string): ApiClient {
   const headers = { authorization: `Bearer ${token}` };
   async function call<T>(method: string, path: string, body?: unknown): Promise<T> {
-    let response: Response;
-    try {
-      response = await fetch(`${url}${path}`, {
-        method,
-        headers: body === undefined ? headers : { ...headers, "content-type": "application/json" },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(30_000),
-      });
-    } catch (error) {
-      throw new CliError(`cannot reach the agent at ${url}: ${(error as Error).message}`, exitCodes.unreachable, "unreachable");
-    }
-    const text = await response.text();
+    const { status, text } = await httpCall(method, `${url}${path}`, headers, body);
     const parsed = text ? safeJson(text) : undefined;
-    if (response.ok) return parsed as T;
+    if (status >= 200 && status < 300) return parsed as T;
     const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
-    const code = error?.code ?? `http-${response.status}`;
-    const message = error?.message ?? (text || response.statusText);
-    throw new CliError(message, exitCodeFor(response.status, code), code);
+    const code = error?.code ?? `http-${status}`;
+    const message = error?.message ?? (text || `HTTP ${status}`);
+    throw new CliError(message, exitCodeFor(status, code), code);
   }
   return {
     url,
@@ -87,10 +81,29 @@ export function apiClient(url: string, token: string): ApiClient {
   };
 }
 
-function exitCodeFor(status: number, code: string): number {
-  if (status === 401) return exitCodes.unauthorized;
-  if (status === 404) return exitCodes.notFound;
-  if (status === 409 || code === "refused") return exitCodes.refused;
+/** One request through node:http: a CLI start does not load fetch's HTTP stack (~50 ms) for it. */
+async function httpCall(method: string, target: string, headers: Record<string, string>, body: unknown): Promise<{ status: number; text: string }> {
+  const { request } = await import("node:http");
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const unreachable = (error: Error) => reject(new CliError(`cannot reach the agent at ${new URL(target).origin}: ${error.message}`, exitCodes.unreachable, "unreachable"));
+    const req = request(target, { method, headers: payload === undefined ? headers : { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(payload) }, timeout: API_TIMEOUT_MS }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (chunk: Buffer) => chunks.push(chunk));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString("utf8") }));
+      res.on("error", unreachable);
+    });
+    req.on("timeout", () => req.destroy(new Error(`no answer within ${API_TIMEOUT_MS} ms`)));
+    req.on("error", unreachable);
+    req.end(payload);
+  });
+}
+
+/** One exit code per meaning, whichever command met it (README's table). */
+export function exitCodeFor(status: number, code: string): number {
+  if (status === 401 || status === 403 || status === 429) return exitCodes.unauthorized;
+  if (status === 404 || code === "not-found") return exitCodes.notFound;
+  if (status === 409 || status === 422 || status === 503 || code === "refused") return exitCodes.refused;
   if (status === 400 || status === 413) return exitCodes.usage;
   return exitCodes.failed;
 }

@@ -2,8 +2,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { openSync, closeSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { initConfig } from "../config/init.ts";
+import { PACKAGE_ROOT } from "../agent/package-info.ts";
 import { loadConfig } from "../config/load.ts";
 import { runReplay } from "../../tools/replay/main.ts";
 import { localClient, type ApiClient } from "./client.ts";
@@ -12,7 +13,6 @@ import type { clusterView } from "../api/views.ts";
 
 /** The whole demo must end well inside a minute; each wait has its own bound below that. */
 export const DEMO_DEADLINE_MS = 50_000;
-const ROOT = resolve(import.meta.dirname, "../..");
 // Ports away from duet's defaults, so the demo runs beside a real agent. Two loopback addresses
 // stand for the two hosts; a third stands for the job's virtual IP, served by whichever is active.
 const PORTS = { api: 27320, peer: 27330, heartbeat: 27340 };
@@ -68,7 +68,7 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
     say("duet demo: two agents on this machine keep a small web service available through a crash.");
     say(`  nodes alpha (127.0.0.1) and beta (127.0.0.2); the service address ${SERVICE.address}:${SERVICE.port} plays the virtual IP.`);
     say(`  everything lives in ${dir}; traffic stays on loopback.`);
-    const app = join(ROOT, "examples/demo-app.mjs");
+    const app = join(PACKAGE_ROOT, "examples/demo-app.mjs");
     const { configFile } = await initConfig({
       dir,
       cluster: "demo",
@@ -96,7 +96,7 @@ export async function runDemo(options: { keep: boolean }): Promise<void> {
     step("starting both agents");
     for (const node of NODES) {
       const log = openSync(join(dir, `${node.name}.stderr`), "a");
-      const child = spawn(process.execPath, [join(ROOT, "bin/duet.js"), "agent", "--config", configFile, "--node", node.name], { stdio: ["ignore", "ignore", log], detached: true });
+      const child = spawn(process.execPath, [join(PACKAGE_ROOT, "bin/duet.js"), "agent", "--config", configFile, "--node", node.name], { stdio: ["ignore", "ignore", log], detached: true });
       closeSync(log);
       agents.set(node.name, child);
       child.once("exit", (code, signal) => agents.get(node.name) === child && say(`  (agent ${node.name} exited: ${signal ?? code})`));

@@ -1,7 +1,7 @@
 import { mkdir, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { loadConfig, selfNode } from "../config/load.ts";
-import { AGENT_VERSION } from "../agent/agent.ts";
+import { DUET_VERSION } from "../agent/package-info.ts";
 import { writeGatherinfo } from "../agent/gatherinfo.ts";
 import { openJournal } from "../journal/journal.ts";
 import { clusterProjection } from "../projections/cluster.ts";
@@ -36,7 +36,7 @@ export async function gatherinfo(options: { config: string; node?: string; out: 
   }
   const journal = await openJournal({ dir: join(me.dataDir, "journal"), node: me.name, clock: systemClock, readOnly: true });
   try {
-    return await writeGatherinfo({ journal, configFile: options.config, logFile: join(me.dataDir, "agent.log"), node: me.name, version: AGENT_VERSION, outDir: options.out, now: Date.now() });
+    return await writeGatherinfo({ journal, configFile: options.config, logFile: join(me.dataDir, "agent.log"), node: me.name, version: DUET_VERSION, outDir: options.out, now: Date.now() });
   } finally {
     await journal.close();
   }

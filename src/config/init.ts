@@ -1,4 +1,5 @@
-import { mkdir, open, stat } from "node:fs/promises";
+import { mkdir, open, stat, writeFile } from "node:fs/promises";
+import { systemdUnit } from "./systemd.ts";
 import { join } from "node:path";
 import { generatePassword, hashPassword, writeClusterKey } from "./secrets.ts";
 import { parseConfig } from "./load.ts";
@@ -15,11 +16,15 @@ export interface InitOptions {
   /** Ports other than the defaults (the demo runs beside a real agent without clashing). */
   ports?: { api: number; peer: number; heartbeat: number };
   tiebreakerYaml?: string;
+  /** The command line that runs duet, for the systemd unit written beside the config. */
+  duetCommand?: string;
 }
 
 export interface InitResult {
   configFile: string;
   keyFile: string;
+  /** duet.service beside the config, when a duet command was given. */
+  unitFile: string | null;
   generatedPassword: string | null;
 }
 
@@ -44,7 +49,12 @@ export async function initConfig(options: InitOptions): Promise<InitResult> {
   } finally {
     await handle.close();
   }
-  return { configFile, keyFile, generatedPassword };
+  let unitFile: string | null = null;
+  if (options.duetCommand) {
+    unitFile = join(options.dir, "duet.service");
+    await writeFile(unitFile, systemdUnit({ configFile, cluster: options.cluster, duet: options.duetCommand }), { mode: 0o644 });
+  }
+  return { configFile, keyFile, unitFile, generatedPassword };
 }
 
 function renderConfig(o: InitOptions & { keyFile: string; passwordHash: string }): string {

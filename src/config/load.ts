@@ -1,26 +1,13 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { networkInterfaces } from "node:os";
 import { LineCounter, parseDocument, isNode, isPair, isScalar, visit, type Document } from "yaml";
 import type { z } from "zod";
 import { selfFenceSlackMs } from "../projections/membership.ts";
-import { configSchema, DEFAULT_HEARTBEAT, DEFAULT_PING_TIMEOUT_MS, type Config, type NodeSpec } from "./schema.ts";
+import { configSchema, DEFAULT_HEARTBEAT, DEFAULT_PING_TIMEOUT_MS, type Config } from "./schema.ts";
+import { ConfigError, type ConfigIssue } from "./errors.ts";
 
-export interface ConfigIssue {
-  path: string;
-  message: string;
-}
-
-/** Every problem of a config file at once, each with its key path, what was expected and the line. */
-export class ConfigError extends Error {
-  constructor(
-    readonly source: string,
-    readonly issues: ConfigIssue[],
-  ) {
-    super(issues.length === 1 ? `config ${source}: ${issues[0]!.path}: ${issues[0]!.message}` : `config ${source}: ${issues.length} problems:\n${issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")}`);
-    this.name = "ConfigError";
-  }
-}
+export { ConfigError, type ConfigIssue } from "./errors.ts";
+export { peerOf, selfNode } from "./self.ts";
 
 export interface LoadedConfig {
   config: Config;
@@ -210,23 +197,3 @@ function lineOf(doc: Document, lines: LineCounter, parts: (string | number)[]): 
   return "";
 }
 
-/** This node: by name when given, else the one whose address is on a local interface. */
-export function selfNode(config: Config, name?: string): NodeSpec {
-  if (name !== undefined) {
-    const node = config.nodes.find((n) => n.name === name);
-    if (!node) throw new ConfigError("(node)", [{ path: "--node", message: `expected one of ${config.nodes.map((n) => n.name).join(", ")}, got "${name}"` }]);
-    return node;
-  }
-  const local = new Set(Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address)));
-  const mine = config.nodes.filter((n) => local.has(n.address));
-  if (mine.length === 1) return mine[0]!;
-  throw new ConfigError("(node)", [
-    { path: "--node", message: mine.length === 0 ? `no node's address is on this host (${config.nodes.map((n) => `${n.name}=${n.address}`).join(", ")}); pass --node NAME` : "both nodes' addresses are on this host; pass --node NAME" },
-  ]);
-}
-
-export function peerOf(config: Config, self: string): NodeSpec {
-  const peer = config.nodes.find((n) => n.name !== self);
-  if (!peer) throw new Error(`config: no peer for node ${self}`);
-  return peer;
-}

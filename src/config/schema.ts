@@ -2,6 +2,7 @@ import { z } from "zod";
 import { resourceSpec, restartSpec } from "../resources/spec.ts";
 import { takeoverPolicy } from "../events/job.ts";
 import { passwordHashPattern } from "./secrets.ts";
+import { DEFAULT_API_PORT, DEFAULT_DATA_DIR } from "./self.ts";
 
 /**
  * The config file of a two-node cluster, identical on both nodes. Lists, never maps keyed by
@@ -15,7 +16,7 @@ const ms = z.number().int().positive("expected a positive number of milliseconds
 const pingTarget = z.string().regex(/^(?!tcp:)(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.:-]+)$|^tcp:(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "expected an address like 10.0.0.254 (ICMP) or tcp:10.0.0.254:53 (a TCP connect; a refusal counts as an answer)");
 const absolutePath = z.string().regex(/^\//, "expected an absolute path like /var/lib/duet");
 
-export const DEFAULT_PORTS = { api: 7320, peer: 7330 } as const;
+export const DEFAULT_PORTS = { api: DEFAULT_API_PORT, peer: 7330 } as const;
 export const DEFAULT_HEARTBEAT = { intervalMs: 500, deadtimeMs: 3000, port: 7340 } as const;
 export const DEFAULT_PING_TIMEOUT_MS = 500;
 export const SNAPSHOTS_KEPT_DEFAULT = 64;
@@ -24,7 +25,7 @@ export const nodeSpec = z.strictObject({
   name,
   /** The peer channel and the API listen here; the peer dials it. */
   address,
-  dataDir: absolutePath.default("/var/lib/duet"),
+  dataDir: absolutePath.default(DEFAULT_DATA_DIR),
 });
 export type NodeSpec = z.infer<typeof nodeSpec>;
 

@@ -8,7 +8,11 @@ import { fsyncPath } from "./durable.ts";
 import { SNAPSHOTS_KEPT_DEFAULT } from "../config/schema.ts";
 
 export class SnapshotError extends Error {
-  constructor(message: string) {
+  /** not-found: no snapshot of that name; refused: anything else (a target that is not empty, ...). */
+  constructor(
+    message: string,
+    readonly kind: "not-found" | "refused" = "refused",
+  ) {
     super(message);
     this.name = "SnapshotError";
   }
@@ -146,7 +150,7 @@ export function createSnapshots(options: { job: string; node: string; roots: rea
      */
     async restore(name: string, restoreOptions: { to?: string; by: string }): Promise<SnapshotInfo> {
       const info = (await store.list()).find((s) => s.name === name);
-      if (!info) throw new SnapshotError(`snapshot ${JSON.stringify(name)} of ${options.job} not found on ${options.node} (duet snapshot list ${options.job})`);
+      if (!info) throw new SnapshotError(`snapshot ${JSON.stringify(name)} of ${options.job} not found on ${options.node} (duet snapshot list ${options.job})`, "not-found");
       if (restoreOptions.to !== undefined) {
         const present = await readdir(restoreOptions.to).catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? [] : Promise.reject(e)));
         if (present.length > 0) throw new SnapshotError(`restore target ${restoreOptions.to} is not empty; give a new or empty directory`);

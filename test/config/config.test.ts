@@ -4,6 +4,11 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig, parseConfig, selfNode } from "../../src/config/load.ts";
 import { initConfig } from "../../src/config/init.ts";
+import { AGENT_STOP_TIMEOUT_MS } from "../../src/config/systemd.ts";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+
+const execFileAsync = promisify(execFile);
 import { redactConfigText } from "../../src/config/redact.ts";
 import { readClusterKey, verifyPassword } from "../../src/config/secrets.ts";
 
@@ -142,6 +147,23 @@ describe("duet init", () => {
     await chmod(key, 0o600);
     await writeFile(key, Buffer.alloc(31));
     await expect(readClusterKey(key)).rejects.toThrow(/expected 32 bytes, got 31/);
+  });
+
+  it("writes duet.service beside the config: the agent on that config, SIGTERM, a stop timeout past the agent's own, restart on failure", async () => {
+    const dir = await tempDir();
+    const result = await initConfig({ dir, cluster: "shop", password: "correct horse", duetCommand: "/usr/bin/node /opt/duet/bin/duet.js", nodes: [{ name: "a", address: "10.0.0.1" }, { name: "b", address: "10.0.0.2" }] });
+    const unit = await readFile(result.unitFile!, "utf8");
+    expect(unit).toContain(`ExecStart=/usr/bin/node /opt/duet/bin/duet.js agent --config ${result.configFile}\n`);
+    const setting = (key: string) => new RegExp(`^${key}=(.*)$`, "m").exec(unit)?.[1];
+    expect([setting("Type"), setting("KillSignal"), setting("KillMode"), setting("Restart"), setting("RestartPreventExitStatus")]).toEqual(["exec", "SIGTERM", "process", "on-failure", "2"]);
+    expect(Number(setting("TimeoutStopSec")) * 1000).toBeGreaterThan(AGENT_STOP_TIMEOUT_MS);
+    // Sandboxing the agent would sandbox the job's applications, its children.
+    expect(unit).not.toMatch(/^(ProtectSystem|PrivateTmp|NoNewPrivileges|ProtectHome)=/m);
+    const verify = await execFileAsync("systemd-analyze", ["verify", result.unitFile!]).then(
+      (r) => r.stderr,
+      (e: { stderr: string }) => e.stderr,
+    );
+    expect(verify.split("\n").filter((line) => /duet\.service/.test(line) && !/Command .* is not executable|not found/.test(line))).toEqual([]);
   });
 
   it("refuses a short password", async () => {
