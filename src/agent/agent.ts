@@ -301,7 +301,18 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       },
     };
     const cliToken = randomBytes(32).toString("base64url");
-    const api = createApi({ journal, control, users: config.users, clock: world.clock, self: me.name, localTokens: [{ token: cliToken, user: "local-cli", role: "admin" }] });
+    const api = createApi({
+      journal,
+      control,
+      users: config.users,
+      clock: world.clock,
+      timers: world.timers,
+      self: me.name,
+      localTokens: [{ token: cliToken, user: "local-cli", role: "admin" }],
+      scrape: config.metrics,
+      log: (level, message) => log[level](message),
+      live: { heartbeatAgesMs: () => heartbeatAges(heartbeat, world.clock) },
+    });
     const server = await startApiServer(api, { address: me.address, port: config.ports.api });
     closers.push(() => server.close(), () => api.close());
     await writeFile(localTokenFile(dataDir), `${cliToken}\n`, { mode: 0o600 });
@@ -339,6 +350,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     await closeAll(closers, log);
     throw error;
   }
+}
+
+function heartbeatAges(heartbeat: { state(): { links: { id: string; kind: string; lastHeardAt: number | null }[] } } | undefined, clock: Clock) {
+  const now = clock.monotonic();
+  return (heartbeat?.state().links ?? []).map((l) => ({ link: l.id, kind: l.kind, ageMs: l.lastHeardAt === null ? null : now - l.lastHeardAt }));
 }
 
 async function closeAll(closers: (() => Promise<void> | void)[], log: Logger): Promise<void> {

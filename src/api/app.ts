@@ -3,9 +3,12 @@ import { bodyLimit } from "hono/body-limit";
 import { streamSSE } from "hono/streaming";
 import { z } from "zod";
 import { isEventType, type Recorded } from "../events/catalogue.ts";
-import type { Clock } from "../world/clock.ts";
+import { BlockList, isIPv6 } from "node:net";
+import { createHash, timingSafeEqual } from "node:crypto";
+import { systemTimers, type Clock, type Timers } from "../world/clock.ts";
 import { createAuth } from "./auth.ts";
-import { createMetrics } from "./metrics.ts";
+import { createLoginFailureReport } from "./login-failures.ts";
+import { createMetrics, type MetricsLive } from "./metrics.ts";
 import { ControlError, type ApiJournal, type ApiUser, type ControlPort, type Role } from "./ports.ts";
 import { clusterView, jobView } from "./views.ts";
 
@@ -55,13 +58,50 @@ export interface ApiOptions {
   tokenTtlMs?: number;
   /** Fixed tokens (the local CLI's, from a 0600 file in the data directory). */
   localTokens?: { token: string; user: string; role: Role }[];
+  timers?: Timers;
+  /** How long failed logins of one user from one address are counted (tests shorten it). */
+  loginWindowMs?: number;
+  /** Failed logins are journaled at most once per this (LOGIN_FAILURES_REPORT_MS; tests shorten it). */
+  loginReportMs?: number;
+  /** Prometheus without a login: addresses (or CIDRs) allowed /metrics, or a long-lived scrape token's sha256. */
+  scrape?: { allowFrom: string[]; tokenSha256?: string };
+  /** Live figures the journal does not hold (heartbeat ages), for /metrics. */
+  live?: MetricsLive;
+  /** Lines for the agent's log: failed logins with the remote address, for fail2ban. */
+  log?: (level: "info" | "warn", message: string) => void;
+}
+
+/** The address a request came from, as the socket saw it. */
+function remoteAddress(c: Context): string {
+  return (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress ?? "unknown";
+}
+
+/** Who may read /metrics without logging in: an allowed address, or the scrape token. */
+function scrapeAccess(scrape: ApiOptions["scrape"]) {
+  const allowed = new BlockList();
+  for (const entry of scrape?.allowFrom ?? []) {
+    const [address, prefix] = entry.split("/") as [string, string | undefined];
+    const type = isIPv6(address) ? "ipv6" : "ipv4";
+    if (prefix === undefined) allowed.addAddress(address, type);
+    else allowed.addSubnet(address, Number(prefix), type);
+  }
+  const want = scrape?.tokenSha256 ? Buffer.from(scrape.tokenSha256, "hex") : null;
+  return (from: string, token: string | undefined): boolean => {
+    const plain = from.replace(/^::ffff:/, "");
+    if (plain !== "unknown" && allowed.check(plain, isIPv6(plain) ? "ipv6" : "ipv4")) return true;
+    if (!want || !token) return false;
+    return timingSafeEqual(createHash("sha256").update(token).digest(), want);
+  };
 }
 
 /** The HTTP API under /v1: read the state, act through the agent, follow the journal live. */
 export function createApi(options: ApiOptions) {
   const { journal, control, clock } = options;
-  const auth = createAuth({ users: options.users, clock, tokenTtlMs: options.tokenTtlMs, localTokens: options.localTokens });
-  const metrics = createMetrics(journal);
+  const auth = createAuth({ users: options.users, clock, tokenTtlMs: options.tokenTtlMs, loginWindowMs: options.loginWindowMs, localTokens: options.localTokens });
+  const log = options.log ?? (() => undefined);
+  const loginFailures = createLoginFailureReport({ node: options.self, clock, timers: options.timers ?? systemTimers, periodMs: options.loginReportMs, record: (events) => journal.append(events).catch((error: Error) => log("warn", `journaling failed logins: ${error.message}`)) });
+  const metrics = createMetrics(journal, { ...options.live, loginsFailed: () => loginFailures.total() });
+  const mayScrape = scrapeAccess(options.scrape);
   const streams = new Set<() => void>();
   const frames = new Map<number, string>();
   const sseFrame = (event: Recorded): string => {
@@ -95,13 +135,17 @@ export function createApi(options: ApiOptions) {
 
   app.post("/v1/login", async (c) => {
     const { user, password } = await body(c, z.strictObject({ user: z.string().min(1).max(64), password: z.string().min(1).max(1024) }));
-    const from = (c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined)?.incoming?.socket?.remoteAddress ?? "unknown";
+    const from = remoteAddress(c);
     const outcome = await auth.login(user, password, from);
     if (outcome.ok) {
       await journal.append([{ type: "LoginSucceeded", data: { user, role: outcome.session.role, from } }]);
+      log("info", `login of ${user} (${outcome.session.role}) from ${from}`);
       return c.json({ token: outcome.token, role: outcome.session.role, expiresAt: outcome.session.expiresAt });
     }
-    await journal.append([{ type: "LoginFailed", data: { user, from, reason: outcome.reason } }]);
+    loginFailures.failed(from);
+    // A typed name that is no user may be a password typed in the wrong field: never written down.
+    const known = options.users.some((u) => u.name === user);
+    log("warn", `authentication failure for ${known ? `user ${user}` : "an unknown user"} from ${from}${outcome.reason === "rate-limited" ? " (rate-limited)" : ""}`);
     if (outcome.reason === "rate-limited") {
       c.header("Retry-After", String(Math.ceil((outcome.retryAfterMs ?? 60_000) / 1000)));
       return c.json(errorBody("rate-limited", "too many failed logins; try again later"), 429);
@@ -120,7 +164,11 @@ export function createApi(options: ApiOptions) {
     await next();
   };
   app.use("/v1/*", authenticate);
-  app.use("/metrics", authenticate);
+  app.use("/metrics", async (c, next) => {
+    const header = c.req.header("authorization");
+    if (mayScrape(remoteAddress(c), header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined)) return next();
+    return authenticate(c, next);
+  });
   // An unknown job is "not found" for every job route alike (scripts read one exit code for it).
   const knownJob = async (c: Context<Env>, next: () => Promise<void>) => {
     const name = c.req.param("job");
@@ -273,6 +321,7 @@ export function createApi(options: ApiOptions) {
     /** Ends every live stream (the agent is stopping). */
     close(): void {
       for (const finish of streams) finish();
+      void loginFailures.close();
     },
   };
 }

@@ -3,13 +3,16 @@ import { verifyPassword, hashPassword } from "../config/secrets.ts";
 import type { Clock } from "../world/clock.ts";
 import type { ApiUser, Role } from "./ports.ts";
 
+import { RateLimiterMemory, type RateLimiterRes } from "rate-limiter-flexible";
+
 export const TOKEN_TTL_MS_DEFAULT = 8 * 60 * 60 * 1000;
 /** Live tokens held in memory; the oldest is dropped past this, so logins cannot grow memory. */
 export const TOKENS_MAX = 10_000;
-/** Failed logins allowed per user and per address within the window before 429. */
+/** Failed logins allowed per user from one address within the window before that pair gets 429. */
 export const LOGIN_FAILURES_MAX = 5;
+/** Failed logins from one address, whatever the user, before that address gets 429 (password spraying). */
+export const LOGIN_FAILURES_PER_ADDRESS_MAX = 100;
 export const LOGIN_WINDOW_MS = 60_000;
-const FAILURE_KEYS_MAX = 10_000;
 
 export interface Session {
   user: string;
@@ -23,37 +26,34 @@ export type LoginOutcome =
 
 /**
  * Users, passwords (scrypt) and bearer tokens with expiry. An unknown user costs the same scrypt
- * as a known one, so timing does not say which names exist; failures are limited per name and
- * per address.
+ * as a known one, so timing does not say which names exist. Failures are limited per user and
+ * address together, so an attacker elsewhere can never lock the operator out, and per address
+ * at a higher bound; the limiter forgets keys when their window ends.
  */
-export function createAuth(options: { users: ApiUser[]; clock: Clock; tokenTtlMs?: number; localTokens?: { token: string; user: string; role: Role }[] }) {
+export function createAuth(options: { users: ApiUser[]; clock: Clock; tokenTtlMs?: number; loginWindowMs?: number; localTokens?: { token: string; user: string; role: Role }[] }) {
   const { clock } = options;
   const ttl = options.tokenTtlMs ?? TOKEN_TTL_MS_DEFAULT;
   const tokens = new Map<string, Session>();
-  const failures = new Map<string, number[]>();
+  const windowS = (options.loginWindowMs ?? LOGIN_WINDOW_MS) / 1000;
+  const perUser = new RateLimiterMemory({ points: LOGIN_FAILURES_MAX, duration: windowS, blockDuration: windowS });
+  const perAddress = new RateLimiterMemory({ points: LOGIN_FAILURES_PER_ADDRESS_MAX, duration: windowS, blockDuration: windowS });
   const decoy = hashPassword("decoy-password-for-unknown-users");
   const local = new Map((options.localTokens ?? []).map((t) => [t.token, { user: t.user, role: t.role }]));
-
-  const recent = (key: string, now: number) => (failures.get(key) ?? []).filter((t) => now - t < LOGIN_WINDOW_MS);
-  const fail = (keys: string[], now: number) => {
-    for (const key of keys) {
-      failures.set(key, [...recent(key, now), now].slice(-LOGIN_FAILURES_MAX - 1));
-      if (failures.size > FAILURE_KEYS_MAX) failures.delete(failures.keys().next().value!);
-    }
-  };
+  const blockedFor = (res: RateLimiterRes | null, points: number) => (res && res.consumedPoints >= points ? res.msBeforeNext : 0);
 
   return {
     async login(user: string, password: string, from: string): Promise<LoginOutcome> {
       const now = clock.now();
-      const keys = [`user:${user}`, `addr:${from}`];
-      const limited = keys.map((k) => recent(k, now)).find((list) => list.length >= LOGIN_FAILURES_MAX);
-      if (limited) return { ok: false, reason: "rate-limited", retryAfterMs: LOGIN_WINDOW_MS - (now - limited[0]!) };
+      const pair = `${from}\u0000${user}`;
+      const retryAfterMs = Math.max(blockedFor(await perUser.get(pair), LOGIN_FAILURES_MAX), blockedFor(await perAddress.get(from), LOGIN_FAILURES_PER_ADDRESS_MAX));
+      if (retryAfterMs > 0) return { ok: false, reason: "rate-limited", retryAfterMs };
       const account = options.users.find((u) => u.name === user);
       const valid = await verifyPassword(password, account?.passwordHash ?? (await decoy));
       if (!account || !valid) {
-        fail(keys, now);
+        await Promise.all([perUser.penalty(pair), perAddress.penalty(from)]);
         return { ok: false, reason: account ? "bad-password" : "unknown-user" };
       }
+      await perUser.delete(pair);
       const token = randomBytes(32).toString("base64url");
       const session = { user: account.name, role: account.role, expiresAt: now + ttl };
       for (const [t, s] of tokens) if (now - s.expiresAt > ttl) tokens.delete(t);

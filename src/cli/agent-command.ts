@@ -5,7 +5,7 @@ import { readClusterKey } from "../config/secrets.ts";
 import { startAgent } from "../agent/agent.ts";
 import { checkPrograms } from "../agent/preflight.ts";
 import { clearConfig } from "./maintenance.ts";
-import { createAgentLog } from "../agent/log.ts";
+import { createAgentLog, LOG_LEVELS, type LogLevel } from "../agent/log.ts";
 import { CliError, exitCodes } from "./client.ts";
 import { AGENT_STOP_TIMEOUT_MS } from "../config/systemd.ts";
 
@@ -21,7 +21,9 @@ export async function runAgent(options: { config: string; node?: string }): Prom
   checkPrograms(loaded.config, me.name, options.config);
   const key = await readClusterKey(loaded.config.cluster.keyFile);
   await mkdir(me.dataDir, { recursive: true, mode: 0o700 });
-  const log = createAgentLog(join(me.dataDir, "agent.log"), me.name);
+  const level = process.env.DUET_LOG_LEVEL ?? loaded.config.log.level;
+  if (!LOG_LEVELS.includes(level as LogLevel)) throw new CliError(`DUET_LOG_LEVEL: expected one of ${LOG_LEVELS.join(", ")}, got "${level}"`, exitCodes.usage, "usage");
+  const log = createAgentLog(join(me.dataDir, "agent.log"), me.name, level as LogLevel);
   let agent;
   let clear: { by: string; force: boolean } | null = null;
   let stopFor: ((reason: string) => void) | null = null;

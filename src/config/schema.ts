@@ -89,6 +89,14 @@ export const configSchema = z.strictObject({
     .default({ selfFenceGraceMs: 0 }),
   jobs: z.array(jobSpec).default([]),
   users: z.array(userSpec).default([]),
+  /** Prometheus scrapes /metrics without a login: from these addresses, or with a token whose sha256 is given. */
+  metrics: z
+    .strictObject({
+      allowFrom: z.array(z.string().regex(/^((\d{1,3}\.){3}\d{1,3}|[0-9a-fA-F:]+)(\/\d{1,3})?$/, "expected an address or CIDR like 10.0.0.5 or 10.0.0.0/24")).default([]),
+      scrapeTokenSha256: z.string().regex(/^[0-9a-f]{64}$/, "expected the token's sha256 as 64 hex digits (sha256sum)").optional(),
+    })
+    .default({ allowFrom: [] }),
+  log: z.strictObject({ level: z.enum(["debug", "info", "warn", "error"]).default("info") }).default({ level: "info" }),
 });
 
 type Parsed = z.infer<typeof configSchema>;

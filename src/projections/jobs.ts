@@ -21,6 +21,9 @@ export interface JobView {
   lastError: { node: string; resource: string; error: string; at: number } | null;
   /** Automatic takeovers of this job decided by this node, for /metrics. */
   takeovers: number;
+  /** Monitor failures and in-place restarts journaled here, for /metrics. */
+  monitorFailures: number;
+  restarts: number;
   /**
    * This node brought the job out by a self-fence and nothing has happened to the job since but
    * that bring-out: it may bring the job back in once the peer is back (policy decideResume).
@@ -39,7 +42,7 @@ export function evolveJobs(jobs: JobsState, event: Recorded): JobsState {
     const definition = { name: d.job, nodes: d.nodes, policy: d.policy, reverseWhenConsistent: d.reverseWhenConsistent, restartMax: d.restartMax, resources: d.resources, mirrors: d.mirrors };
     const job: JobView = existing
       ? { ...existing, ...definition }
-      : { ...definition, phase: "out", phaseSince: event.at, active: null, resourceStatus: new Map(), lastDecision: null, lastError: null, takeovers: 0 };
+      : { ...definition, phase: "out", phaseSince: event.at, active: null, resourceStatus: new Map(), lastDecision: null, lastError: null, takeovers: 0, monitorFailures: 0, restarts: 0 };
     return withJob(jobs, job);
   }
   const name = jobOf(event);
@@ -83,10 +86,10 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
     case "ResourceStopFailed":
       return withResource(job, event.data.resource, event.data.node, { status: "failed", failures: failuresOf(job, event.data.resource, event.data.node), since: event.at, error: event.data.error });
     case "MonitorFailed":
-      return withResource(job, event.data.resource, event.data.node, { status: "failed", failures: event.data.failures, since: event.at, error: event.data.error });
+      return withResource({ ...job, monitorFailures: job.monitorFailures + 1 }, event.data.resource, event.data.node, { status: "failed", failures: event.data.failures, since: event.at, error: event.data.error });
     case "MonitorRecovered":
     case "ResourceRestarted":
-      return withResource(job, event.data.resource, event.data.node, { status: "started", failures: failuresOf(job, event.data.resource, event.data.node), since: event.at });
+      return withResource(event.type === "ResourceRestarted" ? { ...job, restarts: job.restarts + 1 } : job, event.data.resource, event.data.node, { status: "started", failures: failuresOf(job, event.data.resource, event.data.node), since: event.at });
     case "TakeoverDecided":
       return { ...job, takeovers: job.takeovers + 1, lastDecision: { kind: "takeover", code: "takeover", at: event.at, seq: event.seq } };
     case "TakeoverDeclined":

@@ -21,13 +21,28 @@ export interface ReplicationView {
   shippedBytes: number;
   /** Bytes of every batch this node captured: its rate is the replication throughput. */
   capturedBytes: number;
+  /** Batches the peer acknowledged, counted (lastAcked restarts with a new queue). */
+  ackedBatches: number;
+  /**
+   * When unacknowledged batches were captured, sampled at most every UNACKED_SAMPLE_MS: the first
+   * is when the oldest batch still unacknowledged was captured, or a little before (replication
+   * lag, and what a takeover may miss). Bounded by the lag: ten entries per second of it.
+   */
+  unacked: { batch: number; at: number }[];
+}
+
+export const UNACKED_SAMPLE_MS = 100;
+
+/** Since when the oldest write not yet acknowledged by the peer waits; null when none waits. */
+export function oldestUnackedAt(view: ReplicationView | undefined): number | null {
+  return view && view.queue.batches > 0 ? (view.unacked[0]?.at ?? null) : null;
 }
 
 export type ReplicationState = Map<string, ReplicationView>;
 export const initialReplication: ReplicationState = new Map();
 
 function fresh(job: string): ReplicationView {
-  return { job, lastCaptured: 0, lastApplied: 0, lastAcked: 0, queue: { batches: 0, bytes: 0 }, verification: { state: "none" }, resync: null, refused: null, diverged: null, sourceSelected: null, shippedBytes: 0, capturedBytes: 0 };
+  return { job, lastCaptured: 0, lastApplied: 0, lastAcked: 0, queue: { batches: 0, bytes: 0 }, verification: { state: "none" }, resync: null, refused: null, diverged: null, sourceSelected: null, shippedBytes: 0, capturedBytes: 0, ackedBatches: 0, unacked: [] };
 }
 
 export function evolveReplication(state: ReplicationState, event: Recorded): ReplicationState {
@@ -46,8 +61,11 @@ export function evolveReplication(state: ReplicationState, event: Recorded): Rep
 
 function evolveView(view: ReplicationView, event: Recorded): ReplicationView {
   switch (event.type) {
-    case "BatchCaptured":
-      return { ...view, lastCaptured: Math.max(view.lastCaptured, event.data.batch), capturedBytes: view.capturedBytes + event.data.bytes, queue: { batches: view.queue.batches + 1, bytes: view.queue.bytes + event.data.bytes } };
+    case "BatchCaptured": {
+      const last = view.queue.batches === 0 ? undefined : view.unacked.at(-1);
+      const unacked = last === undefined ? [{ batch: event.data.batch, at: event.at }] : event.at - last.at >= UNACKED_SAMPLE_MS ? [...view.unacked, { batch: event.data.batch, at: event.at }] : view.unacked;
+      return { ...view, lastCaptured: Math.max(view.lastCaptured, event.data.batch), capturedBytes: view.capturedBytes + event.data.bytes, queue: { batches: view.queue.batches + 1, bytes: view.queue.bytes + event.data.bytes }, unacked };
+    }
     case "BatchApplied":
       return { ...view, lastApplied: Math.max(view.lastApplied, event.data.batch) };
     case "BatchAcked": {
@@ -57,10 +75,10 @@ function evolveView(view: ReplicationView, event: Recorded): ReplicationView {
       const batches = Math.max(0, view.lastCaptured - event.data.batch);
       // Bytes of the acknowledged batches are not in the ack; the queue report corrects the estimate.
       const bytes = batches === 0 ? 0 : Math.max(0, view.queue.bytes - Math.round((view.queue.bytes / Math.max(1, view.queue.batches)) * acked));
-      return { ...view, lastAcked: event.data.batch, queue: { batches, bytes } };
+      return { ...view, lastAcked: event.data.batch, ackedBatches: view.ackedBatches + Math.max(0, acked), queue: { batches, bytes }, unacked: batches === 0 ? [] : dropAcked(view.unacked, event.data.batch) };
     }
     case "QueueReported":
-      return { ...view, queue: { batches: event.data.batches, bytes: event.data.bytes } };
+      return { ...view, queue: { batches: event.data.batches, bytes: event.data.bytes }, unacked: event.data.batches === 0 ? [] : view.unacked };
     case "OpRefused":
       return { ...view, refused: { at: event.at, batch: event.data.batch, path: event.data.path, reason: event.data.reason } };
     case "VerificationStarted":
@@ -87,6 +105,13 @@ function evolveView(view: ReplicationView, event: Recorded): ReplicationView {
     default:
       return view;
   }
+}
+
+/** Keeps the sample that covers the first unacknowledged batch (acked + 1) and those after it. */
+function dropAcked(unacked: { batch: number; at: number }[], acked: number): { batch: number; at: number }[] {
+  let first = 0;
+  while (first + 1 < unacked.length && unacked[first + 1]!.batch <= acked + 1) first += 1;
+  return first === 0 ? unacked : unacked.slice(first);
 }
 
 export type MirrorColour = "green" | "yellow" | "gray" | "red" | "none";

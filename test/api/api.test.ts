@@ -1,4 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { execFile } from "node:child_process";
+import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,6 +19,10 @@ let journal: Journal<ClusterState>;
 let url: string;
 let close: () => Promise<void>;
 let offsetMs = 0;
+const logLines: string[] = [];
+const SCRAPE_TOKEN = "a-long-lived-scrape-token-for-prometheus";
+// Short, so the test can wait out a lockout; the agent's is a minute.
+const LOGIN_WINDOW_MS = 1500;
 const clock: Clock = { now: () => Date.now() + offsetMs, monotonic: () => performance.now() + offsetMs };
 
 /** A real ControlPort for tests: it appends the request events an agent would, to the real journal. */
@@ -58,7 +65,8 @@ beforeAll(async () => {
     { name: "admin", role: "admin" as const, passwordHash: await hashPassword("admin-password") },
     { name: "watcher", role: "monitor" as const, passwordHash: await hashPassword("monitor-password") },
   ];
-  const api = createApi({ journal, control, users, clock, self: "a", tokenTtlMs: 60_000, localTokens: [{ token: "local-cli-token", user: "local-cli", role: "admin" }] });
+  const scrape = { allowFrom: ["127.0.0.3"], tokenSha256: createHash("sha256").update(SCRAPE_TOKEN).digest("hex") };
+  const api = createApi({ journal, control, users, clock, self: "a", tokenTtlMs: 60_000, loginWindowMs: LOGIN_WINDOW_MS, loginReportMs: 500, scrape, log: (level, line) => logLines.push(`${level}: ${line}`), localTokens: [{ token: "local-cli-token", user: "local-cli", role: "admin" }] });
   const server = await startApiServer(api, { address: "127.0.0.1", port: 0 });
   url = server.url;
   close = server.close;
@@ -72,6 +80,18 @@ afterAll(async () => {
 async function login(user: string, password: string) {
   const response = await fetch(`${url}/v1/login`, { method: "POST", body: JSON.stringify({ user, password }) });
   return { status: response.status, body: (await response.json()) as { token?: string; error?: { code: string } } };
+}
+/** A request sent from a given loopback address (node:http binds it; fetch cannot). */
+function from(localAddress: string, method: string, path: string, body?: unknown, token?: string): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${url}${path}`, { method, localAddress, headers: token ? { authorization: `Bearer ${token}` } : {} }, (res) => {
+      let text = "";
+      res.on("data", (d: Buffer) => (text += d.toString()));
+      res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, text }));
+    });
+    req.on("error", reject);
+    req.end(body === undefined ? undefined : JSON.stringify(body));
+  });
 }
 const call = (method: string, path: string, token?: string, body?: unknown) =>
   fetch(`${url}${path}`, { method, headers: token ? { authorization: `Bearer ${token}` } : {}, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -162,26 +182,61 @@ describe("API errors", () => {
     expect((await call("GET", "/v1/nowhere", t)).status).toBe(404);
   });
 
-  it("failed logins are journaled and rate-limited", async () => {
-    for (let i = 0; i < 5; i++) expect((await login("admin", `wrong-${i}`)).status).toBe(401);
-    const limited = await fetch(`${url}/v1/login`, { method: "POST", body: JSON.stringify({ user: "admin", password: "admin-password" }) });
+  it("failed logins lock out one user from one address only: a correct login from elsewhere still works", async () => {
+    for (let i = 0; i < 5; i++) expect((await from("127.0.0.1", "POST", "/v1/login", { user: "admin", password: `wrong-${i}` })).status).toBe(401);
+    const limited = await from("127.0.0.1", "POST", "/v1/login", { user: "admin", password: "admin-password" });
     expect(limited.status).toBe(429);
-    expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(0);
-    const failed: Recorded[] = [];
-    for await (const e of journal.read(1)) if (e.type === "LoginFailed") failed.push(e);
-    expect(failed.map((e) => (e.data as { reason: string }).reason)).toEqual([...Array(5).fill("bad-password"), "rate-limited"]);
-    offsetMs += 61_000;
-    try {
-      expect((await login("admin", "admin-password")).status).toBe(200);
-    } finally {
-      offsetMs -= 61_000;
-    }
+    expect(Number(limited.headers["retry-after"])).toBeGreaterThan(0);
+    // The attacker's address does not lock the operator out, nor other users out of that address.
+    expect((await from("127.0.0.2", "POST", "/v1/login", { user: "admin", password: "admin-password" })).status).toBe(200);
+    expect((await from("127.0.0.1", "POST", "/v1/login", { user: "watcher", password: "monitor-password" })).status).toBe(200);
+    // The lockout ends with its window (the limiter's own time, as Retry-After says).
+    await new Promise((r) => setTimeout(r, Number(limited.headers["retry-after"]) * 1000 + 100));
+    expect((await from("127.0.0.1", "POST", "/v1/login", { user: "admin", password: "admin-password" })).status).toBe(200);
   });
 
-  it("metrics are Prometheus text with duet's series", async () => {
+  it("a flood of failed logins is a few journal records with counts, no user names and no reasons; the log names the address", async () => {
+    const head = journal.head();
+    const names = ["admin", "p4ssw0rd-typed-as-a-name", "nosuchuser"];
+    for (let i = 0; i < 600; i++) await from("127.0.0.4", "POST", "/v1/login", { user: names[i % 3], password: `wrong-${i}` });
+    const failed: Recorded[] = [];
+    const counted = () => failed.reduce((sum, e) => sum + (e.data as { count: number }).count, 0);
+    // Every failure is counted in a record of its period: wait for the count, not for a time.
+    for (const deadline = Date.now() + 10_000; counted() < 600 && Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
+      failed.length = 0;
+      for await (const e of journal.read(head + 1)) if (e.type === "LoginsFailed" || e.type === "LoginFailed") failed.push(e);
+    }
+    expect(counted()).toBe(600);
+    expect(failed.length).toBeLessThan(20);
+    expect(failed.every((e) => e.type === "LoginsFailed")).toBe(true);
+    const text = JSON.stringify(failed);
+    for (const name of names) expect(text).not.toContain(name);
+    expect(text).not.toMatch(/unknown-user|bad-password/);
+    expect(failed[0]!.data).toMatchObject({ from: [{ address: "127.0.0.4" }] });
+    expect(logLines).toContain("warn: authentication failure for user admin from 127.0.0.4");
+    expect(logLines).toContain("warn: authentication failure for an unknown user from 127.0.0.4");
+    expect(logLines.join("\n")).not.toContain("p4ssw0rd-typed-as-a-name");
+  });
+
+  it("metrics are Prometheus text that promtool accepts: counters named _total, process_* and build info", async () => {
     const text = await (await call("GET", "/metrics", "local-cli-token")).text();
-    for (const name of ["duet_peer_connected", "duet_job_active", "duet_job_phase", "duet_queue_bytes", "duet_journal_head_seq"]) expect(text).toContain(`# TYPE ${name} gauge`);
+    for (const name of ["duet_peer_connected", "duet_job_active", "duet_job_phase", "duet_journal_head_seq", "duet_build_info"]) expect(text).toContain(`# TYPE ${name} gauge`);
+    for (const name of ["duet_takeovers_total", "duet_logins_failed_total", "duet_monitor_failures_total", "duet_frames_rejected_total"]) expect(text).toContain(`# TYPE ${name} counter`);
     expect(text).toMatch(/duet_job_active\{job="web",node="a"\} 1/);
+    expect(text).toMatch(/^process_resident_memory_bytes \d+/m);
+    const checked = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = execFile("promtool", ["check", "metrics"], (error, stdout, stderr) => resolve({ code: error ? (error.code as number) : 0, out: stdout + stderr }));
+      child.stdin!.end(text);
+    });
+    expect(checked).toEqual({ code: 0, out: "" });
+  });
+
+  it("Prometheus scrapes without a person logging in: from an allowed address, or with the scrape token, and only /metrics", async () => {
+    expect((await from("127.0.0.3", "GET", "/metrics")).status).toBe(200);
+    expect((await from("127.0.0.5", "GET", "/metrics")).status).toBe(401);
+    expect((await from("127.0.0.5", "GET", "/metrics", undefined, SCRAPE_TOKEN)).status).toBe(200);
+    expect((await from("127.0.0.5", "GET", "/v1/cluster", undefined, SCRAPE_TOKEN)).status).toBe(401);
+    expect((await from("127.0.0.3", "GET", "/v1/cluster")).status).toBe(401);
   });
 });
 

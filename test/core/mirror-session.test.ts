@@ -30,6 +30,8 @@ const job = (over: Partial<JobView> = {}): JobView => ({
   lastDecision: null,
   lastError: null,
   takeovers: 0,
+  monitorFailures: 0,
+  restarts: 0,
   ...over,
 });
 // b took web over from a and wrote 0/orders.txt in a generation of its own; a returns, its queue empty.
