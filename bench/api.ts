@@ -11,6 +11,9 @@ import { startApiServer } from "../src/api/server.ts";
 import { openJournal } from "../src/journal/journal.ts";
 import { clusterProjection } from "../src/projections/cluster.ts";
 import { systemClock } from "../src/world/clock.ts";
+import { createTargets } from "./bench-kit.ts";
+
+const targets = createTargets("bench:api");
 
 const SUBSCRIBERS = 200;
 const EVENTS_PER_SECOND = 1000;
@@ -71,9 +74,10 @@ try {
   console.log(`baseline (no subscribers, no appends): GET /v1/jobs p50 ${pct(b, 50).toFixed(2)} ms, p99 ${pct(b, 99).toFixed(2)} ms over ${baseline.length} requests`);
   console.log(`under load (${SUBSCRIBERS} SSE subscribers, ${(appended / ((Date.now() - started - 2000) / 1000)).toFixed(0)} events/s for ${LOAD_SECONDS} s): GET /v1/jobs p50 ${pct(l, 50).toFixed(2)} ms, p99 ${pct(l, 99).toFixed(2)} ms over ${loaded.length} requests; p99 ratio to baseline ${(pct(l, 99) / pct(b, 99)).toFixed(2)}`);
   console.log(`SSE delivery lag (append to receipt): p50 ${result.p50} ms, p99 ${result.p99} ms, max ${result.max} ms over ${result.deliveries} deliveries`);
-  console.log(`subscribers that received every one of the ${appended} events exactly once, in order: ${result.complete} of ${SUBSCRIBERS}`);
+  console.log(`subscribers that received every one of the ${appended} events exactly once, in order: ${result.complete} of ${SUBSCRIBERS} (target all ${targets.check("every subscriber got every event once, in order", result.complete === SUBSCRIBERS)})`);
 } finally {
   await server.close();
   await journal.close();
   await rm(dir, { recursive: true, force: true });
 }
+targets.exit();

@@ -7,6 +7,7 @@ import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { initConfig } from "../src/config/init.ts";
 import { localClient } from "../src/cli/client.ts";
+import { createTargets } from "./bench-kit.ts";
 
 const RUNS = 15;
 const TARGETS_MS = { help: 300, status: 500 };
@@ -39,7 +40,7 @@ const { configFile } = await initConfig({
   ports,
 });
 const agent = spawn(process.execPath, [DUET, "agent", "--config", configFile, "--node", "a"], { stdio: "ignore" });
-let failed = false;
+const targets = createTargets("bench:cli");
 try {
   console.log(`bench:cli — ${RUNS} runs each, whole processes (node ${process.version})`);
   for (let i = 0; ; i++) {
@@ -57,12 +58,11 @@ try {
   };
   for (const [name, xs] of Object.entries(results)) {
     const target = TARGETS_MS[name as keyof typeof TARGETS_MS];
-    const verdict = target === undefined ? "" : median(xs) <= target ? `  ✓ target ${target} ms` : `  ✗ target ${target} ms`;
-    if (target !== undefined && median(xs) > target) failed = true;
+    const verdict = target === undefined ? "" : `  target ${target} ms ${targets.check(`duet ${name} median <= ${target} ms`, median(xs) <= target)}`;
     console.log(`  duet ${name.padEnd(18)} ${summary(xs)}  (${(median(xs) / median(baseline)).toFixed(1)}x node -e 0)${verdict}`);
   }
 } finally {
   agent.kill("SIGKILL");
   await rm(dir, { recursive: true, force: true });
 }
-process.exit(failed ? 1 : 0);
+targets.exit();

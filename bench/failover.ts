@@ -5,7 +5,8 @@ import { spawn } from "node:child_process";
 import { availableParallelism } from "node:os";
 import { createTestNet, removeStaleNamespaces } from "../test/e2e/netns.ts";
 import { startDuetPair } from "./duet-pair.ts";
-import { keepalivedAvailable, measureKeepalivedHostCrash } from "./keepalived-pair.ts";
+import { measureKeepalivedHostCrash } from "./keepalived-pair.ts";
+import { createTargets, needPrograms, needRoot } from "./bench-kit.ts";
 import { summarize } from "./vip-client.ts";
 
 const arg = (name: string, fallback: number) => (process.argv.includes(name) ? Number(process.argv[process.argv.indexOf(name) + 1]) : fallback);
@@ -14,14 +15,15 @@ const saturateS = arg("--saturate-s", 60);
 const deadtimeMs = 3000; // duet's default, and keepalived tuned to the same detection budget
 const prefix = `bf${process.pid % 10000}`;
 
-if (process.getuid?.() !== 0) {
-  console.error("bench:failover needs root for network namespaces (sudo npm run bench:failover)");
-  process.exit(2);
-}
-if (!(await keepalivedAvailable())) {
-  console.error("bench:failover compares with keepalived: apt-get install -y keepalived");
-  process.exit(2);
-}
+needRoot("bench:failover", "network namespaces");
+needPrograms("bench:failover", [
+  { program: "keepalived", package: "keepalived" },
+  { program: "ip", package: "iproute2" },
+  { program: "arping", package: "iputils-arping" },
+  { program: "ping", package: "iputils-ping" },
+  { program: "nft", package: "nftables" },
+]);
+const targets = createTargets("bench:failover");
 await removeStaleNamespaces(prefix);
 const net = await createTestNet({ prefix, subnet: "10.231.90", hosts: ["a", "b", "client"] });
 const vip = "10.231.90.100";
@@ -35,7 +37,7 @@ try {
     const host: number[] = [];
     for (let i = 0; i < runs; i++) host.push(await pair.hostCrash());
     const d = summarize("duet host crash -> served", host, deadtimeMs);
-    console.log(`duet host crash: median - deadtime = ${d.median - deadtimeMs} ms (target <= 1000 ms); duet/keepalived median ratio = ${(d.median / k.median).toFixed(2)} (target <= 1)`);
+    console.log(`duet host crash: median - deadtime = ${d.median - deadtimeMs} ms (target <= 1000 ms ${targets.check("host crash median - deadtime <= 1000 ms", d.median - deadtimeMs <= 1000)}); duet/keepalived median ratio = ${(d.median / k.median).toFixed(2)} (target <= 1 ${targets.check("duet/keepalived <= 1", d.median / k.median <= 1)})`);
     const app: number[] = [];
     for (let i = 0; i < runs; i++) app.push(await pair.appCrash());
     summarize("duet application crash -> served (monitor every 1000 ms, restart.max 0)", app, deadtimeMs);
@@ -47,10 +49,11 @@ try {
     await Promise.all(busy.map((c) => new Promise((r) => c.on("exit", r))));
     const lost = (await pair.eventCount("PeerLost")) - lostBefore;
     const suspected = (await pair.eventCount("PeerSuspected")) - suspectedBefore;
-    console.log(`CPU saturation: ${busy.length} busy loops for ${((Date.now() - started) / 1000).toFixed(0)} s on ${availableParallelism()} cores: false peer-lost events = ${lost} (target 0 with the default 500 ms / 3000 ms); false suspicions = ${suspected} (each costs one ping, not the job)`);
+    console.log(`CPU saturation: ${busy.length} busy loops for ${((Date.now() - started) / 1000).toFixed(0)} s on ${availableParallelism()} cores: false peer-lost events = ${lost} (target 0 with the default 500 ms / 3000 ms ${targets.check("no false peer-lost under CPU saturation", lost === 0)}); false suspicions = ${suspected} (each costs one ping, not the job)`);
   } finally {
     await pair.stop();
   }
 } finally {
   await net.destroy();
 }
+targets.exit();

@@ -4,6 +4,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { availableParallelism } from "node:os";
 import { createInterface } from "node:readline";
+import { createTargets } from "./bench-kit.ts";
+
+const targets = createTargets("bench:heartbeat");
 
 const SETTINGS: [number, number][] = [
   [100, 300],
@@ -48,8 +51,10 @@ try {
     await Promise.all(busy.map((c) => new Promise((r) => c.on("exit", r))));
     for (const e of endpoints) e.stdin!.write("stop\n");
     await Promise.all(endpoints.map((c) => new Promise((r) => c.on("exit", r))));
-    console.log(`interval ${intervalMs} ms / deadtime ${deadtimeMs} ms: false link-down ${counts.LinkDown}, false peer-lost ${counts.PeerLost}`);
+    const isDefault = intervalMs === 500 && deadtimeMs === 3000;
+    console.log(`interval ${intervalMs} ms / deadtime ${deadtimeMs} ms: false link-down ${counts.LinkDown}, false peer-lost ${counts.PeerLost}${isDefault ? ` (the default: target 0 ${targets.check("no false peer-lost at the default timings", counts.PeerLost === 0)})` : ""}`);
   }
 } finally {
   for (const c of children) c.kill("SIGKILL");
 }
+targets.exit();

@@ -84,11 +84,3 @@ async function listPids(ns: string): Promise<number[]> {
     execFile("ip", ["netns", "pids", ns], (_error, stdout) => resolve(stdout.split(/\s+/).filter(Boolean).map(Number)));
   });
 }
-
-export function keepalivedAvailable(): Promise<boolean> {
-  return new Promise((resolve) => {
-    const child = spawn("keepalived", ["--version"], { stdio: "ignore" });
-    child.on("error", () => resolve(false));
-    child.on("exit", (code) => resolve(code === 0));
-  });
-}

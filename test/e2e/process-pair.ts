@@ -57,12 +57,14 @@ export async function startProcessPair(options: { name: string; addresses: Recor
     data: (node: PairNode) => join(dir, node, "data"),
     until,
     client,
-    start(node: PairNode): ChildProcess {
+    /** `wrap`: a command line to run the agent under, e.g. a profiler's (`clinic flame --`). */
+    start(node: PairNode, wrap: string[] = []): ChildProcess {
       const log = openSync(join(dir, `${node}.log`), "a");
       // DUET_AGENT_NODE_ARGS: node flags for the agents only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile a bench;
       // DUET_AGENT_STDOUT=1 adds their stdout to the log (where --trace-gc writes).
       const nodeArgs = process.env.DUET_AGENT_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
-      const child = spawn(process.execPath, [...nodeArgs, join(ROOT, "bin/duet.js"), "agent", "--config", configFile, "--node", node], { stdio: ["ignore", process.env.DUET_AGENT_STDOUT ? log : "ignore", log] });
+      const argv = [...wrap, process.execPath, ...nodeArgs, join(ROOT, "bin/duet.js"), "agent", "--config", configFile, "--node", node];
+      const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", process.env.DUET_AGENT_STDOUT ? log : "ignore", log] });
       closeSync(log);
       agents.set(node, child);
       return child;
