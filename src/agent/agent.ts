@@ -9,13 +9,13 @@ import type { Config } from "../config/schema.ts";
 import { peerOf, selfNode } from "../config/load.ts";
 import { startHeartbeat, TCP_LINK } from "../cluster/heartbeat.ts";
 import { startPeerChannel } from "../cluster/peer-channel.ts";
-import { runTiebreaker } from "../cluster/tiebreak.ts";
+import { runTiebreaker, type ArpTarget } from "../cluster/tiebreak.ts";
 import { createJobRunner, type JobRunner } from "../resources/runner.ts";
 import { createApi } from "../api/app.ts";
 import { startApiServer } from "../api/server.ts";
 import type { ControlPort } from "../api/ports.ts";
 import { ControlError } from "../api/ports.ts";
-import { systemClock, systemTimers, type Clock, type Timers } from "../world/clock.ts";
+import { lateTickGuard, systemClock, systemTimers, type Clock, type Timers } from "../world/clock.ts";
 import { createHlc } from "../world/hlc.ts";
 import { systemProcesses, type ProcessRunner } from "../world/process.ts";
 import { udpTransport, type DatagramTransport } from "../world/transport.ts";
@@ -31,6 +31,15 @@ import type { Logger } from "./log.ts";
 import { writeGatherinfo } from "./gatherinfo.ts";
 import { DUET_VERSION } from "./package-info.ts";
 
+
+/** How often the agent looks for a stall of its own loop. */
+export const STALL_WATCH_MS = 100;
+/**
+ * After a stall, how long the peer has to confirm the jobs still run here (reconnecting first, if
+ * it dropped the connection meanwhile) before a stall long enough for a takeover fences them.
+ */
+export const STALL_CHECK_TIMEOUT_MS = 400;
+const STALL_CHECK_POLL_MS = 10;
 
 export interface AgentWorld {
   clock: Clock;
@@ -84,6 +93,17 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       { type: "AgentStarted", data: { node: me.name, version: DUET_VERSION, pid: process.pid, configHash: options.configHash, heartbeatIntervalMs: config.heartbeat.intervalMs, suspectMs: config.heartbeat.suspectMs, deadtimeMs: config.heartbeat.deadtimeMs, pingTimeoutMs: config.tiebreaker.ping?.timeoutMs ?? 0, selfFenceGraceMs: config.tiebreaker.selfFenceGraceMs, links: [...config.heartbeat.links.map((l) => ({ link: l.name, kind: "udp" as const })), { link: TCP_LINK, kind: "tcp" as const }] } },
       ...jobDefinitionEvents(config, state()),
     ]);
+
+    // The loop's own stalls, measured first among this agent's timers: a stall past the suspicion
+    // time is journaled before anything else, and the reactor asks the peer before it acts again.
+    const stalled = lateTickGuard(world.clock, STALL_WATCH_MS);
+    const watchdog = world.timers.every(STALL_WATCH_MS, () => {
+      const gapMs = stalled();
+      if (gapMs === null || gapMs < config.heartbeat.suspectMs) return;
+      log.warn(`this agent's loop stalled for ${Math.round(gapMs)} ms; asking ${peer.name} whether it still sees this node's jobs here`);
+      void record([{ type: "LoopStalled", data: { node: me.name, stalledMs: Math.round(gapMs), sinceAt: Math.round(world.clock.now() - gapMs) } }]).then(() => reactor.poke());
+    });
+    closers.push(() => watchdog.cancel());
 
     const runners = new Map<string, JobRunner>();
     for (const job of config.jobs) {
@@ -187,9 +207,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       record,
       jobs,
       log: info,
+      stallCheck: () => checkAfterStall(),
       tiebreak: async (purpose) => ({
         type: "TiebreakerResult",
-        data: await runTiebreaker({ self: me.name, peer: peer.name, purpose, ping: config.tiebreaker.ping ?? null, fence: config.tiebreaker.fence ?? null, processes: world.processes, reach: world.reach, clock: world.clock }),
+        data: await runTiebreaker({ self: me.name, peer: peer.name, purpose, ping: config.tiebreaker.ping ?? null, fence: config.tiebreaker.fence ?? null, processes: world.processes, reach: world.reach, clock: world.clock, arpTargets: arpTargetsOf(config, me.name, peer.name) }),
       }),
     });
     closers.push(() => reactor.stop());
@@ -221,6 +242,36 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       },
     });
     closers.push(() => heartbeat?.stop());
+
+    /** After a stall: for each job running here, does the peer still see it here, and not run it? */
+    async function checkAfterStall(): Promise<DuetEvent> {
+      const mine = [...state().jobs.values()].filter((j) => j.active === me.name && j.phase === "in").map((j) => j.name);
+      // The peer may have dropped the connection while this agent was stalled (the first request may
+      // find it gone): ask again over the new one, which the dialer opens at once, until the deadline.
+      const deadline = world.clock.monotonic() + STALL_CHECK_TIMEOUT_MS;
+      const ask = async (job: string) => {
+        let error = "no answer";
+        while (world.clock.monotonic() < deadline) {
+          if (!channel.connected()) {
+            await new Promise<void>((r) => world.timers.after(STALL_CHECK_POLL_MS, r));
+            continue;
+          }
+          try {
+            const answer = await peerPort.request({ kind: "job-where", job }, Math.max(1, deadline - world.clock.monotonic()));
+            return { job, where: answer.ok ? (answer.where ?? null) : null, error: answer.ok ? null : answer.message };
+          } catch (e) {
+            error = (e as Error).message;
+            await new Promise<void>((r) => world.timers.after(STALL_CHECK_POLL_MS, r));
+          }
+        }
+        return { job, where: null, error };
+      };
+      const answers = await Promise.all(mine.map(ask));
+      const answered = answers.every((a) => a.where !== null);
+      const confirmedJobs = answers.filter((a) => a.where?.active === me.name).map((a) => a.job);
+      const detail = answers.map((a) => (a.where ? `${a.job}: ${peer.name} sees it ${a.where.phase} on ${a.where.active ?? "no node"}` : `${a.job}: ${a.error}`)).join("; ");
+      return { type: "StallChecked", data: { node: me.name, answered, confirmedJobs, detail: detail.slice(0, 1024) } };
+    }
 
     async function sayHello(): Promise<void> {
       try {
@@ -350,6 +401,29 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     await closeAll(closers, log);
     throw error;
   }
+}
+
+/**
+ * Where a standby looks for its peer before taking over: from each interface one of its VIPs would
+ * use, the VIP itself (asked as duplicate-address detection) and every address the peer has in the
+ * config (a Linux host answers ARP for any of its addresses on any interface).
+ */
+export function arpTargetsOf(config: Config, self: string, peer: string): ArpTarget[] {
+  const mine = config.nodes.findIndex((n) => n.name === self);
+  const peerNode = config.nodes.find((n) => n.name === peer);
+  const peerAddresses = [peerNode?.address, ...config.heartbeat.links.map((l) => l.addresses[1 - mine])].filter((a): a is string => !!a && !a.includes(":") && !a.startsWith("127."));
+  const targets = new Map<string, ArpTarget>();
+  for (const job of config.jobs) {
+    if (!job.nodes.includes(self)) continue;
+    for (const r of job.resources) {
+      if (!("vip" in r) || r.vip.address.includes(":")) continue;
+      const dev = r.vip.interface;
+      const vip = r.vip.address.split("/")[0]!;
+      targets.set(`${dev} ${vip}`, { interface: dev, address: vip, dad: true });
+      for (const address of peerAddresses) targets.set(`${dev} ${address}`, { interface: dev, address, dad: false });
+    }
+  }
+  return [...targets.values()];
 }
 
 function heartbeatAges(heartbeat: { state(): { links: { id: string; kind: string; lastHeardAt: number | null }[] } } | undefined, clock: Clock) {

@@ -28,7 +28,7 @@ export function requiredPrograms(config: Config, self: string): ProgramNeed[] {
     if (!job.nodes.includes(self)) return;
     job.resources.forEach((r, i) => {
       const key = `jobs[${j}].resources[${i}]`;
-      if ("vip" in r) needs.push({ key: `${key}.vip`, program: "ip" }, { key: `${key}.vip`, program: "arping" });
+      if ("vip" in r) needs.push({ key: `${key}.vip`, program: "ip" }, { key: `${key}.vip`, program: "arping" }, { key: `${key}.vip`, program: "timeout" });
       if ("ping" in r) needs.push({ key: `${key}.ping`, program: "ping" });
       if ("nic" in r) needs.push({ key: `${key}.nic`, program: "cat" });
       if ("process" in r) {

@@ -1,6 +1,7 @@
 import type { DuetEvent } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { decide, tiebreakerNeeded } from "../policy/decide.ts";
+import { stallCheckNeeded } from "../policy/selffence.ts";
 import type { Decision } from "../policy/decision.ts";
 import type { JobControl } from "./jobs.ts";
 
@@ -11,6 +12,8 @@ export interface ReactorHost {
   record(events: DuetEvent[]): Promise<unknown>;
   /** Asks the tiebreaker (or, on a suspicion, only the ping) and returns its verdict as a fact (never throws). */
   tiebreak(kind: "peer-lost" | "reachability"): Promise<DuetEvent>;
+  /** After this agent's loop stalled: asks the peer which jobs it still sees running here (a StallChecked fact, never throws). */
+  stallCheck(): Promise<DuetEvent>;
   jobs: JobControl;
   log(message: string, fields?: Record<string, unknown>): void;
 }
@@ -24,10 +27,22 @@ export function createReactor(host: ReactorHost) {
   let running: Promise<void> | null = null;
   let again = false;
   let tiebreaking = false;
+  let stallChecking = false;
   let stopped = false;
 
   async function step(): Promise<void> {
     const state = host.state();
+    if (stallCheckNeeded(state) && !stallChecking) {
+      stallChecking = true;
+      void host
+        .stallCheck()
+        .then((answer) => host.record([answer]))
+        .catch((error: Error) => host.log(`stall check failed: ${error.message}`))
+        .finally(() => {
+          stallChecking = false;
+          poke();
+        });
+    }
     const tiebreaker = tiebreakerNeeded(state);
     if (tiebreaker && !tiebreaking) {
       tiebreaking = true;
@@ -47,8 +62,10 @@ export function createReactor(host: ReactorHost) {
     const peer = state.membership.peer ?? "unknown";
     // Journaled before anything is done: the journal must say why even if the action then hangs.
     const events: DuetEvent[] = others.map((d) => decisionEvent(d, host.self, peer, state));
-    if (selfFence.length > 0)
-      events.push({ type: "SelfFenceDecided", data: { node: host.self, jobs: selfFence.map((d) => d.job), graceMs: state.membership.settings.selfFenceGraceMs, reasons: selfFence[0]!.reasons } });
+    for (const code of ["stalled", "isolated"] as const) {
+      const fenced = selfFence.filter((d) => d.code === code);
+      if (fenced.length > 0) events.push({ type: "SelfFenceDecided", data: { node: host.self, jobs: fenced.map((d) => d.job), graceMs: code === "stalled" ? 0 : state.membership.settings.selfFenceGraceMs, reasons: fenced[0]!.reasons, code } });
+    }
     for (const d of decisions.filter((d) => d.kind === "decline"))
       events.push({ type: "AlertRaised", data: { node: host.self, job: d.job, code: d.code, message: declineMessage(d, host.self, peer) } });
     await host.record(events);
@@ -109,6 +126,10 @@ function decisionEvent(d: Decision, self: string, peer: string, state: ClusterSt
 function declineMessage(d: Decision, self: string, peer: string): string {
   if (d.code === "failover-peer-not-connected") return `job ${d.job} has a fault on ${self} but ${peer} is not connected: it stays here`;
   const why = (d.reasons.find((r) => r.name === "tiebreaker-confirmed")?.value as { why?: string } | undefined)?.why;
+  if (d.code === "peer-alive-on-public-network") {
+    const seen = d.reasons.find((r) => r.name === "peer-silent-on-public-network")?.value as { answered?: string[] } | undefined;
+    return `node ${peer} is silent on every link but answers on the public network (${seen?.answered?.join(", ") ?? "ARP"}): its agent may be hung or the link between the nodes cut, and it may still run job ${d.job}; not taken over. If ${peer} is really down: duet job bring-in ${d.job} --on ${self}`;
+  }
   if (d.code === "tiebreaker-failed") return `node ${peer} is lost and job ${d.job} was not taken over: the tiebreaker could not run (${why ?? "no output"}); to take it over: duet job bring-in ${d.job} --on ${self}`;
   return `node ${peer} is lost and job ${d.job} was not taken over (${d.code}); to take it over: duet job bring-in ${d.job} --on ${self}`;
 }

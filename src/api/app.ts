@@ -20,6 +20,14 @@ export const SSE_BUFFER_MAX = 10_000;
 export const SSE_HEARTBEAT_MS = 15_000;
 /** Events written to one subscriber in one chunk. */
 export const SSE_WRITE_BATCH_MAX = 500;
+/**
+ * Live event streams, at most, in all and per user: each replays history and holds a buffer, and
+ * a flood of them (even a read-only user's) must never take the agent's loop from failure
+ * detection. Beyond them: 503 with Retry-After.
+ */
+export const SSE_SUBSCRIBERS_MAX = 64;
+export const SSE_SUBSCRIBERS_PER_USER_MAX = 8;
+export const SSE_RETRY_AFTER_S = 10;
 /** Serialized frames kept for other subscribers of the same events (JSON has no newlines to escape). */
 export const SSE_FRAME_CACHE_MAX = 20_000;
 
@@ -222,7 +230,18 @@ export function createApi(options: ApiOptions) {
   });
 
   // Server-sent events: history from Last-Event-ID (or ?from) and then live, every seq once.
+  const subscribersOf = new Map<string, number>();
+  let streamsOpen = 0;
   app.get("/v1/events/stream", (c) => {
+    const who = c.get("user");
+    const mine = subscribersOf.get(who) ?? 0;
+    if (streamsOpen >= SSE_SUBSCRIBERS_MAX || mine >= SSE_SUBSCRIBERS_PER_USER_MAX) {
+      c.header("Retry-After", String(SSE_RETRY_AFTER_S));
+      const limit = streamsOpen >= SSE_SUBSCRIBERS_MAX ? `${SSE_SUBSCRIBERS_MAX} event streams are open` : `${who} has ${SSE_SUBSCRIBERS_PER_USER_MAX} event streams open`;
+      return c.json(errorBody("too-many-streams", `${limit}; close one or retry later`), 503);
+    }
+    subscribersOf.set(who, mine + 1);
+    streamsOpen += 1;
     const lastId = Number(c.req.header("last-event-id") ?? Number.NaN);
     const fromQuery = Number(c.req.query("from") ?? Number.NaN);
     const from = Number.isSafeInteger(lastId) && lastId >= 0 ? lastId + 1 : Number.isSafeInteger(fromQuery) && fromQuery > 0 ? fromQuery : journal.head() + 1;
@@ -268,6 +287,10 @@ export function createApi(options: ApiOptions) {
         clearInterval(beat);
         subscription.unsubscribe();
         streams.delete(finish);
+        streamsOpen -= 1;
+        const left = (subscribersOf.get(who) ?? 1) - 1;
+        if (left > 0) subscribersOf.set(who, left);
+        else subscribersOf.delete(who);
       }
     });
   });

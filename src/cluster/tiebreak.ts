@@ -19,7 +19,18 @@ export interface TiebreakerOptions {
   processes: ProcessRunner;
   reach: TcpReach;
   clock: Clock;
+  /** For peer-lost: where to look for the peer on the public network (see probePublicNetwork). */
+  arpTargets?: ArpTarget[];
 }
+
+/** One ARP question: does `address` answer on `interface`? `dad`: ask as duplicate-address detection (for a VIP). */
+export interface ArpTarget {
+  interface: string;
+  address: string;
+  dad: boolean;
+}
+/** How long an ARP question waits: on a LAN an answer comes within milliseconds. */
+export const ARP_LISTEN_MS = 300;
 
 /** A ping target: an address for ICMP (iputils' ping), or `tcp:HOST:PORT` for a TCP connect. */
 export function parsePingTarget(target: string): { kind: "icmp"; address: string } | { kind: "tcp"; address: string; port: number } {
@@ -47,22 +58,43 @@ export async function runTiebreaker(options: TiebreakerOptions): Promise<Result>
     return { ...base, method: "ping", verdict: "failed", targets: [], output: "no tiebreaker configured (tiebreaker.ping or tiebreaker.fence): this node cannot confirm the peer is gone, so it does not take over" };
 
   const targets: Target[] = [];
+  // Asked beside the ping, not after it: the answer must not add to the takeover's time.
+  const arp = purpose === "peer-lost" && options.arpTargets?.length ? probePublicNetwork(options.processes, options.arpTargets) : Promise.resolve(undefined);
+  const withArp = async (result: Result): Promise<Result> => {
+    const peerOnNetwork = await arp;
+    return peerOnNetwork ? { ...result, peerOnNetwork } : result;
+  };
   if (ping) {
     const pinged = await Promise.all(ping.targets.map((target) => pingOnce(options, target, ping.timeoutMs)));
     targets.push(...pinged.map((p) => p.target));
     // A ping that could not even start says nothing about this node's network: the tiebreaker is broken.
     const broken = pinged.find((p) => p.error !== null);
-    if (broken) return { ...base, method: "ping", verdict: "failed", targets, output: bounded(`ping ${broken.target.target} could not run: ${broken.error}; this node cannot tell whether it is the one cut off`) };
+    if (broken) return withArp({ ...base, method: "ping", verdict: "failed", targets, output: bounded(`ping ${broken.target.target} could not run: ${broken.error}; this node cannot tell whether it is the one cut off`) });
     const reached = ping.mode === "all" ? targets.every((t) => t.ok) : targets.some((t) => t.ok);
-    if (!reached) return { ...base, method: "ping", verdict: "isolated", targets };
+    if (!reached) return withArp({ ...base, method: "ping", verdict: "isolated", targets });
   }
-  if (!fence) return { ...base, method: "ping", verdict: "confirmed", targets };
+  if (!fence) return withArp({ ...base, method: "ping", verdict: "confirmed", targets });
 
   const argv = fence.command.map((arg) => arg.replaceAll("{peer}", peer));
   const result = await runBounded(options.processes, argv, fence.timeoutMs);
   const note = result.timedOut ? `\n(timed out after ${fence.timeoutMs} ms)` : result.signal ? `\n(killed by ${result.signal})` : "";
   const confirmed = result.code === 0 && !result.timedOut;
-  return { ...base, method: "fence", verdict: confirmed ? "confirmed" : "failed", targets, exitCode: result.code ?? -1, output: bounded(`${result.stdout}${result.stderr}${note}`) };
+  return withArp({ ...base, method: "fence", verdict: confirmed ? "confirmed" : "failed", targets, exitCode: result.code ?? -1, output: bounded(`${result.stdout}${result.stderr}${note}`) });
+}
+
+/**
+ * ARP for each target from its interface, all at once, each listening ARP_LISTEN_MS (arping is
+ * interrupted then; it still prints its counts). An arping that cannot run counts as no answer:
+ * the start-up check makes sure it is installed wherever a VIP is configured.
+ */
+export async function probePublicNetwork(processes: ProcessRunner, targets: readonly ArpTarget[]): Promise<NonNullable<Result["peerOnNetwork"]>> {
+  return Promise.all(
+    targets.map(async (t) => {
+      const argv = ["timeout", "-s", "INT", String(ARP_LISTEN_MS / 1000), "arping", ...(t.dad ? ["-D"] : []), "-c", "1", "-w", "1", "-I", t.interface, t.address];
+      const result = await runBounded(processes, argv, ARP_LISTEN_MS + PING_PROCESS_SLACK_MS);
+      return { interface: t.interface, address: t.address, answered: /Received [1-9]\d* response/.test(result.stdout) };
+    }),
+  );
 }
 
 async function pingOnce(options: TiebreakerOptions, target: string, timeoutMs: number): Promise<{ target: Target; error: string | null }> {

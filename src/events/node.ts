@@ -31,6 +31,16 @@ export const nodeEvents = {
   /** Every link has been silent for the deadtime: the peer is lost (not proven dead). */
   PeerLost: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, lastHeardAt: millis, deadtimeMs: millis }) },
   PeerSeen: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId }) },
+  /**
+   * This agent's own loop was held up longer than the suspicion time (GC, a blocked loop, a paused
+   * VM, SIGSTOP), measured on the monotonic clock: the peer may have taken its jobs over meanwhile.
+   */
+  LoopStalled: { v: 1, data: z.strictObject({ node: nodeId, stalledMs: millis, sinceAt: millis }) },
+  /**
+   * After a stall, what the peer said of each job running here: `confirmedJobs` are those it still
+   * sees active here and does not run; `answered` false when it did not answer in time.
+   */
+  StallChecked: { v: 1, data: z.strictObject({ node: nodeId, answered: z.boolean(), confirmedJobs: z.array(jobId).max(1000), detail: z.string().max(1024).optional() }) },
   TiebreakerResult: {
     v: 1,
     data: z.strictObject({
@@ -45,6 +55,10 @@ export const nodeEvents = {
       targets: z.array(z.strictObject({ target: z.string(), ok: z.boolean(), ms: millis.optional() })),
       exitCode: z.number().int().optional(),
       output: z.string().max(4096).optional(),
+      // Before a takeover: ARP from the interface a VIP would use, for the peer's addresses and the
+      // VIP itself. An answer means the peer is alive there (its agent silent, or a partition that
+      // lets ARP through): taking over would put the job on two hosts.
+      peerOnNetwork: z.array(z.strictObject({ interface: z.string(), address: z.string(), answered: z.boolean() })).max(64).optional(),
     }),
   },
   /** Frames that failed authentication or replayed an old sequence; journaled at a bounded rate. */
@@ -53,6 +67,7 @@ export const nodeEvents = {
     data: z.strictObject({ node: nodeId, link: linkId, count: z.number().int().positive(), reason: z.enum(["bad-mac", "replayed", "malformed", "oversized", "unknown-peer"]), sinceAt: millis }),
   },
   /** The node cannot confirm it is connected while it has lost the peer: it brings its jobs out. */
-  SelfFenceDecided: { v: 1, data: z.strictObject({ node: nodeId, jobs: z.array(jobId), graceMs: millis, reasons: z.array(reason) }) },
+  /** code: isolated (cut off from peer and ping targets) or stalled (this agent's loop stalled); absent in older journals: isolated. */
+  SelfFenceDecided: { v: 1, data: z.strictObject({ node: nodeId, jobs: z.array(jobId), graceMs: millis, reasons: z.array(reason), code: z.enum(["isolated", "stalled"]).optional() }) },
   AlertRaised: { v: 1, data: z.strictObject({ node: nodeId, job: jobId.optional(), code: z.string(), message: z.string() }) },
 } as const;

@@ -2,7 +2,7 @@ import type { ClusterState } from "../projections/cluster.ts";
 import { verdictSinceLoss, verdictSinceSilence } from "../projections/membership.ts";
 import type { Decision } from "./decision.ts";
 import { decideFailover } from "./failover.ts";
-import { decideResume, decideSelfFence } from "./selffence.ts";
+import { decideResume, decideSelfFence, decideStallFence } from "./selffence.ts";
 import { decideTakeover } from "./takeover.ts";
 
 /**
@@ -15,7 +15,7 @@ export function decide(state: ClusterState, now: number): Decision[] {
   const names = [...state.jobs.keys()].sort();
   for (const name of names) {
     const job = state.jobs.get(name)!;
-    const decision = decideSelfFence(state, job, now) ?? decideResume(state, job, now) ?? decideFailover(state, job, now) ?? decideTakeover(state, job, now);
+    const decision = decideStallFence(state, job, now) ?? decideSelfFence(state, job, now) ?? decideResume(state, job, now) ?? decideFailover(state, job, now) ?? decideTakeover(state, job, now);
     if (decision) decisions.push(decision);
   }
   return decisions;

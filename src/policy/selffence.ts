@@ -1,6 +1,6 @@
 import type { ClusterState } from "../projections/cluster.ts";
 import type { JobView } from "../projections/jobs.ts";
-import { verdictSinceSilence } from "../projections/membership.ts";
+import { peerReleasedAfterMs, verdictSinceSilence } from "../projections/membership.ts";
 import { check, input, type Decision } from "./decision.ts";
 
 /**
@@ -57,4 +57,43 @@ export function decideResume(state: ClusterState, job: JobView, now: number): De
       check("job-runs-nowhere", true, { phase: job.phase, active: job.active }),
     ],
   };
+}
+
+/**
+ * A node whose own loop stalled past the suspicion time could not have fenced itself in time, so
+ * the peer may have taken its jobs over meanwhile. Before anything else it asks the peer (the
+ * agent records the answer as StallChecked); a job the peer does not confirm is still this node's
+ * is brought out at once. A peer that did not answer in time counts against a job only if the
+ * stall was long enough for the peer to have taken over (its own wait, peerReleasedAfterMs).
+ */
+export function decideStallFence(state: ClusterState, job: JobView, _now: number): Decision | null {
+  const { membership, self } = state;
+  const stall = membership.stall;
+  if (job.active !== self || job.phase !== "in" || !stall || stall.check === null) return null;
+  if (stall.stalledMs < membership.settings.suspectMs) return null;
+  if (job.lastDecision && job.lastDecision.seq > stall.seq) return null;
+  const confirmed = stall.check.confirmedJobs.includes(job.name);
+  const takeoverPossibleAfterMs = peerReleasedAfterMs(membership.settings);
+  const fence = stall.check.answered ? !confirmed : stall.stalledMs >= takeoverPossibleAfterMs;
+  if (!fence) return null;
+  return {
+    kind: "self-fence",
+    job: job.name,
+    code: "stalled",
+    reasons: [
+      input("stalled-ms", stall.stalledMs),
+      check("stall-longer-than-suspicion", true, { stalledMs: stall.stalledMs, suspectMs: membership.settings.suspectMs }),
+      check("peer-answered", stall.check.answered),
+      stall.check.answered
+        ? check("peer-confirms-job-runs-here", false)
+        : check("stall-shorter-than-peer-takeover-wait", false, { stalledMs: stall.stalledMs, takeoverPossibleAfterMs }),
+    ],
+  };
+}
+
+/** A stall recorded and not yet checked with the peer, while jobs run here: the agent asks. */
+export function stallCheckNeeded(state: ClusterState): boolean {
+  const stall = state.membership.stall;
+  if (!stall || stall.check !== null || stall.stalledMs < state.membership.settings.suspectMs) return false;
+  return [...state.jobs.values()].some((job) => job.active === state.self && job.phase === "in");
 }

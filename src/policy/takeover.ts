@@ -33,6 +33,13 @@ export function decideTakeover(state: ClusterState, job: JobView, now: number): 
   if (verdict.verdict === "isolated") return decline("i-am-isolated");
   if (verdict.verdict === "failed") return decline("tiebreaker-failed");
   if (verdict.verdict !== "confirmed") return decline("tiebreaker-not-confirmed");
+  // Silent on every link yet answering ARP on the public network: the peer's host is up (its agent
+  // hung, or a partition that drops IP but not ARP), and may still serve the job.
+  if (verdict.peerOnNetwork) {
+    const answered = verdict.peerOnNetwork.filter((p) => p.answered);
+    reasons.push(check("peer-silent-on-public-network", answered.length === 0, { asked: verdict.peerOnNetwork.map((p) => `${p.address}@${p.interface}`), answered: answered.map((p) => `${p.address}@${p.interface}`) }));
+    if (answered.length > 0) return decline("peer-alive-on-public-network");
+  }
 
   switch (job.policy) {
     case "manual":

@@ -132,7 +132,7 @@ export function recordSelfFence(jobs: JobsState, event: Recorded): JobsState {
   let next = jobs;
   for (const name of event.data.jobs) {
     const job = next.get(name);
-    if (job) next = withJob(next, { ...job, lastDecision: { kind: "self-fence", code: "isolated", at: event.at, seq: event.seq }, fencedHere: true });
+    if (job) next = withJob(next, { ...job, lastDecision: { kind: "self-fence", code: event.data.code ?? "isolated", at: event.at, seq: event.seq }, fencedHere: true });
   }
   return next;
 }

@@ -24,7 +24,10 @@ export interface MembershipState {
   /** When the silent peer was last heard (from PeerSuspected / PeerLost; 0 if never since start). */
   peerLastHeardAt: number;
   /** `why`: a failed tiebreaker's own account (ping not installed, fence exited 3), for the decline. */
-  tiebreaker: { verdict: TiebreakerVerdict; method: string; purpose: "peer-lost" | "reachability"; at: number; seq: number; why?: string } | null;
+  /** `peerOnNetwork`: the ARP answers asked beside a peer-lost tiebreaker (absent: none asked). */
+  tiebreaker: { verdict: TiebreakerVerdict; method: string; purpose: "peer-lost" | "reachability"; at: number; seq: number; why?: string; peerOnNetwork?: { interface: string; address: string; answered: boolean }[] } | null;
+  /** The last stall of this agent's loop, and what the peer said after it (null: not asked yet). */
+  stall: { at: number; seq: number; stalledMs: number; check: { answered: boolean; confirmedJobs: string[]; seq: number } | null } | null;
   framesRejected: Map<string, number>;
   alerts: { at: number; code: string; message: string; job?: string }[];
   settings: MembershipSettings;
@@ -54,6 +57,7 @@ export function initialMembership(self: string): MembershipState {
     silenceSeq: 0,
     peerLastHeardAt: 0,
     tiebreaker: null,
+    stall: null,
     framesRejected: new Map(),
     alerts: [],
     settings: defaultSettings,
@@ -67,7 +71,7 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
       // A restart forgets link state: every configured link is down until it proves itself again.
       const { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } = event.data;
       const links = new Map(event.data.links.map((l) => [l.link, { link: l.link, kind: l.kind, up: false, since: event.at }]));
-      return { ...state, links, peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, silenceSeq: event.seq, settings: { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } };
+      return { ...state, links, stall: null, peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, silenceSeq: event.seq, settings: { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } };
     case "JobCreated": {
       const peer = event.data.nodes.find((n) => n !== state.self);
       return peer !== undefined && state.peer === null && event.data.nodes.includes(state.self) ? { ...state, peer } : state;
@@ -92,7 +96,13 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
       return { ...state, peerStatus: "connected", peerSince: event.at, peerSinceSeq: event.seq, peer: state.peer ?? event.data.peer };
     case "TiebreakerResult":
       if (event.data.node !== state.self) return state;
-      return { ...state, tiebreaker: { verdict: event.data.verdict, method: event.data.method, purpose: event.data.purpose ?? "peer-lost", at: event.at, seq: event.seq, ...(event.data.verdict === "failed" && event.data.output ? { why: event.data.output } : {}) } };
+      return { ...state, tiebreaker: { verdict: event.data.verdict, method: event.data.method, purpose: event.data.purpose ?? "peer-lost", at: event.at, seq: event.seq, ...(event.data.verdict === "failed" && event.data.output ? { why: event.data.output } : {}), ...(event.data.peerOnNetwork ? { peerOnNetwork: event.data.peerOnNetwork } : {}) } };
+    case "LoopStalled":
+      if (event.data.node !== state.self) return state;
+      return { ...state, stall: { at: event.at, seq: event.seq, stalledMs: event.data.stalledMs, check: null } };
+    case "StallChecked":
+      if (event.data.node !== state.self || !state.stall) return state;
+      return { ...state, stall: { ...state.stall, check: { answered: event.data.answered, confirmedJobs: event.data.confirmedJobs, seq: event.seq } } };
     case "FramesRejected": {
       if (event.data.node !== state.self) return state;
       const framesRejected = new Map(state.framesRejected);

@@ -9,6 +9,7 @@ export const DEBIAN_PACKAGES: Readonly<Record<string, string>> = {
   nft: "nftables",
   cat: "coreutils",
   id: "coreutils",
+  timeout: "coreutils",
 };
 
 /** "ping: not installed (apt-get install iputils-ping)", or with no package known, "not found on PATH". */

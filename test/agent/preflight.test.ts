@@ -48,6 +48,7 @@ describe("the agent's start-up check of the programs its configuration needs", (
       "tiebreaker.ping.targets[0] ping",
       "jobs[0].resources[0].vip ip",
       "jobs[0].resources[0].vip arping",
+      "jobs[0].resources[0].vip timeout",
       "jobs[0].resources[1].ocf.agent /usr/lib/ocf/resource.d/heartbeat/NoSuchAgent",
     ]);
   });
@@ -59,6 +60,7 @@ describe("the agent's start-up check of the programs its configuration needs", (
       { path: "tiebreaker.ping.targets[0]", message: "ping: not installed (apt-get install iputils-ping)" },
       { path: "jobs[0].resources[0].vip", message: "ip: not installed (apt-get install iproute2)" },
       { path: "jobs[0].resources[0].vip", message: "arping: not installed (apt-get install iputils-arping)" },
+      { path: "jobs[0].resources[0].vip", message: "timeout: not installed (apt-get install coreutils)" },
       { path: "jobs[0].resources[1].ocf.agent", message: "OCF agent heartbeat/NoSuchAgent: no executable /usr/lib/ocf/resource.d/heartbeat/NoSuchAgent (apt-get install resource-agents)" },
     ]);
     expect(missingPrograms(requiredPrograms(config, "a"), dirname(process.execPath)).length).toBeGreaterThan(0);

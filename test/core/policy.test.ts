@@ -4,6 +4,7 @@ import type { DuetEvent } from "../../src/events/catalogue.ts";
 import { projectCluster } from "../../src/projections/cluster.ts";
 import { peerReleasedAfterMs, verdictSinceLoss } from "../../src/projections/membership.ts";
 import { decide, tiebreakerNeeded } from "../../src/policy/decide.ts";
+import { stallCheckNeeded } from "../../src/policy/selffence.ts";
 import { decideSwitchover } from "../../src/policy/switchover.ts";
 import { recordedArb, stamp } from "../arbitraries.ts";
 
@@ -259,5 +260,57 @@ describe("switchover gating", () => {
       }),
       { numRuns: 500 },
     );
+  });
+});
+
+describe("after this node's own loop stalled", () => {
+  const stalled = (stalledMs: number): DuetEvent => ({ type: "LoopStalled", data: { node: "a", stalledMs, sinceAt: 1 } });
+  const checked = (answered: boolean, confirmedJobs: string[]): DuetEvent => ({ type: "StallChecked", data: { node: "a", answered, confirmedJobs } });
+  const running = [created("unconditional"), started("a"), { type: "PeerSeen", data: { node: "a", peer: "b" } } as DuetEvent, broughtIn("a")];
+
+  it("asks the peer first: nothing is decided before its answer is journaled", () => {
+    const { state, decisions } = given(...running, stalled(6000)).on("a");
+    expect(decisions(0)).toEqual([]);
+    expect(stallCheckNeeded(state)).toBe(true);
+  });
+
+  it("the peer does not see the job here (it took it over): the job is brought out at once, no grace", () => {
+    const [d] = given(...running, stalled(6000), checked(true, [])).on("a").decisions(0);
+    expect(d).toMatchObject({ kind: "self-fence", job: "web", code: "stalled" });
+    expect(d!.reasons).toContainEqual({ name: "peer-confirms-job-runs-here", ok: false });
+  });
+
+  it("the peer confirms the job still runs here: it keeps running", () => {
+    expect(given(...running, stalled(6000), checked(true, ["web"])).on("a").decisions(0)).toEqual([]);
+  });
+
+  it("no answer in time: fenced only if the stall was long enough for the peer to have taken over", () => {
+    const wait = peerReleasedAfterMs({ heartbeatIntervalMs: 500, suspectMs: 1000, deadtimeMs: 3000, pingTimeoutMs: 500, selfFenceGraceMs: 5000 });
+    expect(given(...running, stalled(wait - 100), checked(false, [])).on("a").decisions(0)).toEqual([]);
+    expect(given(...running, stalled(wait + 100), checked(false, [])).on("a").decisions(0)).toMatchObject([{ kind: "self-fence", code: "stalled" }]);
+  });
+
+  it("a stall shorter than the suspicion time is not one", () => {
+    const { state, decisions } = given(...running, stalled(900)).on("a");
+    expect(stallCheckNeeded(state)).toBe(false);
+    expect(decisions(0)).toEqual([]);
+  });
+});
+
+describe("before a takeover: the peer looked for on the public network", () => {
+  const withArp = (answered: boolean): DuetEvent => ({
+    type: "TiebreakerResult",
+    data: { node: "b", peer: "a", method: "ping", purpose: "peer-lost", verdict: "confirmed", targets: [{ target: "10.0.0.254", ok: true }], peerOnNetwork: [{ interface: "eth0", address: "10.0.0.1", answered }, { interface: "eth0", address: "10.0.0.100", answered: false }] },
+  });
+
+  it("a peer silent on every link that answers ARP is alive: declined at once, naming what answered", () => {
+    const [d] = given(created("unconditional"), started("b"), peerSeen, broughtIn("a"), verified, lost(), withArp(true)).on("b").decisions();
+    expect(d).toMatchObject({ kind: "decline", code: "peer-alive-on-public-network" });
+    expect(d!.reasons).toContainEqual({ name: "peer-silent-on-public-network", ok: false, value: { asked: ["10.0.0.1@eth0", "10.0.0.100@eth0"], answered: ["10.0.0.1@eth0"] } });
+  });
+
+  it("no answer on the public network: the takeover goes ahead", () => {
+    const [d] = given(created("unconditional"), started("b"), peerSeen, broughtIn("a"), verified, lost(), withArp(false)).on("b").decisions();
+    expect(d).toMatchObject({ kind: "takeover", to: "b" });
   });
 });

@@ -52,7 +52,7 @@ describe("mirroring a job's data between two agents", () => {
     const token = (await readFile(join(p.dir, "a", "cli.token"), "utf8")).trim();
     const metrics = await (await fetch(`${api.apiUrl}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
     expect(metrics).toContain('duet_mirror_colour{job="data",colour="green"} 1');
-    expect(metrics).toMatch(/duet_replication_captured_bytes\{job="data"\} [1-9]/);
+    expect(metrics).toMatch(/duet_replication_captured_bytes_total\{job="data"\} [1-9]/);
 
     // the last write before a switchover is on b before the job starts there
     await writeFile(join(p.data("a"), "last-word.txt"), "written just before the switchover");

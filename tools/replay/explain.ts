@@ -137,7 +137,7 @@ function journaledOutcomes(record: Recorded): { job: string; outcome: Outcome; r
     case "FailoverDecided":
       return [{ job: record.data.job, outcome: { kind: "failover", code: record.data.cause }, reasons: record.data.reasons }];
     case "SelfFenceDecided":
-      return record.data.jobs.map((job) => ({ job, outcome: { kind: "self-fence", code: "isolated" }, reasons: record.data.reasons }));
+      return record.data.jobs.map((job) => ({ job, outcome: { kind: "self-fence", code: record.data.code ?? "isolated" }, reasons: record.data.reasons }));
     case "ResumeDecided":
       return [{ job: record.data.job, outcome: { kind: "resume", code: "peer-back" }, reasons: record.data.reasons }];
     case "SwitchoverRefused":
