@@ -127,18 +127,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       for (const runner of runners.values()) await runner.close();
     });
 
-    // After a restart the journal may say a job runs here, while the peer may have taken it over
-    // meanwhile. Wait to hear from the peer: the hello exchange tells (one node keeps a job found on
-    // both); if the peer is lost instead, this node was the last to run it and starts it again.
-    const recovering = new Set([...state().jobs.values()].filter((j) => j.active === me.name && runners.has(j.name)).map((j) => j.name));
-    const recover = async (peerRuns: ReadonlySet<string>) => {
-      for (const job of recovering) {
-        recovering.delete(job);
-        if (peerRuns.has(job)) continue;
-        await record([{ type: "AlertRaised", data: { node: me.name, job, code: "recovered-after-restart", message: `job ${job} was running on ${me.name} when its agent last stopped; restarting its resources here` } }]);
-        void jobs.startHere(job);
-      }
-    };
+    // After a restart the journal may say a job runs here while the peer took it over meanwhile:
+    // such a job waits for the policy (decideRecovery), which waits for the hello or the peer's loss.
 
     let heartbeat: Awaited<ReturnType<typeof startHeartbeat>> | undefined;
     const channel = startPeerChannel({
@@ -236,7 +226,6 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         if (events.some((e) => e.type === "PeerSeen" || (e.type === "LinkUp" && e.data.kind === "udp"))) channel.redial();
         void record(events).then(() => {
           for (const e of events) if (e.type === "PeerSeen" || e.type === "PeerSuspected" || e.type === "PeerLost") info(`${e.type}: ${peer.name}`);
-          if (events.some((e) => e.type === "PeerLost")) void recover(new Set());
           reactor.poke();
         });
       },
@@ -288,8 +277,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         await record([{ type: "AlertRaised", data: { node: me.name, job: g.job, code: "both-active", message: `job ${g.job} was running on both nodes; ${peer.name} brought it in later (${new Date(g.peerSince).toISOString()}) and keeps it, ${me.name} brings it out` } }]);
         await jobs.stopHere(g.job);
       }
-      await record(facts);
-      await recover(new Set(peerJobs.map((j) => j.job)));
+      await record([...facts, { type: "PeerJobsReported", data: { node: me.name, peer: peer.name, jobs: peerJobs.filter((j) => j.phase === "in").map((j) => j.job) } }]);
       reactor.poke();
     }
 

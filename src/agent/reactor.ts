@@ -66,7 +66,7 @@ export function createReactor(host: ReactorHost) {
       const fenced = selfFence.filter((d) => d.code === code);
       if (fenced.length > 0) events.push({ type: "SelfFenceDecided", data: { node: host.self, jobs: fenced.map((d) => d.job), graceMs: code === "stalled" ? 0 : state.membership.settings.selfFenceGraceMs, reasons: fenced[0]!.reasons, code } });
     }
-    for (const d of decisions.filter((d) => d.kind === "decline"))
+    for (const d of decisions.filter((d) => d.kind === "decline" || d.kind === "recovery-declined"))
       events.push({ type: "AlertRaised", data: { node: host.self, job: d.job, code: d.code, message: declineMessage(d, host.self, peer) } });
     await host.record(events);
     for (const d of decisions) execute(d);
@@ -79,6 +79,8 @@ export function createReactor(host: ReactorHost) {
     if (d.kind === "self-fence") void host.jobs.fenceHere(d.job).then(() => undefined, done);
     if (d.kind === "failover") void host.jobs.moveToPeer(d.job, "policy", "failover").then(() => undefined, done);
     if (d.kind === "resume") void host.jobs.resumeHere(d.job).then(() => undefined, done);
+    if (d.kind === "recover") void host.jobs.startHere(d.job).then(() => undefined, done);
+    if (d.kind === "recovery-declined") void host.jobs.fenceHere(d.job).then(() => undefined, done);
   }
 
   function poke(): void {
@@ -118,12 +120,17 @@ function decisionEvent(d: Decision, self: string, peer: string, state: ClusterSt
       return { type: "FailoverDecided", data: { job: d.job, from: self, to: d.to ?? peer, cause: d.code === "nic-down" ? "nic-down" : "monitor-threshold", reasons: d.reasons } };
     case "resume":
       return { type: "ResumeDecided", data: { job: d.job, node: self, reasons: d.reasons } };
+    case "recover":
+      return { type: "RecoveryDecided", data: { job: d.job, node: self, code: d.code, reasons: d.reasons } };
+    case "recovery-declined":
+      return { type: "RecoveryDeclined", data: { job: d.job, node: self, code: d.code, reasons: d.reasons } };
     default:
       return { type: "TakeoverDeclined", data: { job: d.job, by: self, from: peer, policy: job.policy, code: d.code, reasons: d.reasons } };
   }
 }
 
 function declineMessage(d: Decision, self: string, peer: string): string {
+  if (d.kind === "recovery-declined") return `job ${d.job} ran on ${self} when its agent last stopped; ${peer} is lost but may have taken it over (${d.code}), so it stays out here; it resumes once ${peer} is back and runs it nowhere, or: duet job bring-in ${d.job} --on ${self}`;
   if (d.code === "failover-peer-not-connected") return `job ${d.job} has a fault on ${self} but ${peer} is not connected: it stays here`;
   const why = (d.reasons.find((r) => r.name === "tiebreaker-confirmed")?.value as { why?: string } | undefined)?.why;
   if (d.code === "peer-alive-on-public-network") {

@@ -48,4 +48,11 @@ export const jobEvents = {
    * never took the job, and the job runs nowhere. Journaled before the peer is asked to confirm.
    */
   ResumeDecided: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, reasons: z.array(reason) }) },
+  /**
+   * After this node's agent restarted, a job its journal says ran here: started again (the peer
+   * said it does not run it, or the peer is lost and the tiebreaker and the public network confirm
+   * it), or declined and brought out here (the peer may have taken it over meanwhile).
+   */
+  RecoveryDecided: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason) }) },
+  RecoveryDeclined: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason) }) },
 } as const;

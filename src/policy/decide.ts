@@ -4,6 +4,7 @@ import type { Decision } from "./decision.ts";
 import { decideFailover } from "./failover.ts";
 import { decideResume, decideSelfFence, decideStallFence } from "./selffence.ts";
 import { decideTakeover } from "./takeover.ts";
+import { decideRecovery } from "./recovery.ts";
 
 /**
  * Every automatic decision this node should take now, in a stable order (by job name, then
@@ -15,7 +16,7 @@ export function decide(state: ClusterState, now: number): Decision[] {
   const names = [...state.jobs.keys()].sort();
   for (const name of names) {
     const job = state.jobs.get(name)!;
-    const decision = decideStallFence(state, job, now) ?? decideSelfFence(state, job, now) ?? decideResume(state, job, now) ?? decideFailover(state, job, now) ?? decideTakeover(state, job, now);
+    const decision = decideRecovery(state, job, now) ?? decideStallFence(state, job, now) ?? decideSelfFence(state, job, now) ?? decideResume(state, job, now) ?? decideFailover(state, job, now) ?? decideTakeover(state, job, now);
     if (decision) decisions.push(decision);
   }
   return decisions;

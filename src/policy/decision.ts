@@ -2,7 +2,7 @@ import type { Reason } from "../events/ids.ts";
 
 /** A decision of the policy, with every input it used: journaled before it is carried out. */
 export interface Decision {
-  kind: "takeover" | "decline" | "self-fence" | "failover" | "resume";
+  kind: "takeover" | "decline" | "self-fence" | "failover" | "resume" | "recover" | "recovery-declined";
   job: string;
   code: string;
   /** For takeover and failover: the node the job goes to. */

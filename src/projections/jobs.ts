@@ -29,6 +29,11 @@ export interface JobView {
    * that bring-out: it may bring the job back in once the peer is back (policy decideResume).
    */
   fencedHere?: boolean;
+  /**
+   * The journal says the job ran here when this agent (re)started: nothing may start it again but
+   * a recovery decision (policy decideRecovery), which waits for the peer's word or its loss.
+   */
+  recovering?: boolean;
 }
 
 export type JobsState = Map<string, JobView>;
@@ -98,6 +103,11 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
       return { ...job, lastDecision: { kind: "failover", code: event.data.cause, at: event.at, seq: event.seq } };
     case "ResumeDecided":
       return { ...job, lastDecision: { kind: "resume", code: "peer-back", at: event.at, seq: event.seq } };
+    case "RecoveryDecided":
+      return { ...job, recovering: false, lastDecision: { kind: "recover", code: event.data.code, at: event.at, seq: event.seq } };
+    case "RecoveryDeclined":
+      // Brought out here like a self-fence, and resumed like one once the peer is back and runs it nowhere.
+      return { ...job, recovering: false, fencedHere: true, lastDecision: { kind: "self-fence", code: event.data.code, at: event.at, seq: event.seq } };
     default:
       return job;
   }
@@ -128,7 +138,8 @@ function withResource(job: JobView, resource: string, node: string, status: Reso
 
 /** Marks self-fence decisions on every job they name (the event lists jobs, not one job). */
 export function recordSelfFence(jobs: JobsState, event: Recorded): JobsState {
-  if (event.type !== "SelfFenceDecided") return clearFenced(jobs, event);
+  if (event.type === "AgentStarted") return markRecovering(jobs, event.data.node);
+  if (event.type !== "SelfFenceDecided") return clearRecovering(clearFenced(jobs, event), event);
   let next = jobs;
   for (const name of event.data.jobs) {
     const job = next.get(name);
@@ -144,4 +155,21 @@ function clearFenced(jobs: JobsState, event: Recorded): JobsState {
   const name = (event.data as { job?: string }).job;
   const job = name === undefined ? undefined : jobs.get(name);
   return job?.fencedHere ? withJob(jobs, { ...job, fencedHere: false }) : jobs;
+}
+
+/** This node's agent started: every job its journal says runs (or was starting) here awaits recovery. */
+function markRecovering(jobs: JobsState, node: string): JobsState {
+  let next = jobs;
+  for (const job of jobs.values())
+    if (job.active === node && (job.phase === "in" || job.phase === "bringing-in")) next = withJob(next, { ...job, recovering: true });
+  return next;
+}
+
+/** Whatever moves a recovering job (the peer reported, an operator, a start or stop anywhere) ends the recovery. */
+const ENDS_RECOVERY = new Set(["BringInRequested", "BringOutRequested", "JobBroughtIn", "JobBroughtOut", "JobStartFailed", "JobDeleted", "TakeoverDecided", "FailoverDecided"]);
+function clearRecovering(jobs: JobsState, event: Recorded): JobsState {
+  if (!ENDS_RECOVERY.has(event.type)) return jobs;
+  const name = (event.data as { job?: string }).job;
+  const job = name === undefined ? undefined : jobs.get(name);
+  return job?.recovering ? withJob(jobs, { ...job, recovering: false }) : jobs;
 }

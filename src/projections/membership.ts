@@ -26,6 +26,9 @@ export interface MembershipState {
   /** `why`: a failed tiebreaker's own account (ping not installed, fence exited 3), for the decline. */
   /** `peerOnNetwork`: the ARP answers asked beside a peer-lost tiebreaker (absent: none asked). */
   tiebreaker: { verdict: TiebreakerVerdict; method: string; purpose: "peer-lost" | "reachability"; at: number; seq: number; why?: string; peerOnNetwork?: { interface: string; address: string; answered: boolean }[] } | null;
+  /** The seq of this agent's AgentStarted, and the jobs the peer said it runs in the last hello since. */
+  startedSeq: number;
+  peerReport: { seq: number; jobs: string[] } | null;
   /** The last stall of this agent's loop, and what the peer said after it (null: not asked yet). */
   stall: { at: number; seq: number; stalledMs: number; check: { answered: boolean; confirmedJobs: string[]; seq: number } | null } | null;
   framesRejected: Map<string, number>;
@@ -57,6 +60,8 @@ export function initialMembership(self: string): MembershipState {
     silenceSeq: 0,
     peerLastHeardAt: 0,
     tiebreaker: null,
+    startedSeq: 0,
+    peerReport: null,
     stall: null,
     framesRejected: new Map(),
     alerts: [],
@@ -71,7 +76,7 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
       // A restart forgets link state: every configured link is down until it proves itself again.
       const { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } = event.data;
       const links = new Map(event.data.links.map((l) => [l.link, { link: l.link, kind: l.kind, up: false, since: event.at }]));
-      return { ...state, links, stall: null, peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, silenceSeq: event.seq, settings: { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } };
+      return { ...state, links, stall: null, startedSeq: event.seq, peerReport: null, peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, silenceSeq: event.seq, settings: { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } };
     case "JobCreated": {
       const peer = event.data.nodes.find((n) => n !== state.self);
       return peer !== undefined && state.peer === null && event.data.nodes.includes(state.self) ? { ...state, peer } : state;
@@ -97,6 +102,9 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
     case "TiebreakerResult":
       if (event.data.node !== state.self) return state;
       return { ...state, tiebreaker: { verdict: event.data.verdict, method: event.data.method, purpose: event.data.purpose ?? "peer-lost", at: event.at, seq: event.seq, ...(event.data.verdict === "failed" && event.data.output ? { why: event.data.output } : {}), ...(event.data.peerOnNetwork ? { peerOnNetwork: event.data.peerOnNetwork } : {}) } };
+    case "PeerJobsReported":
+      if (event.data.node !== state.self) return state;
+      return { ...state, peerReport: { seq: event.seq, jobs: event.data.jobs } };
     case "LoopStalled":
       if (event.data.node !== state.self) return state;
       return { ...state, stall: { at: event.at, seq: event.seq, stalledMs: event.data.stalledMs, check: null } };

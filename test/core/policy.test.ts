@@ -314,3 +314,33 @@ describe("before a takeover: the peer looked for on the public network", () => {
     expect(d).toMatchObject({ kind: "takeover", to: "b" });
   });
 });
+
+describe("after this node's agent restarts with a job its journal says ran here", () => {
+  const before = [created("unconditional"), started("b"), { type: "PeerSeen", data: { node: "b", peer: "a" } } as DuetEvent, broughtIn("b")];
+  const reported = (jobs: string[]): DuetEvent => ({ type: "PeerJobsReported", data: { node: "b", peer: "a", jobs } });
+  const arp = (answered: boolean): DuetEvent => ({
+    type: "TiebreakerResult",
+    data: { node: "b", peer: "a", method: "ping", purpose: "peer-lost", verdict: "confirmed", targets: [{ target: "10.0.0.254", ok: true }], peerOnNetwork: [{ interface: "eth0", address: "10.0.0.1", answered }] },
+  });
+
+  it("nothing starts it before the peer's word or its loss", () => {
+    expect(given(...before, started("b")).on("b").decisions(0)).toEqual([]);
+  });
+
+  it("the peer says in the hello it does not run it: restarted here", () => {
+    expect(given(...before, started("b"), reported([])).on("b").decisions(0)).toMatchObject([{ kind: "recover", code: "peer-does-not-run-it" }]);
+  });
+
+  it("the peer is lost but answers on the public network (it may have taken the job over): declined, brought out here", () => {
+    const [d] = given(...before, started("b"), lost(), arp(true)).on("b").decisions(0);
+    expect(d).toMatchObject({ kind: "recovery-declined", code: "peer-alive-on-public-network" });
+  });
+
+  it("the peer is lost and the tiebreaker and the public network confirm it: restarted here", () => {
+    expect(given(...before, started("b"), lost(), arp(false)).on("b").decisions(0)).toMatchObject([{ kind: "recover", code: "peer-lost-confirmed" }]);
+  });
+
+  it("the peer is lost and this node reaches no ping target: declined", () => {
+    expect(given(...before, started("b"), lost(), tiebreaker("isolated")).on("b").decisions(0)).toMatchObject([{ kind: "recovery-declined", code: "i-am-isolated" }]);
+  });
+});

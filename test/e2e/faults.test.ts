@@ -301,6 +301,43 @@ EOF`;
     await until("served by the new active", 10_000, async () => (await servedBy()) === standby);
   }, 60_000);
 
+  it("the active host crashes and the standby takes over; the crashed node's agent restarts while cut off from it: it never starts the job", async () => {
+    await until("one node runs web", 15_000, async () => (await web("a")).active !== null && (await web("a")).active === (await web("b")).active);
+    const crashed = (await web("a")).active!;
+    const survivor = crashed === "a" ? "b" : "a";
+    // A host crash: every process of the node killed, its links down.
+    kit.agents.get(crashed)!.child.kill("SIGKILL");
+    await run("sh", ["-c", `for p in $(ip netns pids ${ns(crashed)}); do kill -9 $p; done; ip -n ${ns(crashed)} link set eth0 down; ip -n ${ns(crashed)} link set eth1 down`]);
+    await until("the survivor serves", 20_000, async () => (await servedBy()) === survivor);
+    // The crashed host comes back cut off from the survivor (IP only: ARP still passes).
+    const cut = `ip netns exec ${ns(crashed)} nft -f - <<'EOF'
+table inet duet_restart_cut {
+  chain in { type filter hook input priority 0; iifname "eth1" drop; ip saddr ${net.address(survivor)} drop; }
+  chain out { type filter hook output priority 0; oifname "eth1" drop; ip daddr ${net.address(survivor)} drop; }
+}
+EOF`;
+    await run("sh", ["-c", cut]);
+    // It rebooted: the VIP it held is gone from its interface.
+    await run("sh", ["-c", `ip -n ${ns(crashed)} addr del ${vip}/24 dev eth0 2>/dev/null; ip -n ${ns(crashed)} link set eth0 up; ip -n ${ns(crashed)} link set eth1 up`]);
+    const stop = watchVip();
+    startAgent(crashed);
+    try {
+      await until("the restarted agent declines to restart web", 20_000, async () => (await events(crashed, "RecoveryDeclined")).length > 0);
+      const [declined] = await events(crashed, "RecoveryDeclined");
+      expect(declined!.data).toMatchObject({ job: "web", node: crashed, code: "peer-alive-on-public-network" });
+      expect(await events(crashed, "RecoveryDecided")).toHaveLength(0);
+      expect(await hasVip(crashed)).toBe(false);
+      expect(await servedBy()).toBe(survivor);
+      const { both } = await stop();
+      expect(both, "samples with the VIP on both nodes").toBe(0);
+    } finally {
+      await stop();
+      await run("sh", ["-c", `ip netns exec ${ns(crashed)} nft delete table inet duet_restart_cut; true`]);
+    }
+    await until("the restarted node learns the survivor runs web", 20_000, async () => (await web(crashed)).active === survivor);
+    expect(await servedBy()).toBe(survivor);
+  }, 90_000);
+
   it("replay of both journals re-checks every automatic decision", async () => {
     for (const host of ["a", "b"] as const) {
       kit.agents.get(host)!.child.kill("SIGTERM");

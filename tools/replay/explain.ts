@@ -12,7 +12,7 @@ export const RECHECK_LOOKBACK_EVENTS = 20;
 export const CHAIN_RECENT_MAX = 500;
 export const CHAIN_FACTS_MAX = 100;
 
-const DECISION_TYPES = new Set(["TakeoverDecided", "TakeoverDeclined", "FailoverDecided", "SelfFenceDecided", "ResumeDecided", "SwitchoverRefused"]);
+const DECISION_TYPES = new Set(["TakeoverDecided", "TakeoverDeclined", "FailoverDecided", "SelfFenceDecided", "ResumeDecided", "SwitchoverRefused", "RecoveryDecided", "RecoveryDeclined"]);
 
 export interface Outcome {
   kind: string;
@@ -140,6 +140,10 @@ function journaledOutcomes(record: Recorded): { job: string; outcome: Outcome; r
       return record.data.jobs.map((job) => ({ job, outcome: { kind: "self-fence", code: record.data.code ?? "isolated" }, reasons: record.data.reasons }));
     case "ResumeDecided":
       return [{ job: record.data.job, outcome: { kind: "resume", code: "peer-back" }, reasons: record.data.reasons }];
+    case "RecoveryDecided":
+      return [{ job: record.data.job, outcome: { kind: "recover", code: record.data.code }, reasons: record.data.reasons }];
+    case "RecoveryDeclined":
+      return [{ job: record.data.job, outcome: { kind: "recovery-declined", code: record.data.code }, reasons: record.data.reasons }];
     case "SwitchoverRefused":
       return [{ job: record.data.job, outcome: { kind: "switchover-refused", code: failedNames(record.data.reasons) }, reasons: record.data.reasons }];
     default:
@@ -317,7 +321,17 @@ export function describe(r: Recorded): string | null {
     case "FailoverDecided":
       return `${r.data.from} moves ${r.data.job} to ${r.data.to}: ${r.data.cause}`;
     case "SelfFenceDecided":
-      return `${r.data.node} is isolated and brings out ${r.data.jobs.join(", ")} after ${r.data.graceMs} ms grace`;
+      return r.data.code === "stalled"
+        ? `${r.data.node}'s own loop stalled and its peer did not confirm ${r.data.jobs.join(", ")} still ran there: brought out at once`
+        : `${r.data.node} is isolated and brings out ${r.data.jobs.join(", ")} after ${r.data.graceMs} ms grace`;
+    case "LoopStalled":
+      return `${r.data.node}'s own loop stalled for ${r.data.stalledMs} ms (the peer may have taken its jobs over meanwhile)`;
+    case "StallChecked":
+      return `${r.data.node} asked its peer after the stall: ${r.data.answered ? `confirmed ${r.data.confirmedJobs.join(", ") || "no job"}` : "no answer in time"}${r.data.detail ? ` (${r.data.detail})` : ""}`;
+    case "RecoveryDecided":
+      return `${r.data.node} restarts ${r.data.job}, which ran there when its agent last stopped: ${r.data.code}`;
+    case "RecoveryDeclined":
+      return `${r.data.node} does not restart ${r.data.job} after its agent's restart: ${r.data.code}; brought out there`;
     case "ResumeDecided":
       return `${r.data.node} brings ${r.data.job} back in: its peer is back and never took the job over (asked to confirm first)`;
     case "AlertRaised":

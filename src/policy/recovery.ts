@@ -1,0 +1,41 @@
+import type { Reason } from "../events/ids.ts";
+import type { ClusterState } from "../projections/cluster.ts";
+import type { JobView } from "../projections/jobs.ts";
+import { verdictSinceLoss } from "../projections/membership.ts";
+import { check, input, type Decision } from "./decision.ts";
+
+/**
+ * A job this node's journal says ran here when its agent (re)started. The peer may have taken it
+ * over while this agent was down, so nothing starts it again until either the peer has said, in
+ * the hello after connecting, that it does not run it (a peer that does keeps it: reconcile), or
+ * the peer is lost and the same checks as a takeover pass: a tiebreaker verdict after the loss
+ * that confirms it, and no answer from the peer on the public network. Otherwise the job is
+ * brought out here, as a self-fence, and resumes like one once the peer is back.
+ */
+export function decideRecovery(state: ClusterState, job: JobView, _now: number): Decision | null {
+  const { membership, self } = state;
+  if (!job.recovering || job.active !== self) return null;
+  const report = membership.peerReport;
+  if (report && report.seq > membership.startedSeq) {
+    if (report.jobs.includes(job.name)) return null; // both run it: the hello's reconcile decides
+    return { kind: "recover", job: job.name, code: "peer-does-not-run-it", reasons: [input("agent-started-seq", membership.startedSeq), check("peer-runs-it", false, { peerJobs: report.jobs })] };
+  }
+  if (membership.peerStatus !== "lost") return null;
+  const verdict = verdictSinceLoss(membership);
+  if (!verdict) return null; // the agent runs the tiebreaker on PeerLost
+  const reasons: Reason[] = [
+    input("agent-started-seq", membership.startedSeq),
+    input("peer-lost-since", membership.peerSince),
+    check("tiebreaker-confirmed", verdict.verdict === "confirmed", { verdict: verdict.verdict, method: verdict.method, at: verdict.at, ...(verdict.why ? { why: verdict.why } : {}) }),
+  ];
+  const decline = (code: string): Decision => ({ kind: "recovery-declined", job: job.name, code, reasons });
+  if (verdict.verdict === "isolated") return decline("i-am-isolated");
+  if (verdict.verdict === "failed") return decline("tiebreaker-failed");
+  if (verdict.verdict !== "confirmed") return decline("tiebreaker-not-confirmed");
+  if (verdict.peerOnNetwork) {
+    const answered = verdict.peerOnNetwork.filter((p) => p.answered);
+    reasons.push(check("peer-silent-on-public-network", answered.length === 0, { answered: answered.map((p) => `${p.address}@${p.interface}`) }));
+    if (answered.length > 0) return decline("peer-alive-on-public-network");
+  }
+  return { kind: "recover", job: job.name, code: "peer-lost-confirmed", reasons };
+}
