@@ -164,6 +164,21 @@ program
   });
 
 program
+  .command("journal")
+  .description("this node's journal")
+  .command("verify [dir]")
+  .description("check the hash chain of a journal (default: this node's, with its agent stopped); exit 1 names the first bad record")
+  .addOption(configOption())
+  .addOption(nodeOption())
+  .option("--json", "machine-readable output")
+  .action(async (dir: string | undefined, o: { config: string; node?: string; json?: boolean }) => {
+    const { verifyJournalDir } = await import("./maintenance.ts");
+    const report = await verifyJournalDir(dir, o);
+    print(!!o.json, report, report.ok ? `${report.dir}: ${report.count} records, seq 1..${report.head}, hash chain verified` : `${report.dir}: CHAIN BROKEN at seq ${report.firstBad?.seq} (${report.firstBad?.problem}): ${report.firstBad?.message}; every record from there on is unverified`);
+    if (!report.ok) process.exitCode = exitCodes.failed;
+  });
+
+program
   .command("gatherinfo")
   .description("write HOSTNAME-NODE-DATE.zip: journal export, redacted config, agent log, versions, network facts")
   .addOption(configOption())

@@ -72,3 +72,24 @@ export async function clearConfig(options: { config: string; node?: string; forc
   });
   return { archivedTo: archive };
 }
+
+/** `duet journal verify [DIR]`: the journal's hash chain walked record by record, read-only. */
+export async function verifyJournalDir(dir: string | undefined, options: { config: string; node?: string }) {
+  let target = dir;
+  if (target === undefined) {
+    const { config } = await loadConfig(options.config);
+    target = join(selfNode(config, options.node).dataDir, "journal");
+  }
+  if (!(await exists(target))) throw new CliError(`journal verify: ${target}: no such directory`, exitCodes.notFound, "not-found");
+  let journal;
+  try {
+    journal = await openJournal({ dir: target, node: "verify", clock: systemClock, readOnly: true, warn: () => undefined });
+  } catch (error) {
+    throw new CliError(`journal verify: ${target}: ${(error as Error).message} (a running agent holds its journal: stop it, or verify a copy or a gatherinfo bundle with duet replay)`, exitCodes.failed, "journal-busy");
+  }
+  try {
+    return { dir: target, ...(await journal.verify()) };
+  } finally {
+    await journal.close();
+  }
+}

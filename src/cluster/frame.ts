@@ -4,30 +4,40 @@ import { Packr } from "msgpackr";
 /** Heartbeat frames are tiny; anything bigger is refused before decoding. */
 export const FRAME_MAX_BYTES = 512;
 const TAG_BYTES = 32;
-const FRAME_VERSION = 1;
+/** v2 adds the echo of the receiver's boot; v1 frames (an agent not yet upgraded) are still read. */
+const FRAME_VERSION = 2;
 /** Superseded boots of the peer remembered per link, so their captured frames stay refused. */
 export const OLD_BOOTS_KEPT = 16;
 
-export type FrameRejection = "bad-mac" | "replayed" | "malformed" | "oversized" | "unknown-peer";
+export type FrameRejection = "bad-mac" | "replayed" | "malformed" | "oversized" | "unknown-peer" | "unconfirmed";
 export type OpenedFrame = { ok: true; from: string; sentAt: number } | { ok: false; reason: FrameRejection };
 
 const packr = new Packr({ useRecords: false });
 
 /**
- * Authenticated heartbeat frames: msgpackr [version, cluster, from, link, boot, seq, sentAt] then an
- * HMAC-SHA256 tag over those bytes with the cluster key. A frame is accepted once: within one boot of
- * the sender its seq must grow; a new boot must send a frame newer (by the sender's clock) than the
- * last accepted, and frames of a superseded boot are refused for good.
+ * Authenticated heartbeat frames: msgpackr [version, cluster, from, link, boot, seq, sentAt, echo]
+ * then an HMAC-SHA256 tag over those bytes with the cluster key. A frame is accepted once: within
+ * one boot of the sender its seq must grow; a new boot must send a frame newer (by the sender's
+ * clock) than the last accepted, and frames of a superseded boot are refused for good.
+ *
+ * Those rules live in memory, so after the receiver restarts they would accept frames captured
+ * before: `echo` is the receiver's boot as the sender last heard it, and a frame that does not echo
+ * the receiver's current boot is refused ("unconfirmed"). It cannot have been made before this
+ * boot began, whatever the clocks say. A restart costs an interval or two: the peer must hear the
+ * new boot first (learnt from any authentic frame, even one refused) before it echoes it.
  */
 export function createFrameCodec(options: { cluster: string; self: string; peer: string; key: Buffer; boot: string }) {
   let seq = 0;
+  /** The peer's boot as its last authentic frame gave it: what this node's frames echo. */
+  let peerBoot = "";
+  let peerBootSentAt = -1;
   const seen = new Map<string, { boot: string; seq: number; sentAt: number; oldBoots: string[] }>();
   const tag = (bytes: Uint8Array) => createHmac("sha256", options.key).update(bytes).digest();
 
   return {
     seal(link: string, sentAt: number): Buffer {
       seq += 1;
-      const body = packr.pack([FRAME_VERSION, options.cluster, options.self, link, options.boot, seq, sentAt]);
+      const body = packr.pack([FRAME_VERSION, options.cluster, options.self, link, options.boot, seq, sentAt, peerBoot]);
       return Buffer.concat([body, tag(body)]);
     },
     open(bytes: Buffer, link: string): OpenedFrame {
@@ -41,9 +51,9 @@ export function createFrameCodec(options: { cluster: string; self: string; peer:
       } catch {
         return { ok: false, reason: "malformed" };
       }
-      if (!Array.isArray(fields) || fields.length !== 7) return { ok: false, reason: "malformed" };
-      const [version, cluster, from, frameLink, boot, frameSeq, sentAt] = fields as unknown[];
-      if (version !== FRAME_VERSION || typeof from !== "string" || typeof boot !== "string" || !Number.isSafeInteger(frameSeq) || !Number.isSafeInteger(sentAt))
+      if (!Array.isArray(fields) || !((fields[0] === 1 && fields.length === 7) || (fields[0] === FRAME_VERSION && fields.length === 8))) return { ok: false, reason: "malformed" };
+      const [version, cluster, from, frameLink, boot, frameSeq, sentAt, echo] = fields as unknown[];
+      if (typeof from !== "string" || typeof boot !== "string" || !Number.isSafeInteger(frameSeq) || !Number.isSafeInteger(sentAt) || (version === FRAME_VERSION && typeof echo !== "string"))
         return { ok: false, reason: "malformed" };
       if (cluster !== options.cluster || from !== options.peer) return { ok: false, reason: "unknown-peer" };
       // A frame captured on one link and replayed on another is still a replay.
@@ -55,6 +65,13 @@ export function createFrameCodec(options: { cluster: string; self: string; peer:
         if (boot === last.boot && n <= last.seq) return { ok: false, reason: "replayed" };
         if (boot !== last.boot && (t <= last.sentAt || last.oldBoots.includes(boot))) return { ok: false, reason: "replayed" };
       }
+      // Authentic, not a known replay, and the newest by the peer's clock (old frames replayed after a
+      // restart must not make this node echo a past boot): what this node echoes from now on.
+      if (t > peerBootSentAt) {
+        peerBoot = boot;
+        peerBootSentAt = t;
+      }
+      if (version === FRAME_VERSION && echo !== options.boot) return { ok: false, reason: "unconfirmed" };
       const oldBoots = !last ? [] : boot === last.boot ? last.oldBoots : [last.boot, ...last.oldBoots].slice(0, OLD_BOOTS_KEPT);
       seen.set(link, { boot, seq: n, sentAt: Math.max(t, last?.sentAt ?? 0), oldBoots });
       return { ok: true, from, sentAt: sentAt as number };

@@ -6,6 +6,11 @@ import { createFrameCodec, type FrameRejection } from "./frame.ts";
 
 /** Rejected frames are journaled at most once per link and reason in this window, with a count. */
 export const REJECTION_REPORT_INTERVAL_MS = 10_000;
+/**
+ * Frames that do not yet echo this node's boot: one or two per link after either side starts are
+ * the normal handshake; more in one window are worth a record (a replay of captured frames).
+ */
+export const UNCONFIRMED_REPORTED_FROM = 5;
 export const TCP_LINK = "tcp";
 export const DETECTOR_TICK_MS = 100;
 
@@ -99,6 +104,10 @@ export async function startHeartbeat(options: HeartbeatOptions) {
     const events: DuetEvent[] = [];
     for (const entry of pending.values()) {
       if (entry.count === 0 || (!force && now - entry.reportedAt < REJECTION_REPORT_INTERVAL_MS)) continue;
+      if (entry.reason === "unconfirmed" && entry.count < UNCONFIRMED_REPORTED_FROM) {
+        if (now - entry.sinceAt >= REJECTION_REPORT_INTERVAL_MS) Object.assign(entry, { count: 0, sinceAt: now });
+        continue;
+      }
       events.push({ type: "FramesRejected", data: { node: options.self, link: entry.link, count: entry.count, reason: entry.reason, sinceAt: entry.sinceAt } });
       entry.count = 0;
       entry.reportedAt = now;

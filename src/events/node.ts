@@ -66,7 +66,7 @@ export const nodeEvents = {
   /** Frames that failed authentication or replayed an old sequence; journaled at a bounded rate. */
   FramesRejected: {
     v: 1,
-    data: z.strictObject({ node: nodeId, link: linkId, count: z.number().int().positive(), reason: z.enum(["bad-mac", "replayed", "malformed", "oversized", "unknown-peer"]), sinceAt: millis }),
+    data: z.strictObject({ node: nodeId, link: linkId, count: z.number().int().positive(), reason: z.enum(["bad-mac", "replayed", "malformed", "oversized", "unknown-peer", "unconfirmed"]), sinceAt: millis }),
   },
   /** The node cannot confirm it is connected while it has lost the peer: it brings its jobs out. */
   /** code: isolated (cut off from peer and ping targets) or stalled (this agent's loop stalled); absent in older journals: isolated. */

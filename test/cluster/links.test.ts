@@ -3,16 +3,22 @@ import { createSocket } from "node:dgram";
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import type { DuetEvent } from "../../src/events/catalogue.ts";
-import { createFrameCodec } from "../../src/cluster/frame.ts";
+import { createFrameCodec, type FrameCodec } from "../../src/cluster/frame.ts";
 import { startHeartbeat, type Heartbeat } from "../../src/cluster/heartbeat.ts";
 import { systemClock, systemTimers } from "../../src/world/clock.ts";
 import { udpTransport } from "../../src/world/transport.ts";
 
 const key = randomBytes(32);
-const codecs = (boot = "boot-1") => ({
-  a: createFrameCodec({ cluster: "c", self: "a", peer: "b", key, boot }),
-  b: createFrameCodec({ cluster: "c", self: "b", peer: "a", key, boot: "boot-b" }),
-});
+/** A sender's frames are accepted only once it has heard the receiver's boot (it echoes it). */
+const hears = (sender: FrameCodec, receiver: FrameCodec, at = 1) => sender.open(receiver.seal("hello", at), "hello");
+const codecs = (boot = "boot-1") => {
+  const pair = {
+    a: createFrameCodec({ cluster: "c", self: "a", peer: "b", key, boot }),
+    b: createFrameCodec({ cluster: "c", self: "b", peer: "a", key, boot: "boot-b" }),
+  };
+  hears(pair.a, pair.b);
+  return pair;
+};
 
 describe("heartbeat frames", () => {
   it("a sealed frame opens once; a replay, another link or another key is refused", () => {
@@ -28,14 +34,34 @@ describe("heartbeat frames", () => {
   it("a restarted peer is believed, and frames of its previous boot stay refused", () => {
     const { b } = codecs();
     const first = createFrameCodec({ cluster: "c", self: "a", peer: "b", key, boot: "boot-1" });
+    hears(first, b);
     const captured = first.seal("lan", 1000);
     expect(b.open(first.seal("lan", 1500), "lan").ok).toBe(true);
     const second = createFrameCodec({ cluster: "c", self: "a", peer: "b", key, boot: "boot-2" });
+    hears(second, b);
     expect(b.open(second.seal("lan", 2000), "lan").ok).toBe(true);
     expect(b.open(captured, "lan")).toEqual({ ok: false, reason: "replayed" });
     const old = createFrameCodec({ cluster: "c", self: "a", peer: "b", key, boot: "boot-1" });
+    hears(old, b);
     for (let i = 0; i < 5; i++) old.seal("lan", 0);
     expect(b.open(old.seal("lan", 3000), "lan")).toEqual({ ok: false, reason: "replayed" });
+  });
+
+  it("frames captured before the receiver restarted are refused after it restarts; the live peer is believed within a frame", () => {
+    const a = createFrameCodec({ cluster: "c", self: "a", peer: "b", key, boot: "a-1" });
+    const before = createFrameCodec({ cluster: "c", self: "b", peer: "a", key, boot: "b-1" });
+    hears(a, before);
+    const captured = [1000, 1500, 2000].map((t) => a.seal("lan", t));
+    for (const frame of captured) expect(before.open(frame, "lan").ok).toBe(true);
+    // b's agent restarts: its memory of a's frames is gone, its boot is new.
+    const after = createFrameCodec({ cluster: "c", self: "b", peer: "a", key, boot: "b-2" });
+    for (const frame of captured) expect(after.open(frame, "lan")).toEqual({ ok: false, reason: "unconfirmed" });
+    // The real a hears b's new boot from b's next frame, and its frames are believed again.
+    expect(a.open(after.seal("lan", 2100), "lan").ok).toBe(true);
+    expect(after.open(a.seal("lan", 2200), "lan")).toEqual({ ok: true, from: "a", sentAt: 2200 });
+    // Old frames replayed to a after that do not make it echo b's old boot.
+    expect(a.open(before.seal("lan", 500), "lan").ok).toBe(false);
+    expect(after.open(a.seal("lan", 2300), "lan").ok).toBe(true);
   });
 
   it("garbage, oversized and foreign-cluster frames are refused without throwing", () => {

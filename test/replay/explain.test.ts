@@ -149,3 +149,36 @@ describe("a journal edited to contradict the policy", () => {
     expect(output).toMatch(/the decision names policy manual, but the job's definition in this journal says unconditional/);
   });
 });
+
+describe("a journal whose hash chain is broken", () => {
+  it("replay exits 1 and marks every record from the break on UNVERIFIED; duet journal verify names the seq", async () => {
+    const { dirs } = await writePair(fresh(), [...upThenCrash("unconditional"), fenceWait, { on: "b", decide: true }, { on: "b", fact: { type: "JobBroughtIn", data: { job: "web", node: "b" } } }]);
+    const { rawEvents } = await import("../journal/helpers.ts");
+    const { decodeEnvelope, encodeEnvelope, seqKey } = await import("../../src/journal/envelope.ts");
+    // Someone edits the takeover's reasons after the fact, leaving the record well-formed.
+    const raw = await rawEvents(dirs.b);
+    let edited = 0;
+    try {
+      for await (const [key, value] of raw.events.iterator()) {
+        const envelope = decodeEnvelope(value);
+        if (envelope.type !== "TakeoverDecided") continue;
+        edited = envelope.seq;
+        await raw.events.put(seqKey(envelope.seq), encodeEnvelope({ ...envelope, data: { ...(envelope.data as object), reasons: [] } }));
+        void key;
+      }
+    } finally {
+      await raw.db.close();
+    }
+    expect(edited).toBeGreaterThan(0);
+    const { output, exitCode } = await runReplay([dirs.a, dirs.b]);
+    expect(exitCode).toBe(1);
+    expect(output).toMatch(/CHAIN BROKEN/);
+    expect(output).toMatch(/\[b\] UNVERIFIED b takes web over from a/);
+    expect(output).toMatch(new RegExp(`UNVERIFIED \\(at or after the break in b's hash chain at seq ${edited}`));
+    expect(output).not.toMatch(/why: takeover \(takeover\) of job web on b[^]*re-checked: the policy reaches the same decision/);
+    const json = JSON.parse((await runReplay([dirs.b], { json: true })).output) as { explanations: { unverified?: string }[] };
+    expect(json.explanations[0]!.unverified).toMatch(/hash chain/);
+    const { verifyJournalDir } = await import("../../src/cli/maintenance.ts");
+    expect(await verifyJournalDir(dirs.b, { config: "/nonexistent" })).toMatchObject({ ok: false, firstBad: { seq: edited, problem: "edited" } });
+  });
+});

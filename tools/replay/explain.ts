@@ -62,6 +62,8 @@ export interface Explanation {
   code: string;
   reasons: Reason[];
   chain: CausalChain;
+  /** Set when the record lies at or after a break in its journal's hash chain: it may have been edited. */
+  unverified?: string;
   recheck: {
     matches: boolean;
     replayed: Outcome | null;

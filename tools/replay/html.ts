@@ -134,8 +134,9 @@ export function renderHtml(merged: readonly Recorded[], explanations: readonly E
     : `<p class="ok">${explanations.length} automatic decision(s), each reached again by the policy on the replayed journal.</p>`;
   const details = explanations
     .map((e) => {
-      const title = `${e.kind} (${e.code}) of job ${e.job} on ${e.node} at ${e.time}${e.recheck.matches ? "" : " — MISMATCH"}`;
-      return `<details${e.recheck.matches ? "" : " open"}><summary class="${e.recheck.matches ? "ok" : "bad"}">${escapeHtml(title)}</summary><pre>${escapeHtml(renderExplanation(e).join("\n"))}</pre></details>`;
+      const sound = e.recheck.matches && !e.unverified;
+      const title = `${e.kind} (${e.code}) of job ${e.job} on ${e.node} at ${e.time}${e.recheck.matches ? "" : " — MISMATCH"}${e.unverified ? " — UNVERIFIED (hash chain broken)" : ""}`;
+      return `<details${sound ? "" : " open"}><summary class="${sound ? "ok" : "bad"}">${escapeHtml(title)}</summary><pre>${escapeHtml(renderExplanation(e).join("\n"))}</pre></details>`;
     })
     .join("\n");
   const notable = merged.flatMap((r) => {

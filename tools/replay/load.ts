@@ -13,7 +13,7 @@ export interface LoadedJournal {
   source: string;
   records: Recorded[];
   /** The chain check of the source; replay reports a broken chain but still shows what it can. */
-  verified: { ok: boolean; message?: string };
+  verified: { ok: boolean; message?: string; firstBadSeq?: number };
 }
 
 /** Bounds what replay holds in memory: a forensic read, not a bulk export. */
@@ -51,7 +51,7 @@ async function readDirectory(dir: string, source: string): Promise<LoadedJournal
       // A broken record ends the readable history; verify() already names it.
     }
     const node = records.find((r) => r.type === "AgentStarted")?.node ?? records[0]?.node ?? "unknown";
-    return { node, source, records, verified: report.ok ? { ok: true } : { ok: false, message: report.firstBad?.message ?? "verification failed" } };
+    return { node, source, records, verified: report.ok ? { ok: true } : { ok: false, message: report.firstBad?.message ?? "verification failed", firstBadSeq: report.firstBad?.seq ?? 1 } };
   } finally {
     await journal.close();
   }
@@ -63,7 +63,7 @@ async function readExport(file: string, source: string): Promise<LoadedJournal> 
     const check = await verifyExport(file);
     await importJournal(file, join(dir, "journal"), "replay-import");
     const loaded = await readDirectory(join(dir, "journal"), source);
-    return check.ok ? loaded : { ...loaded, verified: { ok: false, message: check.firstBad?.message ?? "export failed verification" } };
+    return check.ok ? loaded : { ...loaded, verified: { ok: false, message: check.firstBad?.message ?? "export failed verification", firstBadSeq: check.firstBad?.seq ?? 1 } };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

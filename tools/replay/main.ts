@@ -1,5 +1,5 @@
 import { writeFile } from "node:fs/promises";
-import { explainJournals } from "./explain.ts";
+import { explainJournals, type Explanation } from "./explain.ts";
 import { foldProblems, type NodeJournal } from "./fold.ts";
 import { renderHtml } from "./html.ts";
 import { loadJournal, type LoadedJournal } from "./load.ts";
@@ -14,7 +14,7 @@ export interface ReplayOptions {
   html?: string;
 }
 
-/** `duet replay`: exit 0 when every decision re-checks, 1 on any mismatch, 2 on unreadable input. */
+/** `duet replay`: exit 0 when every decision re-checks, 1 on any mismatch or broken hash chain, 2 on unreadable input. */
 export async function runReplay(paths: string[], options: ReplayOptions = {}): Promise<{ output: string; exitCode: number }> {
   if (paths.length === 0) return { output: "replay: expected one or two journals (directories, exports or gatherinfo bundles), got none", exitCode: 2 };
   const at = parseAt(options.at);
@@ -27,9 +27,10 @@ export async function runReplay(paths: string[], options: ReplayOptions = {}): P
   }
   const journals: NodeJournal[] = loaded.map((j) => ({ node: j.node, events: j.records }));
   const merged = mergeJournals(loaded).map((e) => e.record);
-  const explanations = explainJournals(journals);
+  const explanations = markUnverified(explainJournals(journals), loaded);
   const problems = foldProblems(journals);
-  const exitCode = explanations.some((e) => !e.recheck.matches) ? 1 : 0;
+  const broken = loaded.some((j) => !j.verified.ok);
+  const exitCode = broken || explanations.some((e) => !e.recheck.matches) ? 1 : 0;
   if (options.html) {
     try {
       await writeFile(options.html, renderHtml(merged, explanations, journals));
@@ -51,7 +52,21 @@ export async function runReplay(paths: string[], options: ReplayOptions = {}): P
   for (const j of loaded) preface.push(`journal of ${j.node}: ${j.records.length} records from ${j.source}${j.verified.ok ? ", hash chain verified" : ", CHAIN BROKEN"}`);
   preface.push("");
   if (at !== undefined) preface.push(...stateAt(journals, at).split("\n"), "");
-  return { output: renderTimeline(merged, explanations, preface), exitCode };
+  return { output: renderTimeline(merged, explanations, preface, unverifiedFrom(loaded)), exitCode };
+}
+
+/** Per node, the first seq that the hash chain no longer vouches for. */
+function unverifiedFrom(loaded: readonly LoadedJournal[]): Map<string, number> {
+  return new Map(loaded.filter((j) => !j.verified.ok).map((j) => [j.node, j.verified.firstBadSeq ?? 1]));
+}
+
+/** A decision at or after a break in its journal's chain is not re-checked as if it were sound. */
+function markUnverified(explanations: Explanation[], loaded: readonly LoadedJournal[]): Explanation[] {
+  const from = unverifiedFrom(loaded);
+  return explanations.map((e) => {
+    const first = from.get(e.node);
+    return first !== undefined && e.seq >= first ? { ...e, unverified: `at or after the break in ${e.node}'s hash chain at seq ${first}: this record may have been edited` } : e;
+  });
 }
 
 /** --at as epoch ms or an ISO time; a string is the error to print. */

@@ -65,7 +65,7 @@ export function stateAt(journals: readonly NodeJournal[], at: number): string {
  * journal, the caller's preface (sources, --at state), one line per notable fact with its time
  * relative to the first record, then every decision explained as an indented tree.
  */
-export function renderTimeline(merged: readonly Recorded[], explanations: readonly Explanation[], preface: readonly string[] = []): string {
+export function renderTimeline(merged: readonly Recorded[], explanations: readonly Explanation[], preface: readonly string[] = [], unverifiedFrom: ReadonlyMap<string, number> = new Map()): string {
   const lines: string[] = [];
   const mismatches = explanations.filter((e) => !e.recheck.matches);
   if (mismatches.length > 0) {
@@ -80,7 +80,8 @@ export function renderTimeline(merged: readonly Recorded[], explanations: readon
   for (const record of merged) {
     const text = describe(record);
     if (!text) continue;
-    const mark = bad.has(`${record.node}#${record.seq}`) ? "MISMATCH " : "";
+    const brokenFrom = unverifiedFrom.get(record.node);
+    const mark = `${bad.has(`${record.node}#${record.seq}`) ? "MISMATCH " : ""}${brokenFrom !== undefined && record.seq >= brokenFrom ? "UNVERIFIED " : ""}`;
     lines.push(`  ${clock(record.at)}  ${relative(record.at - first)}  [${record.node}] ${mark}${text}`);
   }
   lines.push("");
@@ -93,11 +94,13 @@ export function renderTimeline(merged: readonly Recorded[], explanations: readon
 export function renderExplanation(e: Explanation): string[] {
   const c = e.chain;
   const r = e.recheck;
-  const verdict = r.matches
+  const verdict = e.unverified
+    ? `UNVERIFIED (${e.unverified}): not re-checked as sound`
+    : r.matches
     ? `re-checked: the policy reaches the same decision on the state at seq ${r.basisSeq}${r.note ? ` (${r.note})` : ""}`
     : `MISMATCH: replaying the policy gives ${r.replayed ? `${r.replayed.kind} (${r.replayed.code})` : "no decision"}, the journal says ${r.journaled.kind} (${r.journaled.code})`;
   const lines = [`why: ${e.kind} (${e.code}) of job ${e.job} on ${e.node} at ${e.time} (seq ${e.seq})`];
-  if (!r.matches) lines.push(`  ${verdict}`);
+  if (!r.matches || e.unverified) lines.push(`  ${verdict}`);
   lines.push(`  links on ${e.node}:${c.links.length === 0 ? " none known" : ""}`);
   for (const l of c.links)
     lines.push(`    ${l.link} (${l.kind}) ${l.up ? "up" : "down"} since ${clock(l.since)}${l.lastHeardAt === null ? "" : `, last frame ${clock(l.lastHeardAt)}`}`);
