@@ -3,6 +3,7 @@ import { resourceSpec, restartSpec } from "../resources/spec.ts";
 import { takeoverPolicy } from "../events/job.ts";
 import { passwordHashPattern } from "./secrets.ts";
 import { DEFAULT_API_PORT, DEFAULT_DATA_DIR } from "./self.ts";
+import { durationMs } from "./duration.ts";
 
 /**
  * The config file of a two-node cluster, identical on both nodes. Lists, never maps keyed by
@@ -11,7 +12,7 @@ import { DEFAULT_API_PORT, DEFAULT_DATA_DIR } from "./self.ts";
 const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "expected a name of letters, digits, '_', '.' or '-' (at most 64, starting with a letter or digit)");
 const address = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}$|^[0-9a-fA-F:]+$/, "expected an IP address like 10.0.0.1");
 const port = z.number().int().min(1, "expected a port 1..65535").max(65535, "expected a port 1..65535");
-const ms = z.number().int().positive("expected a positive number of milliseconds");
+const ms = durationMs(1);
 /** An address pinged by ICMP (needs iputils' ping), or tcp:HOST:PORT, probed in-process (see TcpReach). */
 const pingTarget = z.string().regex(/^(?!tcp:)(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.:-]+)$|^tcp:(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "expected an address like 10.0.0.254 (ICMP) or tcp:10.0.0.254:53 (a TCP connect; a refusal counts as an answer)");
 const absolutePath = z.string().regex(/^\//, "expected an absolute path like /var/lib/duet");
@@ -52,7 +53,7 @@ export const jobSpec = z.strictObject({
   syncMaxMiBps: z.number().positive("expected MiB per second, more than 0").optional(),
   snapshots: z
     .strictObject({
-      intervalMs: ms.optional(),
+      intervalMs: durationMs(60_000).optional(),
       /** Local time of day the schedule starts from, like 02:00. */
       firstAt: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, "expected a time of day like 02:00").optional(),
       keep: z.number().int().min(1).max(10_000).default(SNAPSHOTS_KEPT_DEFAULT),
@@ -72,8 +73,8 @@ export const configSchema = z.strictObject({
   ports: z.strictObject({ api: port.default(DEFAULT_PORTS.api), peer: port.default(DEFAULT_PORTS.peer) }).default(DEFAULT_PORTS),
   heartbeat: z
     .strictObject({
-      intervalMs: ms.default(DEFAULT_HEARTBEAT.intervalMs),
-      deadtimeMs: ms.default(DEFAULT_HEARTBEAT.deadtimeMs),
+      intervalMs: durationMs(50).default(DEFAULT_HEARTBEAT.intervalMs),
+      deadtimeMs: durationMs(150).default(DEFAULT_HEARTBEAT.deadtimeMs),
       /** Silence after which an active node checks it is not the one cut off. Absent: as late as still lets it fence itself by the deadtime (see defaultSuspectMs). */
       suspectMs: ms.optional(),
       /** Absent: one link "lan" on port 7340 over the node addresses. */
@@ -82,9 +83,9 @@ export const configSchema = z.strictObject({
     .default({ intervalMs: DEFAULT_HEARTBEAT.intervalMs, deadtimeMs: DEFAULT_HEARTBEAT.deadtimeMs }),
   tiebreaker: z
     .strictObject({
-      ping: z.strictObject({ targets: z.array(pingTarget).min(1, "expected at least one ping target"), mode: z.enum(["any", "all"]).default("any"), timeoutMs: ms.default(DEFAULT_PING_TIMEOUT_MS) }).optional(),
-      fence: z.strictObject({ command: z.array(z.string().min(1)).min(1, "expected a command as a list"), timeoutMs: ms.default(30_000) }).optional(),
-      selfFenceGraceMs: z.number().int().nonnegative().default(0),
+      ping: z.strictObject({ targets: z.array(pingTarget).min(1, "expected at least one ping target"), mode: z.enum(["any", "all"]).default("any"), timeoutMs: durationMs(50).default(DEFAULT_PING_TIMEOUT_MS) }).optional(),
+      fence: z.strictObject({ command: z.array(z.string().min(1)).min(1, "expected a command as a list"), timeoutMs: durationMs(100).default(30_000) }).optional(),
+      selfFenceGraceMs: durationMs(0).default(0),
     })
     .default({ selfFenceGraceMs: 0 }),
   jobs: z.array(jobSpec).default([]),

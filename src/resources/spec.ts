@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { resourceName } from "../events/ids.ts";
+import { durationMs } from "../config/duration.ts";
 
 /**
  * How a job's resources are written in the config. Defined once here, so the config loader
@@ -16,7 +17,7 @@ const argv = z.array(z.string().min(1)).min(1, "expected a command as a list lik
 const cidr = z.string().regex(/^(\d{1,3}\.){3}\d{1,3}\/\d{1,2}$|^[0-9a-fA-F:]+\/\d{1,3}$/, "expected CIDR like 10.0.0.10/24");
 const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "expected host:port like 127.0.0.1:8080");
 const interfaceName = z.string().regex(/^[A-Za-z0-9_.:@-]{1,15}$/, "expected an interface name like eth0");
-const ms = z.number().int().positive();
+const ms = durationMs(10);
 
 export const vipSpec = z.strictObject({
   address: cidr,
@@ -55,7 +56,7 @@ const common = {
   name: resourceName,
   startTimeoutMs: ms.default(20_000),
   stopTimeoutMs: ms.default(20_000),
-  monitor: z.strictObject({ intervalMs: ms.default(5_000), timeoutMs: ms.default(10_000) }).default({ intervalMs: 5_000, timeoutMs: 10_000 }),
+  monitor: z.strictObject({ intervalMs: durationMs(100).default(5_000), timeoutMs: ms.default(10_000) }).default({ intervalMs: 5_000, timeoutMs: 10_000 }),
 };
 
 /** Exactly one kind key per resource, like `- name: web\n  process: {...}`. */
@@ -78,5 +79,5 @@ export function kindOf(spec: ResourceSpec): ResourceKindName {
 }
 
 /** Restarts in place before the job fails over: at most `max` monitor failures inside `windowMs`. */
-export const restartSpec = z.strictObject({ max: z.number().int().min(0).max(100).default(3), windowMs: ms.default(300_000) });
+export const restartSpec = z.strictObject({ max: z.number().int().min(0).max(100).default(3), windowMs: durationMs(1000).default(300_000) });
 export type RestartSpec = z.infer<typeof restartSpec>;
