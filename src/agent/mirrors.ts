@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { isAbsolute, join, resolve as resolvePath } from "node:path";
 import { Packr } from "msgpackr";
 import type { DuetEvent, Recorded } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
@@ -667,12 +667,32 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
    * this node's data starts a new generation of unknown extent, so the next session resyncs all of
    * it, from here if the job is brought in here, or gray if the peer runs it.
    */
+  /**
+   * A restore target, normalized, that is neither inside a mirrored path (the replica would change
+   * under the applier, or the source under capture) nor inside a snapshot directory (a snapshot
+   * must never change; restoring a snapshot into itself recursed until ENAMETOOLONG).
+   */
+  function restoreTarget(to: string): string {
+    if (to.includes("\u0000")) throw new ControlError("bad-request", 400, "to: a path may not contain a NUL byte");
+    if (!isAbsolute(to)) throw new ControlError("bad-request", 400, `to: expected an absolute directory, got ${JSON.stringify(to)}`);
+    const target = resolvePath(to);
+    const within = (dir: string) => target === dir || target.startsWith(`${dir}/`);
+    for (const [name, paths] of roots) {
+      const mirrored = paths.find((p) => within(resolvePath(p)));
+      if (mirrored) throw new ControlError("bad-request", 400, `to: ${target} is inside ${mirrored}, a mirrored path of job ${name}; restore into a directory outside every mirror`);
+      const snapshots = resolvePath(snapshotDir(paths));
+      if (within(snapshots)) throw new ControlError("bad-request", 400, `to: ${target} is inside ${snapshots}, where job ${name}'s snapshots are kept (they never change); restore elsewhere`);
+    }
+    return target;
+  }
+
   async function restoreSnapshot(job: string, name: string, to: string | undefined, by: string): Promise<{ seq: number }> {
     const store = snapshotStores.get(job);
     if (!store) throw new ControlError("not-mirrored", 409, `job ${job} has no mirrored paths`);
     const state = host.state().jobs.get(job);
     if (to === undefined && (sources.has(job) || (state && state.phase !== "out")))
       throw new ControlError("job-not-out", 409, `job ${job} is ${state?.phase ?? "running"}${state?.active ? ` on ${state.active}` : ""}; bring it out before restoring in place (or restore --to a directory)`);
+    if (to !== undefined) to = restoreTarget(to);
     try {
       await serialApply(job, () => store.restore(name, { to, by }));
     } catch (error) {

@@ -152,7 +152,11 @@ export function createSnapshots(options: { job: string; node: string; roots: rea
       const info = (await store.list()).find((s) => s.name === name);
       if (!info) throw new SnapshotError(`snapshot ${JSON.stringify(name)} of ${options.job} not found on ${options.node} (duet snapshot list ${options.job})`, "not-found");
       if (restoreOptions.to !== undefined) {
-        const present = await readdir(restoreOptions.to).catch((e: NodeJS.ErrnoException) => (e.code === "ENOENT" ? [] : Promise.reject(e)));
+        const present = await readdir(restoreOptions.to).catch((e: NodeJS.ErrnoException) => {
+          if (e.code === "ENOENT") return [];
+          if (e.code === "ENOTDIR") throw new SnapshotError(`restore target ${restoreOptions.to} is a file; give a new or empty directory`);
+          throw new SnapshotError(`restore target ${restoreOptions.to}: ${e.message}`);
+        });
         if (present.length > 0) throw new SnapshotError(`restore target ${restoreOptions.to} is not empty; give a new or empty directory`);
       }
       for (const [i, root] of options.roots.entries()) await copyTree(join(options.dir, name, String(i)), restoreOptions.to === undefined ? root : join(restoreOptions.to, String(i)));
