@@ -28,7 +28,7 @@ import { createMirrors } from "./mirrors.ts";
 import { createReactor } from "./reactor.ts";
 import { jobDefinitionEvents } from "./definitions.ts";
 import type { Logger } from "./log.ts";
-import { writeGatherinfo } from "./gatherinfo.ts";
+import { GATHERINFO_KEPT, writeGatherinfo } from "./gatherinfo.ts";
 import { DUET_VERSION } from "./package-info.ts";
 
 
@@ -336,7 +336,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       gatherinfo: async () => {
         const outDir = join(dataDir, "gatherinfo");
         await mkdir(outDir, { recursive: true, mode: 0o700 });
-        return writeGatherinfo({ journal, configFile: options.configFile, logFile: join(dataDir, "agent.log"), node: me.name, version: DUET_VERSION, outDir, now: world.clock.now() });
+        return writeGatherinfo({ journal, configFile: options.configFile, logFile: join(dataDir, "agent.log"), node: me.name, version: DUET_VERSION, outDir, now: world.clock.now(), keep: GATHERINFO_KEPT });
       },
     };
     const cliToken = randomBytes(32).toString("base64url");

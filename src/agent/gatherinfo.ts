@@ -30,7 +30,12 @@ export interface GatherinfoInput {
   version: string;
   outDir: string;
   now: number;
+  /** Keep at most this many bundles of this node in outDir, the newest (the agent's own directory); absent: keep all. */
+  keep?: number;
 }
+
+/** Bundles the agent keeps in DATADIR/gatherinfo: each holds the whole journal export. */
+export const GATHERINFO_KEPT = 3;
 
 /**
  * A support bundle, HOSTNAME-DATE.zip: a verifiable journal export (replay reads the bundle as is),
@@ -63,10 +68,18 @@ export async function writeGatherinfo(input: GatherinfoInput): Promise<{ file: s
     await writeFile(`${file}.partial`, zip, { mode: 0o600 });
     const { rename } = await import("node:fs/promises");
     await rename(`${file}.partial`, file);
+    if (input.keep !== undefined) await pruneBundles(input.outDir, input.node, input.keep);
     return { file, bytes: zip.length };
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** The oldest of this node's bundles in `dir` beyond `keep` are removed (names sort by their time). */
+async function pruneBundles(dir: string, node: string, keep: number): Promise<void> {
+  const { readdir } = await import("node:fs/promises");
+  const mine = (await readdir(dir)).filter((f) => f.startsWith(`${hostname()}-${node}-`) && f.endsWith(".zip")).sort();
+  for (const old of mine.slice(0, Math.max(0, mine.length - keep))) await rm(join(dir, old), { force: true });
 }
 
 async function tail(file: string, maxBytes: number): Promise<Buffer> {

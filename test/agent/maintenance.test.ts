@@ -72,3 +72,24 @@ describe("config clear", () => {
     expect(archived.records.at(-1)).toMatchObject({ type: "ConfigCleared", data: { node: "a", by: "root", forced: true } });
   });
 });
+
+describe("bundles the agent writes into its data directory", () => {
+  it("keep only the newest few: four calls leave three", async () => {
+    const { writeGatherinfo, GATHERINFO_KEPT } = await import("../../src/agent/gatherinfo.ts");
+    const { readdir } = await import("node:fs/promises");
+    const journal = await openJournal({ dir: join(dir, "bundles-journal"), node: "a", clock: systemClock });
+    await journal.append([{ type: "AlertRaised", data: { node: "a", code: "test", message: "one record" } }]);
+    const outDir = join(dir, "agent-gatherinfo");
+    const { mkdir } = await import("node:fs/promises");
+    await mkdir(outDir, { recursive: true });
+    try {
+      const written: string[] = [];
+      for (let i = 0; i < 4; i++) written.push((await writeGatherinfo({ journal, configFile, logFile: join(dir, "none.log"), node: "a", version: "t", outDir, now: Date.UTC(2026, 0, 1, 0, 0, i), keep: GATHERINFO_KEPT })).file);
+      const left = (await readdir(outDir)).filter((f) => f.endsWith(".zip")).sort();
+      expect(left).toHaveLength(GATHERINFO_KEPT);
+      expect(left.map((f) => join(outDir, f))).toEqual(written.slice(1));
+    } finally {
+      await journal.close();
+    }
+  }, 30_000);
+});

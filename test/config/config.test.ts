@@ -178,6 +178,33 @@ describe("duet init", () => {
 });
 
 describe("redaction for support bundles", () => {
+  const config = `# shop's pair
+cluster: { name: shop, keyFile: /etc/duet/cluster.key }
+jobs:
+  - name: db
+    resources:
+      - name: app
+        process:
+          command: [/usr/bin/app, --password=hunter2, --api-token, tok-123, --port=5432, --verbose]
+          env: { DB_PASSWORD: pw-1, PGPASSWORD: pw-2, API_TOKEN: tok-2, AWS_SECRET_ACCESS_KEY: aws-3, DATABASE_URL: "postgres://shop:pw-4@db:5432/shop", LANG: C.UTF-8 }
+      - name: pg
+        ocf: { agent: heartbeat/pgsql, params: { OCF_RESKEY_password: pw-5, OCF_RESKEY_pgport: "5432" } }
+users:
+  - { name: admin, role: admin, passwordHash: "scrypt$16384$8$1$c2FsdA==$aGFzaA==" }
+`;
+  const secrets = ["hunter2", "tok-123", "pw-1", "pw-2", "tok-2", "aws-3", "pw-4", "pw-5", "scrypt$16384"];
+  const kept = ["# shop's pair", "/etc/duet/cluster.key", "--port=5432", "--verbose", "LANG: C.UTF-8", "OCF_RESKEY_pgport", "postgres://shop:<redacted>@db:5432/shop", "--password=<redacted>", "--api-token"];
+
+  it.each(secrets)("removes %s, wherever it sits", (secret) => {
+    expect(redactConfigText(config)).not.toContain(secret);
+  });
+  it.each(kept)("keeps %s", (part) => {
+    expect(redactConfigText(config)).toContain(part);
+  });
+  it("a file that does not parse is left out rather than guessed at", () => {
+    expect(redactConfigText("users: [ {name: x, passwordHash: s3cr3t\n")).not.toContain("s3cr3t");
+  });
+
   it("removes every password hash, in block and flow style, and keeps the rest", async () => {
     const dir = await tempDir();
     const result = await initConfig({ dir, cluster: "shop", password: "correct horse", nodes: [{ name: "a", address: "10.0.0.1" }, { name: "b", address: "10.0.0.2" }] });
