@@ -136,8 +136,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       peer: peer.name,
       cluster: config.cluster.name,
       key: options.key,
-      listen: { address: me.address, port: config.ports.peer },
-      connect: { address: peer.address, port: config.ports.peer },
+      // Over every link's addresses too: the control path must survive the loss of any one network.
+      listen: channelAddresses(config, me.name).map((address) => ({ address, port: config.ports.peer })),
+      connect: channelAddresses(config, peer.name).map((address) => ({ address, port: config.ports.peer })),
       dial: me.name < peer.name,
       keepaliveMs: config.heartbeat.intervalMs,
       timers: world.timers,
@@ -389,6 +390,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     await closeAll(closers, log);
     throw error;
   }
+}
+
+/** A node's addresses for the peer channel: its node address first, then each heartbeat link's. */
+export function channelAddresses(config: Config, node: string): string[] {
+  const index = config.nodes.findIndex((n) => n.name === node);
+  return [...new Set([config.nodes[index]!.address, ...config.heartbeat.links.map((l) => l.addresses[index]!)])];
 }
 
 /**

@@ -8,6 +8,9 @@ import type { PeerRequest, PeerResponse } from "./peer-protocol.ts";
 
 /** How long a peer gets to start or stop a job it was asked to: the slowest resource timeouts, with margin. */
 export const PEER_JOB_REQUEST_TIMEOUT_MS = 120_000;
+const PEER_RECONNECT_POLL_MS = 50;
+/** Requests the peer answers the same when asked twice: bring-in finds the job running, bring-out stopped. */
+const IDEMPOTENT = new Set<PeerRequest["kind"]>(["bring-in", "bring-out", "job-where"]);
 
 export interface JobHost {
   self: string;
@@ -95,12 +98,29 @@ export function createJobControl(host: JobHost) {
     return startHere(name);
   }
 
+  /**
+   * A request to the peer. While a heartbeat link still hears it but the channel is down (its
+   * network just failed; it reconnects over another link's addresses), the request waits up to a
+   * deadtime for the channel; it is sent again if it never left, or if it may have reached the
+   * peer but asking twice does no harm (IDEMPOTENT).
+   */
   async function askPeer(request: PeerRequest): Promise<PeerResponse> {
-    if (!host.peer.connected()) return { ok: false, code: "peer-not-connected", message: "the peer is not connected" };
-    try {
-      return await host.peer.request(request, PEER_JOB_REQUEST_TIMEOUT_MS);
-    } catch (error) {
-      return { ok: false, code: "peer-request-failed", message: (error as Error).message };
+    const deadline = host.now() + host.state().membership.settings.deadtimeMs;
+    for (;;) {
+      const heard = host.state().membership.peerStatus === "connected";
+      if (!host.peer.connected()) {
+        if (!heard || host.now() >= deadline) return { ok: false, code: "peer-not-connected", message: heard ? `the peer is heard on a heartbeat link, but the peer channel did not reconnect within ${host.state().membership.settings.deadtimeMs} ms` : "the peer is not connected" };
+        await new Promise((r) => setTimeout(r, PEER_RECONNECT_POLL_MS));
+        continue;
+      }
+      try {
+        return await host.peer.request(request, PEER_JOB_REQUEST_TIMEOUT_MS);
+      } catch (error) {
+        const message = (error as Error).message;
+        const lost = /before the frame was sent|is not connected/.test(message) || (IDEMPOTENT.has(request.kind) && /before it answered/.test(message));
+        if (lost && host.now() < deadline) continue;
+        return { ok: false, code: "peer-request-failed", message };
+      }
     }
   }
 
@@ -200,7 +220,11 @@ export function createJobControl(host: JobHost) {
           const requested: DuetEvent = { type: "BringInRequested", data: { job: request.job, on: host.self, by: request.by } };
           await host.record([requested]);
           host.peer.relay(requested);
-          const ok = await serial(request.job, () => startHere(request.job));
+          // Asked twice (the asker's connection dropped before the answer): the second finds it running.
+          const ok = await serial(request.job, async () => {
+            const now = host.state().jobs.get(request.job);
+            return now?.active === host.self && now.phase === "in" ? true : startHere(request.job);
+          });
           return ok ? { ok: true } : { ok: false, code: "start-failed", message: host.state().jobs.get(request.job)?.lastError?.error ?? "start failed" };
         }
         case "bring-out":

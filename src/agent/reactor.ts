@@ -117,7 +117,7 @@ function decisionEvent(d: Decision, self: string, peer: string, state: ClusterSt
     case "takeover":
       return { type: "TakeoverDecided", data: { job: d.job, by: self, from: peer, policy: job.policy, reasons: d.reasons } };
     case "failover":
-      return { type: "FailoverDecided", data: { job: d.job, from: self, to: d.to ?? peer, cause: d.code === "nic-down" ? "nic-down" : "monitor-threshold", reasons: d.reasons } };
+      return { type: "FailoverDecided", data: { job: d.job, from: self, to: d.to ?? peer, cause: d.code === "nic-down" ? "nic-down" : d.code === "start-failed" ? "start-failed" : "monitor-threshold", reasons: d.reasons } };
     case "resume":
       return { type: "ResumeDecided", data: { job: d.job, node: self, reasons: d.reasons } };
     case "recover":

@@ -1,4 +1,5 @@
 import { hkdfSync } from "node:crypto";
+import { connect as netConnect, type Socket } from "node:net";
 import { connect, createServer, type TLSSocket } from "node:tls";
 import { Packr } from "msgpackr";
 import { z } from "zod";
@@ -68,14 +69,21 @@ const freeFrameBuffers: Buffer[] = [];
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && Object.getPrototypeOf(v) === Object.prototype;
 
+export interface Endpoint {
+  address: string;
+  port: number;
+}
+
 export interface PeerChannelOptions {
   self: string;
   peer: string;
   cluster: string;
   /** The 32-byte cluster key. */
   key: Buffer;
-  listen: { address: string; port: number };
-  connect: { address: string; port: number };
+  /** Every address this node has on a link (the first is its own node address); one is enough. */
+  listen: Endpoint | Endpoint[];
+  /** Every address of the peer, tried at once; the first to answer carries the channel. */
+  connect: Endpoint | Endpoint[];
   /** The lower-named node dials, the other accepts: one connection, no race between two. */
   dial: boolean;
   keepaliveMs: number;
@@ -120,6 +128,8 @@ export function startPeerChannel(options: PeerChannelOptions) {
   const log = options.log ?? (() => undefined);
   const random = options.random ?? Math.random;
   const psk = derivePsk(options.key, options.cluster);
+  const listenAddresses = [options.listen].flat();
+  const connectAddresses = [options.connect].flat();
   const packr = new Packr({ useRecords: false, moreTypes: false });
   let current: Connection | null = null;
   let closed = false;
@@ -341,64 +351,92 @@ export function startPeerChannel(options: PeerChannelOptions) {
       .finally(() => (answering -= 1));
   }
 
-  const server = options.dial
-    ? null
-    : createServer({
-        ...SOCKET_OPTIONS,
-        ciphers: PEER_CIPHERS,
-        handshakeTimeout: PEER_HANDSHAKE_TIMEOUT_MS,
-        pskCallback: (_socket, identity) => (identity === peer ? psk : null),
-        pskIdentityHint: options.cluster,
+  // One server per address this node has on any link: the channel must outlive the loss of any
+  // one network, so the peer can reach this node over whichever still works.
+  const listenRetries: TimerHandle[] = [];
+  const servers = options.dial
+    ? []
+    : listenAddresses.map((address) => {
+        const server = createServer({
+          ...SOCKET_OPTIONS,
+          ciphers: PEER_CIPHERS,
+          handshakeTimeout: PEER_HANDSHAKE_TIMEOUT_MS,
+          pskCallback: (_socket, identity) => (identity === peer ? psk : null),
+          pskIdentityHint: options.cluster,
+        });
+        server.on("secureConnection", (s) => {
+          if (closed) return s.destroy();
+          log(`peer ${peer} connected from ${s.remoteAddress}:${s.remotePort}`);
+          attach(s);
+        });
+        server.on("tlsClientError", (error, s) => {
+          // The dialer opens a TCP connection on each address and keeps the first: the others close unspoken.
+          if (/ECONNRESET|socket disconnected|socket hang up/i.test(error.message)) return;
+          stats.handshakeFailures += 1;
+          log(`peer channel: refused a connection from ${s.remoteAddress}:${s.remotePort}: ${error.message}`);
+        });
+        // The listen address may not be configured yet (boot order): keep trying at the slowest pace.
+        const listen = () => void (!closed && server.listen(address.port, address.address));
+        server.on("error", (error) => {
+          log(`peer channel: cannot listen on ${address.address}:${address.port}: ${error.message}; retrying in ${RECONNECT_MAX_MS} ms`);
+          if (!closed) listenRetries.push(timers.after(RECONNECT_MAX_MS, listen));
+        });
+        listen();
+        return server;
       });
-  if (server) {
-    server.on("secureConnection", (s) => {
-      if (closed) return s.destroy();
-      log(`peer ${peer} connected from ${s.remoteAddress}:${s.remotePort}`);
-      attach(s);
-    });
-    server.on("tlsClientError", (error, s) => {
-      stats.handshakeFailures += 1;
-      log(`peer channel: refused a connection from ${s.remoteAddress}:${s.remotePort}: ${error.message}`);
-    });
-    // The listen address may not be configured yet (boot order): keep trying at the slowest pace.
-    server.on("error", (error) => {
-      log(`peer channel: cannot listen on ${options.listen.address}:${options.listen.port}: ${error.message}; retrying in ${RECONNECT_MAX_MS} ms`);
-      if (!closed) retryTimer = timers.after(RECONNECT_MAX_MS, listen);
-    });
-    listen();
-  }
-  function listen(): void {
-    retryTimer = null;
-    if (!closed) server?.listen(options.listen.port, options.listen.address);
-  }
 
+  /**
+   * A TCP connection to every address of the peer at once; TLS runs over the first that answers
+   * and the others are closed before they say anything, so the peer sees one handshake. An address
+   * on a network that is down fails or stays silent without delaying the rest.
+   */
   function dial(): void {
     retryTimer = null;
     if (closed || current) return;
-    const target = `${options.connect.address}:${options.connect.port}`;
-    const s = connect({
-      ...SOCKET_OPTIONS,
-      ciphers: PEER_CIPHERS,
-      host: options.connect.address,
-      port: options.connect.port,
-      pskCallback: () => ({ psk, identity: options.self }),
-      checkServerIdentity: () => undefined,
+    let won = false;
+    let failed = 0;
+    const attempts = connectAddresses.map((target) => {
+      const raw = netConnect({ host: target.address, port: target.port });
+      raw.once("connect", () => {
+        if (won || closed) return raw.destroy();
+        won = true;
+        giveUp.cancel();
+        for (const other of attempts) if (other !== raw) other.destroy();
+        handshake(raw, `${target.address}:${target.port}`);
+      });
+      raw.once("error", () => {
+        raw.destroy();
+        failed += 1;
+        if (failed === attempts.length && !won) {
+          giveUp.cancel();
+          scheduleDial();
+        }
+      });
+      return raw;
     });
+    const giveUp = timers.after(PEER_HANDSHAKE_TIMEOUT_MS, () => {
+      if (won) return;
+      for (const raw of attempts) raw.destroy();
+      scheduleDial();
+    });
+  }
+
+  function handshake(raw: Socket, target: string): void {
+    raw.setNoDelay(true);
+    const s = connect({ ...TLS_VERSIONS, socket: raw, ciphers: PEER_CIPHERS, pskCallback: () => ({ psk, identity: options.self }), checkServerIdentity: () => undefined });
     const handshakeTimer = timers.after(PEER_HANDSHAKE_TIMEOUT_MS, () => s.destroy(new Error(`no TLS handshake within ${PEER_HANDSHAKE_TIMEOUT_MS} ms`)));
-    const onDialError = (error: Error) => {
+    s.once("error", (error) => {
       handshakeTimer.cancel();
-      // Refused or unreachable is the peer being down, not worth a line per retry; anything else is a handshake failure.
       if (!/ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ECONNRESET/.test(error.message)) {
         stats.handshakeFailures += 1;
         log(`peer channel: connecting to ${target}: ${error.message}`);
       }
       s.destroy();
       scheduleDial();
-    };
-    s.once("error", onDialError);
+    });
     s.once("secureConnect", () => {
       handshakeTimer.cancel();
-      s.off("error", onDialError);
+      s.removeAllListeners("error");
       if (closed) return s.destroy();
       log(`peer channel connected to ${peer} at ${target}`);
       attach(s);
@@ -471,7 +509,8 @@ export function startPeerChannel(options: PeerChannelOptions) {
         p.timer.cancel();
         p.reject(new Error(`peer channel to ${peer} closed before it answered`));
       }
-      if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const retry of listenRetries) retry.cancel();
+      await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
     },
   };
 }

@@ -1,7 +1,7 @@
 import type { ClusterState } from "../projections/cluster.ts";
 import { verdictSinceLoss, verdictSinceSilence } from "../projections/membership.ts";
 import type { Decision } from "./decision.ts";
-import { decideFailover } from "./failover.ts";
+import { decideFailover, decideRetryElsewhere } from "./failover.ts";
 import { decideResume, decideSelfFence, decideStallFence } from "./selffence.ts";
 import { decideTakeover } from "./takeover.ts";
 import { decideRecovery } from "./recovery.ts";
@@ -16,7 +16,7 @@ export function decide(state: ClusterState, now: number): Decision[] {
   const names = [...state.jobs.keys()].sort();
   for (const name of names) {
     const job = state.jobs.get(name)!;
-    const decision = decideRecovery(state, job, now) ?? decideStallFence(state, job, now) ?? decideSelfFence(state, job, now) ?? decideResume(state, job, now) ?? decideFailover(state, job, now) ?? decideTakeover(state, job, now);
+    const decision = decideRecovery(state, job, now) ?? decideStallFence(state, job, now) ?? decideSelfFence(state, job, now) ?? decideResume(state, job, now) ?? decideFailover(state, job, now) ?? decideRetryElsewhere(state, job, now) ?? decideTakeover(state, job, now);
     if (decision) decisions.push(decision);
   }
   return decisions;

@@ -32,3 +32,29 @@ function findFault(job: JobView, self: string) {
   }
   return null;
 }
+
+/**
+ * A job that failed to start here and runs nowhere, while the peer is connected: asked of the
+ * peer again (it may be able to run it: this node's NIC may be the fault) whenever something
+ * changed since the last attempt (the peer reconnected, a link came back), never in a loop. A job
+ * is never left failed on both nodes while one of them could run it.
+ */
+export function decideRetryElsewhere(state: ClusterState, job: JobView, _now: number): Decision | null {
+  const { self, membership } = state;
+  if (job.phase !== "failed" || job.active !== null || job.lastError?.node !== self) return null;
+  if (membership.peerStatus !== "connected") return null;
+  const changedSeq = Math.max(membership.peerSinceSeq, membership.linkUpSeq);
+  if (job.lastDecision && job.lastDecision.seq > changedSeq) return null;
+  const to = job.nodes.find((n) => n !== self) ?? self;
+  return {
+    kind: "failover",
+    job: job.name,
+    code: "start-failed",
+    to,
+    reasons: [
+      input("failed-here", { resource: job.lastError.resource, error: job.lastError.error, at: job.lastError.at }),
+      check("peer-connected", true, membership.peerStatus),
+      check("changed-since-last-attempt", true, { lastAttemptSeq: job.lastDecision?.seq ?? null, changedSeq }),
+    ],
+  };
+}

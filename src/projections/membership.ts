@@ -26,6 +26,8 @@ export interface MembershipState {
   /** `why`: a failed tiebreaker's own account (ping not installed, fence exited 3), for the decline. */
   /** `peerOnNetwork`: the ARP answers asked beside a peer-lost tiebreaker (absent: none asked). */
   tiebreaker: { verdict: TiebreakerVerdict; method: string; purpose: "peer-lost" | "reachability"; at: number; seq: number; why?: string; peerOnNetwork?: { interface: string; address: string; answered: boolean }[] } | null;
+  /** The seq of the last LinkUp: a path to the peer came back (a failed failover is worth trying again). */
+  linkUpSeq: number;
   /** The seq of this agent's AgentStarted, and the jobs the peer said it runs in the last hello since. */
   startedSeq: number;
   peerReport: { seq: number; jobs: string[] } | null;
@@ -61,6 +63,7 @@ export function initialMembership(self: string): MembershipState {
     peerLastHeardAt: 0,
     tiebreaker: null,
     startedSeq: 0,
+    linkUpSeq: 0,
     peerReport: null,
     stall: null,
     framesRejected: new Map(),
@@ -86,7 +89,7 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
       if (event.data.node !== state.self) return state;
       const links = new Map(state.links);
       links.set(event.data.link, { link: event.data.link, kind: event.data.kind, up: event.type === "LinkUp", since: event.at });
-      return { ...state, links, peer: state.peer ?? event.data.peer };
+      return { ...state, links, peer: state.peer ?? event.data.peer, linkUpSeq: event.type === "LinkUp" ? event.seq : state.linkUpSeq };
     }
     case "PeerSuspected":
       if (event.data.node !== state.self) return state;

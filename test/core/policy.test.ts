@@ -344,3 +344,23 @@ describe("after this node's agent restarts with a job its journal says ran here"
     expect(given(...before, started("b"), lost(), tiebreaker("isolated")).on("b").decisions(0)).toMatchObject([{ kind: "recovery-declined", code: "i-am-isolated" }]);
   });
 });
+
+describe("a job that failed to start here and runs nowhere", () => {
+  const startFailed: DuetEvent = { type: "JobStartFailed", data: { job: "web", node: "b", resource: "eth", error: "eth0 is down" } };
+  const seenByB: DuetEvent = { type: "PeerSeen", data: { node: "b", peer: "a" } };
+  const linkUp: DuetEvent = { type: "LinkUp", data: { node: "b", peer: "a", link: "tcp", kind: "tcp" } };
+  const attempt: DuetEvent = { type: "FailoverDecided", data: { job: "web", from: "b", to: "a", cause: "start-failed", reasons: [] } };
+
+  it("is asked of the connected peer", () => {
+    expect(given(created("manual"), started("b"), seenByB, startFailed).on("b").decisions(0)).toMatchObject([{ kind: "failover", code: "start-failed", to: "a" }]);
+  });
+
+  it("once per change: not again until a link comes back or the peer reconnects", () => {
+    expect(given(created("manual"), started("b"), seenByB, startFailed, attempt, startFailed).on("b").decisions(0)).toEqual([]);
+    expect(given(created("manual"), started("b"), seenByB, startFailed, attempt, startFailed, linkUp).on("b").decisions(0)).toMatchObject([{ kind: "failover", code: "start-failed" }]);
+  });
+
+  it("not while the peer is lost", () => {
+    expect(given(created("manual"), started("b"), seenByB, startFailed, lost()).on("b").decisions(0).filter((d) => d.kind === "failover")).toEqual([]);
+  });
+});
