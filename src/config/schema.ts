@@ -53,7 +53,7 @@ export const jobSpec = z.strictObject({
   syncMaxMiBps: z.number().positive("expected MiB per second, more than 0").optional(),
   snapshots: z
     .strictObject({
-      intervalMs: durationMs(60_000).optional(),
+      intervalMs: durationMs(100).optional(),
       /** Local time of day the schedule starts from, like 02:00. */
       firstAt: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, "expected a time of day like 02:00").optional(),
       keep: z.number().int().min(1).max(10_000).default(SNAPSHOTS_KEPT_DEFAULT),

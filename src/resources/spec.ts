@@ -56,7 +56,7 @@ const common = {
   name: resourceName,
   startTimeoutMs: ms.default(20_000),
   stopTimeoutMs: ms.default(20_000),
-  monitor: z.strictObject({ intervalMs: durationMs(100).default(5_000), timeoutMs: ms.default(10_000) }).default({ intervalMs: 5_000, timeoutMs: 10_000 }),
+  monitor: z.strictObject({ intervalMs: durationMs(20).default(5_000), timeoutMs: ms.default(10_000) }).default({ intervalMs: 5_000, timeoutMs: 10_000 }),
 };
 
 /** Exactly one kind key per resource, like `- name: web\n  process: {...}`. */
