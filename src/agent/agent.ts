@@ -311,7 +311,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     }
 
     const control: ControlPort = {
-      bringIn: (job, by, on) => jobs.bringIn(job, by, on),
+      bringIn: (job, by, on, force) => jobs.bringIn(job, by, on, force),
       bringOut: (job, by) => jobs.bringOut(job, by),
       switchover: (job, by, to) => jobs.switchover(job, by, to),
       deleteJob: (job, by) => jobs.deleteJob(job, by),

@@ -28,6 +28,7 @@ export interface JobHost {
   mirrors?: {
     startSource(job: string): Promise<void>;
     stopSource(job: string, flush: boolean): Promise<void>;
+    forceGeneration(job: string): Promise<void>;
   };
 }
 
@@ -98,6 +99,28 @@ export function createJobControl(host: JobHost) {
     return startHere(name);
   }
 
+  /** What a forced move loses: the write batches the active node captured that the other has not acknowledged. */
+  function lossOf(name: string): string {
+    const queue = host.state().replication.get(name)?.queue;
+    return queue && queue.batches > 0 ? `${queue.batches} write batch(es), ${queue.bytes} bytes, not yet on the other node would be lost` : "no unreplicated writes are known";
+  }
+
+  /** --force: the active node is asked to stop the job, and this node starts it on a generation of its own. */
+  async function forcedBringIn(name: string, by: string, target: string, active: string): Promise<{ seq: number }> {
+    const [alert] = await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: "forced-bring-in", message: `${by} forces ${name} in on ${target} while ${active} runs it: ${lossOf(name)}; lineage records a fork` } }]);
+    if (target !== host.self) throw new ControlError("bad-request", 400, `force: a forced bring-in is asked on the node it starts on (${target})`);
+    void serial(name, async () => {
+      const out = await askPeer({ kind: "bring-out", job: name, by, urgent: true });
+      if (!out.ok) return reportPeerFailure(name, out);
+      await host.mirrors?.forceGeneration(name);
+      const requested: DuetEvent = { type: "BringInRequested", data: { job: name, on: target, by } };
+      await host.record([requested]);
+      host.peer.relay(requested);
+      await startHere(name);
+    });
+    return { seq: alert!.seq };
+  }
+
   /**
    * A request to the peer. While a heartbeat link still hears it but the channel is down (its
    * network just failed; it reconnects over another link's addresses), the request waits up to a
@@ -159,10 +182,22 @@ export function createJobControl(host: JobHost) {
     moveToPeer: (name: string, by: string, cause: "switchover" | "failover", failBack = true) => serial(name, () => moveToPeer(name, by, cause, failBack)),
 
     /** Operator: start the job on `on` (default: its first node). Answers once the request is journaled. */
-    async bringIn(name: string, by: string, on?: string): Promise<{ seq: number }> {
+    async bringIn(name: string, by: string, on?: string, force = false): Promise<{ seq: number }> {
       const job = jobOrThrow(name);
       const target = on ?? job.nodes[0];
       if (!job.nodes.includes(target)) throw new ControlError("bad-request", 400, `on: expected one of the job's nodes (${job.nodes.join(", ")}), got "${target}"`);
+      // The job runs on the other node, which is still there: moving it is a switchover (stop the
+      // application, drain the queue), gated like one; --force moves it anyway and says what is lost.
+      const runsElsewhere = job.active !== null && job.active !== target && job.phase === "in" && host.state().membership.peerStatus !== "lost";
+      if (runsElsewhere && !force) {
+        try {
+          return await this.switchover(name, by, target);
+        } catch (error) {
+          if (!(error instanceof ControlError) || error.code !== "switchover-refused") throw error;
+          throw new ControlError("switchover-refused", 409, `${name} runs on ${job.active}: a bring-in on ${target} is a switchover, and ${error.message.replace(/^switchover of \S+ to \S+ /, "it was ")}; pass force to bring it in anyway (${lossOf(name)})`, error.details);
+        }
+      }
+      if (runsElsewhere) return forcedBringIn(name, by, target, job.active!);
       // An operator's takeover: the job's node is lost (policy manual raised an alert and waits for this).
       const takeover = target === host.self && job.active !== null && job.active !== host.self && host.state().membership.peerStatus === "lost";
       if (job.phase !== "out" && job.phase !== "failed" && !takeover) throw new ControlError("job-not-out", 409, `job ${name} is ${job.phase}${job.active ? ` on ${job.active}` : ""}; bring it out first`);
@@ -228,7 +263,7 @@ export function createJobControl(host: JobHost) {
           return ok ? { ok: true } : { ok: false, code: "start-failed", message: host.state().jobs.get(request.job)?.lastError?.error ?? "start failed" };
         }
         case "bring-out":
-          await serial(request.job, () => stopHere(request.job));
+          await serial(request.job, () => stopHere(request.job, request.urgent === true));
           return { ok: true };
         case "job-where":
           return serial(request.job, async () => {

@@ -127,7 +127,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     host.relay(event);
   };
 
-  async function newGeneration(job: string, reason: "initial" | "wrote-without-peer"): Promise<string> {
+  async function newGeneration(job: string, reason: "initial" | "wrote-without-peer" | "forced-bring-in"): Promise<string> {
     const generation = randomBytes(8).toString("hex");
     await recordAndRelay({ type: "GenerationStarted", data: { job, node: host.self, generation, parent: view(job).current, reason } });
     host.log(`job ${job}: data generation ${generation} started (${reason})`);
@@ -764,6 +764,11 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     roots: (job: string) => roots.get(job) ?? [],
     /** Before the job's resources start here: capture begins (and the index is taken, if none). */
     startSource,
+    /**
+     * An operator forced a bring-in here while the peer ran the job with writes not yet here: this
+     * node's data starts a line of history of its own, so lineage shows the fork (and the loss).
+     */
+    forceGeneration: async (job: string) => void (roots.has(job) && (await newGeneration(job, "forced-bring-in"))),
     /** After the job's resources stopped here; `flush` when the peer is about to take over. */
     stopSource,
     /** The peer channel came up: every job that runs here opens a session. */

@@ -19,7 +19,8 @@ export const peerRequest = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("hello"), node: nodeId, boot: z.string(), jobs: z.array(jobReport) }),
   /** Start the job on the receiver (switchover, failover or an operator's bring-in aimed there). */
   z.strictObject({ kind: z.literal("bring-in"), job: jobId, by: user, cause: z.enum(["operator", "switchover", "failover", "fail-back"]) }),
-  z.strictObject({ kind: z.literal("bring-out"), job: jobId, by: user }),
+  /** urgent: a forced move elsewhere: stop at once, without waiting for the queue to drain (its loss is accepted). */
+  z.strictObject({ kind: z.literal("bring-out"), job: jobId, by: user, urgent: z.boolean().optional() }),
   /** An operator asked the node that does not run the job: the active node gates and performs it. */
   z.strictObject({ kind: z.literal("switchover"), job: jobId, to: nodeId, by: user }),
   /** Where the receiver sees the job, answered under its job lock (after any start under way there). */

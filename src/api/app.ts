@@ -298,8 +298,8 @@ export function createApi(options: ApiOptions) {
   const jobParam = (c: Context) => c.req.param("job") as string;
   const user = (c: Context<Env>) => c.get("user");
   app.post("/v1/jobs/:job/bring-in", async (c) => {
-    const { on } = await body(c, z.strictObject({ on: z.string().min(1).optional() }));
-    return c.json(await control.bringIn(jobParam(c), user(c), on), 202);
+    const { on, force } = await body(c, z.strictObject({ on: z.string().min(1).optional(), force: z.boolean().default(false) }));
+    return c.json(await control.bringIn(jobParam(c), user(c), on, force), 202);
   });
   app.post("/v1/jobs/:job/bring-out", async (c) => {
     await body(c, z.strictObject({}));

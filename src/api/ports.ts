@@ -14,7 +14,8 @@ export interface ApiJournal {
 
 /** What the API asks of the agent. Each act resolves with the seq of its request event to follow. */
 export interface ControlPort {
-  bringIn(job: string, by: string, on?: string): Promise<{ seq: number }>;
+  /** force: even while the other node runs the job and a switchover is refused (its unreplicated writes are lost). */
+  bringIn(job: string, by: string, on?: string, force?: boolean): Promise<{ seq: number }>;
   bringOut(job: string, by: string): Promise<{ seq: number }>;
   switchover(job: string, by: string, to?: string): Promise<{ seq: number }>;
   deleteJob(job: string, by: string): Promise<{ seq: number }>;

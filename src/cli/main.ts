@@ -79,7 +79,12 @@ const jobAction = (name: string, description: string, act: (client: ApiClient, j
     if (!outcome.ok) process.exitCode = exitCodes.failed;
   });
 };
-jobAction("bring-in", "start the job on a node (default: its first node)", (c, j, o) => c.post(`/v1/jobs/${encodeURIComponent(j)}/bring-in`, o.on ? { on: o.on } : {}), (c) => c.option("--on <node>", "the node to run it on"));
+jobAction(
+  "bring-in",
+  "start the job on a node (default: its first node); while the other node runs it, this is a switchover",
+  (c, j, o) => c.post(`/v1/jobs/${encodeURIComponent(j)}/bring-in`, { ...(o.on ? { on: o.on } : {}), ...(o.force ? { force: true } : {}) }),
+  (c) => c.option("--on <node>", "the node to run it on").option("--force", "even if the switchover is refused: the other node's unreplicated writes are lost (lineage records the fork)"),
+);
 jobAction("bring-out", "stop the job; it is then unmanaged", (c, j) => c.post(`/v1/jobs/${encodeURIComponent(j)}/bring-out`, {}));
 jobAction("switchover", "move the job to the other node (only when the data link is green, verified and the queue empty)", (c, j, o) => c.post(`/v1/jobs/${encodeURIComponent(j)}/switchover`, o.to ? { to: o.to } : {}), (c) => c.option("--to <node>", "the target node"));
 jobAction("delete", "remove a brought-out job from the cluster state (remove it from the config too)", (c, j) => c.delete(`/v1/jobs/${encodeURIComponent(j)}`));

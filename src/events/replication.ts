@@ -32,7 +32,7 @@ export const replicationEvents = {
   VerificationCompleted: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, differingBlocks: z.number().int().nonnegative(), shippedBytes: z.number().int().nonnegative() }) },
   GenerationStarted: {
     v: 1,
-    data: z.strictObject({ job: jobId, node: nodeId, generation: generationId, parent: generationId.nullable(), reason: z.enum(["initial", "wrote-without-peer", "source-selected", "restored"]) }),
+    data: z.strictObject({ job: jobId, node: nodeId, generation: generationId, parent: generationId.nullable(), reason: z.enum(["initial", "wrote-without-peer", "source-selected", "restored", "forced-bring-in"]) }),
   },
   /** A node's own record of the paths it wrote in its current generation (bounded; overflow means "all"). */
   PathsWritten: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, generation: generationId, paths: z.array(z.string()), overflow: z.boolean() }) },

@@ -65,6 +65,32 @@ describe("mirroring a job's data between two agents", () => {
     await until("b's write reaching a", 15_000, () => same(p));
   }, 60_000);
 
+  it("a bring-in on the standby while the active is there is a switchover: refused, naming why and what force would lose; forced, it moves and lineage forks", async () => {
+    const p = (pair = await startMirrorPair("mirror-bring-in-elsewhere", 27480, { jobYaml: "    syncMaxMiBps: 2" }));
+    await mkdir(p.data("a"), { recursive: true });
+    await writeFile(join(p.data("a"), "big.bin"), Buffer.alloc(16 * 1024 * 1024, 3));
+    await p.start("a");
+    await p.start("b");
+    await until("peers connected", 10_000, () => p.agent("a").journal.state().membership.peerStatus === "connected" && p.agent("b").journal.state().membership.peerStatus === "connected");
+    const a = await p.client("a");
+    const b = await p.client("b");
+    await a.post("/v1/jobs/data/bring-in", { on: "a" });
+    await until("data in on a, as b sees it", 10_000, () => p.job("b").active === "a" && p.job("b").phase === "in");
+    // The first sync is paced at 2 MiB/s: the replica is not verified yet.
+    const refused = await b.post("/v1/jobs/data/bring-in", { on: "b" }).then(
+      () => null,
+      (e: { exitCode: number; message: string; code: string }) => e,
+    );
+    expect(refused?.code).toBe("switchover-refused");
+    expect(refused?.message).toMatch(/data runs on a: a bring-in on b is a switchover, and it was refused: .*verification-done.*; pass force to bring it in anyway/);
+    expect(p.job("a").active).toBe("a");
+    await b.post("/v1/jobs/data/bring-in", { on: "b", force: true });
+    await until("data in on b", 30_000, () => p.job("b").active === "b" && p.job("b").phase === "in");
+    const events = await p.events("b");
+    expect(events.find((e) => e.type === "AlertRaised" && (e.data as { code: string }).code === "forced-bring-in")).toBeDefined();
+    expect(events.find((e) => e.type === "GenerationStarted" && (e.data as { reason: string }).reason === "forced-bring-in")).toBeDefined();
+  }, 60_000);
+
   it("after a switchover the new source takes the old one's index: a 4 KiB change to a large file ships about 4 KiB, nothing is read first", async () => {
     const p = (pair = await startMirrorPair("mirror-handoff", 27490));
     await mkdir(p.data("a"), { recursive: true });
