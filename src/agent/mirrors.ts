@@ -230,6 +230,9 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
       });
       if (begun === null) return;
       const { plan, verdict, peerSummary, syncing } = begun;
+      // An operator's source selection settles it: this node's data wins, whatever the comparison.
+      const newer = mode === "selected" ? host.self : verdict.kind === "source" ? verdict.from : verdict.kind === "in-sync" ? "equal" : verdict.kind;
+      await recordAndRelay({ type: "LineageCompared", data: { job, node: host.self, peer: host.peer, generation: summary(job).current, peerGeneration: peerSummary.current, newer } });
       if (plan.kind === "gray") {
         const event: DuetEvent = { type: "DivergenceDetected", data: { job, node: host.self, local: summary(job).current ?? "0000000000000000", peer: peerSummary.current ?? "0000000000000000", commonAncestor: verdict.kind === "diverged" ? verdict.commonAncestor : null } };
         await recordAndRelay(event);
@@ -243,6 +246,8 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
       }
       // A sync or a replay: bring the replica level, then stream.
       const synced = await finishSync(job, source, syncing!, live);
+      // The replica is now level with this node: one line of history, said in both journals.
+      if (live()) await recordAndRelay({ type: "LineageCompared", data: { job, node: host.self, peer: host.peer, generation: summary(job).current, peerGeneration: summary(job).current, newer: "equal" } });
       if (source.temporary) {
         await stopSource(job, false);
         return;

@@ -50,6 +50,7 @@ export const RELAYED_FACTS = [
   "OpRefused",
   // Each journal knows both sides' generations: replay and status can say which side is newer.
   "GenerationStarted",
+  "LineageCompared",
 ] as const;
 export const relayedFact = z.strictObject({ type: z.enum(RELAYED_FACTS), data: z.unknown() });
 

@@ -65,8 +65,19 @@ function lineageOf(state: ClusterState, job: JobView) {
   const peer = job.nodes.find((n) => n !== state.self) ?? null;
   const mine = lineageView(state.lineage, job.name, state.self);
   const theirs = peer === null ? null : lineageView(state.lineage, job.name, peer);
+  const side = (v: typeof mine) => ({ node: v.node, generation: v.current, ancestors: v.ancestors.slice(0, 5) });
+  const replica = state.replication.get(job.name);
+  // Gray: both nodes journaled the divergence, and both say so.
+  if (replica?.diverged) return { local: { ...side(mine), generation: replica.diverged.local }, peer: theirs === null ? null : { ...side(theirs), generation: replica.diverged.peer }, newer: "diverged", basis: "divergence" };
+  // The last session's comparison, held by both journals, while this node's generation is still
+  // the one compared: the same answer on both nodes, whatever either knows of the other since.
+  const compared = replica?.lineageCompared;
+  const mineCompared = compared ? (compared.node === state.self ? compared.generation : compared.peerGeneration) : undefined;
+  if (compared && mineCompared === mine.current) {
+    const theirsCompared = compared.node === state.self ? compared.peerGeneration : compared.generation;
+    return { local: side(mine), peer: theirs === null ? null : { ...side(theirs), generation: theirsCompared }, newer: compared.newer, basis: "session" };
+  }
   const verdict = theirs === null ? null : compareLineage(lineageSummary(mine), lineageSummary(theirs));
   const newer = verdict === null ? null : verdict.kind === "source" ? verdict.from : verdict.kind === "in-sync" ? "equal" : verdict.kind;
-  const side = (v: typeof mine) => ({ node: v.node, generation: v.current, ancestors: v.ancestors.slice(0, 5) });
-  return { local: side(mine), peer: theirs === null ? null : side(theirs), newer };
+  return { local: side(mine), peer: theirs === null ? null : side(theirs), newer, basis: "this-node" };
 }

@@ -36,6 +36,15 @@ export const replicationEvents = {
   },
   /** A node's own record of the paths it wrote in its current generation (bounded; overflow means "all"). */
   PathsWritten: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, generation: generationId, paths: z.array(z.string()), overflow: z.boolean() }) },
+  /**
+   * At the start of a mirror session the source compared both sides' full lineage: which is newer
+   * (`newer`: a node, "equal", "diverged" or "unknown"), with the generations compared. Relayed, so
+   * both journals hold the same answer and `duet status` says the same on both nodes.
+   */
+  LineageCompared: {
+    v: 1,
+    data: z.strictObject({ job: jobId, node: nodeId, peer: nodeId, generation: generationId.nullable(), peerGeneration: generationId.nullable(), newer: z.string().max(64) }),
+  },
   /** Reconnect found both sides wrote since their common ancestor: the link is gray. */
   DivergenceDetected: {
     v: 1,

@@ -21,6 +21,8 @@ export interface ReplicationView {
   shippedBytes: number;
   /** Bytes of every batch this node captured: its rate is the replication throughput. */
   capturedBytes: number;
+  /** The last full lineage comparison of a mirror session (both journals hold it). */
+  lineageCompared: { at: number; node: string; peer: string; generation: string | null; peerGeneration: string | null; newer: string } | null;
   /** Batches the peer acknowledged, counted (lastAcked restarts with a new queue). */
   ackedBatches: number;
   /**
@@ -42,7 +44,7 @@ export type ReplicationState = Map<string, ReplicationView>;
 export const initialReplication: ReplicationState = new Map();
 
 function fresh(job: string): ReplicationView {
-  return { job, lastCaptured: 0, lastApplied: 0, lastAcked: 0, queue: { batches: 0, bytes: 0 }, verification: { state: "none" }, resync: null, refused: null, diverged: null, sourceSelected: null, shippedBytes: 0, capturedBytes: 0, ackedBatches: 0, unacked: [] };
+  return { job, lastCaptured: 0, lastApplied: 0, lastAcked: 0, queue: { batches: 0, bytes: 0 }, verification: { state: "none" }, resync: null, refused: null, diverged: null, sourceSelected: null, shippedBytes: 0, capturedBytes: 0, ackedBatches: 0, unacked: [], lineageCompared: null };
 }
 
 export function evolveReplication(state: ReplicationState, event: Recorded): ReplicationState {
@@ -79,6 +81,8 @@ function evolveView(view: ReplicationView, event: Recorded): ReplicationView {
     }
     case "QueueReported":
       return { ...view, queue: { batches: event.data.batches, bytes: event.data.bytes }, unacked: event.data.batches === 0 ? [] : view.unacked };
+    case "LineageCompared":
+      return { ...view, lineageCompared: { at: event.at, node: event.data.node, peer: event.data.peer, generation: event.data.generation, peerGeneration: event.data.peerGeneration, newer: event.data.newer } };
     case "OpRefused":
       return { ...view, refused: { at: event.at, batch: event.data.batch, path: event.data.path, reason: event.data.reason } };
     case "VerificationStarted":

@@ -208,12 +208,20 @@ describe("mirroring a job's data between two agents", () => {
     await until("gray on a", 10_000, () => p.job("a").replication.colour === "gray");
     expect(p.switchoverGate("b", "a").allowed).toBe(false);
     expect(await readFile(join(p.data("a"), "a-only.txt"), "utf8")).toBe("only a wrote this"); // nothing overwritten
+    // Both nodes say the same thing of the data while gray, naming the same two generations.
+    const lineages = () => [p.job("a").lineage, p.job("b").lineage];
+    await until("both nodes know the divergence", 10_000, () => lineages().every((l) => l?.newer === "diverged"));
+    const [onA, onB] = lineages();
+    expect([onA!.local.generation, onA!.peer!.generation].sort()).toEqual([onB!.local.generation, onB!.peer!.generation].sort());
 
     // an operator keeps b's data; a's is kept in a snapshot first
     const chosen = await (await p.client("a")).post<{ seq: number }>("/v1/jobs/data/source", { from: "b" });
     expect(chosen.seq).toBeGreaterThan(0);
     await until("a converged to b", 15_000, () => same(p));
     await until("green again", 15_000, () => p.job("b").replication.colour === "green");
+    // After the selection and resync: the same answer on both nodes again.
+    await until("both nodes agree after the resync", 10_000, () => p.job("a").lineage?.newer === "equal" && p.job("b").lineage?.newer === "equal");
+    expect(p.job("a").lineage?.local.generation).toBe(p.job("b").lineage?.peer?.generation);
     expect(await readFile(join(p.data("a"), "shared.txt"), "utf8")).toBe("version 2 by b");
     const selected = (await p.events("a")).find((e) => e.type === "SourceSelected");
     expect(selected?.data).toMatchObject({ job: "data", from: "b", force: false });
