@@ -40,6 +40,8 @@ export const STALL_WATCH_MS = 100;
  */
 export const STALL_CHECK_TIMEOUT_MS = 400;
 const STALL_CHECK_POLL_MS = 10;
+/** After a both-active resolution the keeper announces its addresses at once and again after this. */
+const BOTH_ACTIVE_REANNOUNCE_MS = 1000;
 
 export interface AgentWorld {
   clock: Clock;
@@ -272,11 +274,30 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       }
     }
 
+    // A job found on both is resolved once per reconnect, though both hellos (ours answered, and
+    // the peer's) carry the reports: one decision, one record.
+    const resolving = new Set<string>();
     async function applyPeerJobs(peerJobs: Extract<PeerRequest, { kind: "hello" }>["jobs"]): Promise<void> {
-      const { facts, giveUp } = reconcile(state(), peer.name, peerJobs);
-      for (const g of giveUp) {
-        await record([{ type: "AlertRaised", data: { node: me.name, job: g.job, code: "both-active", message: `job ${g.job} was running on both nodes; ${peer.name} brought it in later (${new Date(g.peerSince).toISOString()}) and keeps it, ${me.name} brings it out` } }]);
-        await jobs.stopHere(g.job);
+      const { facts, bothActive } = reconcile(state(), peer.name, peerJobs);
+      for (const choice of bothActive) {
+        const decided = state().jobs.get(choice.job)?.lastDecision;
+        if (resolving.has(choice.job) || (decided?.kind === "both-active" && decided.seq > state().membership.peerSinceSeq)) continue;
+        resolving.add(choice.job);
+        try {
+          await record([{ type: "BothActiveResolved", data: { job: choice.job, node: me.name, keeper: choice.keeper, other: choice.other, code: choice.code, reasons: choice.reasons } }]);
+          info(`job ${choice.job} was running on both nodes; ${choice.keeper} keeps it (${choice.code})`);
+          if (choice.keeper === me.name) {
+            // Clients' neighbour tables may point at the other node: tell them at once, and again
+            // once the other has let go of the address.
+            void runners.get(choice.job)?.announce();
+            world.timers.after(BOTH_ACTIVE_REANNOUNCE_MS, () => void runners.get(choice.job)?.announce());
+          } else {
+            await jobs.stopHere(choice.job);
+            await record([{ type: "JobBroughtIn", data: { job: choice.job, node: peer.name } }]);
+          }
+        } finally {
+          resolving.delete(choice.job);
+        }
       }
       await record([...facts, { type: "PeerJobsReported", data: { node: me.name, peer: peer.name, jobs: peerJobs.filter((j) => j.phase === "in").map((j) => j.job) } }]);
       reactor.poke();

@@ -1,46 +1,48 @@
 import { validateEvent, type DuetEvent } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { relayedFact, type PeerRequest } from "./peer-protocol.ts";
+import { chooseKeeper } from "../policy/both-active.ts";
+import { lineageView } from "../projections/lineage.ts";
 
 type JobReport = Extract<PeerRequest, { kind: "hello" }>["jobs"][number];
 
 /** The jobs this node runs, as the peer should hear them. */
 export function jobsRunningHere(state: ClusterState): JobReport[] {
   const reports: JobReport[] = [];
-  for (const job of state.jobs.values()) if (job.active === state.self && job.phase === "in") reports.push({ job: job.name, phase: "in", since: job.phaseSince });
+  for (const job of state.jobs.values()) {
+    if (job.active !== state.self || job.phase !== "in") continue;
+    const line = lineageView(state.lineage, job.name, state.self);
+    reports.push({ job: job.name, phase: "in", since: job.phaseSince, generation: line.current, ancestors: line.ancestors.slice(0, 16), how: job.recovering ? "recover" : (job.startedBy ?? "unknown") });
+  }
   return reports;
 }
 
 export interface Reconciliation {
   /** Facts about the peer to record here: where it runs jobs we did not know about, or no longer runs them. */
   facts: DuetEvent[];
-  /** Jobs both nodes run: this node is the one that gives them up. */
-  giveUp: { job: string; peerSince: number; mySince: number }[];
+  /** Jobs both nodes run, and the policy's choice of the node that keeps each (the same on both). */
+  bothActive: ReturnType<typeof chooseKeeper>[];
 }
 
 /**
  * Compares what the peer says it runs with what this node believes, after a reconnect (relayed
- * facts may have been lost while the link was down). A job found running on both nodes, which a
- * partition without fencing can cause, is kept by the node that brought it in last (its clients
- * were moved there most recently); both nodes compute the same answer from the same two reports.
+ * facts may have been lost while the link was down). A job both run (a partition without fencing)
+ * is left to chooseKeeper, from the two reports alone, so both nodes reach the same answer.
  */
 export function reconcile(state: ClusterState, peer: string, peerJobs: readonly JobReport[]): Reconciliation {
   const facts: DuetEvent[] = [];
-  const giveUp: Reconciliation["giveUp"] = [];
-  const peerRuns = new Map(peerJobs.filter((j) => j.phase === "in").map((j) => [j.job, j.since]));
+  const bothActive: Reconciliation["bothActive"] = [];
+  const mine = new Map(jobsRunningHere(state).map((r) => [r.job, r]));
+  const peerRuns = new Map(peerJobs.filter((j) => j.phase === "in").map((j) => [j.job, j]));
   for (const job of state.jobs.values()) {
     if (!job.nodes.includes(peer)) continue;
-    const peerSince = peerRuns.get(job.name);
-    if (peerSince !== undefined && job.active !== peer) {
-      const runsHere = job.active === state.self && job.phase === "in";
-      const peerKeeps = !runsHere || peerSince > job.phaseSince || (peerSince === job.phaseSince && peer < state.self);
-      if (runsHere && peerKeeps) giveUp.push({ job: job.name, peerSince, mySince: job.phaseSince });
-      if (peerKeeps) facts.push({ type: "JobBroughtIn", data: { job: job.name, node: peer } });
-    } else if (peerSince === undefined && job.active === peer) {
-      facts.push({ type: "JobBroughtOut", data: { job: job.name, node: peer } });
-    }
+    const theirs = peerRuns.get(job.name);
+    const here = mine.get(job.name);
+    if (theirs && here) bothActive.push(chooseKeeper(job.name, { node: state.self, ...here }, { node: peer, ...theirs }));
+    else if (theirs && job.active !== peer) facts.push({ type: "JobBroughtIn", data: { job: job.name, node: peer } });
+    else if (!theirs && job.active === peer) facts.push({ type: "JobBroughtOut", data: { job: job.name, node: peer } });
   }
-  return { facts, giveUp };
+  return { facts, bothActive };
 }
 
 /** A fact the peer relayed: only the relayed kinds, only about the peer itself, and valid. */

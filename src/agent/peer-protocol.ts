@@ -10,8 +10,11 @@ import { jobId, nodeId, user } from "../events/ids.ts";
 export const jobReport = z.strictObject({
   job: jobId,
   phase: z.enum(["out", "bringing-in", "in", "bringing-out", "failed"]),
-  /** When the sender brought it in: if both nodes run a job, both pick the same one to keep. */
+  /** When the sender brought it in, its data's generation and line, and how it came to run there: if both nodes run a job, both pick the same one to keep (policy chooseKeeper). */
   since: z.number().int().nonnegative(),
+  generation: z.string().max(32).nullable().optional(),
+  ancestors: z.array(z.string().max(32)).max(16).optional(),
+  how: z.string().max(32).optional(),
 });
 
 export const peerRequest = z.discriminatedUnion("kind", [

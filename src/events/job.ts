@@ -54,5 +54,10 @@ export const jobEvents = {
    * it), or declined and brought out here (the peer may have taken it over meanwhile).
    */
   RecoveryDecided: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason) }) },
+  /**
+   * A job found running on both nodes: which keeps it (policy chooseKeeper), journaled alike on
+   * both before the other brings it out and the keeper announces its addresses again.
+   */
+  BothActiveResolved: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, keeper: nodeId, other: nodeId, code: z.string(), reasons: z.array(reason) }) },
   RecoveryDeclined: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason) }) },
 } as const;

@@ -19,6 +19,9 @@ export interface JobView {
   resourceStatus: Map<string, Map<string, ResourceStatus>>;
   lastDecision: { kind: string; code: string; at: number; seq: number } | null;
   lastError: { node: string; resource: string; error: string; at: number } | null;
+  /** The seq of the last phase change, and what started the current run: the decision journaled since the phase before (takeover, recover, resume), else "request" (an operator's or the peer's). */
+  phaseSeq?: number;
+  startedBy?: string;
   /** Automatic takeovers of this job decided by this node, for /metrics. */
   takeovers: number;
   /** Monitor failures and in-place restarts journaled here, for /metrics. */
@@ -64,7 +67,7 @@ export function evolveJobs(jobs: JobsState, event: Recorded): JobsState {
 }
 
 function evolveJob(job: JobView, event: Recorded): JobView | null {
-  const phase = (p: JobPhase, active: string | null = job.active): JobView => ({ ...job, phase: p, phaseSince: event.at, active });
+  const phase = (p: JobPhase, active: string | null = job.active): JobView => ({ ...job, phase: p, phaseSince: event.at, phaseSeq: event.seq, active });
   switch (event.type) {
     case "JobDeleted":
       return null;
@@ -74,8 +77,10 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
       return job.phase === "out" || job.phase === "failed" ? phase("bringing-in", event.data.on) : job;
     case "BringOutRequested":
       return job.phase === "in" ? phase("bringing-out") : job;
-    case "JobBroughtIn":
-      return phase("in", event.data.node);
+    case "JobBroughtIn": {
+      const cause = job.lastDecision && job.lastDecision.seq > (job.phaseSeq ?? 0) ? job.lastDecision.kind : "request";
+      return { ...phase("in", event.data.node), startedBy: cause };
+    }
     case "JobBroughtOut":
       // A bring-out on the node that is not active (a clean-up, a refused start) changes nothing.
       return job.active === event.data.node || job.active === null ? phase("out", null) : job;
@@ -103,6 +108,8 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
       return { ...job, lastDecision: { kind: "failover", code: event.data.cause, at: event.at, seq: event.seq } };
     case "ResumeDecided":
       return { ...job, lastDecision: { kind: "resume", code: "peer-back", at: event.at, seq: event.seq } };
+    case "BothActiveResolved":
+      return { ...job, lastDecision: { kind: "both-active", code: event.data.code, at: event.at, seq: event.seq } };
     case "RecoveryDecided":
       return { ...job, recovering: false, lastDecision: { kind: "recover", code: event.data.code, at: event.at, seq: event.seq } };
     case "RecoveryDeclined":

@@ -15,6 +15,8 @@ export interface ResourceAgent {
   start(): Promise<void>;
   stop(): Promise<void>;
   monitor(): Promise<MonitorResult>;
+  /** Tells the network again that this host holds the resource (a VIP's gratuitous ARP); optional. */
+  announce?(): Promise<void>;
 }
 
 export class ResourceError extends Error {

@@ -10,6 +10,8 @@ export interface JobRunner {
   /** Each resource's monitor, without acting: what runs here after an agent restart. */
   probe(): Promise<{ resource: string; running: boolean }[]>;
   monitoring(): boolean;
+  /** Announces the job's addresses again (gratuitous ARP), without touching anything else. */
+  announce(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -186,6 +188,9 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       return Promise.all(resources.map(async (r) => ({ resource: r.spec.name, running: (await monitor(r)).ok })));
     },
     monitoring: () => loops.size > 0,
+    async announce() {
+      await Promise.all(resources.map((r) => r.agent.announce?.().catch(() => undefined)));
+    },
     async close() {
       await stopMonitors().settled;
     },

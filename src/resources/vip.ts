@@ -21,6 +21,9 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
     if (result.code !== 0) throw new ResourceError(`${spec.name}: interface ${dev}: ${outputTail(result)}`);
     return result.stdout.split("\n").some((line) => line.includes(` ${cidr} `) || line.includes(` ${address}/`));
   };
+  const announce = async () => {
+    await ctx.processes.run(["arping", "-U", "-c", String(Math.max(1, arpCount)), "-I", dev, address], { timeoutMs: Math.max(1, arpCount) * 1000 + 2000 });
+  };
   return {
     async start() {
       if (await present()) return;
@@ -36,8 +39,9 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
       await runOrThrow(ctx, spec.name, `ip addr add ${cidr} dev ${dev}`, ["ip", "addr", "add", cidr, "dev", dev], spec.startTimeoutMs);
       // Gratuitous ARP: the first goes out as arping starts, but arping lingers a second after each
       // one, so it runs on in the background rather than delaying the application's start.
-      if (arpCount > 0) void ctx.processes.run(["arping", "-U", "-c", String(arpCount), "-I", dev, address], { timeoutMs: arpCount * 1000 + 2000 });
+      if (arpCount > 0) void announce();
     },
+    announce,
     async stop() {
       if (!(await present())) return;
       await runOrThrow(ctx, spec.name, `ip addr del ${cidr} dev ${dev}`, ["ip", "addr", "del", cidr, "dev", dev], spec.stopTimeoutMs);

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { DuetEvent } from "../../src/events/catalogue.ts";
 import { projectCluster } from "../../src/projections/cluster.ts";
 import { parseRelayedFact, reconcile } from "../../src/agent/peer-link.ts";
+import { chooseKeeper, type RunningSide } from "../../src/policy/both-active.ts";
 import { stamp } from "../arbitraries.ts";
 
 const created: DuetEvent = { type: "JobCreated", data: { job: "web", nodes: ["a", "b"], policy: "manual", reverseWhenConsistent: false, restartMax: 3, resources: [], mirrors: [] } };
@@ -9,9 +10,9 @@ const stateOf = (events: DuetEvent[]) => projectCluster("a", stamp(events, "a"))
 
 describe("reconciling with the peer after a reconnect", () => {
   it("learns that the peer runs a job it missed while the link was down", () => {
-    const { facts, giveUp } = reconcile(stateOf([created]), "b", [{ job: "web", phase: "in", since: 5 }]);
+    const { facts, bothActive } = reconcile(stateOf([created]), "b", [{ job: "web", phase: "in", since: 5 }]);
     expect(facts).toEqual([{ type: "JobBroughtIn", data: { job: "web", node: "b" } }]);
-    expect(giveUp).toEqual([]);
+    expect(bothActive).toEqual([]);
   });
 
   it("learns that the peer no longer runs a job", () => {
@@ -19,25 +20,27 @@ describe("reconciling with the peer after a reconnect", () => {
     expect(facts).toEqual([{ type: "JobBroughtOut", data: { job: "web", node: "b" } }]);
   });
 
-  it("a job found running on both nodes is kept by the node that brought it in last; the other gives it up", () => {
+  it("a job found running on both is left to the policy, with both sides' reports", () => {
     const mine = stateOf([created, { type: "JobBroughtIn", data: { job: "web", node: "a" } }]);
-    const mySince = mine.jobs.get("web")!.phaseSince;
-    const later = reconcile(mine, "b", [{ job: "web", phase: "in", since: mySince + 1000 }]);
-    expect(later.giveUp).toEqual([{ job: "web", peerSince: mySince + 1000, mySince }]);
-    expect(later.facts).toEqual([{ type: "JobBroughtIn", data: { job: "web", node: "b" } }]);
-    const earlier = reconcile(mine, "b", [{ job: "web", phase: "in", since: mySince - 1000 }]);
-    expect(earlier.giveUp).toEqual([]);
-    expect(earlier.facts).toEqual([]);
+    const { facts, bothActive } = reconcile(mine, "b", [{ job: "web", phase: "in", since: 5, generation: "g2", ancestors: ["g1"], how: "takeover" }]);
+    expect(facts).toEqual([]);
+    expect(bothActive).toMatchObject([{ job: "web", keeper: "b", other: "a", code: "stronger-decision" }]);
   });
+});
 
-  it("both nodes reach the same answer from the same two reports (ties go to the lower name)", () => {
-    const onA = projectCluster("a", stamp([created, { type: "JobBroughtIn", data: { job: "web", node: "a" } }], "a", 1000));
-    const onB = projectCluster("b", stamp([created, { type: "JobBroughtIn", data: { job: "web", node: "b" } }], "b", 1000));
-    const since = onA.jobs.get("web")!.phaseSince;
-    expect(onB.jobs.get("web")!.phaseSince).toBe(since);
-    const aGivesUp = reconcile(onA, "b", [{ job: "web", phase: "in", since }]).giveUp.length === 1;
-    const bGivesUp = reconcile(onB, "a", [{ job: "web", phase: "in", since }]).giveUp.length === 1;
-    expect([aGivesUp, bGivesUp]).toEqual([false, true]);
+describe("which node keeps a job found running on both (chooseKeeper)", () => {
+  const side = (node: string, over: Partial<RunningSide> = {}): RunningSide => ({ node, since: 1000, generation: "g1", ancestors: [], how: "unknown", ...over });
+  const table: [string, RunningSide, RunningSide, string, string][] = [
+    ["the survivor's data descends from the restarted node's: the survivor keeps it, though it started earlier", side("a", { generation: "g1", since: 9000, how: "recover" }), side("b", { generation: "g2", ancestors: ["g1"], since: 1000, how: "takeover" }), "b", "newer-data"],
+    ["the same data: the takeover beats a restart's recovery", side("a", { how: "recover" }), side("b", { how: "takeover" }), "b", "stronger-decision"],
+    ["both took it over (a partition hid each from the other): the one that ran it first, which the other's takeover contradicts", side("a", { how: "takeover", since: 5000 }), side("b", { how: "takeover", since: 1000 }), "b", "ran-first"],
+    ["nothing tells them apart: the lower name", side("a"), side("b"), "a", "tie-break"],
+    ["both wrote apart (neither descends): decided by how, not by data", side("a", { generation: "ga", ancestors: ["g0"], how: "takeover" }), side("b", { generation: "gb", ancestors: ["g0"], how: "recover" }), "a", "stronger-decision"],
+  ];
+  it.each(table)("%s", (_what, x, y, keeper, code) => {
+    expect(chooseKeeper("web", x, y)).toMatchObject({ keeper, code });
+    // Both nodes ask with the sides in their own order: the same answer, the same reasons.
+    expect(chooseKeeper("web", y, x)).toEqual(chooseKeeper("web", x, y));
   });
 });
 

@@ -3,6 +3,7 @@ import type { Reason } from "../../src/events/ids.ts";
 import type { ClusterState } from "../../src/projections/cluster.ts";
 import { mirrorColour, type MirrorColour } from "../../src/projections/replication.ts";
 import { decide } from "../../src/policy/decide.ts";
+import { chooseKeeper, type RunningSide } from "../../src/policy/both-active.ts";
 import { decideSwitchover } from "../../src/policy/switchover.ts";
 import { createCursor, createFold, type NodeJournal } from "./fold.ts";
 
@@ -12,7 +13,7 @@ export const RECHECK_LOOKBACK_EVENTS = 20;
 export const CHAIN_RECENT_MAX = 500;
 export const CHAIN_FACTS_MAX = 100;
 
-const DECISION_TYPES = new Set(["TakeoverDecided", "TakeoverDeclined", "FailoverDecided", "SelfFenceDecided", "ResumeDecided", "SwitchoverRefused", "RecoveryDecided", "RecoveryDeclined"]);
+const DECISION_TYPES = new Set(["TakeoverDecided", "TakeoverDeclined", "FailoverDecided", "SelfFenceDecided", "ResumeDecided", "SwitchoverRefused", "RecoveryDecided", "RecoveryDeclined", "BothActiveResolved"]);
 
 export interface Outcome {
   kind: string;
@@ -144,6 +145,8 @@ function journaledOutcomes(record: Recorded): { job: string; outcome: Outcome; r
       return [{ job: record.data.job, outcome: { kind: "resume", code: "peer-back" }, reasons: record.data.reasons }];
     case "RecoveryDecided":
       return [{ job: record.data.job, outcome: { kind: "recover", code: record.data.code }, reasons: record.data.reasons }];
+    case "BothActiveResolved":
+      return [{ job: record.data.job, outcome: { kind: "both-active", code: `${record.data.code}:${record.data.keeper}` }, reasons: record.data.reasons }];
     case "RecoveryDeclined":
       return [{ job: record.data.job, outcome: { kind: "recovery-declined", code: record.data.code }, reasons: record.data.reasons }];
     case "SwitchoverRefused":
@@ -162,6 +165,13 @@ function replayedOutcome(state: ClusterState, record: Recorded, job: string): Ou
   if (record.type === "SwitchoverRefused") {
     const gate = decideSwitchover(state, job, record.data.to, record.at);
     return gate.allowed ? { kind: "switchover-allowed", code: "allowed" } : { kind: "switchover-refused", code: failedNames(gate.reasons) };
+  }
+  if (record.type === "BothActiveResolved") {
+    // Its inputs are both nodes' reports, journaled with it: chooseKeeper runs on them again.
+    const sides = record.data.reasons.find((r) => r.name === "sides")?.value as RunningSide[] | undefined;
+    if (!sides || sides.length !== 2) return null;
+    const again = chooseKeeper(job, sides[0]!, sides[1]!);
+    return { kind: "both-active", code: `${again.code}:${again.keeper}` };
   }
   const d = decide(state, record.at).find((x) => x.job === job);
   return d ? { kind: d.kind, code: d.code } : null;
@@ -330,6 +340,8 @@ export function describe(r: Recorded): string | null {
       return `${r.data.node}'s own loop stalled for ${r.data.stalledMs} ms (the peer may have taken its jobs over meanwhile)`;
     case "StallChecked":
       return `${r.data.node} asked its peer after the stall: ${r.data.answered ? `confirmed ${r.data.confirmedJobs.join(", ") || "no job"}` : "no answer in time"}${r.data.detail ? ` (${r.data.detail})` : ""}`;
+    case "BothActiveResolved":
+      return `job ${r.data.job} ran on both nodes: ${r.data.keeper} keeps it (${r.data.code}), ${r.data.other} brings it out`;
     case "RecoveryDecided":
       return `${r.data.node} restarts ${r.data.job}, which ran there when its agent last stopped: ${r.data.code}`;
     case "RecoveryDeclined":
