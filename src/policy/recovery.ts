@@ -2,7 +2,7 @@ import type { Reason } from "../events/ids.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import type { JobView } from "../projections/jobs.ts";
 import { verdictSinceLoss } from "../projections/membership.ts";
-import { check, input, type Decision } from "./decision.ts";
+import { check, input, peerGoneChecks, type Decision } from "./decision.ts";
 
 /**
  * A job this node's journal says ran here when its agent (re)started. The peer may have taken it
@@ -23,19 +23,8 @@ export function decideRecovery(state: ClusterState, job: JobView, _now: number):
   if (membership.peerStatus !== "lost") return null;
   const verdict = verdictSinceLoss(membership);
   if (!verdict) return null; // the agent runs the tiebreaker on PeerLost
-  const reasons: Reason[] = [
-    input("agent-started-seq", membership.startedSeq),
-    input("peer-lost-since", membership.peerSince),
-    check("tiebreaker-confirmed", verdict.verdict === "confirmed", { verdict: verdict.verdict, method: verdict.method, at: verdict.at, ...(verdict.why ? { why: verdict.why } : {}) }),
-  ];
-  const decline = (code: string): Decision => ({ kind: "recovery-declined", job: job.name, code, reasons });
-  if (verdict.verdict === "isolated") return decline("i-am-isolated");
-  if (verdict.verdict === "failed") return decline("tiebreaker-failed");
-  if (verdict.verdict !== "confirmed") return decline("tiebreaker-not-confirmed");
-  if (verdict.peerOnNetwork) {
-    const answered = verdict.peerOnNetwork.filter((p) => p.answered);
-    reasons.push(check("peer-silent-on-public-network", answered.length === 0, { answered: answered.map((p) => `${p.address}@${p.interface}`) }));
-    if (answered.length > 0) return decline("peer-alive-on-public-network");
-  }
+  const gone = peerGoneChecks(verdict);
+  const reasons: Reason[] = [input("agent-started-seq", membership.startedSeq), input("peer-lost-since", membership.peerSince), ...gone.reasons];
+  if (gone.refusal) return { kind: "recovery-declined", job: job.name, code: gone.refusal, reasons };
   return { kind: "recover", job: job.name, code: "peer-lost-confirmed", reasons };
 }

@@ -3,7 +3,7 @@ import type { ClusterState } from "../projections/cluster.ts";
 import type { JobView } from "../projections/jobs.ts";
 import { linksState, peerReleasedAfterMs, verdictSinceLoss } from "../projections/membership.ts";
 import type { ReplicationView } from "../projections/replication.ts";
-import { check, input, type Decision } from "./decision.ts";
+import { check, input, peerGoneChecks, type Decision } from "./decision.ts";
 
 /**
  * The standby's answer when the node active for a job is lost (DESIGN.md's table). Every policy
@@ -22,24 +22,17 @@ export function decideTakeover(state: ClusterState, job: JobView, now: number): 
   if (!verdict) return null; // the agent runs the tiebreaker on PeerLost; decide once it reports
 
   const replica = state.replication.get(job.name);
+  const gone = peerGoneChecks(verdict);
   const reasons: Reason[] = [
     input("peer-lost-since", membership.peerSince),
     input("links", { state: linksState(membership), links: [...membership.links.values()].map((l) => ({ link: l.link, up: l.up, since: l.since })) }),
-    check("tiebreaker-confirmed", verdict.verdict === "confirmed", { verdict: verdict.verdict, method: verdict.method, at: verdict.at, ...(verdict.why ? { why: verdict.why } : {}) }),
+    gone.reasons[0]!,
     input("policy", job.policy),
     input("replica", replicaFacts(job, replica)),
+    ...gone.reasons.slice(1),
   ];
   const decline = (code: string): Decision => ({ kind: "decline", job: job.name, code, reasons });
-  if (verdict.verdict === "isolated") return decline("i-am-isolated");
-  if (verdict.verdict === "failed") return decline("tiebreaker-failed");
-  if (verdict.verdict !== "confirmed") return decline("tiebreaker-not-confirmed");
-  // Silent on every link yet answering ARP on the public network: the peer's host is up (its agent
-  // hung, or a partition that drops IP but not ARP), and may still serve the job.
-  if (verdict.peerOnNetwork) {
-    const answered = verdict.peerOnNetwork.filter((p) => p.answered);
-    reasons.push(check("peer-silent-on-public-network", answered.length === 0, { asked: verdict.peerOnNetwork.map((p) => `${p.address}@${p.interface}`), answered: answered.map((p) => `${p.address}@${p.interface}`) }));
-    if (answered.length > 0) return decline("peer-alive-on-public-network");
-  }
+  if (gone.refusal) return decline(gone.refusal);
 
   switch (job.policy) {
     case "manual":

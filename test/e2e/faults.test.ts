@@ -6,7 +6,8 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { initConfig } from "../../src/config/init.ts";
 import { runReplay } from "../../tools/replay/main.ts";
-import { createTestNet, removeStaleNamespaces, type TestNet } from "./netns.ts";
+import type { TestNet } from "./netns.ts";
+import { createCabledNet, destroyCabledNet } from "./cabled-net.ts";
 import { createPairKit } from "./pair-kit.ts";
 
 /**
@@ -61,13 +62,7 @@ function watchVip() {
 }
 
 beforeAll(async () => {
-  await removeStaleNamespaces(prefix);
-  net = await createTestNet({ prefix, subnet, hosts: ["a", "b", "client"] });
-  await run("ip", ["-n", ns("a"), "link", "add", "eth1", "type", "veth", "peer", "name", "eth1", "netns", ns("b")]);
-  for (const [host, n] of [["a", 1], ["b", 2]] as const) {
-    await run("ip", ["-n", ns(host), "addr", "add", `${privateNet}.${n}/24`, "dev", "eth1"]);
-    await run("ip", ["-n", ns(host), "link", "set", "eth1", "up"]);
-  }
+  net = await createCabledNet({ prefix, subnet, privateNet });
   dir = await mkdtemp(join(tmpdir(), "duet-faults-"));
   const app = join(ROOT, "examples/demo-app.mjs");
   ({ configFile } = await initConfig({
@@ -108,9 +103,7 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  for (const { child } of kit?.agents.values() ?? []) child.kill("SIGKILL");
-  for (const host of ["a", "b"]) await run("sh", ["-c", `for p in $(ip netns pids ${ns(host)}); do kill -9 $p; done`]).catch(() => undefined);
-  await net?.destroy();
+  await destroyCabledNet(net, kit?.agents.values() ?? []);
   await rm(dir, { recursive: true, force: true });
 });
 
