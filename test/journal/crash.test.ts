@@ -111,5 +111,5 @@ describe("journal crash safety", () => {
     } finally {
       await journal.close();
     }
-  }, 60_000);
+  }, 150_000);
 });
