@@ -805,8 +805,10 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     },
     restoreSnapshot,
     /** Scheduled snapshots (config: snapshots.intervalMs from firstAt), taken on the replica side. */
-    scheduleSnapshots(): { cancel(): void } {
+    /** cancel() resolves once a scheduled snapshot under way (taken, then pruned) has finished. */
+    scheduleSnapshots(): { cancel(): Promise<void> } {
       const timers: { cancel(): void }[] = [];
+      const running = new Set<Promise<unknown>>();
       for (const j of jobs) {
         const every = j.snapshots.intervalMs;
         if (!every || !snapshotStores.has(j.name)) continue;
@@ -816,11 +818,18 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
             if (host.now() < due) return;
             due = firstDue(host.now() + 1, every, j.snapshots.firstAt);
             if (sources.has(j.name)) return; // the replica side takes them
-            void takeSnapshot(j.name, "schedule").catch((error: Error) => host.log(`job ${j.name}: scheduled snapshot failed: ${error.message}`));
+            const taking = takeSnapshot(j.name, "schedule").catch((error: Error) => host.log(`job ${j.name}: scheduled snapshot failed: ${error.message}`));
+            running.add(taking);
+            void taking.finally(() => running.delete(taking));
           }),
         );
       }
-      return { cancel: () => timers.forEach((t) => t.cancel()) };
+      return {
+        async cancel() {
+          timers.forEach((t) => t.cancel());
+          await Promise.all(running);
+        },
+      };
     },
     async close(): Promise<void> {
       for (const job of [...sources.keys()]) await stopSource(job, false);
