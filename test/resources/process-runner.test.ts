@@ -1,4 +1,5 @@
 import { existsSync } from "node:fs";
+import { createServer } from "node:net";
 import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,7 +15,17 @@ import { systemProcesses } from "../../src/world/process.ts";
 const app = join(import.meta.dirname, "../../examples/demo-app.mjs");
 const dirs: string[] = [];
 const runners: JobRunner[] = [];
-let port = 40000 + ((process.pid * 13) % 10000);
+/**
+ * A port no socket holds now, chosen by the kernel: a fixed range inside the ephemeral one
+ * (32768-60999) collided with outgoing connections under load (EADDRINUSE).
+ */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
 afterEach(async () => {
   for (const r of runners.splice(0)) await r.bringOut();
   for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
@@ -49,8 +60,8 @@ const summary = (events: DuetEvent[]) => events.map((e) => `${e.type}:${(e.data 
 
 describe("process resource and job runner", () => {
   it("starts resources in order, serves, and stops them in reverse", async () => {
-    const p1 = port++;
-    const p2 = port++;
+    const p1 = await freePort();
+    const p2 = await freePort();
     const { runner, events } = await setup([appResource("first", p1), appResource("second", p2, { tcp: `127.0.0.1:${p2}` })]);
     expect(await runner.bringIn()).toEqual({ ok: true });
     const body = (await (await fetch(`http://127.0.0.1:${p1}/`)).json()) as { servedBy: string };
@@ -61,7 +72,7 @@ describe("process resource and job runner", () => {
   });
 
   it("a failing second resource rolls back the first and names the cause", async () => {
-    const p1 = port++;
+    const p1 = await freePort();
     const { runner, events } = await setup([appResource("first", p1), { name: "broken", process: { command: ["/bin/false"] }, startTimeoutMs: 2000 }]);
     const result = await runner.bringIn();
     expect(result).toMatchObject({ ok: false, resource: "broken" });
@@ -70,7 +81,7 @@ describe("process resource and job runner", () => {
   });
 
   it("a crashed process is restarted up to the threshold, then left to the policy", async () => {
-    const p1 = port++;
+    const p1 = await freePort();
     const { runner, events, stateDir } = await setup([appResource("app", p1)], { max: 2, windowMs: 60_000 });
     expect((await runner.bringIn()).ok).toBe(true);
     for (let crash = 1; crash <= 3; crash++) {
@@ -85,7 +96,7 @@ describe("process resource and job runner", () => {
   });
 
   it("an agent restarted after a crash finds the process by its pid file and stops it", async () => {
-    const p1 = port++;
+    const p1 = await freePort();
     const first = await setup([appResource("app", p1)]);
     expect((await first.runner.bringIn()).ok).toBe(true);
     await first.runner.close(); // the agent "crashes": monitors gone, the process lives on
@@ -100,7 +111,7 @@ describe("process resource and job runner", () => {
   it("a pid file naming someone else's process is not ours", async () => {
     const stateDir = await mkdtemp(join(tmpdir(), "duet-res-"));
     dirs.push(stateDir);
-    const spec = resourceSpec.parse(appResource("app", port++)) as ResourceSpec;
+    const spec = resourceSpec.parse(appResource("app", (await freePort()))) as ResourceSpec;
     await writeFile(join(stateDir, "app.pid"), JSON.stringify({ pid: process.pid, startTime: "1" }));
     const agent = createAgent(spec, { job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock });
     expect(await agent.monitor()).toMatchObject({ ok: false, notRunning: true });
@@ -108,7 +119,7 @@ describe("process resource and job runner", () => {
   });
 
   it("a process that never becomes healthy fails its start with its own log", async () => {
-    const { runner } = await setup([{ name: "app", process: { command: ["/bin/sh", "-c", "echo listening nowhere; sleep 30"], health: { tcp: `127.0.0.1:${port++}` } }, startTimeoutMs: 600, stopTimeoutMs: 1000 }]);
+    const { runner } = await setup([{ name: "app", process: { command: ["/bin/sh", "-c", "echo listening nowhere; sleep 30"], health: { tcp: `127.0.0.1:${(await freePort())}` } }, startTimeoutMs: 600, stopTimeoutMs: 1000 }]);
     const result = await runner.bringIn();
     expect(result).toMatchObject({ ok: false, resource: "app" });
     expect((result as { error: string }).error).toMatch(/did not become healthy within 600 ms.*listening nowhere/s);
