@@ -66,6 +66,14 @@ export async function saveIndex(file: string, index: ChangeIndex): Promise<void>
 /** lstat calls a walk has in flight at once. */
 const WALK_CONCURRENCY = 64;
 
+/** A link's target, or null when the path is gone or no longer a link since it was looked at. */
+async function readLinkIfThere(path: string): Promise<string | null> {
+  return readlink(path).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT" || error.code === "EINVAL" || error.code === "ENOTDIR") return null;
+    throw error;
+  });
+}
+
 async function walk(root: string, relative: string, out: Map<string, Stats>): Promise<void> {
   const names = await readdir(join(root, relative)).catch((error: NodeJS.ErrnoException) => {
     // Removed while we walked: the next scan sees it gone.
@@ -154,7 +162,13 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
     }
     const was = old?.kind === kind ? old : undefined;
     if (kind === "link") {
-      const target = await readlink(join(root, path));
+      const target = await readLinkIfThere(join(root, path));
+      if (target === null) {
+        // Gone (or no longer a link) since the walk: what the replica holds under it goes too,
+        // and the change that did it is seen by the watcher or the next scan.
+        if (was !== undefined) await out.push({ op: "remove", path });
+        continue;
+      }
       next.set(path, { kind: "link", target });
       if (was?.kind !== "link" || was.target !== target) await out.push({ op: "symlink", path, target });
       continue;
@@ -190,7 +204,11 @@ export async function scanChanges(root: string, index: ChangeIndex, options: Sca
     // Changed blocks go into batches as they are read: a large file never sits in memory whole.
     const write = out.beginWrite(path, info.size);
     const read = await readChangedBlocks(join(root, path), info.size, was?.kind === "file" ? was : undefined, write, (await early) ?? undefined);
-    if (read === null) continue; // gone since the walk: the next scan removes it
+    if (read === null) {
+      // Gone since the walk: the replica's copy goes too (the index forgets it).
+      if (was !== undefined) await out.push({ op: "remove", path });
+      continue;
+    }
     bytesRead += read.size;
     next.set(path, { kind: "file", mode, size: read.size, mtimeNs, ino: info.ino, blocks: read.blocks, ...(read.pieces ? { pieces: read.pieces } : {}) });
     // Re-read (racy, or touched) but no block and not the size changed: nothing to ship.
@@ -573,8 +591,10 @@ export async function readManifest(root: string, scope: readonly string[] | "all
   const manifest: ChangeIndex = new Map();
   for (const [path, info] of seen) {
     if (scope !== "all" && !scopeTest(scope)(path)) continue; // parents were walked for scans only
-    if (info.isSymbolicLink()) manifest.set(path, { kind: "link", target: await readlink(join(root, path)) });
-    else if (info.isDirectory()) manifest.set(path, { kind: "dir", mode: info.mode & 0o7777 });
+    if (info.isSymbolicLink()) {
+      const target = await readLinkIfThere(join(root, path));
+      if (target !== null) manifest.set(path, { kind: "link", target });
+    } else if (info.isDirectory()) manifest.set(path, { kind: "dir", mode: info.mode & 0o7777 });
     else if (info.isFile()) {
       const { blocks, pieces } = await fileSums(join(root, path), options.pieces === true && info.size <= FINE_FILE_MAX);
       manifest.set(path, { kind: "file", mode: info.mode & 0o7777, size: info.size, mtimeNs: "replica", ino: -1, blocks, ...(pieces ? { pieces } : {}) });
