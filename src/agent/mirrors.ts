@@ -817,7 +817,10 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
           host.timers.every(Math.min(60_000, every), () => {
             if (host.now() < due) return;
             due = firstDue(host.now() + 1, every, j.snapshots.firstAt);
-            if (sources.has(j.name)) return; // the replica side takes them
+            // The replica side takes them: this node holds the copy of a job in on the peer. Not
+            // a node whose job runs nowhere (it may be the next source), nor the source itself.
+            const view = host.state().jobs.get(j.name);
+            if (sources.has(j.name) || view?.phase !== "in" || view.active === null || view.active === host.self) return;
             const taking = takeSnapshot(j.name, "schedule").catch((error: Error) => host.log(`job ${j.name}: scheduled snapshot failed: ${error.message}`));
             running.add(taking);
             void taking.finally(() => running.delete(taking));
