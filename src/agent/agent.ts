@@ -157,6 +157,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       },
       onHeard: (at) => heartbeat?.heardTcp(at),
       log: (line) => info(line),
+      hlc,
     });
     closers.push(() => channel.close());
 

@@ -4,7 +4,9 @@ import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { Packr } from "msgpackr";
 import { afterEach, describe, expect, it } from "vitest";
 import { ATTACH_MIN_BYTES, derivePsk, JoinedBytes, startPeerChannel, type PeerChannel, type PeerChannelOptions } from "../../src/cluster/peer-channel.ts";
+import { compareHlc } from "../../src/events/catalogue.ts";
 import { systemClock, systemTimers } from "../../src/world/clock.ts";
+import { createHlc } from "../../src/world/hlc.ts";
 import { startPacedProxy } from "./paced-proxy.ts";
 
 // Node "a" dials from 127.0.0.1, node "b" accepts on 127.0.0.2; each test takes its own port.
@@ -76,6 +78,29 @@ describe("peer channel (TLS 1.2 with the cluster key as pre-shared key)", () => 
     await Promise.all([...Array(100).keys()].map((i) => a.send("fact", i)));
     await until(() => messages.length === 100);
     expect(messages).toEqual([...Array(100).keys()]);
+  });
+
+  it("requests, answers and messages carry the hybrid clock: a node whose clock is behind stamps after what it heard; a stamp a minute ahead is not merged", async () => {
+    const skewed = (ms: number) => ({ now: () => Date.now() + ms, monotonic: () => systemClock.monotonic() });
+    const aClock = createHlc(skewed(5000));
+    const bClock = createHlc(systemClock);
+    const { a, b } = pair({ a: { hlc: aClock, clock: skewed(5000) }, b: { hlc: bClock } });
+    await until(() => a.connected() && b.connected());
+    const sent = aClock.tick(); // a journals a record 5 s "ahead" of b's clock, then asks b
+    await a.request("after", 2000);
+    // b's next record is stamped after a's, although b's own clock reads 5 s earlier
+    expect(compareHlc(bClock.tick(), sent)).toBeGreaterThan(0);
+
+    const far = createHlc(skewed(120_000));
+    const logs: string[] = [];
+    const cClock = createHlc(systemClock);
+    const { a: c, b: d } = pair({ a: { hlc: far, clock: skewed(120_000) }, b: { hlc: cClock, log: (line) => logs.push(line) } });
+    await until(() => c.connected() && d.connected());
+    const ahead = far.tick();
+    await c.request("from the future", 2000);
+    expect(compareHlc(cClock.tick(), ahead)).toBeLessThan(0);
+    expect(d.stats().clockAhead).toBeGreaterThan(0);
+    expect(logs.join("\n")).toMatch(/a's clock is \d+ ms ahead of this node's; its stamps are not merged/);
   });
 
   it("a dialer waiting out its backoff connects at once when told the peer is heard again", async () => {
