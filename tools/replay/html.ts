@@ -1,6 +1,7 @@
 import type { Recorded } from "../../src/events/catalogue.ts";
 import { describe, type Explanation } from "./explain.ts";
 import { byNode, createFold, type NodeJournal } from "./fold.ts";
+import type { Violation } from "./invariants.ts";
 import { renderExplanation } from "./timeline.ts";
 
 /** Bands drawn per lane; past it the rest of the lane is one "changes omitted" band. */
@@ -88,7 +89,7 @@ function nodeLanes(journal: NodeJournal, tailMs: number): Lane[] {
  * each node's whole journal when given (`merged` shows a relayed fact once, but the node that
  * received it acted on it), else the records of `merged`.
  */
-export function renderHtml(merged: readonly Recorded[], explanations: readonly Explanation[], journals: readonly NodeJournal[] = byNode(merged)): string {
+export function renderHtml(merged: readonly Recorded[], explanations: readonly Explanation[], journals: readonly NodeJournal[] = byNode(merged), violations: readonly Violation[] = []): string {
   const start = merged.reduce((min, r) => Math.min(min, r.at), merged[0]?.at ?? 0);
   const last = merged.reduce((max, r) => Math.max(max, r.at), start);
   const tailMs = Math.max(1, Math.round((last - start) * 0.03));
@@ -132,6 +133,7 @@ export function renderHtml(merged: readonly Recorded[], explanations: readonly E
   const headline = mismatches.length
     ? `<p class="bad">MISMATCH: ${mismatches.length} decision(s) do not follow from the journal they are in.</p>`
     : `<p class="ok">${explanations.length} automatic decision(s), each reached again by the policy on the replayed journal.</p>`;
+  const broken = violations.map((v) => `<p class="bad">${v.kind === "ran-on-both" && !v.certain ? "WARNING" : "PROBLEM"}: ${escapeHtml(v.message)}</p>`).join("\n");
   const details = explanations
     .map((e) => {
       const sound = e.recheck.matches && !e.unverified;
@@ -155,6 +157,7 @@ export function renderHtml(merged: readonly Recorded[], explanations: readonly E
 <h1>duet replay</h1>
 <p>${escapeHtml(`${merged.length} records from ${new Date(start).toISOString()} to ${new Date(end).toISOString()}.`)}</p>
 ${headline}
+${broken}
 <svg width="${width}" height="${y + 10}" role="img" aria-label="lanes over time">${ticks.join("")}
 ${rows.join("\n")}</svg>
 <h2>Decisions</h2>
