@@ -293,7 +293,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
             void runners.get(choice.job)?.announce();
             world.timers.after(BOTH_ACTIVE_REANNOUNCE_MS, () => void runners.get(choice.job)?.announce());
           } else {
-            await jobs.stopHere(choice.job);
+            // It ran on two nodes: let go as a fence does (addresses first, processes killed).
+            await jobs.fenceHere(choice.job);
             await record([{ type: "JobBroughtIn", data: { job: choice.job, node: peer.name } }]);
           }
         } finally {

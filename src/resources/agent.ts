@@ -13,7 +13,12 @@ export type MonitorResult = { ok: true } | { ok: false; error: string; notRunnin
 /** One resource of a job on this node: start and stop are idempotent, monitor never throws. */
 export interface ResourceAgent {
   start(): Promise<void>;
-  stop(): Promise<void>;
+  /**
+   * urgent: a fence (this node may be cut off and the peer about to take over): a process is killed
+   * at once rather than asked to exit, so the stop ends within the standby's wait, as a fencing
+   * device's reset would. Agents that cannot hurry (OCF, scripts) stop as usual.
+   */
+  stop(options?: { urgent?: boolean }): Promise<void>;
   monitor(): Promise<MonitorResult>;
   /** Tells the network again that this host holds the resource (a VIP's gratuitous ARP); optional. */
   announce?(): Promise<void>;

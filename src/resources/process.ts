@@ -147,7 +147,8 @@ export function createProcess(spec: ProcessSpec, ctx: AgentContext): ResourceAge
   }
 
   /**
-   * SIGTERM to the whole group, SIGKILL to whatever is left after the timeout. Done means the group
+   * SIGTERM to the whole group, SIGKILL to whatever is left after the timeout (at once for a zero
+   * timeout: a fence). Done means the group
    * is empty, not just its leader gone: a child that shrugs off SIGTERM would keep the port. The
    * caller has just checked the leader is ours; while the group has members its id cannot be reused.
    */
@@ -167,8 +168,10 @@ export function createProcess(spec: ProcessSpec, ctx: AgentContext): ResourceAge
       }
       return !(await groupAlive(record.pid));
     };
-    signal("SIGTERM");
-    if (await emptied(timeoutMs)) return;
+    if (timeoutMs > 0) {
+      signal("SIGTERM");
+      if (await emptied(timeoutMs)) return;
+    }
     signal("SIGKILL");
     if (!(await emptied(KILL_REAP_MS))) throw new ResourceError(`${spec.name}: process group ${record.pid} still there ${KILL_REAP_MS} ms after SIGKILL (stuck in the kernel?)`);
   }
@@ -216,9 +219,9 @@ export function createProcess(spec: ProcessSpec, ctx: AgentContext): ResourceAge
       await rm(pidFile, { force: true });
       throw new ResourceError(`${spec.name}: did not become healthy within ${spec.startTimeoutMs} ms (${last.ok ? "" : last.error}); its log ends: ${await logTail()}`);
     },
-    async stop() {
+    async stop(options = {}) {
       const record = await running();
-      if (record) await kill(record, spec.stopTimeoutMs);
+      if (record) await kill(record, options.urgent ? 0 : spec.stopTimeoutMs);
       await rm(pidFile, { force: true });
     },
     monitor,

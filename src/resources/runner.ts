@@ -5,7 +5,11 @@ import { kindOf, type ResourceSpec, type RestartSpec } from "./spec.ts";
 
 export interface JobRunner {
   bringIn(): Promise<{ ok: true } | { ok: false; resource: string; error: string }>;
-  /** urgent (self-fence): virtual IPs go first, so a node that may be cut off stops claiming them at once. */
+  /**
+   * urgent (self-fence): virtual IPs go first, so a node that may be cut off stops claiming them at
+   * once, and processes are killed rather than asked to exit, so the stop ends within the wait the
+   * standby's takeover counts on (peerReleasedAfterMs).
+   */
   bringOut(options?: { urgent?: boolean }): Promise<{ ok: boolean; failed: { resource: string; error: string }[] }>;
   /** Each resource's monitor, without acting: what runs here after an agent restart. */
   probe(): Promise<{ resource: string; running: boolean }[]>;
@@ -67,9 +71,9 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
     }
   }
 
-  async function stop(r: Resource): Promise<string | null> {
+  async function stop(r: Resource, urgent = false): Promise<string | null> {
     try {
-      await bounded(r.agent.stop(), r.spec.stopTimeoutMs + ACTION_MARGIN_MS, timers, `${r.spec.name}: stop`);
+      await bounded(r.agent.stop({ urgent }), r.spec.stopTimeoutMs + ACTION_MARGIN_MS, timers, `${r.spec.name}: stop`);
       return null;
     } catch (error) {
       return (error as Error).message;
@@ -77,8 +81,8 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
   }
 
   /** Stops and reports; the error, if any, for the caller's list. */
-  async function stopReported(r: Resource): Promise<string | null> {
-    const error = await stop(r);
+  async function stopReported(r: Resource, urgent = false): Promise<string | null> {
+    const error = await stop(r, urgent);
     await report([error === null ? fact("ResourceStopped", { resource: r.spec.name }) : fact("ResourceStopFailed", { resource: r.spec.name, error })]);
     return error;
   }
@@ -174,9 +178,9 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       const vips = options.urgent ? reversed.filter((r) => kindOf(r.spec) === "vip") : [];
       // Urgent: the addresses go before waiting for anything, and again afterwards if a restart
       // under way may have put one back.
-      for (const r of vips) note(r, await stopReported(r));
+      for (const r of vips) note(r, await stopReported(r, true));
       await settled;
-      for (const r of reversed) if (!vips.includes(r)) note(r, await stopReported(r));
+      for (const r of reversed) if (!vips.includes(r)) note(r, await stopReported(r, options.urgent === true));
       for (const r of vips.filter((v) => busy.has(v))) {
         const error = await stop(r);
         if (error !== null) await report([fact("ResourceStopFailed", { resource: r.spec.name, error })]);

@@ -141,6 +141,20 @@ describe("process resource and job runner", () => {
     expect(await agent.monitor()).toMatchObject({ ok: false, notRunning: true });
   });
 
+  it("an urgent stop (a fence) kills the whole group at once instead of waiting out the stop timeout", async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), "duet-res-"));
+    dirs.push(stateDir);
+    const spec = resourceSpec.parse({ name: "stubborn", process: { command: ["/bin/sh", "-c", "(trap '' TERM; exec sleep 60) & exec sleep 60"] }, startTimeoutMs: 3000, stopTimeoutMs: 20_000 });
+    const agent = createAgent(spec, { job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock });
+    await agent.start();
+    const { pid } = JSON.parse(await readFile(join(stateDir, "stubborn.pid"), "utf8")) as { pid: number };
+    const began = Date.now();
+    await agent.stop({ urgent: true });
+    // Far below the 20 s a graceful stop would wait for the child that ignores SIGTERM.
+    expect(Date.now() - began).toBeLessThan(10_000);
+    expect(await liveMembers(pid)).toEqual([]);
+  });
+
   it("a chatty process's log stays bounded while it runs", async () => {
     // 32 lines of 1 KiB every 10 ms (about 3 MB/s), each line numbered so the test sees how much was written.
     const writer = "let n = 0; setInterval(() => { let s = ''; for (let i = 0; i < 32; i++) s += String(++n).padStart(8, '0').padEnd(1023, '.') + '\\n'; process.stdout.write(s); }, 10);";
