@@ -7,8 +7,8 @@ export interface JobRunner {
   bringIn(): Promise<{ ok: true } | { ok: false; resource: string; error: string }>;
   /**
    * urgent (self-fence): virtual IPs go first, so a node that may be cut off stops claiming them at
-   * once, and processes are killed rather than asked to exit, so the stop ends within the wait the
-   * standby's takeover counts on (peerReleasedAfterMs).
+   * once, and processes are killed rather than asked to exit, and nothing waits for a monitor run
+   * under way, so the stop ends within the wait the standby's takeover counts on (peerReleasedAfterMs).
    */
   bringOut(options?: { urgent?: boolean }): Promise<{ ok: boolean; failed: { resource: string; error: string }[] }>;
   /** Each resource's monitor, without acting: what runs here after an agent restart. */
@@ -175,14 +175,20 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       const failed: { resource: string; error: string }[] = [];
       const note = (r: Resource, error: string | null) => void (error === null || failed.push({ resource: r.spec.name, error }));
       const reversed = [...resources].reverse();
-      const vips = options.urgent ? reversed.filter((r) => kindOf(r.spec) === "vip") : [];
-      // Urgent: the addresses go before waiting for anything, and again afterwards if a restart
-      // under way may have put one back.
-      for (const r of vips) note(r, await stopReported(r, true));
+      if (!options.urgent) {
+        // A monitor run under way may be restarting a resource: let it end, then stop everything.
+        await settled;
+        for (const r of reversed) note(r, await stopReported(r));
+        return { ok: failed.length === 0, failed };
+      }
+      // A fence waits for nothing: the addresses go first, then every other resource is killed.
+      // A monitor run under way (a health check of the address just removed can last its whole
+      // timeout) is waited for only afterwards, and what its restart may have started is stopped again.
+      const fenceOrder = [...reversed.filter((r) => kindOf(r.spec) === "vip"), ...reversed.filter((r) => kindOf(r.spec) !== "vip")];
+      for (const r of fenceOrder) note(r, await stopReported(r, true));
       await settled;
-      for (const r of reversed) if (!vips.includes(r)) note(r, await stopReported(r, options.urgent === true));
-      for (const r of vips.filter((v) => busy.has(v))) {
-        const error = await stop(r);
+      for (const r of fenceOrder.filter((x) => busy.has(x))) {
+        const error = await stop(r, true);
         if (error !== null) await report([fact("ResourceStopFailed", { resource: r.spec.name, error })]);
         note(r, error);
       }

@@ -210,6 +210,29 @@ describe("job runner monitor loops", () => {
     expect(summary(events)).toEqual(["ResourceStarted:svc", "MonitorFailed:svc", "ResourceStopped:svc"]);
   });
 
+  it("a fence does not wait for a monitor run under way: everything is stopped at once, and stopped again after the run", async () => {
+    const stateDir = await mkdtemp(join(tmpdir(), "duet-res-"));
+    dirs.push(stateDir);
+    const flag = join(stateDir, "up");
+    const checking = join(stateDir, "checking");
+    // Each monitor run takes 3 s (a health check to an address just removed waits its timeout).
+    const monitor = ["/bin/sh", "-c", `touch ${checking}; sleep 3; test -e ${flag}`];
+    const spec = resourceSpec.parse({ name: "svc", script: { start: ["/usr/bin/touch", flag], stop: ["/bin/rm", "-f", flag], monitor }, monitor: { intervalMs: 50, timeoutMs: 5000 } });
+    const { runner, events } = await setupWith([spec], { max: 3, windowMs: 60_000 }, stateDir);
+    expect((await runner.bringIn()).ok).toBe(true);
+    await until(() => existsSync(checking));
+    const began = Date.now();
+    const fenced = runner.bringOut({ urgent: true });
+    await until(() => !existsSync(flag), 2000);
+    const stoppedMs = Date.now() - began;
+    console.log(`fence stopped the resource ${stoppedMs} ms after it began, with a monitor run under way`);
+    expect(stoppedMs, "stopped before the 3 s monitor run ended").toBeLessThan(2000);
+    expect(await fenced).toEqual({ ok: true, failed: [] });
+    expect(existsSync(flag)).toBe(false);
+    expect(runner.monitoring()).toBe(false);
+    expect(summary(events)).toEqual(["ResourceStarted:svc", "ResourceStopped:svc"]);
+  });
+
   it("a journal that refuses a report does not stop the monitoring: the error is handed over and the loop goes on", async () => {
     const stateDir = await mkdtemp(join(tmpdir(), "duet-res-"));
     dirs.push(stateDir);
