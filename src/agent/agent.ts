@@ -278,8 +278,21 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // A job found on both is resolved once per reconnect, though both hellos (ours answered, and
     // the peer's) carry the reports: one decision, one record.
     const resolving = new Set<string>();
+    const yielding = new Set<string>();
     async function applyPeerJobs(peerJobs: Extract<PeerRequest, { kind: "hello" }>["jobs"]): Promise<void> {
-      const { facts, bothActive } = reconcile(state(), peer.name, peerJobs);
+      const { facts, bothActive, yields } = reconcile(state(), peer.name, peerJobs);
+      for (const d of yields) {
+        // Both hellos carry the peer's report: one decision, one record.
+        if (yielding.has(d.job)) continue;
+        yielding.add(d.job);
+        try {
+          await record([{ type: "StartAbandoned", data: { job: d.job, node: me.name, code: d.code, reasons: d.reasons } }]);
+          const underWay = jobs.abandonStart(d.job, `${peer.name} runs ${d.job}`);
+          info(`job ${d.job}: ${peer.name} runs it; ${underWay ? "abandoning the start here" : "the start here will not begin"}`);
+        } finally {
+          yielding.delete(d.job);
+        }
+      }
       for (const choice of bothActive) {
         const decided = state().jobs.get(choice.job)?.lastDecision;
         if (resolving.has(choice.job) || (decided?.kind === "both-active" && decided.seq > state().membership.peerSinceSeq)) continue;

@@ -2,7 +2,7 @@ import type { DuetEvent } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import type { JobView } from "../projections/jobs.ts";
 import { decideSwitchover } from "../policy/switchover.ts";
-import type { JobRunner } from "../resources/runner.ts";
+import type { BringInResult, JobRunner } from "../resources/runner.ts";
 import { ControlError } from "../api/ports.ts";
 import type { PeerRequest, PeerResponse } from "./peer-protocol.ts";
 
@@ -52,24 +52,42 @@ export function createJobControl(host: JobHost) {
   }
   const otherNode = (job: JobView) => job.nodes.find((n) => n !== host.self) ?? host.self;
 
+  /** Starts under way, each abandoned through its controller (abandonStart). */
+  const starting = new Map<string, AbortController>();
+
   /** Starts the job's resources here and records the outcome for both journals. */
   async function startHere(name: string): Promise<boolean> {
     const runner = host.runner(name);
     if (!runner) throw new ControlError("not-found", 404, `job ${name}: not configured on node ${host.self}`);
-    // The data is captured from before the application can write: nothing it writes goes unseen.
-    const capture = await host.mirrors?.startSource(name).then(
-      () => null,
-      (error: Error) => error,
-    );
-    const result = capture ? { ok: false as const, resource: "mirror", error: `capture could not start: ${capture.message}` } : await runner.bringIn();
-    if (!result.ok) await host.mirrors?.stopSource(name, false);
-    const fact: DuetEvent = result.ok
-      ? { type: "JobBroughtIn", data: { job: name, node: host.self } }
-      : { type: "JobStartFailed", data: { job: name, node: host.self, resource: result.resource, error: result.error } };
-    await host.record([fact]);
-    host.peer.relay(fact);
-    host.log(result.ok ? `job ${name} brought in here` : `job ${name} failed to start here: ${result.error}`);
-    return result.ok;
+    // Abandoned while queued behind another operation on the job: it never begins.
+    const job = host.state().jobs.get(name);
+    if (job?.lastDecision?.kind === "abandon-start" && job.lastDecision.seq > (job.phaseSeq ?? 0)) {
+      host.log(`job ${name}: start abandoned before it began (${job.active ?? "the peer"} runs it)`);
+      return false;
+    }
+    const abandon = new AbortController();
+    starting.set(name, abandon);
+    try {
+      // The data is captured from before the application can write: nothing it writes goes unseen.
+      const capture = await host.mirrors?.startSource(name).then(
+        () => null,
+        (error: Error) => error,
+      );
+      const result: BringInResult = capture ? { ok: false, resource: "mirror", error: `capture could not start: ${capture.message}` } : await runner.bringIn({ signal: abandon.signal });
+      if (!result.ok) await host.mirrors?.stopSource(name, false);
+      // Abandoned: what it had started is stopped again, and it ran nowhere here.
+      const fact: DuetEvent = result.ok
+        ? { type: "JobBroughtIn", data: { job: name, node: host.self } }
+        : result.abandoned
+          ? { type: "JobBroughtOut", data: { job: name, node: host.self } }
+          : { type: "JobStartFailed", data: { job: name, node: host.self, resource: result.resource, error: result.error } };
+      await host.record([fact]);
+      host.peer.relay(fact);
+      host.log(result.ok ? `job ${name} brought in here` : result.abandoned ? `job ${name}: start abandoned (${result.error})` : `job ${name} failed to start here: ${result.error}`);
+      return result.ok;
+    } finally {
+      if (starting.get(name) === abandon) starting.delete(name);
+    }
   }
 
   async function stopHere(name: string, urgent = false): Promise<void> {
@@ -176,6 +194,12 @@ export function createJobControl(host: JobHost) {
     stopHere: (name: string) => serial(name, () => stopHere(name)),
     /** Self-fence: the job's virtual IPs are released before anything else stops. */
     fenceHere: (name: string) => serial(name, () => stopHere(name, true)),
+    /** Abandons a start under way here (a decision journaled first); false if none was. */
+    abandonStart(name: string, why: string): boolean {
+      const start = starting.get(name);
+      start?.abort(why);
+      return start !== undefined;
+    },
     /** A resume after a self-fence (policy): started here only if the peer, asked under its job lock, does not run the job. */
     resumeHere: (name: string) => serial(name, () => resumeHere(name)),
     /** failBack false when this agent is stopping: a job the peer cannot take stays out rather than outliving its agent. */

@@ -1,7 +1,8 @@
 import { validateEvent, type DuetEvent } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { relayedFact, type PeerRequest } from "./peer-protocol.ts";
-import { chooseKeeper } from "../policy/both-active.ts";
+import { chooseKeeper, decideYieldStart, startingHere } from "../policy/both-active.ts";
+import type { Decision } from "../policy/decision.ts";
 import { lineageView } from "../projections/lineage.ts";
 
 type JobReport = Extract<PeerRequest, { kind: "hello" }>["jobs"][number];
@@ -22,27 +23,33 @@ export interface Reconciliation {
   facts: DuetEvent[];
   /** Jobs both nodes run, and the policy's choice of the node that keeps each (the same on both). */
   bothActive: ReturnType<typeof chooseKeeper>[];
+  /** Jobs this node is still starting while the peer runs them: starts to abandon (decideYieldStart). */
+  yields: Decision[];
 }
 
 /**
  * Compares what the peer says it runs with what this node believes, after a reconnect (relayed
  * facts may have been lost while the link was down). A job both run (a partition without fencing)
- * is left to chooseKeeper, from the two reports alone, so both nodes reach the same answer.
+ * is left to chooseKeeper, from the two reports alone, so both nodes reach the same answer; a job
+ * the peer runs while this node is still starting it is left to decideYieldStart.
  */
 export function reconcile(state: ClusterState, peer: string, peerJobs: readonly JobReport[]): Reconciliation {
   const facts: DuetEvent[] = [];
   const bothActive: Reconciliation["bothActive"] = [];
+  const yields: Decision[] = [];
   const mine = new Map(jobsRunningHere(state).map((r) => [r.job, r]));
   const peerRuns = new Map(peerJobs.filter((j) => j.phase === "in").map((j) => [j.job, j]));
   for (const job of state.jobs.values()) {
     if (!job.nodes.includes(peer)) continue;
     const theirs = peerRuns.get(job.name);
     const here = mine.get(job.name);
+    const yielding = theirs ? decideYieldStart(job.name, startingHere(state, job), { node: peer, ...theirs }) : null;
+    if (yielding) yields.push(yielding);
     if (theirs && here) bothActive.push(chooseKeeper(job.name, { node: state.self, ...here }, { node: peer, ...theirs }));
     else if (theirs && job.active !== peer) facts.push({ type: "JobBroughtIn", data: { job: job.name, node: peer } });
     else if (!theirs && job.active === peer) facts.push({ type: "JobBroughtOut", data: { job: job.name, node: peer } });
   }
-  return { facts, bothActive };
+  return { facts, bothActive, yields };
 }
 
 /** A fact the peer relayed: only the relayed kinds, only about the peer itself, and valid. */

@@ -60,4 +60,9 @@ export const jobEvents = {
    */
   BothActiveResolved: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, keeper: nodeId, other: nodeId, code: z.string(), reasons: z.array(reason) }) },
   RecoveryDeclined: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason) }) },
+  /**
+   * A start here given up (policy decideYieldStart): the peer came back running the job while this
+   * node was still starting it (a takeover's address refused while the peer held it).
+   */
+  StartAbandoned: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason) }) },
 } as const;

@@ -1,5 +1,7 @@
 import type { Reason } from "../events/ids.ts";
-import { check, input } from "./decision.ts";
+import type { ClusterState } from "../projections/cluster.ts";
+import type { JobView } from "../projections/jobs.ts";
+import { check, input, type Decision } from "./decision.ts";
 
 /** One node's account of a job it runs, as the hello carries it. */
 export interface RunningSide {
@@ -45,4 +47,47 @@ export function chooseKeeper(job: string, x: RunningSide, y: RunningSide): { job
   if (first.since !== second.since) return result(first.since < second.since ? first : second, "ran-first");
   reasons.push(input("tie-break", "the lower node name keeps it"));
   return result(first, "tie-break");
+}
+
+/**
+ * A job this node is still starting while the peer, heard again, reports it running (a takeover
+ * whose address stayed refused because the peer held it): the start is abandoned. The peer serves
+ * the job and this node's start never finished, so nothing ran here that clients reached. Both
+ * inputs are journaled with the decision, so replay runs it again on them.
+ */
+export function decideYieldStart(job: string, here: StartingHere, theirs: RunningSide): Decision | null {
+  const requested = here.active === here.node && here.phase === "bringing-in";
+  const decided = here.decidedSincePhase !== null && STARTING_DECISIONS.has(here.decidedSincePhase);
+  if (!(requested || decided) || theirs.node === here.node) return null;
+  return {
+    kind: "abandon-start",
+    job,
+    code: "peer-runs-job",
+    reasons: [
+      input("here", here),
+      input("peer-report", { node: theirs.node, since: theirs.since, generation: theirs.generation ?? null, how: theirs.how ?? "unknown" }),
+      check("start-unfinished-here", true, requested ? { phase: here.phase } : { decision: here.decidedSincePhase }),
+      check("peer-runs-job", true),
+    ],
+  };
+}
+
+/** Decisions that start a job here: while one is newer than the job's last phase change, its start is under way. */
+const STARTING_DECISIONS = new Set(["takeover", "recover"]);
+
+/** What this node's journal says of a job it may be starting. */
+export interface StartingHere {
+  node: string;
+  active: string | null;
+  phase: string;
+  /** The kind of a decision journaled since the job's last phase change, if any. */
+  decidedSincePhase: string | null;
+}
+
+export function startingHere(state: ClusterState, job: JobView): StartingHere {
+  const last = job.lastDecision;
+  // A start that failed here since the decision has ended it (the phase stays the peer's).
+  const ended = last !== null && job.lastError?.node === state.self && job.lastError.at >= last.at;
+  const decision = last && last.seq > (job.phaseSeq ?? 0) && !ended ? last.kind : null;
+  return { node: state.self, active: job.active, phase: job.phase, decidedSincePhase: decision };
 }

@@ -110,6 +110,8 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
       return { ...job, lastDecision: { kind: "resume", code: "peer-back", at: event.at, seq: event.seq } };
     case "BothActiveResolved":
       return { ...job, lastDecision: { kind: "both-active", code: event.data.code, at: event.at, seq: event.seq } };
+    case "StartAbandoned":
+      return { ...job, lastDecision: { kind: "abandon-start", code: event.data.code, at: event.at, seq: event.seq } };
     case "RecoveryDecided":
       return { ...job, recovering: false, lastDecision: { kind: "recover", code: event.data.code, at: event.at, seq: event.seq } };
     case "RecoveryDeclined":

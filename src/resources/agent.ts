@@ -12,7 +12,11 @@ export type MonitorResult = { ok: true } | { ok: false; error: string; notRunnin
 
 /** One resource of a job on this node: start and stop are idempotent, monitor never throws. */
 export interface ResourceAgent {
-  start(): Promise<void>;
+  /**
+   * signal: the start is abandoned (the peer turned out to run the job): an agent that waits, as a
+   * VIP waits for its address to fall silent elsewhere, stops waiting and throws StartAbandoned.
+   */
+  start(options?: { signal?: AbortSignal }): Promise<void>;
   /**
    * urgent: a fence (this node may be cut off and the peer about to take over): a process is killed
    * at once rather than asked to exit, so the stop ends within the standby's wait, as a fencing
@@ -32,6 +36,19 @@ export class ResourceError extends Error {
     super(message);
     this.name = "ResourceError";
   }
+}
+
+/** A start given up on purpose (its signal fired): not a failure of the resource. */
+export class StartAbandoned extends ResourceError {
+  constructor(resource: string, readonly why: string) {
+    super(`${resource}: start abandoned: ${why}`);
+    this.name = "StartAbandoned";
+  }
+}
+
+/** Throws StartAbandoned when the signal has fired. */
+export function throwIfAbandoned(resource: string, signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new StartAbandoned(resource, String(signal.reason ?? "abandoned"));
 }
 
 export interface AgentContext {

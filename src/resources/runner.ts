@@ -1,10 +1,13 @@
 import type { DuetEvent } from "../events/catalogue.ts";
 import type { TimerHandle, Timers } from "../world/clock.ts";
-import { ResourceError, createAgent, type AgentContext, type MonitorResult, type ResourceAgent } from "./agent.ts";
+import { ResourceError, StartAbandoned, createAgent, throwIfAbandoned, type AgentContext, type MonitorResult, type ResourceAgent } from "./agent.ts";
 import { kindOf, type ResourceSpec, type RestartSpec } from "./spec.ts";
 
+export type BringInResult = { ok: true } | { ok: false; resource: string; error: string; abandoned?: boolean };
+
 export interface JobRunner {
-  bringIn(): Promise<{ ok: true } | { ok: false; resource: string; error: string }>;
+  /** signal: abandon the start (the peer runs the job after all): what was started is stopped again. */
+  bringIn(options?: { signal?: AbortSignal }): Promise<BringInResult>;
   /**
    * urgent (self-fence): virtual IPs go first, so a node that may be cut off stops claiming them at
    * once, and processes are killed rather than asked to exit, and nothing waits for a monitor run
@@ -61,11 +64,14 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
 
   const fact = <T extends DuetEvent["type"]>(type: T, data: Record<string, unknown>) => ({ type, data: { job, node, ...data } }) as DuetEvent;
 
-  async function start(r: Resource): Promise<{ error: string; exitCode?: number } | null> {
+  type StartFailure = { error: string; exitCode?: number; abandoned?: boolean };
+  async function start(r: Resource, signal?: AbortSignal): Promise<StartFailure | null> {
     try {
-      await bounded(r.agent.start(), r.spec.startTimeoutMs + ACTION_MARGIN_MS, timers, `${r.spec.name}: start`);
+      throwIfAbandoned(r.spec.name, signal);
+      await bounded(r.agent.start({ signal }), r.spec.startTimeoutMs + ACTION_MARGIN_MS, timers, `${r.spec.name}: start`);
       return null;
     } catch (error) {
+      if (error instanceof StartAbandoned) return { error: error.message, abandoned: true };
       const exitCode = error instanceof ResourceError ? error.exitCode : undefined;
       return { error: (error as Error).message, ...(exitCode === undefined ? {} : { exitCode }) };
     }
@@ -149,16 +155,17 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
   }
 
   return {
-    async bringIn() {
+    async bringIn({ signal } = {}) {
       await stopMonitors().settled;
       const started: Resource[] = [];
       for (const r of resources) {
-        const failed = await start(r);
+        const failed = await start(r, signal);
         if (failed !== null) {
-          await report([fact("ResourceStartFailed", { resource: r.spec.name, ...failed })]);
+          // An abandoned start is no resource's failure: nothing to report against the resource.
+          if (!failed.abandoned) await report([fact("ResourceStartFailed", { resource: r.spec.name, ...failed })]);
           // Roll back what this attempt started, so a failed start leaves nothing half-running.
           for (const s of started.reverse()) await stopReported(s);
-          return { ok: false, resource: r.spec.name, error: failed.error };
+          return { ok: false, resource: r.spec.name, error: failed.error, ...(failed.abandoned ? { abandoned: true } : {}) };
         }
         started.push(r);
         r.failures = [];

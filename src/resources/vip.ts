@@ -1,5 +1,6 @@
+import { setTimeout as delay } from "node:timers/promises";
 import type { AgentContext, ResourceAgent } from "./agent.ts";
-import { ResourceError, outputTail, runOrThrow } from "./agent.ts";
+import { ResourceError, outputTail, runOrThrow, throwIfAbandoned } from "./agent.ts";
 import type { ResourceSpec } from "./spec.ts";
 import type { RunResult } from "../world/process.ts";
 
@@ -25,16 +26,20 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
     await ctx.processes.run(["arping", "-U", "-c", String(Math.max(1, arpCount)), "-I", dev, address], { timeoutMs: Math.max(1, arpCount) * 1000 + 2000 });
   };
   return {
-    async start() {
+    async start({ signal } = {}) {
       if (await present()) return;
       // Duplicate address detection. A peer that is fencing itself may still hold the address for a
-      // moment, so ask again until the start timeout.
+      // moment, so ask again until the start timeout, or until the start is abandoned (the peer
+      // came back and runs the job: the address answers because it is rightly there).
       const deadline = ctx.clock.monotonic() + spec.startTimeoutMs;
       for (;;) {
+        throwIfAbandoned(spec.name, signal);
         const dad = await detectDuplicate(ctx, dev, address, spec.startTimeoutMs);
+        throwIfAbandoned(spec.name, signal);
         if (!dad.answered) break;
         if (ctx.clock.monotonic() + DAD_RETRY_MS > deadline) throw new ResourceError(`${spec.name}: ${address} still answers on the network after ${spec.startTimeoutMs} ms (${dad.output}); refusing to start it here too`);
-        await new Promise((r) => setTimeout(r, DAD_RETRY_MS));
+        // An abandoned start stops waiting at once (the delay rejects; the loop's check throws).
+        await delay(DAD_RETRY_MS, undefined, { signal }).catch(() => undefined);
       }
       await runOrThrow(ctx, spec.name, `ip addr add ${cidr} dev ${dev}`, ["ip", "addr", "add", cidr, "dev", dev], spec.startTimeoutMs);
       // Gratuitous ARP: the first goes out as arping starts, but arping lingers a second after each

@@ -28,6 +28,38 @@ describe("reconciling with the peer after a reconnect", () => {
   });
 });
 
+describe("a start under way here while the peer runs the job (decideYieldStart)", () => {
+  const lost: DuetEvent[] = [created, { type: "JobBroughtIn", data: { job: "web", node: "b" } }, { type: "TakeoverDecided", data: { job: "web", by: "a", from: "b", policy: "manual", reasons: [] } }];
+  const report = [{ job: "web", phase: "in" as const, since: 5, generation: "g1", ancestors: [], how: "request" }];
+
+  it("a takeover still starting when the peer comes back running the job is abandoned, and nothing else is decided", () => {
+    const { yields, bothActive, facts } = reconcile(stateOf(lost), "b", report);
+    expect(yields).toMatchObject([{ kind: "abandon-start", job: "web", code: "peer-runs-job" }]);
+    expect(bothActive).toEqual([]);
+    expect(facts).toEqual([]);
+  });
+
+  it("an operator's bring-in still starting here is abandoned too, and the peer's run is learnt", () => {
+    const { yields, facts } = reconcile(stateOf([created, { type: "BringInRequested", data: { job: "web", on: "a", by: "admin" } }]), "b", report);
+    expect(yields).toMatchObject([{ kind: "abandon-start", job: "web" }]);
+    expect(facts).toEqual([{ type: "JobBroughtIn", data: { job: "web", node: "b" } }]);
+  });
+
+  it("no start is under way: after it failed here, after it finished, or once abandoned", () => {
+    const failed: DuetEvent = { type: "JobStartFailed", data: { job: "web", node: "a", resource: "ip", error: "still answers" } };
+    const abandoned: DuetEvent = { type: "StartAbandoned", data: { job: "web", node: "a", code: "peer-runs-job", reasons: [] } };
+    expect(reconcile(stateOf([...lost, failed]), "b", report).yields).toEqual([]);
+    expect(reconcile(stateOf([...lost, abandoned]), "b", report).yields).toEqual([]);
+    const finished = reconcile(stateOf([...lost, { type: "JobBroughtIn", data: { job: "web", node: "a" } }]), "b", report);
+    expect(finished.yields).toEqual([]);
+    expect(finished.bothActive).toMatchObject([{ job: "web" }]);
+  });
+
+  it("a peer that does not run the job leaves the start alone", () => {
+    expect(reconcile(stateOf(lost), "b", []).yields).toEqual([]);
+  });
+});
+
 describe("which node keeps a job found running on both (chooseKeeper)", () => {
   const side = (node: string, over: Partial<RunningSide> = {}): RunningSide => ({ node, since: 1000, generation: "g1", ancestors: [], how: "unknown", ...over });
   const table: [string, RunningSide, RunningSide, string, string][] = [

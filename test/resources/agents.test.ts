@@ -122,6 +122,27 @@ describe("vip, nic and ping in test namespaces", () => {
     await onB.stop();
   });
 
+  it("a start refused while the address answers elsewhere is abandoned at once when its signal fires, and leaves nothing here", async () => {
+    const onA = agentFor(vipSpec, { processes: inNamespace(net.ns("a"), systemProcesses) });
+    const onB = agentFor(vipSpec, { processes: inNamespace(net.ns("b"), systemProcesses) });
+    await onA.start();
+    const abandon = new AbortController();
+    const started = Date.now();
+    // The stimulus: the peer is heard again a moment into b's duplicate-address probing.
+    const timer = setTimeout(() => abandon.abort("a runs web"), 400);
+    try {
+      await expect(onB.start({ signal: abandon.signal })).rejects.toThrow(/ip: start abandoned: a runs web/);
+    } finally {
+      clearTimeout(timer);
+    }
+    const tookMs = Date.now() - started;
+    console.log(`VIP start abandoned ${tookMs - 400} ms after its signal`);
+    // Well inside the 5000 ms start timeout it would otherwise have probed for.
+    expect(tookMs).toBeLessThan(3000);
+    expect((await onB.monitor()).ok).toBe(false);
+    await onA.stop();
+  });
+
   it("an urgent bring-out (self-fence) releases the VIP before anything else stops", async () => {
     const processes = inNamespace(net.ns("a"), systemProcesses);
     const seen = join(stateDir, "vip-at-stop");

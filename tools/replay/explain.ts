@@ -3,7 +3,7 @@ import type { Reason } from "../../src/events/ids.ts";
 import type { ClusterState } from "../../src/projections/cluster.ts";
 import { mirrorColour, type MirrorColour } from "../../src/projections/replication.ts";
 import { decide } from "../../src/policy/decide.ts";
-import { chooseKeeper, type RunningSide } from "../../src/policy/both-active.ts";
+import { chooseKeeper, decideYieldStart, startingHere, type RunningSide } from "../../src/policy/both-active.ts";
 import { decideSwitchover } from "../../src/policy/switchover.ts";
 import { createCursor, createFold, type NodeJournal } from "./fold.ts";
 
@@ -13,7 +13,7 @@ export const RECHECK_LOOKBACK_EVENTS = 20;
 export const CHAIN_RECENT_MAX = 500;
 export const CHAIN_FACTS_MAX = 100;
 
-const DECISION_TYPES = new Set(["TakeoverDecided", "TakeoverDeclined", "FailoverDecided", "SelfFenceDecided", "ResumeDecided", "SwitchoverRefused", "RecoveryDecided", "RecoveryDeclined", "BothActiveResolved"]);
+const DECISION_TYPES = new Set(["TakeoverDecided", "TakeoverDeclined", "FailoverDecided", "SelfFenceDecided", "ResumeDecided", "SwitchoverRefused", "RecoveryDecided", "RecoveryDeclined", "BothActiveResolved", "StartAbandoned"]);
 
 export interface Outcome {
   kind: string;
@@ -149,6 +149,8 @@ function journaledOutcomes(record: Recorded): { job: string; outcome: Outcome; r
       return [{ job: record.data.job, outcome: { kind: "both-active", code: `${record.data.code}:${record.data.keeper}` }, reasons: record.data.reasons }];
     case "RecoveryDeclined":
       return [{ job: record.data.job, outcome: { kind: "recovery-declined", code: record.data.code }, reasons: record.data.reasons }];
+    case "StartAbandoned":
+      return [{ job: record.data.job, outcome: { kind: "abandon-start", code: record.data.code }, reasons: record.data.reasons }];
     case "SwitchoverRefused":
       return [{ job: record.data.job, outcome: { kind: "switchover-refused", code: failedNames(record.data.reasons) }, reasons: record.data.reasons }];
     default:
@@ -172,6 +174,13 @@ function replayedOutcome(state: ClusterState, record: Recorded, job: string): Ou
     if (!sides || sides.length !== 2) return null;
     const again = chooseKeeper(job, sides[0]!, sides[1]!);
     return { kind: "both-active", code: `${again.code}:${again.keeper}` };
+  }
+  if (record.type === "StartAbandoned") {
+    // Its input from the peer (the report) is journaled with it; this node's side is the state.
+    const theirs = record.data.reasons.find((r) => r.name === "peer-report")?.value as RunningSide | undefined;
+    const view = state.jobs.get(job);
+    const again = theirs && view ? decideYieldStart(job, startingHere(state, view), theirs) : null;
+    return again ? { kind: again.kind, code: again.code } : null;
   }
   const d = decide(state, record.at).find((x) => x.job === job);
   return d ? { kind: d.kind, code: d.code } : null;
@@ -344,6 +353,8 @@ export function describe(r: Recorded): string | null {
       return `job ${r.data.job} ran on both nodes: ${r.data.keeper} keeps it (${r.data.code}), ${r.data.other} brings it out`;
     case "RecoveryDecided":
       return `${r.data.node} restarts ${r.data.job}, which ran there when its agent last stopped: ${r.data.code}`;
+    case "StartAbandoned":
+      return `${r.data.node} abandons its start of ${r.data.job}: its peer came back running it (${r.data.code}); what had started here is stopped`;
     case "RecoveryDeclined":
       return `${r.data.node} does not restart ${r.data.job} after its agent's restart: ${r.data.code}; brought out there`;
     case "ResumeDecided":
