@@ -154,6 +154,8 @@ export function startPeerChannel(options: PeerChannelOptions) {
   let answering = 0;
   let backoffMs = RECONNECT_MIN_MS;
   let retryTimer: TimerHandle | null = null;
+  /** A dial's TCP connects not yet answered: a SYN lost to a cut is only retried by the kernel after 1 s, then 3 s. */
+  let dialing: { abandon(): void } | null = null;
   const pending = new Map<number, { conn: Connection; resolve: (v: unknown) => void; reject: (e: Error) => void; timer: TimerHandle }>();
   const stats: PeerChannelStats = { handshakeFailures: 0, connections: 0, oversized: 0, malformed: 0, clockAhead: 0 };
 
@@ -430,6 +432,7 @@ export function startPeerChannel(options: PeerChannelOptions) {
       raw.once("connect", () => {
         if (won || closed) return raw.destroy();
         won = true;
+        dialing = null;
         giveUp.cancel();
         for (const other of attempts) if (other !== raw) other.destroy();
         handshake(raw, `${target.address}:${target.port}`);
@@ -438,6 +441,7 @@ export function startPeerChannel(options: PeerChannelOptions) {
         raw.destroy();
         failed += 1;
         if (failed === attempts.length && !won) {
+          dialing = null;
           giveUp.cancel();
           scheduleDial();
         }
@@ -446,9 +450,17 @@ export function startPeerChannel(options: PeerChannelOptions) {
     });
     const giveUp = timers.after(PEER_HANDSHAKE_TIMEOUT_MS, () => {
       if (won) return;
+      dialing = null;
       for (const raw of attempts) raw.destroy();
       scheduleDial();
     });
+    dialing = {
+      abandon() {
+        won = true; // no late answer of these attempts is used
+        giveUp.cancel();
+        for (const raw of attempts) raw.destroy();
+      },
+    };
   }
 
   function handshake(raw: Socket, target: string): void {
@@ -515,12 +527,15 @@ export function startPeerChannel(options: PeerChannelOptions) {
     },
     /**
      * The peer is heard again on a heartbeat link while this side waits to dial: dial now rather
-     * than wait out a backoff grown while the peer was away (up to RECONNECT_MAX_MS). Nothing when
-     * connected, when a dial is already under way, or when this side only listens.
+     * than wait out a backoff grown while the peer was away (up to RECONNECT_MAX_MS), or a connect
+     * whose SYN a cut dropped (the kernel retries it only after 1 s, then 3 s). Nothing when
+     * connected, during a TLS handshake, or when this side only listens.
      */
     redial(): void {
-      if (closed || !options.dial || current || retryTimer === null) return;
-      retryTimer.cancel();
+      if (closed || !options.dial || current || (retryTimer === null && dialing === null)) return;
+      retryTimer?.cancel();
+      dialing?.abandon();
+      dialing = null;
       backoffMs = RECONNECT_MIN_MS;
       dial();
     },
@@ -532,6 +547,7 @@ export function startPeerChannel(options: PeerChannelOptions) {
       closed = true;
       keepalive.cancel();
       retryTimer?.cancel();
+      dialing?.abandon();
       if (current) drop(current, "the channel was closed");
       current = null;
       for (const [id, p] of pending) {

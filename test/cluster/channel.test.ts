@@ -1,5 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { connect } from "node:net";
+import { execFile, spawn } from "node:child_process";
+import { connect, type Socket } from "node:net";
+import { promisify } from "node:util";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { Packr } from "msgpackr";
 import { afterEach, describe, expect, it } from "vitest";
@@ -8,6 +10,8 @@ import { compareHlc } from "../../src/events/catalogue.ts";
 import { systemClock, systemTimers } from "../../src/world/clock.ts";
 import { createHlc } from "../../src/world/hlc.ts";
 import { startPacedProxy } from "./paced-proxy.ts";
+
+const execFileAsync = promisify(execFile);
 
 // Node "a" dials from 127.0.0.1, node "b" accepts on 127.0.0.2; each test takes its own port.
 const key = randomBytes(32);
@@ -69,6 +73,54 @@ const until = async (what: () => boolean, ms = 5000) => {
   }
 };
 
+const untilTrue = async (what: () => Promise<boolean>, ms = 5000) => {
+  const deadline = Date.now() + ms;
+  while (!(await what())) {
+    if (Date.now() > deadline) throw new Error("timed out waiting");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+/** Connections from here to HOST:PORT still waiting for the SYN's answer. */
+async function synSent(host: string, port: number): Promise<number> {
+  const { stdout } = await execFileAsync("ss", ["-Htn", "state", "syn-sent", "dst", `${host}:${port}`]);
+  return stdout.split("\n").filter((line) => line.trim() !== "").length;
+}
+
+function tcpAccepts(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = connect(port, host, () => (probe.destroy(), resolve(true)));
+    probe.on("error", () => resolve(false));
+  });
+}
+
+/**
+ * A listener whose process never accepts: once its queue is full the kernel drops every new SYN
+ * to it, as a cut would (the connect hangs until the kernel's retries give up).
+ */
+async function unacceptingListener(host: string, port: number) {
+  const script = `require("net").createServer().listen({host:"${host}",port:${port},backlog:1},()=>{console.log("up");
+Atomics.wait(new Int32Array(new SharedArrayBuffer(4)),0,0,60000)})`;
+  const child = spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "ignore"] });
+  await new Promise((resolve) => child.stdout!.once("data", resolve));
+  const fillers: Socket[] = [];
+  // Fill the queue: connections complete until it is full, and the next one hangs.
+  while ((await synSent(host, port)) === 0) {
+    if (fillers.length >= 8) throw new Error(`the listener on ${host}:${port} kept accepting`);
+    const filler = connect(port, host);
+    filler.on("error", () => undefined);
+    fillers.push(filler);
+    await untilTrue(async () => !filler.connecting || (await synSent(host, port)) > 0);
+  }
+  return {
+    fillersHanging: await synSent(host, port),
+    kill(signal: NodeJS.Signals) {
+      for (const filler of fillers) filler.destroy();
+      child.kill(signal);
+    },
+  };
+}
+
 describe("peer channel (TLS 1.2 with the cluster key as pre-shared key)", () => {
   it("answers requests both ways and delivers messages in order", async () => {
     const { a, b, messages } = pair();
@@ -120,6 +172,31 @@ describe("peer channel (TLS 1.2 with the cluster key as pre-shared key)", () => 
     expect(a.connected()).toBe(false);
     a.redial();
     await until(() => a.connected() && b.connected());
+  });
+
+  it("a dial whose connect hangs (its SYN dropped, as by a cut) is begun again when told the peer is heard", async () => {
+    const [blocked, open2] = [nextPort++, nextPort++];
+    const blocker = await unacceptingListener("127.0.0.2", blocked);
+    try {
+      // Timers never fire: only a new dial can connect. One address hangs, one is refused.
+      const frozen = { after: () => ({ cancel: () => undefined }), every: () => ({ cancel: () => undefined }) };
+      const a = startPeerChannel({
+        self: "a", peer: "b", cluster: "c", key, dial: true, keepaliveMs: 100, timers: frozen, clock: systemClock,
+        listen: { address: "127.0.0.1", port: open2 },
+        connect: [{ address: "127.0.0.2", port: blocked }, { address: "127.0.0.3", port: open2 }],
+        onRequest: async () => null,
+      });
+      open.push(a);
+      // The first connect waits for an answer that never comes; the second was refused.
+      await untilTrue(async () => (await synSent("127.0.0.2", blocked)) > blocker.fillersHanging && (await synSent("127.0.0.3", open2)) === 0);
+      const b = channel("b", "a", "127.0.0.3", "127.0.0.1", open2, false, {});
+      await untilTrue(() => tcpAccepts("127.0.0.3", open2));
+      expect(a.connected()).toBe(false);
+      a.redial();
+      await until(() => a.connected() && b.connected());
+    } finally {
+      blocker.kill("SIGKILL");
+    }
   });
 
   it("large byte fields travel after the message, both ways, and arrive whole", async () => {

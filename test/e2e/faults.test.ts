@@ -354,6 +354,7 @@ table arp duet_split_arp {
 EOF`;
     await run("sh", ["-c", split(active, standby)]);
     await run("sh", ["-c", split(standby, active)]);
+    const client = kit.watchClient();
     try {
       await until("the standby takes over too (it cannot see the active)", 20_000, async () => (await web(standby)).active === standby && (await web(standby)).phase === "in" && (await hasVip(standby)));
       expect(await hasVip(active)).toBe(true); // the active still reaches the gateway: it kept the job
@@ -370,9 +371,22 @@ EOF`;
     // Both took it over once; the standby's takeover now was made while the active still ran it.
     expect(resolved[0]![0]!.data, JSON.stringify(resolved[0]![0]!.data)).toMatchObject({ keeper: active, code: "ran-first" });
     expect({ ...resolved[0]![0]!.data, node: null }).toEqual({ ...resolved[1]![0]!.data, node: null });
-    await until("the client served by the keeper", 10_000, async () => (await servedBy()) === active);
-    const servedAfterMs = Date.now() - healedAt;
+    const keeperSince = (answers: { at: number; by: string }[]) => {
+      const after = answers.filter((x) => x.at >= healedAt);
+      const first = after.findLastIndex((x) => x.by !== active) + 1;
+      // Served by the keeper from then on, five answers in a row at least.
+      return after.length - first >= 5 ? after[first]!.at : null;
+    };
+    let servedAt: number;
+    try {
+      servedAt = await until("the client served by the keeper", 10_000, async () => keeperSince(client.answers()));
+    } finally {
+      await client.stop();
+    }
+    const servedAfterMs = servedAt - healedAt;
     console.log(`after the heal: the client served by the keeper ${servedAfterMs} ms later`);
+    // The target is 1 s (measured quiet: 172 ms); the bound leaves room for a loaded machine.
+    expect(servedAfterMs, "ms from the heal to the client served by the keeper").toBeLessThan(3000);
     expect(await hasVip(standby)).toBe(false);
   }, 90_000);
 

@@ -39,6 +39,34 @@ export function createPairKit(net: TestNet, configFile: string, vip: string) {
       const body = await net.exec("client", [process.execPath, "-e", `fetch("http://${vip}:8080/",{signal:AbortSignal.timeout(500)}).then(r=>r.text()).then(t=>console.log(t))`], 5000);
       return (JSON.parse(body) as { servedBy: string }).servedBy;
     },
+    /**
+     * A client asking the VIP every 20 ms from its namespace, a new connection each time (as a
+     * new client would), until stopped: each answer's time and who served it ("-" for none).
+     * Bounded: it ends by itself after maxMs.
+     */
+    watchClient(maxMs = 60_000) {
+      const script = `const http=require("http");const end=Date.now()+${maxMs};
+const ask=()=>new Promise((ok)=>{const r=http.get({host:"${vip}",port:8080,path:"/",agent:false,timeout:200},(res)=>{let b="";
+res.on("data",(d)=>b+=d);res.on("end",()=>{try{ok(JSON.parse(b).servedBy)}catch{ok("-")}})});
+r.on("timeout",()=>r.destroy());r.on("error",()=>ok("-"))});
+(async()=>{while(Date.now()<end){const t=Date.now();const by=await ask();console.log(t+" "+by);
+await new Promise((r)=>setTimeout(r,20))}})();`;
+      const child = net.spawn("client", [process.execPath, "-e", script]);
+      let out = "";
+      child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+      const exited = new Promise((r) => child.once("exit", r));
+      return {
+        answers: (): { at: number; by: string }[] =>
+          out
+            .split("\n")
+            .filter((line) => /^\d+ \S+$/.test(line))
+            .map((line) => ({ at: Number(line.split(" ")[0]), by: line.split(" ")[1]! })),
+        async stop(): Promise<void> {
+          child.kill("SIGTERM");
+          await exited;
+        },
+      };
+    },
     async hasVip(host: string): Promise<boolean> {
       return (await net.probe(host, ["ip", "-o", "addr", "show"])).out.includes(`${vip}/`);
     },
