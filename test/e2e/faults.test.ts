@@ -287,7 +287,7 @@ EOF`;
     const windowMs = lastBoth - resumedAt;
     console.log(`VIP on both nodes for ${windowMs} ms after the paused agent resumed`);
     expect(await hasVip(active)).toBe(false);
-    // Target 200 ms (printed, measured quiet: 183-445 ms); the bound asserted is one that load cannot
+    // Target 200 ms (printed, measured quiet: 19-101 ms over 10 pauses); the bound asserted is one load cannot
     // reach unless the woken node failed to let go: a deadtime and more.
     expect(windowMs).toBeLessThan(3000);
     // Whichever comes first lets go: the stall check's fence, or the reconnect's both-active
@@ -385,7 +385,8 @@ EOF`;
     }
     const servedAfterMs = servedAt - healedAt;
     console.log(`after the heal: the client served by the keeper ${servedAfterMs} ms later`);
-    // The target is 1 s (measured quiet: 172 ms); the bound leaves room for a loaded machine.
+    // The target is 1 s (measured: 9-199 ms, and 1040-1195 ms in 4 of 10 quiet runs); the bound
+    // leaves room for a loaded machine.
     expect(servedAfterMs, "ms from the heal to the client served by the keeper").toBeLessThan(3000);
     expect(await hasVip(standby)).toBe(false);
   }, 90_000);
