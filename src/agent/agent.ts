@@ -279,25 +279,29 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // the peer's) carry the reports: one decision, one record.
     const resolving = new Set<string>();
     const yielding = new Set<string>();
+    /** Runs WORK unless it already runs for KEY (the other hello's reports arrived meanwhile). */
+    async function once(held: Set<string>, key: string, work: () => Promise<void>): Promise<void> {
+      if (held.has(key)) return;
+      held.add(key);
+      try {
+        await work();
+      } finally {
+        held.delete(key);
+      }
+    }
     async function applyPeerJobs(peerJobs: Extract<PeerRequest, { kind: "hello" }>["jobs"]): Promise<void> {
       const { facts, bothActive, yields } = reconcile(state(), peer.name, peerJobs);
       for (const d of yields) {
-        // Both hellos carry the peer's report: one decision, one record.
-        if (yielding.has(d.job)) continue;
-        yielding.add(d.job);
-        try {
+        await once(yielding, d.job, async () => {
           await record([{ type: "StartAbandoned", data: { job: d.job, node: me.name, code: d.code, reasons: d.reasons } }]);
           const underWay = jobs.abandonStart(d.job, `${peer.name} runs ${d.job}`);
           info(`job ${d.job}: ${peer.name} runs it; ${underWay ? "abandoning the start here" : "the start here will not begin"}`);
-        } finally {
-          yielding.delete(d.job);
-        }
+        });
       }
       for (const choice of bothActive) {
         const decided = state().jobs.get(choice.job)?.lastDecision;
-        if (resolving.has(choice.job) || (decided?.kind === "both-active" && decided.seq > state().membership.peerSinceSeq)) continue;
-        resolving.add(choice.job);
-        try {
+        if (decided?.kind === "both-active" && decided.seq > state().membership.peerSinceSeq) continue;
+        await once(resolving, choice.job, async () => {
           await record([{ type: "BothActiveResolved", data: { job: choice.job, node: me.name, keeper: choice.keeper, other: choice.other, code: choice.code, reasons: choice.reasons } }]);
           info(`job ${choice.job} was running on both nodes; ${choice.keeper} keeps it (${choice.code})`);
           if (choice.keeper === me.name) {
@@ -310,9 +314,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
             await jobs.fenceHere(choice.job);
             await record([{ type: "JobBroughtIn", data: { job: choice.job, node: peer.name } }]);
           }
-        } finally {
-          resolving.delete(choice.job);
-        }
+        });
       }
       await record([...facts, { type: "PeerJobsReported", data: { node: me.name, peer: peer.name, jobs: peerJobs.filter((j) => j.phase === "in").map((j) => j.job) } }]);
       reactor.poke();

@@ -1,6 +1,6 @@
 import type { DuetEvent } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
-import type { JobView } from "../projections/jobs.ts";
+import { decisionSincePhase, type JobView } from "../projections/jobs.ts";
 import { decideSwitchover } from "../policy/switchover.ts";
 import type { BringInResult, JobRunner } from "../resources/runner.ts";
 import { ControlError } from "../api/ports.ts";
@@ -61,7 +61,7 @@ export function createJobControl(host: JobHost) {
     if (!runner) throw new ControlError("not-found", 404, `job ${name}: not configured on node ${host.self}`);
     // Abandoned while queued behind another operation on the job: it never begins.
     const job = host.state().jobs.get(name);
-    if (job?.lastDecision?.kind === "abandon-start" && job.lastDecision.seq > (job.phaseSeq ?? 0)) {
+    if (job && decisionSincePhase(job)?.kind === "abandon-start") {
       host.log(`job ${name}: start abandoned before it began (${job.active ?? "the peer"} runs it)`);
       return false;
     }

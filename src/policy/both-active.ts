@@ -1,6 +1,6 @@
 import type { Reason } from "../events/ids.ts";
 import type { ClusterState } from "../projections/cluster.ts";
-import type { JobView } from "../projections/jobs.ts";
+import { decisionSincePhase, type JobView } from "../projections/jobs.ts";
 import { check, input, type Decision } from "./decision.ts";
 
 /** One node's account of a job it runs, as the hello carries it. */
@@ -88,6 +88,6 @@ export function startingHere(state: ClusterState, job: JobView): StartingHere {
   const last = job.lastDecision;
   // A start that failed here since the decision has ended it (the phase stays the peer's).
   const ended = last !== null && job.lastError?.node === state.self && job.lastError.at >= last.at;
-  const decision = last && last.seq > (job.phaseSeq ?? 0) && !ended ? last.kind : null;
+  const decision = ended ? null : (decisionSincePhase(job)?.kind ?? null);
   return { node: state.self, active: job.active, phase: job.phase, decidedSincePhase: decision };
 }

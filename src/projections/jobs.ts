@@ -66,6 +66,11 @@ export function evolveJobs(jobs: JobsState, event: Recorded): JobsState {
   return next === job ? jobs : withJob(jobs, next);
 }
 
+/** The job's last decision, if journaled since its last phase change (still under way), else null. */
+export function decisionSincePhase(job: JobView): JobView["lastDecision"] {
+  return job.lastDecision && job.lastDecision.seq > (job.phaseSeq ?? 0) ? job.lastDecision : null;
+}
+
 function evolveJob(job: JobView, event: Recorded): JobView | null {
   const phase = (p: JobPhase, active: string | null = job.active): JobView => ({ ...job, phase: p, phaseSince: event.at, phaseSeq: event.seq, active });
   switch (event.type) {
@@ -78,7 +83,7 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
     case "BringOutRequested":
       return job.phase === "in" ? phase("bringing-out") : job;
     case "JobBroughtIn": {
-      const cause = job.lastDecision && job.lastDecision.seq > (job.phaseSeq ?? 0) ? job.lastDecision.kind : "request";
+      const cause = decisionSincePhase(job)?.kind ?? "request";
       return { ...phase("in", event.data.node), startedBy: cause };
     }
     case "JobBroughtOut":

@@ -65,15 +65,7 @@ function framed(value: unknown, attached: Buffer = Buffer.alloc(0)): Buffer {
   return Buffer.concat([header, packed, attached]);
 }
 
-const until = async (what: () => boolean, ms = 5000) => {
-  const deadline = Date.now() + ms;
-  while (!what()) {
-    if (Date.now() > deadline) throw new Error("timed out waiting");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
-
-const untilTrue = async (what: () => Promise<boolean>, ms = 5000) => {
+const until = async (what: () => boolean | Promise<boolean>, ms = 5000) => {
   const deadline = Date.now() + ms;
   while (!(await what())) {
     if (Date.now() > deadline) throw new Error("timed out waiting");
@@ -110,7 +102,7 @@ Atomics.wait(new Int32Array(new SharedArrayBuffer(4)),0,0,60000)})`;
     const filler = connect(port, host);
     filler.on("error", () => undefined);
     fillers.push(filler);
-    await untilTrue(async () => !filler.connecting || (await synSent(host, port)) > 0);
+    await until(async () => !filler.connecting || (await synSent(host, port)) > 0);
   }
   return {
     fillersHanging: await synSent(host, port),
@@ -163,12 +155,7 @@ describe("peer channel (TLS 1.2 with the cluster key as pre-shared key)", () => 
     const a = channel("a", "b", "127.0.0.1", "127.0.0.2", port, true, { timers: frozen });
     await until(() => scheduled >= 2); // the handshake timer, then the retry after ECONNREFUSED
     const b = channel("b", "a", "127.0.0.2", "127.0.0.1", port, false, {});
-    const accepts = () =>
-      new Promise<boolean>((resolve) => {
-        const probe = connect(port, "127.0.0.2", () => (probe.destroy(), resolve(true)));
-        probe.on("error", () => resolve(false));
-      });
-    while (!(await accepts())) await new Promise((r) => setTimeout(r, 10)); // b listens
+    await until(() => tcpAccepts("127.0.0.2", port)); // b listens
     expect(a.connected()).toBe(false);
     a.redial();
     await until(() => a.connected() && b.connected());
@@ -188,9 +175,9 @@ describe("peer channel (TLS 1.2 with the cluster key as pre-shared key)", () => 
       });
       open.push(a);
       // The first connect waits for an answer that never comes; the second was refused.
-      await untilTrue(async () => (await synSent("127.0.0.2", blocked)) > blocker.fillersHanging && (await synSent("127.0.0.3", open2)) === 0);
+      await until(async () => (await synSent("127.0.0.2", blocked)) > blocker.fillersHanging && (await synSent("127.0.0.3", open2)) === 0);
       const b = channel("b", "a", "127.0.0.3", "127.0.0.1", open2, false, {});
-      await untilTrue(() => tcpAccepts("127.0.0.3", open2));
+      await until(() => tcpAccepts("127.0.0.3", open2));
       expect(a.connected()).toBe(false);
       a.redial();
       await until(() => a.connected() && b.connected());
