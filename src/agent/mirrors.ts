@@ -8,6 +8,7 @@ import { lineageSummary, lineageView, parseLineageSummary, type LineageSummary }
 import { compareLineage, decideSourceSelection, type Paths } from "../policy/lineage.ts";
 import { planMirrorSession } from "../policy/mirror-session.ts";
 import { ControlError } from "../api/ports.ts";
+import { oldestUnackedAt } from "../projections/replication.ts";
 import { JoinedBytes } from "../cluster/peer-channel.ts";
 import type { Timers } from "../world/clock.ts";
 import { createApplier, RefusedBatchError } from "../replication/apply.ts";
@@ -64,6 +65,8 @@ interface Source {
   /** This node started a generation while alone; the peer has not taken it yet. */
   alone: boolean;
   lastQueueReport: number;
+  /** When a report was last relayed to the peer, and whether it showed batches waiting. */
+  lastQueueRelay: { at: number; waiting: boolean };
   /** A session is streaming batches to the replica (not gray, not broken). */
   streaming: boolean;
   /** Started only to resync a selected source while the job runs nowhere: stops after the sync. */
@@ -148,7 +151,7 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     const queue = createBatchQueue(join(jobDir(job), "queue"));
     await queue.open();
     const replication = host.state().replication.get(job);
-    const source: Source = { capture: undefined as unknown as Capture, queue, token: 0, wake: null, alone: false, lastQueueReport: 0, streaming: false, temporary };
+    const source: Source = { capture: undefined as unknown as Capture, queue, token: 0, wake: null, alone: false, lastQueueReport: 0, lastQueueRelay: { at: 0, waiting: false }, streaming: false, temporary };
     // This node becomes the writer: a first bring-in starts the job's data history here.
     const first = view(job).current === null;
     if (first) await newGeneration(job, "initial");
@@ -192,7 +195,15 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
     if (!force && now - source.lastQueueReport < QUEUE_REPORT_MS) return;
     source.lastQueueReport = now;
     const { batches, bytes } = source.queue.stats();
-    await host.record([{ type: "QueueReported", data: { job, node: host.self, batches, bytes } }]);
+    const oldest = batches === 0 ? null : oldestUnackedAt(host.state().replication.get(job));
+    const event: DuetEvent = { type: "QueueReported", data: { job, node: host.self, batches, bytes, oldestUnackedMs: oldest === null ? null : Math.max(0, now - oldest) } };
+    await host.record([event]);
+    // The replica hears at most one report a second, and the queue's draining at once: a report
+    // per drained batch would double its journal's records under small writes.
+    const waiting = batches > 0;
+    if (now - source.lastQueueRelay.at < QUEUE_REPORT_MS && waiting === source.lastQueueRelay.waiting) return;
+    source.lastQueueRelay = { at: now, waiting };
+    host.relay(event);
   }
 
   /**

@@ -51,6 +51,8 @@ export const RELAYED_FACTS = [
   "ResyncCompleted",
   "DivergenceDetected",
   "OpRefused",
+  // How far behind the replica is: a takeover states what it may lack.
+  "QueueReported",
   // Each journal knows both sides' generations: replay and status can say which side is newer.
   "GenerationStarted",
   "LineageCompared",

@@ -3,6 +3,7 @@ import type { ClusterState } from "../projections/cluster.ts";
 import { decide, tiebreakerNeeded } from "../policy/decide.ts";
 import { stallCheckNeeded } from "../policy/selffence.ts";
 import type { Decision } from "../policy/decision.ts";
+import { behindLine } from "../policy/takeover.ts";
 import type { JobControl } from "./jobs.ts";
 
 export interface ReactorHost {
@@ -115,7 +116,7 @@ function decisionEvent(d: Decision, self: string, peer: string, state: ClusterSt
   const job = state.jobs.get(d.job)!;
   switch (d.kind) {
     case "takeover":
-      return { type: "TakeoverDecided", data: { job: d.job, by: self, from: peer, policy: job.policy, reasons: d.reasons } };
+      return { type: "TakeoverDecided", data: { job: d.job, by: self, from: peer, policy: job.policy, reasons: d.reasons, ...(d.behind === undefined ? {} : { behind: d.behind }) } };
     case "failover":
       return { type: "FailoverDecided", data: { job: d.job, from: self, to: d.to ?? peer, cause: d.code === "nic-down" ? "nic-down" : d.code === "start-failed" ? "start-failed" : "monitor-threshold", reasons: d.reasons } };
     case "resume":
@@ -125,7 +126,7 @@ function decisionEvent(d: Decision, self: string, peer: string, state: ClusterSt
     case "recovery-declined":
       return { type: "RecoveryDeclined", data: { job: d.job, node: self, code: d.code, reasons: d.reasons } };
     default:
-      return { type: "TakeoverDeclined", data: { job: d.job, by: self, from: peer, policy: job.policy, code: d.code, reasons: d.reasons } };
+      return { type: "TakeoverDeclined", data: { job: d.job, by: self, from: peer, policy: job.policy, code: d.code, reasons: d.reasons, ...(d.behind === undefined ? {} : { behind: d.behind }) } };
   }
 }
 
@@ -138,5 +139,6 @@ function declineMessage(d: Decision, self: string, peer: string): string {
     return `node ${peer} is silent on every link but answers on the public network (${seen?.answered?.join(", ") ?? "ARP"}): its agent may be hung or the link between the nodes cut, and it may still run job ${d.job}; not taken over. If ${peer} is really down: duet job bring-in ${d.job} --on ${self}`;
   }
   if (d.code === "tiebreaker-failed") return `node ${peer} is lost and job ${d.job} was not taken over: the tiebreaker could not run (${why ?? "no output"}); to take it over: duet job bring-in ${d.job} --on ${self}`;
-  return `node ${peer} is lost and job ${d.job} was not taken over (${d.code}); to take it over: duet job bring-in ${d.job} --on ${self}`;
+  const lag = d.behind === undefined ? "" : ` (${behindLine(d.behind)})`;
+  return `node ${peer} is lost and job ${d.job} was not taken over (${d.code}); to take it over: duet job bring-in ${d.job} --on ${self}${lag}`;
 }

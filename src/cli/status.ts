@@ -1,4 +1,5 @@
 import type { clusterView } from "../api/views.ts";
+import { behindLine } from "../policy/takeover.ts";
 
 type ClusterJson = ReturnType<typeof clusterView>;
 const ago = (since: number | null, now: number) => (since === null ? "" : ` for ${Math.max(0, Math.round((now - since) / 1000))} s`);
@@ -29,6 +30,7 @@ export function renderStatus(c: ClusterJson, now = Date.now()): string {
       if (r.refused) lines.push(`  refused: batch ${r.refused.batch} ${r.refused.path}: ${r.refused.reason}`);
     }
     if (j.lastDecision) lines.push(`  last decision: ${j.lastDecision.kind} (${j.lastDecision.code}) at ${new Date(j.lastDecision.at).toISOString()}, seq ${j.lastDecision.seq}`);
+    if (j.lastDecision?.behind !== undefined) lines.push(`  ${behindLine(j.lastDecision.behind)}`);
     if (j.lastError) lines.push(`  last error on ${j.lastError.node}: ${j.lastError.resource}: ${j.lastError.error}`);
   }
   if (c.alerts.length > 0) {
@@ -37,3 +39,4 @@ export function renderStatus(c: ClusterJson, now = Date.now()): string {
   }
   return lines.join("\n");
 }
+

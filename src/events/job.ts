@@ -2,6 +2,14 @@ import { z } from "zod";
 import { jobId, nodeId, reason, resourceName, user } from "./ids.ts";
 
 export const takeoverPolicy = z.enum(["manual", "when-consistent", "allow-difference", "unconditional"]);
+const count = z.number().int().nonnegative();
+/**
+ * What a replica may lack when it takes over (policy replicaBehind): the lost node's last queue
+ * report, the age of its oldest unacknowledged write (null: none waited) and of the report itself,
+ * both at the decision (reports come at most a second apart while the job writes).
+ */
+const replicaBehind = z.strictObject({ batches: count, bytes: count, oldestUnackedMs: count.nullable(), reportedMsAgo: count });
+export type ReplicaBehind = z.infer<typeof replicaBehind>;
 export const resourceKind = z.enum(["vip", "process", "ocf", "script", "nic", "ping"]);
 
 /** Job lifecycle: requests say who asked; facts say what happened where; decisions carry reasons. */
@@ -41,8 +49,9 @@ export const jobEvents = {
     data: z.strictObject({ job: jobId, from: nodeId, to: nodeId, cause: z.enum(["monitor-threshold", "nic-down", "start-failed"]), reasons: z.array(reason) }),
   },
   /** The standby takes a job whose active node is lost; journaled before anything is done. */
-  TakeoverDecided: { v: 1, data: z.strictObject({ job: jobId, by: nodeId, from: nodeId, policy: takeoverPolicy, reasons: z.array(reason) }) },
-  TakeoverDeclined: { v: 1, data: z.strictObject({ job: jobId, by: nodeId, from: nodeId, policy: takeoverPolicy, code: z.string(), reasons: z.array(reason) }) },
+  /** behind: for a mirrored job, what the replica may lack (the lost node's last queue report, aged to the decision). */
+  TakeoverDecided: { v: 1, data: z.strictObject({ job: jobId, by: nodeId, from: nodeId, policy: takeoverPolicy, reasons: z.array(reason), behind: replicaBehind.nullable().optional() }) },
+  TakeoverDeclined: { v: 1, data: z.strictObject({ job: jobId, by: nodeId, from: nodeId, policy: takeoverPolicy, code: z.string(), reasons: z.array(reason), behind: replicaBehind.nullable().optional() }) },
   /**
    * A node that brought a job out because it seemed cut off brings it back in: its peer is back,
    * never took the job, and the job runs nowhere. Journaled before the peer is asked to confirm.

@@ -24,7 +24,15 @@ export const replicationEvents = {
   BatchAcked: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, by: nodeId, batch: z.number().int().positive() }) },
   /** A batch op that would leave the mirror root or failed its checksum; nothing was written. */
   OpRefused: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, batch: z.number().int().nonnegative(), path: z.string(), reason: z.string() }) },
-  QueueReported: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, batches: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() }) },
+  /**
+   * The source's queue: what the replica lacks. Relayed, so the replica knows how far behind it
+   * was when it has to take over; oldestUnackedMs is the age, on the source, of the oldest write
+   * not yet acknowledged (absent in records of older agents).
+   */
+  QueueReported: {
+    v: 1,
+    data: z.strictObject({ job: jobId, node: nodeId, batches: z.number().int().nonnegative(), bytes: z.number().int().nonnegative(), oldestUnackedMs: z.number().int().nonnegative().nullable().optional() }),
+  },
   /** An operator asked for a block-by-block comparison of both sides (`duet job verify`). */
   VerificationRequested: { v: 1, data: z.strictObject({ job: jobId, by: user }) },
   VerificationStarted: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, files: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() }) },

@@ -1,4 +1,5 @@
 import type { Reason } from "../events/ids.ts";
+import type { ReplicaBehind } from "../events/job.ts";
 import type { MembershipState } from "../projections/membership.ts";
 
 /** A decision of the policy, with every input it used: journaled before it is carried out. */
@@ -8,6 +9,8 @@ export interface Decision {
   code: string;
   /** For takeover and failover: the node the job goes to. */
   to?: string;
+  /** For a takeover (or its decline) of a mirrored job: what the replica may lack, as the lost node last reported it. */
+  behind?: ReplicaBehind | null;
   reasons: Reason[];
 }
 

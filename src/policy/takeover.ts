@@ -3,6 +3,7 @@ import type { ClusterState } from "../projections/cluster.ts";
 import type { JobView } from "../projections/jobs.ts";
 import { linksState, peerReleasedAfterMs, verdictSinceLoss } from "../projections/membership.ts";
 import type { ReplicationView } from "../projections/replication.ts";
+import type { ReplicaBehind } from "../events/job.ts";
 import { check, input, peerGoneChecks, type Decision } from "./decision.ts";
 
 /**
@@ -22,6 +23,7 @@ export function decideTakeover(state: ClusterState, job: JobView, now: number): 
   if (!verdict) return null; // the agent runs the tiebreaker on PeerLost; decide once it reports
 
   const replica = state.replication.get(job.name);
+  const behind = replicaBehind(replica, peer, now);
   const gone = peerGoneChecks(verdict);
   const reasons: Reason[] = [
     input("peer-lost-since", membership.peerSince),
@@ -29,9 +31,13 @@ export function decideTakeover(state: ClusterState, job: JobView, now: number): 
     gone.reasons[0]!,
     input("policy", job.policy),
     input("replica", replicaFacts(job, replica)),
+    ...(job.mirrors.length > 0 ? [input("replica-behind", behind ?? "no queue report from the peer")] : []),
     ...gone.reasons.slice(1),
   ];
-  const decline = (code: string): Decision => ({ kind: "decline", job: job.name, code, reasons });
+  // What the replica may lack goes with the answer either way: after a decline the operator
+  // deciding on a manual takeover needs it most.
+  const lag = job.mirrors.length > 0 ? { behind } : {};
+  const decline = (code: string): Decision => ({ kind: "decline", job: job.name, code, reasons, ...lag });
   if (gone.refusal) return decline(gone.refusal);
 
   switch (job.policy) {
@@ -63,8 +69,25 @@ export function decideTakeover(state: ClusterState, job: JobView, now: number): 
       if (now - silentSince < neededMs) return null; // the reactor's tick decides again once it has passed
       reasons.push(check("peer-had-time-to-fence-itself", true, { silentForMs: now - silentSince, neededMs }));
     }
-    return { kind: "takeover", job: job.name, code: "takeover", to: self, reasons };
+    return { kind: "takeover", job: job.name, code: "takeover", to: self, reasons, ...lag };
   }
+}
+
+/** What the lost peer's last queue report said the replica lacked, aged to `now`. */
+export function replicaBehind(replica: ReplicationView | undefined, peer: string, now: number): ReplicaBehind | null {
+  const q = replica?.peerQueue;
+  if (!q || q.node !== peer) return null;
+  const ago = Math.max(0, now - q.at);
+  return { batches: q.batches, bytes: q.bytes, oldestUnackedMs: q.oldestUnackedMs === null ? null : q.oldestUnackedMs + ago, reportedMsAgo: ago };
+}
+
+/** What a takeover, or its decline, said the replica may have lacked (the old active's last queue report). */
+export function behindLine(behind: ReplicaBehind | null): string {
+  if (behind === null) return "no queue report from the old active: what the replica lacked is unknown";
+  const as = `as the old active reported ${behind.reportedMsAgo} ms before the decision`;
+  if (behind.batches === 0) return `the replica lacked nothing, ${as}`;
+  const oldest = behind.oldestUnackedMs === null ? "" : `, the oldest unacknowledged write ${behind.oldestUnackedMs} ms old`;
+  return `the replica was behind by ${behind.batches} batches (${behind.bytes} bytes)${oldest}, ${as}`;
 }
 
 /** Consistent: verified, not diverged, not mid-resync, nothing refused. A job without mirrors has no data to doubt. */

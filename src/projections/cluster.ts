@@ -20,7 +20,7 @@ export function initialCluster(self: string): ClusterState {
 export function evolveCluster(state: ClusterState, event: Recorded): ClusterState {
   const membership = evolveMembership(state.membership, event);
   const jobs = recordSelfFence(evolveJobs(state.jobs, event), event);
-  const replication = evolveReplication(state.replication, event);
+  const replication = evolveReplication(state.replication, event, state.self);
   const lineage = evolveLineage(state.lineage, event);
   if (membership === state.membership && jobs === state.jobs && replication === state.replication && lineage === state.lineage) return state;
   return { ...state, membership, jobs, replication, lineage };

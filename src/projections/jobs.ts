@@ -1,4 +1,5 @@
 import type { Recorded } from "../events/catalogue.ts";
+import type { ReplicaBehind } from "../events/job.ts";
 
 export type JobPhase = "out" | "bringing-in" | "in" | "bringing-out" | "failed";
 export type ResourceStatus = { status: "started" | "stopped" | "failed"; failures: number; since: number; error?: string };
@@ -17,7 +18,8 @@ export interface JobView {
   active: string | null;
   /** Per resource, per node: the last fact about it. */
   resourceStatus: Map<string, Map<string, ResourceStatus>>;
-  lastDecision: { kind: string; code: string; at: number; seq: number } | null;
+  /** behind: a takeover's statement of what the replica may have lacked (mirrored jobs). */
+  lastDecision: { kind: string; code: string; at: number; seq: number; behind?: ReplicaBehind | null } | null;
   lastError: { node: string; resource: string; error: string; at: number } | null;
   /** The seq of the last phase change, and what started the current run: the decision journaled since the phase before (takeover, recover, resume), else "request" (an operator's or the peer's). */
   phaseSeq?: number;
@@ -106,9 +108,9 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
     case "ResourceRestarted":
       return withResource(event.type === "ResourceRestarted" ? { ...job, restarts: job.restarts + 1 } : job, event.data.resource, event.data.node, { status: "started", failures: failuresOf(job, event.data.resource, event.data.node), since: event.at });
     case "TakeoverDecided":
-      return { ...job, takeovers: job.takeovers + 1, lastDecision: { kind: "takeover", code: "takeover", at: event.at, seq: event.seq } };
+      return { ...job, takeovers: job.takeovers + 1, lastDecision: { kind: "takeover", code: "takeover", at: event.at, seq: event.seq, ...(event.data.behind === undefined ? {} : { behind: event.data.behind }) } };
     case "TakeoverDeclined":
-      return { ...job, lastDecision: { kind: "decline", code: event.data.code, at: event.at, seq: event.seq } };
+      return { ...job, lastDecision: { kind: "decline", code: event.data.code, at: event.at, seq: event.seq, ...(event.data.behind === undefined ? {} : { behind: event.data.behind }) } };
     case "FailoverDecided":
       return { ...job, lastDecision: { kind: "failover", code: event.data.cause, at: event.at, seq: event.seq } };
     case "ResumeDecided":

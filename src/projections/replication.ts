@@ -31,6 +31,17 @@ export interface ReplicationView {
    * lag, and what a takeover may miss). Bounded by the lag: ten entries per second of it.
    */
   unacked: { batch: number; at: number }[];
+  /** The other node's queue as it last relayed it (this node is its replica): what a takeover may lack. */
+  peerQueue: PeerQueue | null;
+}
+
+/** `at` is when this node recorded the report, on its own clock. */
+export interface PeerQueue {
+  node: string;
+  batches: number;
+  bytes: number;
+  oldestUnackedMs: number | null;
+  at: number;
 }
 
 export const UNACKED_SAMPLE_MS = 100;
@@ -44,10 +55,10 @@ export type ReplicationState = Map<string, ReplicationView>;
 export const initialReplication: ReplicationState = new Map();
 
 function fresh(job: string): ReplicationView {
-  return { job, lastCaptured: 0, lastApplied: 0, lastAcked: 0, queue: { batches: 0, bytes: 0 }, verification: { state: "none" }, resync: null, refused: null, diverged: null, sourceSelected: null, shippedBytes: 0, capturedBytes: 0, ackedBatches: 0, unacked: [], lineageCompared: null };
+  return { job, lastCaptured: 0, lastApplied: 0, lastAcked: 0, queue: { batches: 0, bytes: 0 }, verification: { state: "none" }, resync: null, refused: null, diverged: null, sourceSelected: null, shippedBytes: 0, capturedBytes: 0, ackedBatches: 0, unacked: [], lineageCompared: null, peerQueue: null };
 }
 
-export function evolveReplication(state: ReplicationState, event: Recorded): ReplicationState {
+export function evolveReplication(state: ReplicationState, event: Recorded, self: string): ReplicationState {
   const job = (event.data as { job?: unknown }).job;
   if (typeof job !== "string") return state;
   if (event.type === "JobDeleted") {
@@ -56,12 +67,12 @@ export function evolveReplication(state: ReplicationState, event: Recorded): Rep
     return next;
   }
   const view = state.get(job) ?? fresh(job);
-  const next = evolveView(view, event);
+  const next = evolveView(view, event, self);
   if (next === view && state.has(job)) return state;
   return new Map(state).set(job, next);
 }
 
-function evolveView(view: ReplicationView, event: Recorded): ReplicationView {
+function evolveView(view: ReplicationView, event: Recorded, self: string): ReplicationView {
   switch (event.type) {
     case "BatchCaptured": {
       const last = view.queue.batches === 0 ? undefined : view.unacked.at(-1);
@@ -80,6 +91,10 @@ function evolveView(view: ReplicationView, event: Recorded): ReplicationView {
       return { ...view, lastAcked: event.data.batch, ackedBatches: view.ackedBatches + Math.max(0, acked), queue: { batches, bytes }, unacked: batches === 0 ? [] : dropAcked(view.unacked, event.data.batch) };
     }
     case "QueueReported":
+      if (event.data.node !== self) {
+        const { node, batches, bytes, oldestUnackedMs } = event.data;
+        return { ...view, peerQueue: { node, batches, bytes, oldestUnackedMs: oldestUnackedMs ?? null, at: event.at } };
+      }
       return { ...view, queue: { batches: event.data.batches, bytes: event.data.bytes }, unacked: event.data.batches === 0 ? [] : view.unacked };
     case "LineageCompared":
       return { ...view, lineageCompared: { at: event.at, node: event.data.node, peer: event.data.peer, generation: event.data.generation, peerGeneration: event.data.peerGeneration, newer: event.data.newer } };

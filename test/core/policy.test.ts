@@ -57,6 +57,22 @@ describe("takeover when the active node is lost", () => {
     expect(d!.reasons.map((r) => r.name)).toEqual(expect.arrayContaining(["peer-lost-since", "links", "tiebreaker-confirmed", "policy", "replica", "replica-consistent"]));
   });
 
+  it("a takeover states how far behind the replica was, from the lost node's last queue report, aged to the decision", () => {
+    const queued: DuetEvent = { type: "QueueReported", data: { job: "web", node: "a", batches: 3, bytes: 12_288, oldestUnackedMs: 250 } };
+    // The report is recorded at +500 ms; lost and tiebreaker follow, the decision comes 60 s after the last.
+    const scene = given(created("when-consistent"), started("b"), peerSeen, broughtIn("a"), verified, queued, lost(), tiebreaker("confirmed")).on("b");
+    const [d] = scene.decisions();
+    expect(d).toMatchObject({ kind: "takeover", behind: { batches: 3, bytes: 12_288, oldestUnackedMs: 250 + 60_200, reportedMsAgo: 60_200 } });
+    expect(d!.reasons).toContainEqual({ name: "replica-behind", value: d!.behind });
+    // b's own queue is not the peer's: a relayed report leaves it alone.
+    expect(scene.state.replication.get("web")!.queue).toEqual({ batches: 0, bytes: 0 });
+    const silent = given(created("when-consistent"), started("b"), peerSeen, broughtIn("a"), verified, lost(), tiebreaker("confirmed")).on("b").decisions();
+    expect(silent[0]).toMatchObject({ kind: "takeover", behind: null });
+    expect(silent[0]!.reasons).toContainEqual({ name: "replica-behind", value: "no queue report from the peer" });
+    const unmirrored = given(created("unconditional", []), started("b"), peerSeen, broughtIn("a"), lost(), tiebreaker("confirmed")).on("b").decisions();
+    expect(unmirrored[0]!.behind).toBeUndefined();
+  });
+
   it("policy when-consistent: declines while the replica is still being verified", () => {
     const [d] = given(created("when-consistent"), started("b"), peerSeen, broughtIn("a"), verifying, lost(), tiebreaker("confirmed")).on("b").decisions();
     expect(d).toMatchObject({ kind: "decline", code: "replica-not-consistent" });

@@ -3,6 +3,8 @@ import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startProcessPair } from "./process-pair.ts";
+import { renderStatus } from "../../src/cli/status.ts";
+import { behindLine } from "../../src/policy/takeover.ts";
 import { createApplier } from "../../src/replication/apply.ts";
 import { expected, name } from "./fixtures/writer.mjs";
 
@@ -82,6 +84,18 @@ describe("mirroring through crashes (real agent processes on loopback)", () => {
     // a died in the test before; b declined to take over by itself (policy manual) and raised an alert
     const b = await pair.client("b");
     await pair.until("b declining the takeover", 15_000, async () => (await pair.job("b")).lastDecision?.kind === "decline");
+    // The decline says how far behind b was, from a's last queue report: a relayed at most two a
+    // second while it wrote (one when its queue started to wait, one when it drained), not one per batch.
+    const journal = await pair.events("b");
+    const declined = journal.find((e) => e.type === "TakeoverDeclined")!;
+    expect(declined.data).toMatchObject({ behind: { batches: expect.any(Number), bytes: expect.any(Number), reportedMsAgo: expect.any(Number) } });
+    const relayed = journal.filter((e) => e.type === "QueueReported" && e.data.node === "a");
+    const applied = journal.filter((e) => e.type === "BatchApplied");
+    console.log(`b's decline after a was killed writing: ${behindLine(declined.data.behind ?? null)} (${relayed.length} reports relayed)`);
+    expect(relayed.length).toBeGreaterThan(0);
+    expect(relayed.length).toBeLessThanOrEqual(2 * Math.ceil((applied.at(-1)!.at - applied[0]!.at) / 1000) + 4);
+    expect(renderStatus(await pair.cluster("b"))).toMatch(/last decision: decline \(policy-manual\).*\n {2}(the replica was behind by \d+ batches|the replica lacked nothing)/);
+    expect((await pair.cluster("b")).alerts.map((a) => a.message).join("\n")).toMatch(/not taken over \(policy-manual\).*\((the replica was behind by \d+ batches|the replica lacked nothing)/);
     await b.post("/v1/jobs/data/bring-in", { on: "b" });
     await pair.until("the job running on b", 15_000, async () => (await pair.job("b")).active === "b" && (await pair.job("b")).phase === "in");
     await writeFile(join(dataOf("b"), "written-by-b.txt"), "b ran the job while a was down");

@@ -6,6 +6,7 @@ import { decide } from "../../src/policy/decide.ts";
 import { chooseKeeper, decideYieldStart, startingHere, type RunningSide } from "../../src/policy/both-active.ts";
 import { decideSwitchover } from "../../src/policy/switchover.ts";
 import { createCursor, createFold, type NodeJournal } from "./fold.ts";
+import { behindLine } from "../../src/policy/takeover.ts";
 
 /** How far back a recheck looks when facts were appended between the agent's decide and its append. */
 export const RECHECK_LOOKBACK_EVENTS = 20;
@@ -336,7 +337,7 @@ export function describe(r: Recorded): string | null {
     case "JobStartFailed":
       return `job ${r.data.job} failed to start on ${r.data.node}: ${r.data.error}`;
     case "TakeoverDecided":
-      return `${r.data.by} takes ${r.data.job} over from ${r.data.from} (policy ${r.data.policy})`;
+      return `${r.data.by} takes ${r.data.job} over from ${r.data.from} (policy ${r.data.policy})${r.data.behind === undefined ? "" : `; ${behindLine(r.data.behind)}`}`;
     case "TakeoverDeclined":
       return `${r.data.by} does not take ${r.data.job} over from ${r.data.from}: ${r.data.code} (policy ${r.data.policy})`;
     case "FailoverDecided":
