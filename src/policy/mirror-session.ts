@@ -70,8 +70,10 @@ export function planMirrorSession(facts: SessionFacts): SessionPlan {
     // The old active returning after this node took the job over (automatically, or by an operator
     // after a declined takeover): replication back to it starts by itself only under
     // `unconditional`, or with reverseWhenConsistent when lineage proves it holds nothing this node
-    // lacks (DESIGN.md, take-over policies). A standby that was merely away always resyncs.
-    const tookOver = job.active === self && (job.lastDecision?.kind === "takeover" || job.lastDecision?.kind === "decline") && !verified;
+    // lacks (DESIGN.md, take-over policies). A standby that was merely away always resyncs. How
+    // this run began is what counts, not the last decision: a takeover long ago, followed by a
+    // switchover back and forth, leaves the last decision a takeover while the peer was a standby.
+    const tookOver = job.active === self && (job.startedBy === "takeover" || job.startedBy === "decline") && !verified;
     if (tookOver && job.policy !== "unconditional" && !(job.reverseWhenConsistent && mayReverseAutomatically(local, peerSummary).ok))
       return {
         kind: "gray",

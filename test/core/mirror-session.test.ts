@@ -38,7 +38,7 @@ const job = (over: Partial<JobView> = {}): JobView => ({
 const survivor = summary("b", G2, [G1], [[G2, ["0/orders.txt"], false], [G1, [], false]]);
 const returning = summary("a", G1, [], [[G1, [], false]]);
 const facts = (over: Partial<SessionFacts>): SessionFacts => ({ mode: "normal", self: "b", peer: "a", job: job(), local: survivor, peerSummary: returning, applied: 0, queueComplete: true, verified: false, ...over });
-const tookOver = { active: "b", lastDecision: { kind: "takeover", code: "takeover", at: 0, seq: 1 } };
+const tookOver = { active: "b", startedBy: "takeover", lastDecision: { kind: "takeover", code: "takeover", at: 0, seq: 1 } };
 
 describe("what a mirror session does", () => {
   it("a standby that was merely away is resynced by itself, only the paths written since", () => {
@@ -71,7 +71,27 @@ describe("what a mirror session does", () => {
     expect(planMirrorSession(facts({ job: job({ ...tookOver, reverseWhenConsistent: true }) }))).toMatchObject({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });
     expect(planMirrorSession(facts({ job: job({ ...tookOver, policy: "unconditional" }) }))).toMatchObject({ kind: "sync", as: "resync" });
     // an operator's takeover after a declined one counts the same
-    expect(planMirrorSession(facts({ job: job({ active: "b", lastDecision: { kind: "decline", code: "policy-manual", at: 0, seq: 1 } }) }))).toMatchObject({ kind: "gray" });
+    expect(planMirrorSession(facts({ job: job({ active: "b", startedBy: "decline", lastDecision: { kind: "decline", code: "policy-manual", at: 0, seq: 1 } }) }))).toMatchObject({ kind: "gray" });
+  });
+
+  it("a takeover long past does not make a standby that was merely away the old active: the run since began by a switchover", () => {
+    // b took over once; later the job was switched to a and back to b (startedBy "request"), and
+    // a was away while b wrote: the last decision is still that takeover.
+    const switchedBack = job({ active: "b", startedBy: "request", lastDecision: { kind: "takeover", code: "takeover", at: 0, seq: 1 } });
+    expect(planMirrorSession(facts({ job: switchedBack }))).toMatchObject({ kind: "sync", scope: ["0/orders.txt"], as: "resync" });
+  });
+
+  it("after a partition in which the standby declined: no writes on either side resume in sync; the active's writes alone resync the standby", () => {
+    // a kept the job (b found it alive on the public network and declined); b's journal holds the
+    // decline, a's holds none: nothing makes the link gray.
+    const kept = job({ active: "a", startedBy: "request" });
+    const a1 = summary("a", G1, [], [[G1, [], false]]);
+    const b1 = { ...summary("b", G1, [], [[G1, [], false]]), lastApplied: { generation: G1, batch: 41 } };
+    const onA = (over: Partial<SessionFacts>) => facts({ self: "a", peer: "b", job: kept, local: a1, peerSummary: b1, applied: 41, ...over });
+    expect(planMirrorSession(onA({ verified: true }))).toEqual({ kind: "resume", next: 42 });
+    // a wrote alone during the cut: a new generation of its own, b still at G1 with nothing queued
+    const a2 = summary("a", G2, [G1], [[G2, ["0/cut.txt"], false], [G1, [], false]]);
+    expect(planMirrorSession(onA({ local: a2 }))).toEqual({ kind: "replay", next: 42, scope: ["0/cut.txt"] });
   });
 
   it("the returning node with batches it captured and never had acknowledged is never written over by itself", () => {

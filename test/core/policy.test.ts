@@ -73,6 +73,19 @@ describe("takeover when the active node is lost", () => {
     expect(unmirrored[0]!.behind).toBeUndefined();
   });
 
+  it("how a run began: a takeover, an operator's bring-in after a decline, a switchover", () => {
+    const takeoverRun = given(created("unconditional"), started("b"), peerSeen, broughtIn("a"), lost(), tiebreaker("confirmed"), { type: "TakeoverDecided", data: { job: "web", by: "b", from: "a", policy: "unconditional", reasons: [] } }, broughtIn("b")).on("b");
+    expect(takeoverRun.state.jobs.get("web")!.startedBy).toBe("takeover");
+    const declined: DuetEvent = { type: "TakeoverDeclined", data: { job: "web", by: "b", from: "a", policy: "manual", code: "policy-manual", reasons: [] } };
+    const operatorRun = given(created("manual"), started("b"), peerSeen, broughtIn("a"), lost(), tiebreaker("confirmed"), declined, { type: "BringInRequested", data: { job: "web", on: "b", by: "admin" } }, broughtIn("b")).on("b");
+    expect(operatorRun.state.jobs.get("web")!.startedBy).toBe("decline");
+    // Switched to a and back to b later: the takeover is still the last decision, not how this run began.
+    const out = (node: string): DuetEvent => ({ type: "JobBroughtOut", data: { job: "web", node } });
+    const bringIn = (on: string): DuetEvent => ({ type: "BringInRequested", data: { job: "web", on, by: "admin" } });
+    const switched = given(created("unconditional"), started("b"), peerSeen, broughtIn("a"), lost(), tiebreaker("confirmed"), { type: "TakeoverDecided", data: { job: "web", by: "b", from: "a", policy: "unconditional", reasons: [] } }, broughtIn("b"), out("b"), bringIn("a"), broughtIn("a"), out("a"), bringIn("b"), broughtIn("b")).on("b");
+    expect(switched.state.jobs.get("web")).toMatchObject({ startedBy: "request", lastDecision: { kind: "takeover" } });
+  });
+
   it("policy when-consistent: declines while the replica is still being verified", () => {
     const [d] = given(created("when-consistent"), started("b"), peerSeen, broughtIn("a"), verifying, lost(), tiebreaker("confirmed")).on("b").decisions();
     expect(d).toMatchObject({ kind: "decline", code: "replica-not-consistent" });
