@@ -55,8 +55,9 @@ function bounded<T>(work: Promise<T>, ms: number, timers: Timers, what: string):
 export function createJobRunner(options: JobRunnerOptions): JobRunner {
   const { job, node, timers, report } = options;
   const ctx: AgentContext = { ...options.ctx, job, node };
-  type Resource = { spec: ResourceSpec; agent: ResourceAgent; failures: number[]; failing: boolean; leftToPolicy: boolean };
-  const resources: Resource[] = options.resources.map((spec) => ({ spec, agent: createAgent(spec, ctx), failures: [], failing: false, leftToPolicy: false }));
+  /** restarting: a monitor run of it is past its check, stopping and starting it in place. */
+  type Resource = { spec: ResourceSpec; agent: ResourceAgent; failures: number[]; failing: boolean; leftToPolicy: boolean; restarting: boolean };
+  const resources: Resource[] = options.resources.map((spec) => ({ spec, agent: createAgent(spec, ctx), failures: [], failing: false, leftToPolicy: false, restarting: false }));
   const loops = new Map<Resource, TimerHandle>();
   /** Monitor runs under way (with their restarts): a bring-out waits for them, or a restart could start a resource again behind it. */
   const inflight = new Map<Resource, Promise<void>>();
@@ -133,25 +134,35 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       if (kindOf(r.spec) === "nic" || failures > options.restart.max) {
         r.leftToPolicy = true;
       } else {
-        await stop(r);
-        if (mine !== generation) return;
-        const failed = await start(r);
-        if (mine !== generation) return;
-        if (failed === null) {
-          r.failing = false;
-          await report([fact("ResourceRestarted", { resource: r.spec.name, attempt: failures })]);
-        } else await report([fact("ResourceStartFailed", { resource: r.spec.name, ...failed })]);
+        r.restarting = true;
+        try {
+          await stop(r);
+          if (mine !== generation) return;
+          const failed = await start(r);
+          if (mine !== generation) return;
+          if (failed === null) {
+            r.failing = false;
+            await report([fact("ResourceRestarted", { resource: r.spec.name, attempt: failures })]);
+          } else await report([fact("ResourceStartFailed", { resource: r.spec.name, ...failed })]);
+        } finally {
+          r.restarting = false;
+        }
       }
     }
     if (mine === generation) schedule(r, mine);
   }
 
-  /** Ends monitoring at once; `settled` resolves when runs under way have finished (each bounded by its timeouts). */
-  function stopMonitors(): { busy: Set<Resource>; settled: Promise<unknown> } {
+  /**
+   * Ends monitoring at once; `settled` resolves when runs under way have finished (each bounded by
+   * its timeouts), `restarts` when those of them restarting a resource have. A run still checking
+   * acts on nothing once monitoring has ended.
+   */
+  function stopMonitors(): { restarting: Set<Resource>; settled: Promise<unknown>; restarts: Promise<unknown> } {
     generation += 1;
     for (const loop of loops.values()) loop.cancel();
     loops.clear();
-    return { busy: new Set(inflight.keys()), settled: Promise.all(inflight.values()) };
+    const restarting = new Set([...inflight.keys()].filter((r) => r.restarting));
+    return { restarting, settled: Promise.all(inflight.values()), restarts: Promise.all([...restarting].map((r) => inflight.get(r))) };
   }
 
   return {
@@ -178,7 +189,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       return { ok: true };
     },
     async bringOut(options = {}) {
-      const { busy, settled } = stopMonitors();
+      const { restarting, settled, restarts } = stopMonitors();
       const failed: { resource: string; error: string }[] = [];
       const note = (r: Resource, error: string | null) => void (error === null || failed.push({ resource: r.spec.name, error }));
       const reversed = [...resources].reverse();
@@ -189,12 +200,14 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
         return { ok: failed.length === 0, failed };
       }
       // A fence waits for nothing: the addresses go first, then every other resource is killed.
-      // A monitor run under way (a health check of the address just removed can last its whole
-      // timeout) is waited for only afterwards, and what its restart may have started is stopped again.
+      // A monitor run only checking (a health check of the address just removed can last its whole
+      // timeout) is not waited for at all: the job is stopped when its resources are, and the peer
+      // may be counting on that. A run restarting a resource is waited for afterwards, and what it
+      // started is stopped again.
       const fenceOrder = [...reversed.filter((r) => kindOf(r.spec) === "vip"), ...reversed.filter((r) => kindOf(r.spec) !== "vip")];
       for (const r of fenceOrder) note(r, await stopReported(r, true));
-      await settled;
-      for (const r of fenceOrder.filter((x) => busy.has(x))) {
+      await restarts;
+      for (const r of fenceOrder.filter((x) => restarting.has(x))) {
         const error = await stop(r, true);
         if (error !== null) await report([fact("ResourceStopFailed", { resource: r.spec.name, error })]);
         note(r, error);

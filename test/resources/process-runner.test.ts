@@ -191,7 +191,7 @@ describe("job runner start failures", () => {
 });
 
 describe("job runner monitor loops", () => {
-  it("a bring-out during a restart in place waits for it, and leaves the resource stopped", async () => {
+  for (const urgent of [false, true]) it(`a ${urgent ? "fence" : "bring-out"} during a restart in place waits for it, and leaves the resource stopped`, async () => {
     const stateDir = await mkdtemp(join(tmpdir(), "duet-res-"));
     dirs.push(stateDir);
     const flag = join(stateDir, "up");
@@ -203,14 +203,14 @@ describe("job runner monitor loops", () => {
     expect((await runner.bringIn()).ok).toBe(true);
     await rm(flag);
     await until(() => existsSync(restarting));
-    expect(await runner.bringOut()).toEqual({ ok: true, failed: [] });
+    expect(await runner.bringOut({ urgent })).toEqual({ ok: true, failed: [] });
     await until(() => existsSync(`${restarting}.done`));
     expect(existsSync(flag), "nothing started the resource again behind the bring-out").toBe(false);
     expect(runner.monitoring()).toBe(false);
     expect(summary(events)).toEqual(["ResourceStarted:svc", "MonitorFailed:svc", "ResourceStopped:svc"]);
   });
 
-  it("a fence does not wait for a monitor run under way: everything is stopped at once, and stopped again after the run", async () => {
+  it("a fence does not wait for a monitor run under way: everything is stopped at once, and the fence is done before the run ends", async () => {
     const stateDir = await mkdtemp(join(tmpdir(), "duet-res-"));
     dirs.push(stateDir);
     const flag = join(stateDir, "up");
@@ -228,6 +228,9 @@ describe("job runner monitor loops", () => {
     console.log(`fence stopped the resource ${stoppedMs} ms after it began, with a monitor run under way`);
     expect(stoppedMs, "stopped before the 3 s monitor run ended").toBeLessThan(2000);
     expect(await fenced).toEqual({ ok: true, failed: [] });
+    // The job counts as stopped (JobBroughtOut) when the fence returns, and the peer may be
+    // counting on it: before, the fence waited out the monitor run (3 s here).
+    expect(Date.now() - began, "the fence returned before the 3 s monitor run ended").toBeLessThan(2000);
     expect(existsSync(flag)).toBe(false);
     expect(runner.monitoring()).toBe(false);
     expect(summary(events)).toEqual(["ResourceStarted:svc", "ResourceStopped:svc"]);
