@@ -355,9 +355,16 @@ async function handOnDiffering(offset: number, block: Buffer, sum: string, sums:
   for (const [from, to] of runs) await changed(offset + from * PIECE_BYTES, block.subarray(from * PIECE_BYTES, to * PIECE_BYTES), null);
 }
 
-/** Ops' share of a batch's header, roughly: a batch of many small ops is cut before its frame would overflow. */
-const SCAN_BATCH_HEADER_MAX = 4 * 1024 * 1024;
-const headerShare = (op: BatchOp) => 64 + op.path.length + (op.op === "rename" ? op.to.length : op.op === "symlink" ? op.target.length : op.op === "write" ? op.blocks.length * 12 : 0);
+/**
+ * Ops' share of a batch's header, an upper bound of their encoded size: a batch of many small ops
+ * is cut before its BatchCaptured fact, which lists them, outgrows a journal record
+ * (RECORD_MAX_BYTES, 64 KiB: the rest is the envelope's). A burst of 10,000 new files was one
+ * batch, and a fact the journal refused, which stopped capture.
+ */
+const SCAN_BATCH_HEADER_MAX = 48 * 1024;
+const OP_FIXED_BYTES = 128; // field names, a sha256 in hex, sizes and modes
+const headerShare = (op: BatchOp) =>
+  OP_FIXED_BYTES + Buffer.byteLength(op.path) + (op.op === "rename" ? Buffer.byteLength(op.to) : op.op === "symlink" ? Buffer.byteLength(op.target) : op.op === "write" ? op.blocks.length * 20 : 0);
 
 /** One file's write being built: its changed blocks are placed in the batch's data as they come. */
 interface FileWrite {

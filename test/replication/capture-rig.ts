@@ -1,7 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { createApplier } from "../../src/replication/apply.ts";
-import { createCapture } from "../../src/replication/capture.ts";
+import { createCapture, type CaptureOptions } from "../../src/replication/capture.ts";
 import { createBatchQueue } from "../../src/replication/queue.ts";
 import { systemTimers } from "../../src/world/clock.ts";
 
@@ -10,7 +10,7 @@ import { systemTimers } from "../../src/world/clock.ts";
  * what is queued to DIR/replica as the peer would (and drops it as acknowledged). Capture is
  * opened and started by the test, which may change the tree in between.
  */
-export async function captureRig(dir: string, options: { peerHasNothing?: boolean; fillDelayMs?: number } = {}) {
+export async function captureRig(dir: string, options: { peerHasNothing?: boolean; fillDelayMs?: number; report?: CaptureOptions["report"] } = {}) {
   const [root, replica] = [join(dir, "data"), join(dir, "replica")];
   await mkdir(root, { recursive: true });
   await mkdir(replica, { recursive: true });
@@ -19,7 +19,7 @@ export async function captureRig(dir: string, options: { peerHasNothing?: boolea
   const errors: Error[] = [];
   const capture = createCapture({
     job: "web", node: "a", roots: [root], stateDir: join(dir, "capture"), queue, lastCaptured: 0, peerHasNothing: options.peerHasNothing ?? true,
-    generation: async () => "0000000000000001", report: async () => undefined, onQueued: () => undefined,
+    generation: async () => "0000000000000001", report: options.report ?? (async () => undefined), onQueued: () => undefined,
     timers: systemTimers, now: () => Date.now(), onError: (error) => errors.push(error), fillDelayMs: options.fillDelayMs ?? 0,
   });
   const applier = createApplier({ job: "web", node: "b", roots: [replica], stateDir: join(dir, "applier") });

@@ -4,6 +4,8 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { decodeBatch } from "../../src/replication/batch.ts";
 import { loadIndex, readManifest } from "../../src/replication/scan.ts";
+import { openJournal } from "../../src/journal/journal.ts";
+import { systemClock } from "../../src/world/clock.ts";
 import { captureRig } from "./capture-rig.ts";
 import { tree } from "./trees.ts";
 
@@ -96,5 +98,31 @@ describe("capture on a node that becomes the source without an index (switchover
     await capture.stop();
     expect(await tree(replica)).toEqual(await tree(root));
     expect(errors).toEqual([]);
+  }, 60_000);
+
+  it("a burst of 10,000 new files is captured in batches whose facts each fit a journal record, and all of them reach the replica", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "duet-capture-"));
+    dirs.push(dir);
+    const journal = await openJournal({ dir: join(dir, "journal"), node: "a", clock: systemClock });
+    const facts: number[] = [];
+    const { root, replica, capture, errors, drain } = await captureRig(dir, {
+      report: async (events) => {
+        await journal.append(events);
+        for (const e of events) if (e.type === "BatchCaptured") facts.push(e.data.ops.length);
+      },
+    });
+    await capture.open();
+    await capture.start();
+    // Before: one batch of 10,000 ops, a fact of ~1.6 MB that the journal refused ("a record holds at most 65536").
+    await mkdir(join(root, "burst"));
+    for (let i = 0; i < 10_000; i += 500) await Promise.all(Array.from({ length: 500 }, (_, k) => writeFile(join(root, "burst", `order-${String(i + k).padStart(5, "0")}.json`), `{"order":${i + k}}`)));
+    await capture.flush();
+    await drain();
+    await capture.stop();
+    await journal.close();
+    expect(errors).toEqual([]);
+    expect(facts.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(10_001); // the files and their directory
+    expect(facts.length).toBeGreaterThan(1);
+    expect(await tree(replica)).toEqual(await tree(root));
   }, 60_000);
 });
