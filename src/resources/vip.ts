@@ -22,8 +22,17 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
     if (result.code !== 0) throw new ResourceError(`${spec.name}: interface ${dev}: ${outputTail(result)}`);
     return result.stdout.split("\n").some((line) => line.includes(` ${cidr} `) || line.includes(` ${address}/`));
   };
+  // Announcements under way: a stop ends them, or the node letting go of the address would go on
+  // claiming it (arping sends one a second) and turn clients back from the node that took it.
+  const announcing = new Set<AbortController>();
   const announce = async () => {
-    await ctx.processes.run(["arping", "-U", "-c", String(Math.max(1, arpCount)), "-I", dev, address], { timeoutMs: Math.max(1, arpCount) * 1000 + 2000 });
+    const abort = new AbortController();
+    announcing.add(abort);
+    try {
+      await ctx.processes.run(["arping", "-U", "-c", String(Math.max(1, arpCount)), "-I", dev, address], { timeoutMs: Math.max(1, arpCount) * 1000 + 2000, signal: abort.signal });
+    } finally {
+      announcing.delete(abort);
+    }
   };
   return {
     async start({ signal } = {}) {
@@ -48,6 +57,7 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
     },
     announce,
     async stop() {
+      for (const abort of announcing) abort.abort();
       if (!(await present())) return;
       await runOrThrow(ctx, spec.name, `ip addr del ${cidr} dev ${dev}`, ["ip", "addr", "del", cidr, "dev", dev], spec.stopTimeoutMs);
     },

@@ -8,9 +8,9 @@ export interface RunResult {
   timedOut: boolean;
 }
 
-/** The injected world: running a command to completion, with a timeout. */
+/** The injected world: running a command to completion, with a timeout; `signal` kills it sooner. */
 export interface ProcessRunner {
-  run(argv: readonly string[], options?: { timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string; input?: string }): Promise<RunResult>;
+  run(argv: readonly string[], options?: { timeoutMs?: number; env?: NodeJS.ProcessEnv; cwd?: string; input?: string; signal?: AbortSignal }): Promise<RunResult>;
 }
 
 /** Output kept per stream: enough to explain a failure, bounded so a chatty command can't grow memory. */
@@ -45,12 +45,19 @@ export const systemProcesses: ProcessRunner = {
             setTimeout(() => killGroup("SIGKILL"), KILL_GRACE_MS).unref();
           }, options.timeoutMs)
         : undefined;
-      child.on("error", (error) => {
+      const abort = () => killGroup("SIGKILL");
+      options.signal?.addEventListener("abort", abort, { once: true });
+      if (options.signal?.aborted) abort();
+      const done = () => {
         if (timer) clearTimeout(timer);
+        options.signal?.removeEventListener("abort", abort);
+      };
+      child.on("error", (error) => {
+        done();
         resolve({ code: null, signal: null, stdout, stderr: `${stderr}${error.message}`, timedOut });
       });
       child.on("close", (code, signal) => {
-        if (timer) clearTimeout(timer);
+        done();
         resolve({ code, signal, stdout, stderr, timedOut });
       });
     });

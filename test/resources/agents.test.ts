@@ -1,7 +1,9 @@
+import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAgent, type AgentContext } from "../../src/resources/agent.ts";
 import { ocfMetadata } from "../../src/resources/ocf.ts";
@@ -97,9 +99,28 @@ describe("script resources", () => {
   });
 });
 
+const run = promisify(execFile);
+
 describe("vip, nic and ping in test namespaces", () => {
   const vip = `${subnet}.100`;
   const vipSpec = { name: "ip", vip: { address: `${vip}/24`, interface: "eth0", arpCount: 2 }, startTimeoutMs: 5000 };
+
+  it("a stopped address is announced no more: the gratuitous ARP under way ends with the stop", async () => {
+    // Before: arping went on sending (one a second) after the address was gone, and the client
+    // turned back to the node that had let go of it (seen after a both-active resolution).
+    const onA = agentFor({ ...vipSpec, vip: { ...vipSpec.vip, arpCount: 5 } }, { processes: inNamespace(net.ns("a"), systemProcesses) });
+    const arpings = async () => {
+      const pids = (await run("ip", ["netns", "pids", net.ns("a")])).stdout.split("\n").filter(Boolean);
+      const lines = await Promise.all(pids.map((pid) => readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")));
+      return lines.filter((line) => line.startsWith("arping\0")).length;
+    };
+    await onA.start();
+    expect(await arpings(), "an announcement under way after the start").toBe(1);
+    await onA.stop();
+    const deadline = Date.now() + 2000;
+    while ((await arpings()) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(await arpings(), "arping left announcing an address this node let go of").toBe(0);
+  });
 
   it("the address moves with gratuitous ARP: the client learns the new MAC at once", async () => {
     const onA = agentFor(vipSpec, { processes: inNamespace(net.ns("a"), systemProcesses) });
