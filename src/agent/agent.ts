@@ -40,8 +40,6 @@ export const STALL_WATCH_MS = 100;
  */
 export const STALL_CHECK_TIMEOUT_MS = 400;
 const STALL_CHECK_POLL_MS = 10;
-/** After a both-active resolution the keeper announces its addresses at once and again after this. */
-const BOTH_ACTIVE_REANNOUNCE_MS = 1000;
 
 export interface AgentWorld {
   clock: Clock;
@@ -306,9 +304,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
           info(`job ${choice.job} was running on both nodes; ${choice.keeper} keeps it (${choice.code})`);
           if (choice.keeper === me.name) {
             // Clients' neighbour tables may point at the other node: tell them at once, and again
-            // once the other has let go of the address.
+            // when the other says it let go of the address (onPeerMessage).
             void runners.get(choice.job)?.announce();
-            world.timers.after(BOTH_ACTIVE_REANNOUNCE_MS, () => void runners.get(choice.job)?.announce());
           } else {
             // It ran on two nodes: let go as a fence does (addresses first, processes killed).
             await jobs.fenceHere(choice.job);
@@ -341,8 +338,13 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     async function onPeerMessage(topic: string, body: unknown): Promise<void> {
       if (topic !== "fact") return info(`peer message on unknown topic ${topic} ignored`);
       try {
-        await record([parseRelayedFact(body, peer.name)]);
+        const fact = parseRelayedFact(body, peer.name);
+        await record([fact]);
         reactor.poke();
+        // The peer stopped a job that runs here (it lost a both-active resolution): its address is
+        // gone now, and clients that still point at its MAC follow at once rather than in 20-30 s.
+        const job = fact.type === "JobBroughtOut" ? state().jobs.get(fact.data.job) : undefined;
+        if (job?.active === me.name && job.phase === "in") void runners.get(job.name)?.announce();
       } catch (error) {
         log.warn(`peer ${peer.name}: ${(error as Error).message}`);
       }
