@@ -1,6 +1,6 @@
 import type { Reason } from "../events/ids.ts";
 import type { ClusterState } from "../projections/cluster.ts";
-import { mirrorColour } from "../projections/replication.ts";
+import { mirrorColour, oldestUnackedAt } from "../projections/replication.ts";
 import { check } from "./decision.ts";
 
 export interface SwitchoverGate {
@@ -11,11 +11,19 @@ export interface SwitchoverGate {
 }
 
 /**
- * A planned move is allowed only when nothing can be lost by it: the peer connected, the data
- * link green, verification done and the queue empty. A refusal names every failed condition,
- * so an operator fixes them all at once instead of one per attempt.
+ * The oldest write a switchover may find waiting for the peer's acknowledgement. The move stops
+ * the application first and then waits for the queue to drain before the peer starts (failing back
+ * here if it does not), so a queue that keeps up is no reason to refuse; one that lags this far is.
  */
-export function decideSwitchover(state: ClusterState, jobName: string, to: string, _now: number): SwitchoverGate {
+export const SWITCHOVER_LAG_MAX_MS = 5000;
+
+/**
+ * A planned move is allowed only when nothing can be lost by it: the peer connected, the data
+ * link green, verification done and the queue keeping up (it drains once the application has
+ * stopped; asking for an empty queue refused every switchover of a job that writes steadily). A
+ * refusal names every failed condition, so an operator fixes them all at once.
+ */
+export function decideSwitchover(state: ClusterState, jobName: string, to: string, now: number): SwitchoverGate {
   const job = state.jobs.get(jobName);
   if (!job) return gate([check("job-exists", false, jobName)]);
   const reasons: Reason[] = [
@@ -32,10 +40,19 @@ export function decideSwitchover(state: ClusterState, jobName: string, to: strin
     reasons.push(
       check("data-link-green", colour === "green", colour),
       check("verification-done", view?.verification.state === "done", view?.verification.state ?? "none"),
-      check("queue-empty", (view?.queue.batches ?? 0) === 0, { batches: view?.queue.batches ?? 0, bytes: view?.queue.bytes ?? 0 }),
+      queueCheck(view, now),
     );
   }
   return gate(reasons);
+}
+
+/** Empty, or its oldest write younger than SWITCHOVER_LAG_MAX_MS (unknown age: not keeping up). */
+function queueCheck(view: Parameters<typeof oldestUnackedAt>[0], now: number): Reason {
+  const batches = view?.queue.batches ?? 0;
+  const oldest = oldestUnackedAt(view);
+  const lagMs = oldest === null ? null : Math.max(0, now - oldest);
+  const ok = batches === 0 || (lagMs !== null && lagMs <= SWITCHOVER_LAG_MAX_MS);
+  return check("queue-keeping-up", ok, { batches, bytes: view?.queue.bytes ?? 0, oldestUnackedMs: lagMs, maxMs: SWITCHOVER_LAG_MAX_MS });
 }
 
 function gate(reasons: Reason[]): SwitchoverGate {

@@ -5,7 +5,8 @@ import { projectCluster } from "../../src/projections/cluster.ts";
 import { peerReleasedAfterMs, verdictSinceLoss } from "../../src/projections/membership.ts";
 import { decide, tiebreakerNeeded } from "../../src/policy/decide.ts";
 import { stallCheckNeeded } from "../../src/policy/selffence.ts";
-import { decideSwitchover } from "../../src/policy/switchover.ts";
+import { decideSwitchover, SWITCHOVER_LAG_MAX_MS } from "../../src/policy/switchover.ts";
+import { oldestUnackedAt } from "../../src/projections/replication.ts";
 import { recordedArb, stamp } from "../arbitraries.ts";
 
 type Policy = "manual" | "when-consistent" | "allow-difference" | "unconditional";
@@ -256,10 +257,14 @@ describe("switchover gating", () => {
     expect(decideSwitchover(state, "web", "b", 0)).toMatchObject({ allowed: true, code: "allowed" });
   });
 
-  it("refuses a switchover while the queue is not empty", () => {
+  it("allows a switchover of a job that keeps writing while its queue keeps up; refuses one that lags", () => {
     const { state } = given(created(), started("a"), seenOnA, broughtIn("a"), verifiedOnA, captured).on("a");
-    const gate = decideSwitchover(state, "web", "b", 0);
-    expect(gate).toMatchObject({ allowed: false, code: "queue-empty" });
+    const capturedAt = stamp([created(), started("a"), seenOnA, broughtIn("a"), verifiedOnA, captured], "a").at(-1)!.at;
+    // Before: refused as long as one batch waited, which with steady writes was always.
+    expect(decideSwitchover(state, "web", "b", capturedAt + 300)).toMatchObject({ allowed: true, code: "allowed" });
+    const gate = decideSwitchover(state, "web", "b", capturedAt + SWITCHOVER_LAG_MAX_MS + 1);
+    expect(gate).toMatchObject({ allowed: false, code: "queue-keeping-up" });
+    expect(gate.reasons).toContainEqual({ name: "queue-keeping-up", ok: false, value: { batches: 1, bytes: 4096, oldestUnackedMs: SWITCHOVER_LAG_MAX_MS + 1, maxMs: SWITCHOVER_LAG_MAX_MS } });
   });
 
   it("property: a refusal names every failed condition, and only those", () => {
@@ -282,7 +287,8 @@ describe("switchover gating", () => {
             const green = state.membership.peerStatus === "connected" && rep && !rep.diverged && !rep.refused && !rep.resync && rep.verification.state === "done";
             if (!green) expected.push("data-link-green");
             if (rep?.verification.state !== "done") expected.push("verification-done");
-            if ((rep?.queue.batches ?? 0) !== 0) expected.push("queue-empty");
+            const oldest = oldestUnackedAt(rep);
+            if ((rep?.queue.batches ?? 0) !== 0 && (oldest === null || 0 - oldest > SWITCHOVER_LAG_MAX_MS)) expected.push("queue-keeping-up");
           }
         }
         expect(failed).toEqual(expected);

@@ -14,8 +14,9 @@ import type { Recorded } from "../../src/events/catalogue.ts";
  * Two real agents in this process on loopback (127.0.0.x, ports from `base`), one job "data"
  * whose mirrored path is DIR/{node}/data: each node has its own copy on this one machine.
  */
-export async function startMirrorPair(name: string, base: number, options: { policy?: string; jobYaml?: string } = {}) {
+export async function startMirrorPair(name: string, base: number, options: { policy?: string; jobYaml?: string | ((dir: string) => string) } = {}) {
   const dir = await mkdtemp(join(tmpdir(), `duet-${name}-`));
+  const jobYaml = typeof options.jobYaml === "function" ? options.jobYaml(dir) : options.jobYaml;
   const nodes = [
     { name: "a", address: "127.0.0.21", dataDir: join(dir, "a") },
     { name: "b", address: "127.0.0.22", dataDir: join(dir, "b") },
@@ -30,7 +31,7 @@ export async function startMirrorPair(name: string, base: number, options: { pol
     jobsYaml: `  - name: data
     policy: ${options.policy ?? "manual"}
     mirrors:
-      - path: ${join(dir, "{node}", "data")}${options.jobYaml ? `\n${options.jobYaml}` : ""}`,
+      - path: ${join(dir, "{node}", "data")}${jobYaml ? `\n${jobYaml}` : ""}`,
   });
   const loaded = await loadConfig(configFile);
   const key = await readClusterKey(loaded.config.cluster.keyFile);

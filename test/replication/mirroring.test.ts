@@ -65,6 +65,34 @@ describe("mirroring a job's data between two agents", () => {
     await until("b's write reaching a", 15_000, () => same(p));
   }, 60_000);
 
+  it("a switchover of a job that writes all the time: allowed while the queue keeps up, and every line written on a is on b before b writes", async () => {
+    // The application appends a numbered line every 10 ms, going on from the lines its copy holds,
+    // and keeps its own count outside the mirror. Before, the switchover was refused: queue-empty.
+    const writer = `const fs=require("fs");const node=process.env.DUET_NODE;const dir=process.argv[1].replaceAll("{node}",node);
+      const file=dir+"/data/log.txt";let n=fs.existsSync(file)?fs.readFileSync(file,"utf8").split("\\n").filter(Boolean).length:0;
+      setInterval(()=>{n++;fs.appendFileSync(file,n+" "+node+"\\n");fs.writeFileSync(dir+"/written",String(n))},10);`;
+    const jobYaml = (dir: string) => `    resources:\n      - name: app\n        process: { command: ${JSON.stringify([process.execPath, "-e", writer, join(dir, "{node}")])} }`;
+    const p = (pair = await startMirrorPair("mirror-busy-switchover", 27500, { jobYaml }));
+    await p.start("a");
+    await p.start("b");
+    await mkdir(p.data("a"), { recursive: true });
+    await until("peers connected", 10_000, () => p.agent("a").journal.state().membership.peerStatus === "connected" && p.agent("b").journal.state().membership.peerStatus === "connected");
+    const client = await p.client("a");
+    await client.post("/v1/jobs/data/bring-in", { on: "a" });
+    // Green, not "the gate allows it": waiting for a moment with an empty queue is what an operator cannot do.
+    await until("in on a and green while the application writes", 20_000, () => p.job("a").phase === "in" && p.job("a").replication.colour === "green");
+    const answer = await client.post<{ seq: number }>("/v1/jobs/data/switchover", { to: "b" });
+    expect(answer.seq).toBeGreaterThan(0);
+    await until("the job running on b", 20_000, () => p.job("b").active === "b" && p.job("b").phase === "in");
+    const writtenOnA = Number(await readFile(join(p.dir, "a", "written"), "utf8"));
+    await until("b's application writing", 10_000, async () => Number(await readFile(join(p.dir, "b", "written"), "utf8").catch(() => "0")) > writtenOnA + 5);
+    const lines = (await readFile(join(p.data("b"), "log.txt"), "utf8")).split("\n").filter(Boolean);
+    const fromA = lines.filter((l) => l.endsWith(" a"));
+    expect(fromA.length, "lines a wrote that reached b").toBe(writtenOnA);
+    expect(lines.map((l) => Number(l.split(" ")[0]))).toEqual(lines.map((_, i) => i + 1)); // no gap, no line twice
+    console.log(`switchover while writing: ${writtenOnA} lines written on a, all on b before b's application started`);
+  }, 60_000);
+
   it("a bring-in on the standby while the active is there is a switchover: refused, naming why and what force would lose; forced, it moves and lineage forks", async () => {
     const p = (pair = await startMirrorPair("mirror-bring-in-elsewhere", 27480, { jobYaml: "    syncMaxMiBps: 2" }));
     await mkdir(p.data("a"), { recursive: true });
