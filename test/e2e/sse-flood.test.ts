@@ -53,9 +53,17 @@ describe("a read-only user's flood of event streams", () => {
     const headB = (await pair.events("b")).at(-1)!.seq;
     const client = spawn(process.execPath, ["--input-type=module", "-e", flood, `http://127.0.0.61:${base}`, token, String(STREAMS)], { stdio: ["pipe", "pipe", "inherit"] });
     const statuses = JSON.parse(await new Promise<string>((resolve) => client.stdout!.once("data", (d: Buffer) => resolve(d.toString())))) as Record<string, number>;
-    // The replays run meanwhile; hold the streams open past the standby's deadtime.
-    await new Promise((r) => setTimeout(r, 6000));
+    // The replays run meanwhile; hold the streams open past the standby's deadtime, watching how
+    // long b goes without a frame from a (the failure detector's input) on its one link.
+    const b = await pair.client("b");
+    let ageMax = 0;
+    for (const end = Date.now() + 6000; Date.now() < end; await new Promise((r) => setTimeout(r, 100))) {
+      const text = await (await b.stream("/metrics")).text();
+      ageMax = Math.max(ageMax, Number(/^duet_heartbeat_age_seconds\{[^}]*\} (\S+)/m.exec(text)?.[1] ?? 0) * 1000);
+    }
     client.stdin!.end("stop\n");
+    console.log(`during the flood: b heard a's heartbeats at most ${ageMax.toFixed(0)} ms apart (interval 500 ms, suspicion at 1500 ms)`);
+    expect(ageMax, "ms b went without a's heartbeat during the flood").toBeLessThan(1500);
     expect(statuses["200"]).toBe(8);
     expect(statuses["503"]).toBe(STREAMS - 8);
     const sinceFlood = (await pair.events("b", headB + 1)).map((e) => e.type);
