@@ -133,6 +133,8 @@ interface Connection {
   drainWaiters: { resolve: () => void; reject: (error: Error) => void }[];
   reason: string | null;
   lastHeard: number;
+  /** When it was attached (monotonic): a connection that had lived is dialled again at once when it drops. */
+  since: number;
 }
 
 export function derivePsk(key: Buffer, cluster: string): Buffer {
@@ -220,7 +222,7 @@ export function startPeerChannel(options: PeerChannelOptions) {
 
   function attach(s: TLSSocket): void {
     if (current) drop(current, "replaced by a newer connection from the peer");
-    const conn: Connection = { socket: s, drainWaiters: [], reason: null, lastHeard: clock.monotonic() };
+    const conn: Connection = { socket: s, drainWaiters: [], reason: null, lastHeard: clock.monotonic(), since: clock.monotonic() };
     current = conn;
     stats.connections += 1;
     backoffMs = RECONNECT_MIN_MS;
@@ -303,7 +305,11 @@ export function startPeerChannel(options: PeerChannelOptions) {
       current = null;
       log(`peer channel to ${peer} down: ${reason}`);
       if (!closed) options.onDown?.(reason);
-      scheduleDial();
+      // A connection that had lived through keepalives was a working one: dial again at once (a
+      // node waking from a stall finds the peer dropped it, and asks the peer before anything
+      // else). One that dropped soon after it was made waits out the backoff, so a peer that
+      // accepts and drops at once is not dialled in a loop.
+      scheduleDial(clock.monotonic() - conn.since >= 3 * options.keepaliveMs);
     });
     options.onUp?.();
   }
@@ -485,9 +491,9 @@ export function startPeerChannel(options: PeerChannelOptions) {
     });
   }
 
-  function scheduleDial(): void {
+  function scheduleDial(now = false): void {
     if (closed || !options.dial || retryTimer) return;
-    const delay = backoffMs / 2 + random() * (backoffMs / 2);
+    const delay = now ? 0 : backoffMs / 2 + random() * (backoffMs / 2);
     backoffMs = Math.min(RECONNECT_MAX_MS, backoffMs * 2);
     retryTimer = timers.after(delay, dial);
   }

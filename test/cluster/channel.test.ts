@@ -161,6 +161,37 @@ describe("peer channel (TLS 1.2 with the cluster key as pre-shared key)", () => 
     await until(() => a.connected() && b.connected());
   });
 
+  it("a connection that had lived drops: the dialer dials again at once; one that dropped young waits out the backoff", async () => {
+    // Only zero-delay timers fire (a backoff never ends), and the dialer's clock is moved by hand.
+    const onlyNow = { after: (ms: number, fn: () => void) => (ms === 0 && setImmediate(fn), { cancel: () => undefined }), every: () => ({ cancel: () => undefined }) };
+    let offset = 0;
+    const clock = { now: () => Date.now() + offset, monotonic: () => performance.now() + offset };
+    const [first, second] = [nextPort++, nextPort++];
+    const b1 = channel("b", "a", "127.0.0.2", "127.0.0.1", first, false, {});
+    const a = startPeerChannel({
+      self: "a", peer: "b", cluster: "c", key, dial: true, keepaliveMs: 100, timers: onlyNow, clock,
+      listen: { address: "127.0.0.1", port: nextPort++ },
+      connect: [{ address: "127.0.0.2", port: first }, { address: "127.0.0.3", port: second }],
+      onRequest: async () => null,
+    });
+    open.push(a);
+    await until(() => a.connected() && b1.connected());
+    // Young: dropped at once after it was made, the redial waits for a backoff that never ends.
+    const b2 = channel("b", "a", "127.0.0.3", "127.0.0.1", second, false, {});
+    await b1.close();
+    await until(() => !a.connected());
+    await new Promise((r) => setImmediate(r));
+    expect(a.connected(), "a young connection's drop is not redialled at once").toBe(false);
+    a.redial();
+    await until(() => a.connected() && b2.connected());
+    // Lived through three keepalives: redialled at once (before: after 50-100 ms of backoff, the
+    // whole of a woken node's reconnect to the peer that had dropped it).
+    offset += 1000;
+    const b3 = channel("b", "a", "127.0.0.2", "127.0.0.1", first, false, {});
+    await b2.close();
+    await until(() => a.connected() && b3.connected());
+  });
+
   it("a dial whose connect hangs (its SYN dropped, as by a cut) is begun again when told the peer is heard", async () => {
     const [blocked, open2] = [nextPort++, nextPort++];
     const blocker = await unacceptingListener("127.0.0.2", blocked);
