@@ -56,8 +56,15 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
       if (arpCount > 0) void announce();
     },
     announce,
-    async stop() {
+    async stop({ urgent = false } = {}) {
       for (const abort of announcing) abort.abort();
+      // A fence removes the address without looking first (one command less while the address
+      // may be on both nodes); an address already gone is what it wanted.
+      if (urgent) {
+        const result = await ctx.processes.run(["ip", "addr", "del", cidr, "dev", dev], { timeoutMs: spec.stopTimeoutMs });
+        if (result.code === 0 || !(await present())) return;
+        throw new ResourceError(`${spec.name}: ip addr del ${cidr} dev ${dev} failed (exit ${result.code ?? result.signal}): ${outputTail(result)}`);
+      }
       if (!(await present())) return;
       await runOrThrow(ctx, spec.name, `ip addr del ${cidr} dev ${dev}`, ["ip", "addr", "del", cidr, "dev", dev], spec.stopTimeoutMs);
     },
