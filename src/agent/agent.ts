@@ -23,6 +23,7 @@ import { systemReach, type TcpReach } from "../world/reach.ts";
 import { localTokenFile } from "../cli/client.ts";
 import { createJobControl } from "./jobs.ts";
 import { jobsRunningHere, parseRelayedFact, reconcile } from "./peer-link.ts";
+import { configDiffers } from "../projections/membership.ts";
 import { isMirrorRequest, parsePeerRequest, type PeerRequest, type PeerResponse, peerResponse } from "./peer-protocol.ts";
 import { createMirrors } from "./mirrors.ts";
 import { createReactor } from "./reactor.ts";
@@ -266,8 +267,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
 
     async function sayHello(): Promise<void> {
       try {
-        const answer = await peerPort.request({ kind: "hello", node: me.name, boot, jobs: jobsRunningHere(state()) }, 10_000);
-        if (answer.ok && answer.jobs) await applyPeerJobs(answer.jobs);
+        const answer = await peerPort.request({ kind: "hello", node: me.name, boot, jobs: jobsRunningHere(state()), configHash: options.configHash }, 10_000);
+        if (answer.ok && answer.jobs) await applyPeerJobs(answer.jobs, answer.configHash);
       } catch (error) {
         info(`hello to ${peer.name} failed: ${(error as Error).message}`);
       }
@@ -276,6 +277,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // A job found on both is resolved once per reconnect, though both hellos (ours answered, and
     // the peer's) carry the reports: one decision, one record.
     const resolving = new Set<string>();
+    const warnedConfigs = new Set<string>();
     const yielding = new Set<string>();
     /** Runs WORK unless it already runs for KEY (the other hello's reports arrived meanwhile). */
     async function once(held: Set<string>, key: string, work: () => Promise<void>): Promise<void> {
@@ -287,7 +289,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         held.delete(key);
       }
     }
-    async function applyPeerJobs(peerJobs: Extract<PeerRequest, { kind: "hello" }>["jobs"]): Promise<void> {
+    async function applyPeerJobs(peerJobs: Extract<PeerRequest, { kind: "hello" }>["jobs"], peerConfigHash: string | undefined): Promise<void> {
       const { facts, bothActive, yields } = reconcile(state(), peer.name, peerJobs);
       for (const d of yields) {
         await once(yielding, d.job, async () => {
@@ -313,7 +315,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
           }
         });
       }
-      await record([...facts, { type: "PeerJobsReported", data: { node: me.name, peer: peer.name, jobs: peerJobs.filter((j) => j.phase === "in").map((j) => j.job) } }]);
+      const reported: DuetEvent = { type: "PeerJobsReported", data: { node: me.name, peer: peer.name, jobs: peerJobs.filter((j) => j.phase === "in").map((j) => j.job), ...(peerConfigHash === undefined ? {} : { configHash: peerConfigHash }) } };
+      // Said once per configuration the peer runs (both hellos carry it), not at every reconnect.
+      const differs = peerConfigHash !== undefined && peerConfigHash !== options.configHash && !warnedConfigs.has(peerConfigHash);
+      if (differs) warnedConfigs.add(peerConfigHash);
+      const alert: DuetEvent[] = differs ? [{ type: "AlertRaised", data: { node: me.name, code: "config-differs", message: configDiffers(me.name, options.configHash, peer.name, peerConfigHash) } }] : [];
+      await record([...facts, reported, ...alert]);
       reactor.poke();
     }
 
@@ -327,8 +334,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       }
       if (request.kind === "hello") {
         if (request.node !== peer.name) return { ok: false, code: "unknown-peer", message: `hello from ${request.node}, expected ${peer.name}` };
-        await applyPeerJobs(request.jobs);
-        return { ok: true, jobs: jobsRunningHere(state()) };
+        await applyPeerJobs(request.jobs, request.configHash);
+        return { ok: true, jobs: jobsRunningHere(state()), configHash: options.configHash };
       }
       const answer = await jobs.onPeerRequest(request);
       reactor.poke();
@@ -475,3 +482,4 @@ async function closeAll(closers: (() => Promise<void> | void)[], log: Logger): P
     }
   }
 }
+

@@ -17,9 +17,12 @@ export const jobReport = z.strictObject({
   how: z.string().max(32).optional(),
 });
 
+/** The hash of the sender's configuration file: the two nodes should run the same one. */
+const configHash = z.string().max(64);
+
 export const peerRequest = z.discriminatedUnion("kind", [
   /** State exchange on connect and whenever our jobs change: which jobs run on the sender. */
-  z.strictObject({ kind: z.literal("hello"), node: nodeId, boot: z.string(), jobs: z.array(jobReport) }),
+  z.strictObject({ kind: z.literal("hello"), node: nodeId, boot: z.string(), jobs: z.array(jobReport), configHash: configHash.optional() }),
   /** Start the job on the receiver (switchover, failover or an operator's bring-in aimed there). */
   z.strictObject({ kind: z.literal("bring-in"), job: jobId, by: user, cause: z.enum(["operator", "switchover", "failover", "fail-back"]) }),
   /** urgent: a forced move elsewhere: stop at once, without waiting for the queue to drain (its loss is accepted). */
@@ -32,7 +35,7 @@ export const peerRequest = z.discriminatedUnion("kind", [
 export type PeerRequest = z.infer<typeof peerRequest>;
 
 export const peerResponse = z.discriminatedUnion("ok", [
-  z.strictObject({ ok: z.literal(true), jobs: z.array(jobReport).optional(), where: z.strictObject({ active: nodeId.nullable(), phase: z.string() }).optional() }),
+  z.strictObject({ ok: z.literal(true), jobs: z.array(jobReport).optional(), configHash: configHash.optional(), where: z.strictObject({ active: nodeId.nullable(), phase: z.string() }).optional() }),
   z.strictObject({ ok: z.literal(false), code: z.string(), message: z.string() }),
 ]);
 export type PeerResponse = z.infer<typeof peerResponse>;

@@ -1,5 +1,6 @@
 import type { clusterView } from "../api/views.ts";
 import { behindLine } from "../policy/takeover.ts";
+import { configDiffers } from "../projections/membership.ts";
 
 type ClusterJson = ReturnType<typeof clusterView>;
 const ago = (since: number | null, now: number) => (since === null ? "" : ` for ${Math.max(0, Math.round((now - since) / 1000))} s`);
@@ -11,6 +12,8 @@ export function renderStatus(c: ClusterJson, now = Date.now()): string {
     `node ${c.node}   peer ${c.peer ?? "?"}: ${c.peerStatus}${ago(c.peerSince, now)}   links: ${c.linksState}`,
     ...c.links.map((l) => `  ${mark(l.up)} link ${l.link} (${l.kind}) ${l.up ? "up" : "down"}${ago(l.since, now)}`),
   ];
+  if (c.config.hash !== null && c.config.peerHash !== null && c.config.hash !== c.config.peerHash)
+    lines.push(`  WARNING: ${configDiffers(c.node, c.config.hash, c.peer ?? "the peer", c.config.peerHash)}`);
   if (c.tiebreaker) lines.push(`  tiebreaker: ${c.tiebreaker.verdict} (${c.tiebreaker.method}) at ${new Date(c.tiebreaker.at).toISOString()}`);
   lines.push("");
   if (c.jobs.length === 0) lines.push("no jobs configured");

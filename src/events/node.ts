@@ -32,7 +32,8 @@ export const nodeEvents = {
   PeerLost: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, lastHeardAt: millis, deadtimeMs: millis }) },
   PeerSeen: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId }) },
   /** What the peer said it runs in the hello exchange after a (re)connect (the jobs in phase in there). */
-  PeerJobsReported: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, jobs: z.array(jobId).max(1000) }) },
+  /** configHash: the hash of the peer's configuration file, as its hello said (absent from older agents). */
+  PeerJobsReported: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, jobs: z.array(jobId).max(1000), configHash: z.string().max(64).optional() }) },
   /**
    * This agent's own loop was held up longer than the suspicion time (GC, a blocked loop, a paused
    * VM, SIGSTOP), measured on the monotonic clock: the peer may have taken its jobs over meanwhile.

@@ -30,7 +30,9 @@ export interface MembershipState {
   linkUpSeq: number;
   /** The seq of this agent's AgentStarted, and the jobs the peer said it runs in the last hello since. */
   startedSeq: number;
-  peerReport: { seq: number; jobs: string[] } | null;
+  peerReport: { seq: number; jobs: string[]; configHash?: string } | null;
+  /** The hash of this node's configuration file, from its AgentStarted. */
+  configHash: string | null;
   /** The last stall of this agent's loop, and what the peer said after it (null: not asked yet). */
   stall: { at: number; seq: number; stalledMs: number; check: { answered: boolean; confirmedJobs: string[]; seq: number } | null } | null;
   framesRejected: Map<string, number>;
@@ -65,6 +67,7 @@ export function initialMembership(self: string): MembershipState {
     startedSeq: 0,
     linkUpSeq: 0,
     peerReport: null,
+    configHash: null,
     stall: null,
     framesRejected: new Map(),
     alerts: [],
@@ -79,7 +82,7 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
       // A restart forgets link state: every configured link is down until it proves itself again.
       const { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } = event.data;
       const links = new Map(event.data.links.map((l) => [l.link, { link: l.link, kind: l.kind, up: false, since: event.at }]));
-      return { ...state, links, stall: null, startedSeq: event.seq, peerReport: null, peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, silenceSeq: event.seq, settings: { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } };
+      return { ...state, links, stall: null, startedSeq: event.seq, peerReport: null, configHash: event.data.configHash, peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, silenceSeq: event.seq, settings: { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } };
     case "JobCreated": {
       const peer = event.data.nodes.find((n) => n !== state.self);
       return peer !== undefined && state.peer === null && event.data.nodes.includes(state.self) ? { ...state, peer } : state;
@@ -107,7 +110,7 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
       return { ...state, tiebreaker: { verdict: event.data.verdict, method: event.data.method, purpose: event.data.purpose ?? "peer-lost", at: event.at, seq: event.seq, ...(event.data.verdict === "failed" && event.data.output ? { why: event.data.output } : {}), ...(event.data.peerOnNetwork ? { peerOnNetwork: event.data.peerOnNetwork } : {}) } };
     case "PeerJobsReported":
       if (event.data.node !== state.self) return state;
-      return { ...state, peerReport: { seq: event.seq, jobs: event.data.jobs } };
+      return { ...state, peerReport: { seq: event.seq, jobs: event.data.jobs, ...(event.data.configHash === undefined ? {} : { configHash: event.data.configHash }) } };
     case "LoopStalled":
       if (event.data.node !== state.self) return state;
       return { ...state, stall: { at: event.at, seq: event.seq, stalledMs: event.data.stalledMs, check: null } };
@@ -169,4 +172,9 @@ export function selfFenceSlackMs(settings: Pick<MembershipSettings, "pingTimeout
  */
 export function peerReleasedAfterMs(settings: MembershipSettings): number {
   return Math.min(settings.suspectMs, settings.deadtimeMs) + selfFenceSlackMs(settings);
+}
+
+/** The warning while the two nodes run different configuration files (policies, timings may differ). */
+export function configDiffers(self: string, mine: string, peer: string, theirs: string): string {
+  return `${self} and ${peer} run different configuration files (hash ${mine} here, ${theirs} on ${peer}): their policies and timings may differ; copy the same duet.yaml to both nodes and restart the agent whose file was old`;
 }

@@ -4,6 +4,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { runReplay } from "../../tools/replay/main.ts";
 import { firstDue, MIRROR_RETRY_MS } from "../../src/agent/mirrors.ts";
 import { startMirrorPair, until } from "./mirror-pair.ts";
+import type { clusterView } from "../../src/api/views.ts";
+import { renderStatus } from "../../src/cli/status.ts";
 import { tree } from "./trees.ts";
 
 let pair: Awaited<ReturnType<typeof startMirrorPair>> | null = null;
@@ -91,6 +93,26 @@ describe("mirroring a job's data between two agents", () => {
     expect(fromA.length, "lines a wrote that reached b").toBe(writtenOnA);
     expect(lines.map((l) => Number(l.split(" ")[0]))).toEqual(lines.map((_, i) => i + 1)); // no gap, no line twice
     console.log(`switchover while writing: ${writtenOnA} lines written on a, all on b before b's application started`);
+  }, 60_000);
+
+  it("two nodes running different configuration files: both warn, once, in the journal and in status; the same file again, no warning", async () => {
+    const p = (pair = await startMirrorPair("mirror-config-differs", 27510));
+    await p.start("a");
+    await p.start("b", "0ther0ther0ther0");
+    const hashA = p.agent("a").journal.state().membership.configHash!;
+    await until("a heard b's hello", 10_000, () => p.agent("a").journal.state().membership.peerReport?.configHash === "0ther0ther0ther0");
+    await until("b heard a's hello", 10_000, () => p.agent("b").journal.state().membership.peerReport?.configHash === hashA);
+    const a = await p.client("a");
+    const view = await a.get<ReturnType<typeof clusterView>>("/v1/cluster");
+    expect(view.config).toEqual({ hash: hashA, peerHash: "0ther0ther0ther0" });
+    expect(renderStatus(view)).toContain(`WARNING: a and b run different configuration files (hash ${hashA} here, 0ther0ther0ther0 on b)`);
+    const warnings = async (node: "a" | "b") => (await p.events(node)).filter((e) => e.type === "AlertRaised" && e.data.code === "config-differs").length;
+    expect(await warnings("a")).toBe(1); // though both hellos carried it
+    expect(await warnings("b")).toBe(1);
+    await p.stop("b");
+    await p.start("b");
+    await until("a heard b's new hello", 10_000, () => p.agent("a").journal.state().membership.peerReport?.configHash === hashA);
+    expect(renderStatus(await a.get<ReturnType<typeof clusterView>>("/v1/cluster"))).not.toContain("WARNING");
   }, 60_000);
 
   it("a bring-in on the standby while the active is there is a switchover: refused, naming why and what force would lose; forced, it moves and lineage forks", async () => {
