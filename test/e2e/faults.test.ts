@@ -287,7 +287,7 @@ EOF`;
     const windowMs = lastBoth - resumedAt;
     console.log(`VIP on both nodes for ${windowMs} ms after the paused agent resumed`);
     expect(await hasVip(active)).toBe(false);
-    // Target 200 ms (printed, measured quiet: 19-101 ms over 10 pauses); the bound asserted is one load cannot
+    // Target 200 ms (printed, measured quiet: 36-208 ms over 10 pauses, 9 under it); the bound asserted is one load cannot
     // reach unless the woken node failed to let go: a deadtime and more.
     expect(windowMs).toBeLessThan(3000);
     // Whichever comes first lets go: the stall check's fence, or the reconnect's both-active
@@ -385,7 +385,7 @@ EOF`;
     }
     const servedAfterMs = servedAt - healedAt;
     console.log(`after the heal: the client served by the keeper ${servedAfterMs} ms later`);
-    // The target is 1 s (measured quiet over 10 runs: 61-295 ms; 1040-1195 ms in 4 of 10 while the
+    // The target is 1 s (measured quiet over 10 runs: 40-247 ms; 1040-1195 ms in 4 of 10 while the
     // loser's arping went on announcing the address after its stop); the bound leaves room for load.
     expect(servedAfterMs, "ms from the heal to the client served by the keeper").toBeLessThan(3000);
     expect(await hasVip(standby)).toBe(false);
