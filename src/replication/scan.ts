@@ -308,8 +308,14 @@ async function readChangedBlocks(
       else {
         buffer = known === undefined ? await write.room(readBytes) : (scratch ??= Buffer.allocUnsafe(readBytes));
         asked = Math.min(readBytes, buffer.length);
-        ({ bytesRead } = await handle!.read(buffer, 0, asked, size));
+        ({ bytesRead } = await handle!.read(buffer, 0, asked, size).catch((error: NodeJS.ErrnoException) => {
+          // The file became a directory between its lstat and the open (O_RDONLY opens one too):
+          // gone as a file, like one removed; the next scan finds the directory.
+          if (error.code === "EISDIR" && size === 0) return { bytesRead: -1 };
+          throw error;
+        }));
       }
+      if (bytesRead < 0) return null;
       if (bytesRead === 0) break;
       for (let at = 0; at < bytesRead; at += BLOCK_BYTES) {
         const block = buffer.subarray(at, Math.min(bytesRead, at + BLOCK_BYTES));

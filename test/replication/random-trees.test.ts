@@ -178,6 +178,24 @@ describe("a mirrored tree under random operations", () => {
               { kind: "append", path: "e", size: 49280, seed: 252 },
             ],
           ],
+          // Found by a loaded run: a file that became a directory between the scan's lstat and its
+          // read (capture failed with "EISDIR: illegal operation on a directory, read").
+          [
+            [
+              { kind: "mkdir", path: "a" },
+              { kind: "write", path: "d", at: 51971, size: 5, seed: 252 },
+              { kind: "delete-open", path: "b", size: 180 },
+              { kind: "delete-open", path: "d", size: 7861 },
+              { kind: "sync" },
+              { kind: "append", path: "d/e/f", size: 44090, seed: 252 },
+              { kind: "chmod", path: "e", mode: 0o644 },
+              { kind: "mkdir", path: "e" },
+              { kind: "mkdir", path: "d/a" },
+              { kind: "remove", path: "d/e" },
+              { kind: "append", path: "d/a", size: 16, seed: 252 },
+              { kind: "write", path: "a", at: 8, size: 7463, seed: 211 },
+            ],
+          ],
         ],
       },
     );
