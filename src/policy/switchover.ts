@@ -1,6 +1,6 @@
 import type { Reason } from "../events/ids.ts";
 import type { ClusterState } from "../projections/cluster.ts";
-import { mirrorColour, oldestUnackedAt } from "../projections/replication.ts";
+import { mirrorColour, oldestUnackedAt, type ReplicationView } from "../projections/replication.ts";
 import { check } from "./decision.ts";
 
 export interface SwitchoverGate {
@@ -47,7 +47,7 @@ export function decideSwitchover(state: ClusterState, jobName: string, to: strin
 }
 
 /** Empty, or its oldest write younger than SWITCHOVER_LAG_MAX_MS (unknown age: not keeping up). */
-function queueCheck(view: Parameters<typeof oldestUnackedAt>[0], now: number): Reason {
+function queueCheck(view: ReplicationView | undefined, now: number): Reason {
   const batches = view?.queue.batches ?? 0;
   const oldest = oldestUnackedAt(view);
   const lagMs = oldest === null ? null : Math.max(0, now - oldest);

@@ -154,15 +154,14 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
 
   /**
    * Ends monitoring at once; `settled` resolves when runs under way have finished (each bounded by
-   * its timeouts), `restarts` when those of them restarting a resource have. A run still checking
+   * its timeouts); `restarting` holds those of them restarting a resource. A run still checking
    * acts on nothing once monitoring has ended.
    */
-  function stopMonitors(): { restarting: Set<Resource>; settled: Promise<unknown>; restarts: Promise<unknown> } {
+  function stopMonitors(): { settled: Promise<unknown>; restarting: Map<Resource, Promise<void>> } {
     generation += 1;
     for (const loop of loops.values()) loop.cancel();
     loops.clear();
-    const restarting = new Set([...inflight.keys()].filter((r) => r.restarting));
-    return { restarting, settled: Promise.all(inflight.values()), restarts: Promise.all([...restarting].map((r) => inflight.get(r))) };
+    return { settled: Promise.all(inflight.values()), restarting: new Map([...inflight].filter(([r]) => r.restarting)) };
   }
 
   return {
@@ -189,7 +188,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       return { ok: true };
     },
     async bringOut(options = {}) {
-      const { restarting, settled, restarts } = stopMonitors();
+      const { restarting, settled } = stopMonitors();
       const failed: { resource: string; error: string }[] = [];
       const note = (r: Resource, error: string | null) => void (error === null || failed.push({ resource: r.spec.name, error }));
       const reversed = [...resources].reverse();
@@ -206,7 +205,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       // started is stopped again.
       const fenceOrder = [...reversed.filter((r) => kindOf(r.spec) === "vip"), ...reversed.filter((r) => kindOf(r.spec) !== "vip")];
       for (const r of fenceOrder) note(r, await stopReported(r, true));
-      await restarts;
+      await Promise.all(restarting.values());
       for (const r of fenceOrder.filter((x) => restarting.has(x))) {
         const error = await stop(r, true);
         if (error !== null) await report([fact("ResourceStopFailed", { resource: r.spec.name, error })]);

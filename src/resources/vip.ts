@@ -60,13 +60,12 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
       for (const abort of announcing) abort.abort();
       // A fence removes the address without looking first (one command less while the address
       // may be on both nodes); an address already gone is what it wanted.
-      if (urgent) {
-        const result = await ctx.processes.run(["ip", "addr", "del", cidr, "dev", dev], { timeoutMs: spec.stopTimeoutMs });
-        if (result.code === 0 || !(await present())) return;
-        throw new ResourceError(`${spec.name}: ip addr del ${cidr} dev ${dev} failed (exit ${result.code ?? result.signal}): ${outputTail(result)}`);
+      if (!urgent && !(await present())) return;
+      try {
+        await runOrThrow(ctx, spec.name, `ip addr del ${cidr} dev ${dev}`, ["ip", "addr", "del", cidr, "dev", dev], spec.stopTimeoutMs);
+      } catch (error) {
+        if (!urgent || (await present())) throw error;
       }
-      if (!(await present())) return;
-      await runOrThrow(ctx, spec.name, `ip addr del ${cidr} dev ${dev}`, ["ip", "addr", "del", cidr, "dev", dev], spec.stopTimeoutMs);
     },
     async monitor() {
       try {
