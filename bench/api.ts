@@ -24,7 +24,7 @@ const TOKEN = "bench-token";
 const refuse = async (): Promise<never> => {
   throw new ControlError("not-available", 409, "bench");
 };
-const control: ControlPort = { bringIn: refuse, bringOut: refuse, switchover: refuse, deleteJob: refuse, verify: refuse, selectSource: refuse, takeSnapshot: refuse, listSnapshots: refuse, restoreSnapshot: refuse, clearConfig: refuse, gatherinfo: refuse };
+const control: ControlPort = { bringIn: refuse, bringOut: refuse, switchover: refuse, deleteJob: refuse, verify: refuse, selectSource: refuse, takeSnapshot: refuse, listSnapshots: refuse, restoreSnapshot: refuse, clearConfig: refuse, applyConfig: refuse, gatherinfo: refuse };
 /** Percentile of an ascending array. */
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 const ascending = (xs: number[]) => Float64Array.from(xs).sort() as unknown as number[];

@@ -5,8 +5,9 @@ import type { DuetEvent, Recorded } from "../events/catalogue.ts";
 import { openJournal, type Journal } from "../journal/journal.ts";
 import { clusterProjection, type ClusterState } from "../projections/cluster.ts";
 import { decideSwitchover } from "../policy/switchover.ts";
-import type { Config } from "../config/schema.ts";
-import { peerOf, selfNode } from "../config/load.ts";
+import type { Config, JobSpec } from "../config/schema.ts";
+import type { ConfigPlan } from "../policy/config-change.ts";
+import { peerOf, selfNode, type LoadedConfig } from "../config/load.ts";
 import { startHeartbeat, TCP_LINK } from "../cluster/heartbeat.ts";
 import { startPeerChannel } from "../cluster/peer-channel.ts";
 import { runTiebreaker, type ArpTarget } from "../cluster/tiebreak.ts";
@@ -28,6 +29,7 @@ import { isMirrorRequest, parsePeerRequest, type PeerRequest, type PeerResponse,
 import { createMirrors } from "./mirrors.ts";
 import { createReactor } from "./reactor.ts";
 import { jobDefinitionEvents } from "./definitions.ts";
+import { createConfigControl } from "./config.ts";
 import type { Logger } from "./log.ts";
 import { GATHERINFO_KEPT, writeGatherinfo } from "./gatherinfo.ts";
 import { DUET_VERSION } from "./package-info.ts";
@@ -51,10 +53,8 @@ export interface AgentWorld {
 }
 
 export interface AgentOptions {
-  config: Config;
-  configHash: string;
-  /** Where the config was read from: gatherinfo bundles it, redacted. */
-  configFile: string;
+  /** The configuration as read from its file: `duet config apply` replaces the file, gatherinfo bundles it, redacted. */
+  loaded: LoadedConfig;
   /** This node's name; resolved from the config by address when absent. */
   node?: string;
   key: Buffer;
@@ -74,7 +74,9 @@ export interface RunningAgent {
 
 /** The daemon: the only place that knows the journal, the core and every effector. */
 export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
-  const { config, log } = options;
+  const { log } = options;
+  // Replaced by a configuration change (adoptConfig): closures that read it at call time see the new one.
+  let config = options.loaded.config;
   const world = options.world ?? { clock: systemClock, timers: systemTimers, transport: udpTransport, processes: systemProcesses, reach: systemReach };
   const me = selfNode(config, options.node);
   const peer = peerOf(config, me.name);
@@ -91,9 +93,23 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const info = (message: string, fields?: Record<string, unknown>) => log.info(fields ?? {}, message);
 
     await record([
-      { type: "AgentStarted", data: { node: me.name, version: DUET_VERSION, pid: process.pid, configHash: options.configHash, heartbeatIntervalMs: config.heartbeat.intervalMs, suspectMs: config.heartbeat.suspectMs, deadtimeMs: config.heartbeat.deadtimeMs, pingTimeoutMs: config.tiebreaker.ping?.timeoutMs ?? 0, selfFenceGraceMs: config.tiebreaker.selfFenceGraceMs, links: [...config.heartbeat.links.map((l) => ({ link: l.name, kind: "udp" as const })), { link: TCP_LINK, kind: "tcp" as const }] } },
+      { type: "AgentStarted", data: { node: me.name, version: DUET_VERSION, pid: process.pid, configHash: options.loaded.hash, heartbeatIntervalMs: config.heartbeat.intervalMs, suspectMs: config.heartbeat.suspectMs, deadtimeMs: config.heartbeat.deadtimeMs, pingTimeoutMs: config.tiebreaker.ping?.timeoutMs ?? 0, selfFenceGraceMs: config.tiebreaker.selfFenceGraceMs, links: [...config.heartbeat.links.map((l) => ({ link: l.name, kind: "udp" as const })), { link: TCP_LINK, kind: "tcp" as const }] } },
       ...jobDefinitionEvents(config, state()),
     ]);
+    const configs = createConfigControl(
+      {
+        self: me.name,
+        peer: peer.name,
+        state,
+        record,
+        connected: () => channel.connected(),
+        request: (request, timeoutMs) => peerPort.request(request, timeoutMs),
+        adopt: (next, plan, by) => adoptConfig(next, plan, by),
+        log: (line) => info(line),
+      },
+      options.loaded,
+    );
+    await configs.atStart();
 
     // The loop's own stalls, measured first among this agent's timers: a stall past the suspicion
     // time is journaled before anything else, and the reactor asks the peer before it acts again.
@@ -107,9 +123,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     closers.push(() => watchdog.cancel());
 
     const runners = new Map<string, JobRunner>();
-    for (const job of config.jobs) {
-      if (!job.nodes.includes(me.name)) continue;
-      const runner = createJobRunner({
+    const runnerFor = (job: JobSpec) =>
+      createJobRunner({
         job: job.name,
         node: me.name,
         resources: job.resources,
@@ -122,8 +137,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         },
         onLoopError: (error) => log.warn({ job: job.name }, `monitor loop: ${error.message}`),
       });
-      runners.set(job.name, runner);
-    }
+    for (const job of config.jobs) if (job.nodes.includes(me.name)) runners.set(job.name, runnerFor(job));
     closers.push(async () => {
       for (const runner of runners.values()) await runner.close();
     });
@@ -132,6 +146,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // such a job waits for the policy (decideRecovery), which waits for the hello or the peer's loss.
 
     let heartbeat: Awaited<ReturnType<typeof startHeartbeat>> | undefined;
+    let api: ReturnType<typeof createApi> | undefined;
     const channel = startPeerChannel({
       self: me.name,
       peer: peer.name,
@@ -188,7 +203,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       config.jobs.filter((j) => j.nodes.includes(me.name)).map((j) => ({ name: j.name, paths: j.mirrors.map((m) => m.path), snapshots: j.snapshots, syncMaxMiBps: j.syncMaxMiBps })),
     );
     closers.push(() => mirrors.close());
-    const snapshotSchedule = mirrors.scheduleSnapshots();
+    let snapshotSchedule = mirrors.scheduleSnapshots();
     closers.push(() => snapshotSchedule.cancel());
 
     const jobs = createJobControl({ self: me.name, state, now: () => world.clock.now(), record, runner: (j) => runners.get(j), peer: peerPort, log: info, mirrors });
@@ -267,8 +282,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
 
     async function sayHello(): Promise<void> {
       try {
-        const answer = await peerPort.request({ kind: "hello", node: me.name, boot, jobs: jobsRunningHere(state()), configHash: options.configHash }, 10_000);
-        if (answer.ok && answer.jobs) await applyPeerJobs(answer.jobs, answer.configHash);
+        const answer = await peerPort.request({ kind: "hello", node: me.name, boot, jobs: jobsRunningHere(state()), configHash: configs.hash(), configVersion: configs.version() }, 10_000);
+        if (answer.ok && answer.jobs) await applyPeerJobs(answer.jobs, answer);
       } catch (error) {
         info(`hello to ${peer.name} failed: ${(error as Error).message}`);
       }
@@ -289,7 +304,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         held.delete(key);
       }
     }
-    async function applyPeerJobs(peerJobs: Extract<PeerRequest, { kind: "hello" }>["jobs"], peerConfigHash: string | undefined): Promise<void> {
+    async function applyPeerJobs(peerJobs: Extract<PeerRequest, { kind: "hello" }>["jobs"], peerConfig: { configHash?: string; configVersion?: number }): Promise<void> {
       const { facts, bothActive, yields } = reconcile(state(), peer.name, peerJobs);
       for (const d of yields) {
         await once(yielding, d.job, async () => {
@@ -315,13 +330,56 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
           }
         });
       }
-      const reported: DuetEvent = { type: "PeerJobsReported", data: { node: me.name, peer: peer.name, jobs: peerJobs.filter((j) => j.phase === "in").map((j) => j.job), ...(peerConfigHash === undefined ? {} : { configHash: peerConfigHash }) } };
-      // Said once per configuration the peer runs (both hellos carry it), not at every reconnect.
-      const differs = peerConfigHash !== undefined && peerConfigHash !== options.configHash && !warnedConfigs.has(peerConfigHash);
-      if (differs) warnedConfigs.add(peerConfigHash);
-      const alert: DuetEvent[] = differs ? [{ type: "AlertRaised", data: { node: me.name, code: "config-differs", message: configDiffers(me.name, options.configHash, peer.name, peerConfigHash) } }] : [];
+      const { configHash: peerHash, configVersion: peerVersion } = peerConfig;
+      const reported: DuetEvent = { type: "PeerJobsReported", data: { node: me.name, peer: peer.name, jobs: peerJobs.filter((j) => j.phase === "in").map((j) => j.job), ...(peerHash === undefined ? {} : { configHash: peerHash }), ...(peerVersion === undefined ? {} : { configVersion: peerVersion }) } };
+      // The node with the older version adopts the newer one; the alert is for what that leaves
+      // different, said once per configuration the peer runs (both hellos carry it).
+      const differs = peerHash !== undefined && peerHash !== configs.hash() && !warnedConfigs.has(peerHash) && !(peerVersion !== undefined && peerVersion !== configs.version());
+      if (differs) warnedConfigs.add(peerHash);
+      const alert: DuetEvent[] = differs ? [{ type: "AlertRaised", data: { node: me.name, code: "config-differs", message: configDiffers(me.name, { hash: configs.hash(), version: configs.version() }, peer.name, { hash: peerHash, ...(peerVersion === undefined ? {} : { version: peerVersion }) }) } }] : [];
       await record([...facts, reported, ...alert]);
       reactor.poke();
+      if (peerVersion !== undefined && peerVersion > configs.version()) void catchUpConfig(peerVersion, peerHash);
+    }
+
+    /** The peer runs a newer configuration (applied while this node was away): adopt it, or say why not. */
+    async function catchUpConfig(peerVersion: number, peerHash: string | undefined): Promise<void> {
+      const why = await configs.catchUp(peerVersion, peerHash).catch((error: Error) => error.message);
+      if (why === null || warnedConfigs.has(`${peerHash}`)) return;
+      warnedConfigs.add(`${peerHash}`);
+      log.warn(why);
+      await record([{ type: "AlertRaised", data: { node: me.name, code: "config-not-adopted", message: `${peer.name} runs configuration version ${peerVersion}, newer than ${configs.version()} here, but it was not adopted: ${why}`.slice(0, 1000) } }]);
+    }
+
+    /** A configuration change journaled: what it changes comes into force, touching nothing else. */
+    async function adoptConfig(next: Config, plan: ConfigPlan, by: string): Promise<void> {
+      const before = config;
+      config = next;
+      const deleted = before.jobs.filter((j) => !next.jobs.some((n) => n.name === j.name));
+      await record([...jobDefinitionEvents(next, state()), ...deleted.filter((j) => state().jobs.has(j.name)).map((j): DuetEvent => ({ type: "JobDeleted", data: { job: j.name, by } }))]);
+      for (const job of deleted) {
+        await runners.get(job.name)?.close();
+        runners.delete(job.name);
+      }
+      for (const job of next.jobs.filter((j) => j.nodes.includes(me.name))) {
+        const old = before.jobs.find((j) => j.name === job.name);
+        const redefined = !old || JSON.stringify([old.resources, old.nodes]) !== JSON.stringify([job.resources, job.nodes]);
+        // A redefined job is out (the plan refuses otherwise): its runner starts again from the new resources.
+        if (redefined) {
+          await runners.get(job.name)?.close();
+          runners.set(job.name, runnerFor(job));
+        } else runners.get(job.name)?.setRestart(job.restart);
+        if (old && job.mirrors.length > 0) mirrors.retune(job.name, { snapshots: job.snapshots, syncMaxMiBps: job.syncMaxMiBps });
+      }
+      if (plan.changes.some((c) => c.item === "snapshots")) {
+        await snapshotSchedule.cancel();
+        snapshotSchedule = mirrors.scheduleSnapshots();
+      }
+      api?.reconfigure({ users: next.users, scrape: scrapeOf(next) });
+      if (!process.env.DUET_LOG_LEVEL) log.level = next.log.level;
+      reactor.poke();
+      // The peer's record of our version (its status, its next apply's version) follows at once.
+      if (channel.connected()) void sayHello();
     }
 
     async function onPeerRequest(body: unknown): Promise<unknown> {
@@ -334,9 +392,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       }
       if (request.kind === "hello") {
         if (request.node !== peer.name) return { ok: false, code: "unknown-peer", message: `hello from ${request.node}, expected ${peer.name}` };
-        await applyPeerJobs(request.jobs, request.configHash);
-        return { ok: true, jobs: jobsRunningHere(state()), configHash: options.configHash };
+        await applyPeerJobs(request.jobs, request);
+        return { ok: true, jobs: jobsRunningHere(state()), configHash: configs.hash(), configVersion: configs.version() };
       }
+      if (request.kind === "config-offer") return configs.onOffer(request);
+      if (request.kind === "config-get") return configs.onGet();
       const answer = await jobs.onPeerRequest(request);
       reactor.poke();
       return answer;
@@ -361,7 +421,16 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       bringIn: (job, by, on, force) => jobs.bringIn(job, by, on, force),
       bringOut: (job, by) => jobs.bringOut(job, by),
       switchover: (job, by, to) => jobs.switchover(job, by, to),
-      deleteJob: (job, by) => jobs.deleteJob(job, by),
+      // A job in the configuration is deleted from it, on both nodes, so a restart does not bring it back.
+      deleteJob: async (job, by) => {
+        const without = configs.withoutJob(job);
+        if (without === null) return jobs.deleteJob(job, by);
+        jobs.checkDeletable(job);
+        const from = journal.head() + 1;
+        await configs.apply(without, by, { dryRun: false, force: false });
+        return { seq: from };
+      },
+      applyConfig: (text, by, options) => configs.apply(text, by, options),
       verify: (job, by) => mirrors.verify(job, by),
       selectSource: (job, from, by, force) => mirrors.selectSource(job, from, by, force),
       takeSnapshot: async (job) => {
@@ -384,11 +453,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       gatherinfo: async () => {
         const outDir = join(dataDir, "gatherinfo");
         await mkdir(outDir, { recursive: true, mode: 0o700 });
-        return writeGatherinfo({ journal, configFile: options.configFile, logFile: join(dataDir, "agent.log"), node: me.name, version: DUET_VERSION, outDir, now: world.clock.now(), keep: GATHERINFO_KEPT });
+        return writeGatherinfo({ journal, configFile: options.loaded.file, logFile: join(dataDir, "agent.log"), node: me.name, version: DUET_VERSION, outDir, now: world.clock.now(), keep: GATHERINFO_KEPT });
       },
     };
     const cliToken = randomBytes(32).toString("base64url");
-    const api = createApi({
+    api = createApi({
       journal,
       control,
       users: config.users,
@@ -396,12 +465,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       timers: world.timers,
       self: me.name,
       localTokens: [{ token: cliToken, user: "local-cli", role: "admin" }],
-      scrape: config.metrics,
+      scrape: scrapeOf(config),
       log: (level, message) => log[level](message),
       live: { heartbeatAgesMs: () => heartbeatAges(heartbeat, world.clock) },
     });
     const server = await startApiServer(api, { address: me.address, port: config.ports.api });
-    closers.push(() => server.close(), () => api.close());
+    closers.push(() => server.close(), () => api?.close());
     await writeFile(localTokenFile(dataDir), `${cliToken}\n`, { mode: 0o600 });
     closers.push(() => rm(localTokenFile(dataDir), { force: true }));
 
@@ -437,6 +506,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     await closeAll(closers, log);
     throw error;
   }
+}
+
+/** The config's metrics section as the API takes it. */
+function scrapeOf(config: Config) {
+  const { allowFrom, scrapeTokenSha256 } = config.metrics;
+  return { allowFrom, ...(scrapeTokenSha256 === undefined ? {} : { tokenSha256: scrapeTokenSha256 }) };
 }
 
 /** A node's addresses for the peer channel: its node address first, then each heartbeat link's. */

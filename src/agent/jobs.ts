@@ -4,7 +4,7 @@ import { decisionSincePhase, type JobView } from "../projections/jobs.ts";
 import { decideSwitchover } from "../policy/switchover.ts";
 import type { BringInResult, JobRunner } from "../resources/runner.ts";
 import { ControlError } from "../api/ports.ts";
-import type { PeerRequest, PeerResponse } from "./peer-protocol.ts";
+import type { JobRequest, PeerRequest, PeerResponse } from "./peer-protocol.ts";
 
 /** How long a peer gets to start or stop a job it was asked to: the slowest resource timeouts, with margin. */
 export const PEER_JOB_REQUEST_TIMEOUT_MS = 120_000;
@@ -189,6 +189,12 @@ export function createJobControl(host: JobHost) {
     return false;
   }
 
+  /** Refuses (ControlError) unless the job exists and runs nowhere. */
+  function checkDeletable(name: string): void {
+    const job = jobOrThrow(name);
+    if (job.phase !== "out") throw new ControlError("job-not-out", 409, `job ${name} is ${job.phase}; bring it out before deleting it`);
+  }
+
   return {
     startHere: (name: string) => serial(name, () => startHere(name)),
     stopHere: (name: string) => serial(name, () => stopHere(name)),
@@ -261,16 +267,16 @@ export function createJobControl(host: JobHost) {
       return { seq: requested!.seq };
     },
 
+    checkDeletable,
+
     async deleteJob(name: string, by: string): Promise<{ seq: number }> {
-      const job = jobOrThrow(name);
-      if (job.phase !== "out") throw new ControlError("job-not-out", 409, `job ${name} is ${job.phase}; bring it out before deleting it`);
+      checkDeletable(name);
       const [recorded] = await host.record([{ type: "JobDeleted", data: { job: name, by } }]);
       return { seq: recorded!.seq };
     },
 
     /** What the peer asks of this node. Answers after the work is done, so the asker knows the outcome. */
-    async onPeerRequest(request: PeerRequest): Promise<PeerResponse> {
-      if (request.kind === "hello") throw new Error("hello is handled by the peer link");
+    async onPeerRequest(request: JobRequest): Promise<PeerResponse> {
       const job = host.state().jobs.get(request.job);
       if (!job || !job.nodes.includes(host.self)) return { ok: false, code: "not-found", message: `job ${request.job} is not configured on ${host.self}` };
       switch (request.kind) {

@@ -44,9 +44,10 @@ export function createAgentLog(file: string, node: string, level: LogLevel = "in
   closeSync(openSync(file, "a", 0o600));
   const form = stderrForm();
   const stderr = form === "json" ? process.stderr : { write: (line: string) => void process.stderr.write(textLine(JSON.parse(line) as Record<string, unknown>, form === "journal")) };
+  // The logger's own level filters (a configuration change may lower it): the streams take all.
   const streams = pino.multistream([
-    { level, stream: stderr },
-    { level, stream: pino.destination({ dest: file, sync: false }) },
+    { level: "debug", stream: stderr },
+    { level: "debug", stream: pino.destination({ dest: file, sync: false }) },
   ]);
   return pino({ level, base: { node }, timestamp: pino.stdTimeFunctions.isoTime }, streams);
 }

@@ -103,7 +103,8 @@ class PeerRefusedBatch extends Error {
 /** Where a job's snapshots live: beside its first mirrored directory, on the same file system (hard links). */
 export const snapshotDir = (roots: readonly string[]) => `${roots[0]}.duet-snapshots`;
 
-export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
+export function createMirrors(host: MirrorHost, configured: readonly MirroredJob[]) {
+  const jobs = [...configured];
   const roots = new Map(jobs.filter((j) => j.paths.length > 0).map((j) => [j.name, mirrorRoots(j.paths, host.self)]));
   /** Bytes per millisecond a sync may send, per job with a limit. */
   const syncRates = new Map(jobs.flatMap((j) => (j.syncMaxMiBps === undefined ? [] : [[j.name, (j.syncMaxMiBps * 1024 * 1024) / 1000] as const])));
@@ -815,6 +816,18 @@ export function createMirrors(host: MirrorHost, jobs: readonly MirroredJob[]) {
       return store.list();
     },
     restoreSnapshot,
+    /**
+     * A configuration change of a job's snapshot schedule or sync rate: the next sync is paced by
+     * it, and a schedule started after this (scheduleSnapshots again) follows it.
+     */
+    retune(job: string, settings: Pick<MirroredJob, "snapshots" | "syncMaxMiBps">): void {
+      const index = jobs.findIndex((j) => j.name === job);
+      if (index < 0) return;
+      jobs[index] = { ...jobs[index]!, ...settings };
+      if (settings.syncMaxMiBps === undefined) syncRates.delete(job);
+      else syncRates.set(job, (settings.syncMaxMiBps * 1024 * 1024) / 1000);
+      snapshotStores.get(job)?.setKeep(settings.snapshots.keep);
+    },
     /** Scheduled snapshots (config: snapshots.intervalMs from firstAt), taken on the replica side. */
     /** cancel() resolves once a scheduled snapshot under way (taken, then pruned) has finished. */
     scheduleSnapshots(): { cancel(): Promise<void> } {

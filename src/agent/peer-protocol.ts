@@ -19,10 +19,13 @@ export const jobReport = z.strictObject({
 
 /** The hash of the sender's configuration file: the two nodes should run the same one. */
 const configHash = z.string().max(64);
+const configVersion = z.number().int().nonnegative();
+/** A configuration document as `duet config apply` was given it (the API's bound). */
+const configText = z.string().min(1).max(64 * 1024);
 
 export const peerRequest = z.discriminatedUnion("kind", [
   /** State exchange on connect and whenever our jobs change: which jobs run on the sender. */
-  z.strictObject({ kind: z.literal("hello"), node: nodeId, boot: z.string(), jobs: z.array(jobReport), configHash: configHash.optional() }),
+  z.strictObject({ kind: z.literal("hello"), node: nodeId, boot: z.string(), jobs: z.array(jobReport), configHash: configHash.optional(), configVersion: configVersion.optional() }),
   /** Start the job on the receiver (switchover, failover or an operator's bring-in aimed there). */
   z.strictObject({ kind: z.literal("bring-in"), job: jobId, by: user, cause: z.enum(["operator", "switchover", "failover", "fail-back"]) }),
   /** urgent: a forced move elsewhere: stop at once, without waiting for the queue to drain (its loss is accepted). */
@@ -31,11 +34,17 @@ export const peerRequest = z.discriminatedUnion("kind", [
   z.strictObject({ kind: z.literal("switchover"), job: jobId, to: nodeId, by: user }),
   /** Where the receiver sees the job, answered under its job lock (after any start under way there). */
   z.strictObject({ kind: z.literal("job-where"), job: jobId }),
+  /** Apply this configuration, as version VERSION: the receiver plans it against its own and applies it, or refuses with the reason. */
+  z.strictObject({ kind: z.literal("config-offer"), version: configVersion, text: configText, by: user }),
+  /** The receiver's running configuration: a node that was away adopts a newer one. */
+  z.strictObject({ kind: z.literal("config-get") }),
 ]);
 export type PeerRequest = z.infer<typeof peerRequest>;
+/** The requests about one job, which the job control answers. */
+export type JobRequest = Exclude<PeerRequest, { kind: "hello" | "config-offer" | "config-get" }>;
 
 export const peerResponse = z.discriminatedUnion("ok", [
-  z.strictObject({ ok: z.literal(true), jobs: z.array(jobReport).optional(), configHash: configHash.optional(), where: z.strictObject({ active: nodeId.nullable(), phase: z.string() }).optional() }),
+  z.strictObject({ ok: z.literal(true), jobs: z.array(jobReport).optional(), configHash: configHash.optional(), configVersion: configVersion.optional(), config: z.strictObject({ version: configVersion, text: configText }).optional(), where: z.strictObject({ active: nodeId.nullable(), phase: z.string() }).optional() }),
   z.strictObject({ ok: z.literal(false), code: z.string(), message: z.string() }),
 ]);
 export type PeerResponse = z.infer<typeof peerResponse>;

@@ -109,7 +109,8 @@ export function createApi(options: ApiOptions) {
   const log = options.log ?? (() => undefined);
   const loginFailures = createLoginFailureReport({ node: options.self, clock, timers: options.timers ?? systemTimers, periodMs: options.loginReportMs, record: (events) => journal.append(events).catch((error: Error) => log("warn", `journaling failed logins: ${error.message}`)) });
   const metrics = createMetrics(journal, { ...options.live, loginsFailed: () => loginFailures.total() });
-  const mayScrape = scrapeAccess(options.scrape);
+  let mayScrape = scrapeAccess(options.scrape);
+  let users = options.users;
   const streams = new Set<() => void>();
   const frames = new Map<number, string>();
   const sseFrame = (event: Recorded): string => {
@@ -152,7 +153,7 @@ export function createApi(options: ApiOptions) {
     }
     loginFailures.failed(from);
     // A typed name that is no user may be a password typed in the wrong field: never written down.
-    const known = options.users.some((u) => u.name === user);
+    const known = users.some((u) => u.name === user);
     log("warn", `authentication failure for ${known ? `user ${user}` : "an unknown user"} from ${from}${outcome.reason === "rate-limited" ? " (rate-limited)" : ""}`);
     if (outcome.reason === "rate-limited") {
       c.header("Retry-After", String(Math.ceil((outcome.retryAfterMs ?? 60_000) / 1000)));
@@ -331,6 +332,11 @@ export function createApi(options: ApiOptions) {
     const { force } = await body(c, z.strictObject({ force: z.boolean().default(false) }));
     return c.json(await control.clearConfig(user(c), force), 200);
   });
+  app.post("/v1/config", async (c) => {
+    const request = z.strictObject({ text: z.string().min(1, "expected the configuration document").max(API_BODY_MAX_BYTES), dryRun: z.boolean().default(false), force: z.boolean().default(false) });
+    const { text, dryRun, force } = await body(c, request);
+    return c.json(await control.applyConfig(text, user(c), { dryRun, force }), 200);
+  });
   app.get("/v1/gatherinfo", async (c) => {
     if (c.get("role") !== "admin") return c.json(errorBody("forbidden", "gatherinfo holds logs and network facts: admin only"), 403);
     const { file } = await control.gatherinfo();
@@ -341,6 +347,12 @@ export function createApi(options: ApiOptions) {
   return {
     app,
     metrics,
+    /** A configuration change of the users or of who may scrape /metrics, in force at once. */
+    reconfigure(next: { users: ApiUser[]; scrape?: ApiOptions["scrape"] }): void {
+      auth.setUsers(next.users);
+      users = next.users;
+      mayScrape = scrapeAccess(next.scrape);
+    },
     /** Ends every live stream (the agent is stopping). */
     close(): void {
       for (const finish of streams) finish();

@@ -32,6 +32,7 @@ export type LoginOutcome =
  */
 export function createAuth(options: { users: ApiUser[]; clock: Clock; tokenTtlMs?: number; loginWindowMs?: number; localTokens?: { token: string; user: string; role: Role }[] }) {
   const { clock } = options;
+  let users = options.users;
   const ttl = options.tokenTtlMs ?? TOKEN_TTL_MS_DEFAULT;
   const tokens = new Map<string, Session>();
   const windowS = (options.loginWindowMs ?? LOGIN_WINDOW_MS) / 1000;
@@ -42,12 +43,21 @@ export function createAuth(options: { users: ApiUser[]; clock: Clock; tokenTtlMs
   const blockedFor = (res: RateLimiterRes | null, points: number) => (res && res.consumedPoints >= points ? res.msBeforeNext : 0);
 
   return {
+    /** A configuration change: sessions of a removed user, or one whose role or password changed, end. */
+    setUsers(next: ApiUser[]): void {
+      const unchanged = (name: string) => {
+        const [old, now] = [users.find((u) => u.name === name), next.find((u) => u.name === name)];
+        return old !== undefined && now !== undefined && old.role === now.role && old.passwordHash === now.passwordHash;
+      };
+      for (const [token, session] of tokens) if (!unchanged(session.user)) tokens.delete(token);
+      users = next;
+    },
     async login(user: string, password: string, from: string): Promise<LoginOutcome> {
       const now = clock.now();
       const pair = `${from}\u0000${user}`;
       const retryAfterMs = Math.max(blockedFor(await perUser.get(pair), LOGIN_FAILURES_MAX), blockedFor(await perAddress.get(from), LOGIN_FAILURES_PER_ADDRESS_MAX));
       if (retryAfterMs > 0) return { ok: false, reason: "rate-limited", retryAfterMs };
-      const account = options.users.find((u) => u.name === user);
+      const account = users.find((u) => u.name === user);
       const valid = await verifyPassword(password, account?.passwordHash ?? (await decoy));
       if (!account || !valid) {
         await Promise.all([perUser.penalty(pair), perAddress.penalty(from)]);

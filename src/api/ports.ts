@@ -2,6 +2,7 @@ import type { Observable } from "rxjs";
 import type { DuetEvent, Recorded } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import type { SnapshotInfo } from "../replication/snapshot.ts";
+import type { ConfigPlan } from "../policy/config-change.ts";
 
 /** What the API reads and appends: the agent's journal. */
 export interface ApiJournal {
@@ -27,7 +28,22 @@ export interface ControlPort {
   /** In place (`to` absent; the job must run nowhere) or into the directory `to`. */
   restoreSnapshot(job: string, name: string, to: string | undefined, by: string): Promise<{ seq: number }>;
   clearConfig(by: string, force: boolean): Promise<{ archivedTo: string }>;
+  /**
+   * The plan of a new configuration document and, unless dryRun, its apply on both nodes; refused
+   * (ControlError) when an item cannot be done online or the peer cannot be reached (unless force).
+   */
+  applyConfig(text: string, by: string, options: { dryRun: boolean; force: boolean }): Promise<ConfigApplied>;
   gatherinfo(): Promise<{ file: string }>;
+}
+
+export interface ConfigApplied {
+  applied: boolean;
+  /** The version running here afterwards (the one a dry run would apply, for a dry run). */
+  version: number;
+  hash: string;
+  plan: ConfigPlan;
+  /** What the peer did: applied it, already ran it, or was not reached (it adopts it on reconnect). */
+  peer: "applied" | "unchanged" | "not-reached" | "not-asked";
 }
 
 /** A refusal with a stable code for scripts and the HTTP status that fits it. */

@@ -16,8 +16,8 @@ export function clusterView(state: ClusterState) {
     linksState: linksState(m),
     links: [...m.links.values()].map((l) => ({ link: l.link, kind: l.kind, up: l.up, since: l.since })),
     tiebreaker: m.tiebreaker,
-    /** This node's configuration file hash and the peer's, as its last hello said (null: not heard since this agent started). */
-    config: { hash: m.configHash, peerHash: m.peerReport?.configHash ?? null },
+    /** This node's configuration (version, hash) and the peer's, as its last hello said (null: not heard since this agent started). */
+    config: { version: m.config?.version ?? 0, hash: m.configHash, peerVersion: m.peerReport?.configVersion ?? null, peerHash: m.peerReport?.configHash ?? null },
     framesRejected: [...m.framesRejected.entries()].map(([reason, count]) => ({ reason, count })),
     alerts: m.alerts,
     jobs: [...state.jobs.values()].sort((a, b) => a.name.localeCompare(b.name)).map((j) => jobView(state, j)),

@@ -29,9 +29,7 @@ export async function runAgent(options: { config: string; node?: string }): Prom
   let stopFor: ((reason: string) => void) | null = null;
   try {
     agent = await startAgent({
-      config: loaded.config,
-      configHash: loaded.hash,
-      configFile: options.config,
+      loaded,
       node: me.name,
       key,
       log,

@@ -87,7 +87,7 @@ jobAction(
 );
 jobAction("bring-out", "stop the job; it is then unmanaged", (c, j) => c.post(`/v1/jobs/${encodeURIComponent(j)}/bring-out`, {}));
 jobAction("switchover", "move the job to the other node (only when the data link is green, verified and the queue empty)", (c, j, o) => c.post(`/v1/jobs/${encodeURIComponent(j)}/switchover`, o.to ? { to: o.to } : {}), (c) => c.option("--to <node>", "the target node"));
-jobAction("delete", "remove a brought-out job from the cluster state (remove it from the config too)", (c, j) => c.delete(`/v1/jobs/${encodeURIComponent(j)}`));
+jobAction("delete", "remove a brought-out job from the configuration of both nodes (as `duet config apply` would)", (c, j) => c.delete(`/v1/jobs/${encodeURIComponent(j)}`));
 jobAction("verify", "compare both sides' mirrored data block by block and ship only what differs", (c, j) => c.post(`/v1/jobs/${encodeURIComponent(j)}/verify`, {}));
 const source = program.command("source").description("which node's data a job's mirror keeps");
 jobAction(
@@ -208,6 +208,22 @@ configCommand
     const { clearConfig } = await import("./maintenance.ts");
     const result = await clearConfig({ ...o, force: !!o.force, by: process.env.SUDO_USER ?? process.env.USER ?? "root" });
     print(!!o.json, result, `cleared; the old journal and config are in ${result.archivedTo}`);
+  });
+
+configCommand
+  .command("apply <file>")
+  .description("apply a new configuration to both nodes: the plan first, then only what changed (the old file kept as FILE.prev)")
+  .addOption(configOption())
+  .addOption(nodeOption())
+  .addOption(urlOption())
+  .option("--dry-run", "print the plan and apply nothing")
+  .option("--force", "apply here even if the peer cannot be reached (it adopts the new version when it is back)")
+  .option("--json", "machine-readable output")
+  .action(async (file: string, o: { config: string; node?: string; url?: string; dryRun?: boolean; force?: boolean; json?: boolean }) => {
+    const [{ applyConfigFile, renderApplied }, client] = await Promise.all([import("./config-apply.ts"), agentOf(o)]);
+    const result = await applyConfigFile(client, file, { dryRun: !!o.dryRun, force: !!o.force });
+    print(!!o.json, result, renderApplied(result, !!o.dryRun));
+    if (!result.plan.allowed) process.exitCode = exitCodes.refused;
   });
 
 program

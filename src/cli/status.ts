@@ -12,8 +12,10 @@ export function renderStatus(c: ClusterJson, now = Date.now()): string {
     `node ${c.node}   peer ${c.peer ?? "?"}: ${c.peerStatus}${ago(c.peerSince, now)}   links: ${c.linksState}`,
     ...c.links.map((l) => `  ${mark(l.up)} link ${l.link} (${l.kind}) ${l.up ? "up" : "down"}${ago(l.since, now)}`),
   ];
+  const peerConfig = c.config.peerHash === null ? "" : c.config.peerHash === c.config.hash ? `, the same on ${c.peer}` : `; ${c.peer}: version ${c.config.peerVersion ?? "?"}, hash ${c.config.peerHash}`;
+  if (c.config.hash !== null) lines.push(`  config version ${c.config.version}, hash ${c.config.hash}${peerConfig}`);
   if (c.config.hash !== null && c.config.peerHash !== null && c.config.hash !== c.config.peerHash)
-    lines.push(`  WARNING: ${configDiffers(c.node, c.config.hash, c.peer ?? "the peer", c.config.peerHash)}`);
+    lines.push(`  WARNING: ${configDiffers(c.node, { hash: c.config.hash, version: c.config.version }, c.peer ?? "the peer", { hash: c.config.peerHash, ...(c.config.peerVersion === null ? {} : { version: c.config.peerVersion }) })}`);
   if (c.tiebreaker) lines.push(`  tiebreaker: ${c.tiebreaker.verdict} (${c.tiebreaker.method}) at ${new Date(c.tiebreaker.at).toISOString()}`);
   lines.push("");
   if (c.jobs.length === 0) lines.push("no jobs configured");

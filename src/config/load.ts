@@ -14,6 +14,8 @@ export interface LoadedConfig {
   /** First 16 hex digits of the file's sha256: AgentStarted records it, so replay knows which config decided. */
   hash: string;
   file: string;
+  /** The document as read: what the peer is sent when it adopts this configuration. */
+  text: string;
 }
 
 export async function loadConfig(file: string): Promise<LoadedConfig> {
@@ -42,7 +44,7 @@ export function parseConfig(text: string, source: string): LoadedConfig {
   const config = withDefaults(parsed.data);
   const problems = crossChecks(config);
   if (problems.length > 0) throw new ConfigError(source, problems.map((p) => ({ ...p, message: p.message + lineOf(doc, lines, pathParts(p.path)) })));
-  return { config, hash: createHash("sha256").update(text).digest("hex").slice(0, 16), file: source };
+  return { config, hash: createHash("sha256").update(text).digest("hex").slice(0, 16), file: source, text };
 }
 
 /** "__proto__" as a key would vanish into an object's prototype when parsed: refuse it by name. */

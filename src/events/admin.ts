@@ -2,7 +2,23 @@ import { z } from "zod";
 import { nodeId, user } from "./ids.ts";
 
 export const adminEvents = {
-  ConfigChanged: { v: 1, data: z.strictObject({ node: nodeId, configHash: z.string(), by: user }) },
+  /**
+   * This node now runs configuration VERSION (the file's hash), applied by BY ("file": found
+   * edited when the agent started; "peer": adopted from the peer, which applied it first). Versions
+   * are ordered across the pair: the node with the higher one has the newer file. changes: the
+   * plan, one line each.
+   */
+  ConfigChanged: {
+    v: 2,
+    data: z.strictObject({
+      node: nodeId,
+      version: z.number().int().positive(),
+      configHash: z.string().max(64),
+      previousHash: z.string().max(64).nullable(),
+      by: user,
+      changes: z.array(z.string().max(400)).max(500),
+    }),
+  },
   ConfigCleared: { v: 1, data: z.strictObject({ node: nodeId, by: user, archivedTo: z.string(), forced: z.boolean() }) },
   LoginSucceeded: { v: 1, data: z.strictObject({ user, role: z.enum(["admin", "monitor"]), from: z.string() }) },
   /** Written by agents before failed logins were aggregated; still read from old journals. */

@@ -51,6 +51,8 @@ export type RecordedOf<T extends EventType> = Extract<Recorded, { type: T }>;
  */
 type Upcaster = (data: unknown) => unknown;
 export const upcasters: Partial<Record<EventType, Record<number, Upcaster>>> = {
+  // v1 was never written by an agent; read as a first version with no recorded plan.
+  ConfigChanged: { 1: (data) => ({ ...(data as object), version: 1, previousHash: null, changes: [] }) },
   AgentStarted: {
     // v1 did not list the configured links: none known, as before.
     1: (data) => ({ ...(data as object), links: [] }),

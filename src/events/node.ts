@@ -33,7 +33,7 @@ export const nodeEvents = {
   PeerSeen: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId }) },
   /** What the peer said it runs in the hello exchange after a (re)connect (the jobs in phase in there). */
   /** configHash: the hash of the peer's configuration file, as its hello said (absent from older agents). */
-  PeerJobsReported: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, jobs: z.array(jobId).max(1000), configHash: z.string().max(64).optional() }) },
+  PeerJobsReported: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, jobs: z.array(jobId).max(1000), configHash: z.string().max(64).optional(), configVersion: z.number().int().nonnegative().optional() }) },
   /**
    * This agent's own loop was held up longer than the suspicion time (GC, a blocked loop, a paused
    * VM, SIGSTOP), measured on the monotonic clock: the peer may have taken its jobs over meanwhile.

@@ -30,9 +30,11 @@ export interface MembershipState {
   linkUpSeq: number;
   /** The seq of this agent's AgentStarted, and the jobs the peer said it runs in the last hello since. */
   startedSeq: number;
-  peerReport: { seq: number; jobs: string[]; configHash?: string } | null;
+  peerReport: { seq: number; jobs: string[]; configHash?: string; configVersion?: number } | null;
   /** The hash of this node's configuration file, from its AgentStarted. */
   configHash: string | null;
+  /** The last configuration this node journaled as in force (ConfigChanged); null before any. */
+  config: { version: number; hash: string } | null;
   /** The last stall of this agent's loop, and what the peer said after it (null: not asked yet). */
   stall: { at: number; seq: number; stalledMs: number; check: { answered: boolean; confirmedJobs: string[]; seq: number } | null } | null;
   framesRejected: Map<string, number>;
@@ -68,6 +70,7 @@ export function initialMembership(self: string): MembershipState {
     linkUpSeq: 0,
     peerReport: null,
     configHash: null,
+    config: null,
     stall: null,
     framesRejected: new Map(),
     alerts: [],
@@ -110,7 +113,10 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
       return { ...state, tiebreaker: { verdict: event.data.verdict, method: event.data.method, purpose: event.data.purpose ?? "peer-lost", at: event.at, seq: event.seq, ...(event.data.verdict === "failed" && event.data.output ? { why: event.data.output } : {}), ...(event.data.peerOnNetwork ? { peerOnNetwork: event.data.peerOnNetwork } : {}) } };
     case "PeerJobsReported":
       if (event.data.node !== state.self) return state;
-      return { ...state, peerReport: { seq: event.seq, jobs: event.data.jobs, ...(event.data.configHash === undefined ? {} : { configHash: event.data.configHash }) } };
+      return { ...state, peerReport: { seq: event.seq, jobs: event.data.jobs, ...(event.data.configHash === undefined ? {} : { configHash: event.data.configHash }), ...(event.data.configVersion === undefined ? {} : { configVersion: event.data.configVersion }) } };
+    case "ConfigChanged":
+      if (event.data.node !== state.self) return state;
+      return { ...state, configHash: event.data.configHash, config: { version: event.data.version, hash: event.data.configHash } };
     case "LoopStalled":
       if (event.data.node !== state.self) return state;
       return { ...state, stall: { at: event.at, seq: event.seq, stalledMs: event.data.stalledMs, check: null } };
@@ -175,6 +181,13 @@ export function peerReleasedAfterMs(settings: MembershipSettings): number {
 }
 
 /** The warning while the two nodes run different configuration files (policies, timings may differ). */
-export function configDiffers(self: string, mine: string, peer: string, theirs: string): string {
-  return `${self} and ${peer} run different configuration files (hash ${mine} here, ${theirs} on ${peer}): their policies and timings may differ; copy the same duet.yaml to both nodes and restart the agent whose file was old`;
+export function configDiffers(self: string, mine: ConfigId, peer: string, theirs: ConfigId): string {
+  const id = (c: ConfigId) => `${c.version === undefined ? "" : `version ${c.version}, `}hash ${c.hash}`;
+  const advice =
+    mine.version !== undefined && theirs.version !== undefined && mine.version !== theirs.version
+      ? `${mine.version < theirs.version ? self : peer} adopts the newer one when it can be applied online; otherwise run \`duet config apply\` with the right file`
+      : "run `duet config apply` with the right file on either node: both then run it";
+  return `${self} and ${peer} run different configurations (${id(mine)} here, ${id(theirs)} on ${peer}): their policies and timings may differ; ${advice}`;
 }
+
+export type ConfigId = { hash: string; version?: number };

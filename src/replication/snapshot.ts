@@ -40,7 +40,7 @@ const META = "snapshot.json";
  * be on the same file system as the roots (root i of the job is `dir/NAME/i`).
  */
 export function createSnapshots(options: { job: string; node: string; roots: readonly string[]; dir: string; keep?: number; report?: (events: DuetEvent[]) => Promise<void> | void; now?: () => number }) {
-  const keep = options.keep ?? SNAPSHOTS_KEPT_DEFAULT;
+  let keep = options.keep ?? SNAPSHOTS_KEPT_DEFAULT;
   const now = options.now ?? Date.now;
   let last = "";
 
@@ -94,6 +94,10 @@ export function createSnapshots(options: { job: string; node: string; roots: rea
 
   const store = {
     dir: options.dir,
+    /** How many are kept from the next prune on (a configuration change). */
+    setKeep(count: number): void {
+      keep = count;
+    },
 
     /** A snapshot at a batch boundary: the caller makes sure no batch is being applied meanwhile. */
     async take(reason: SnapshotInfo["reason"], at: { generation: string | null; batch: number }): Promise<SnapshotInfo> {

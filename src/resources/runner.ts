@@ -19,6 +19,8 @@ export interface JobRunner {
   monitoring(): boolean;
   /** Announces the job's addresses again (gratuitous ARP), without touching anything else. */
   announce(): Promise<void>;
+  /** The restart threshold a configuration change set: counted against from the next failure on. */
+  setRestart(restart: RestartSpec): void;
   close(): Promise<void>;
 }
 
@@ -61,6 +63,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
   const loops = new Map<Resource, TimerHandle>();
   /** Monitor runs under way (with their restarts): a bring-out waits for them, or a restart could start a resource again behind it. */
   const inflight = new Map<Resource, Promise<void>>();
+  let restart = options.restart;
   let generation = 0; // bumps when monitoring stops, so a monitor run in flight does not act afterwards
 
   const fact = <T extends DuetEvent["type"]>(type: T, data: Record<string, unknown>) => ({ type, data: { job, node, ...data } }) as DuetEvent;
@@ -126,12 +129,12 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       // Each fall from healthy to failing is reported, even after the policy was left to act: a NIC
       // that flaps, or a resource that recovered by itself and failed again, must not go unseen.
       const now = ctx.clock.monotonic();
-      r.failures = [...r.failures.filter((t) => now - t < options.restart.windowMs), now].slice(-FAILURES_KEPT_MAX);
+      r.failures = [...r.failures.filter((t) => now - t < restart.windowMs), now].slice(-FAILURES_KEPT_MAX);
       r.failing = true;
       const failures = r.failures.length;
       await report([fact("MonitorFailed", { resource: r.spec.name, error: result.error, failures })]);
       // A NIC cannot be restarted, and past the threshold restarting only hides a broken host.
-      if (kindOf(r.spec) === "nic" || failures > options.restart.max) {
+      if (kindOf(r.spec) === "nic" || failures > restart.max) {
         r.leftToPolicy = true;
       } else {
         r.restarting = true;
@@ -219,6 +222,9 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
     monitoring: () => loops.size > 0,
     async announce() {
       await Promise.all(resources.map((r) => r.agent.announce?.().catch(() => undefined)));
+    },
+    setRestart(next) {
+      restart = next;
     },
     async close() {
       await stopMonitors().settled;

@@ -49,6 +49,9 @@ const control: ControlPort = {
   listSnapshots: async () => [],
   restoreSnapshot: async () => ({ seq: journal.head() }),
   clearConfig: async () => ({ archivedTo: "/tmp/x" }),
+  applyConfig: async () => {
+    throw new ControlError("not-available", 409, "not in this test");
+  },
   gatherinfo: async () => {
     throw new ControlError("not-available", 409, "not in this test");
   },

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { clusterView } from "../../src/api/views.ts";
@@ -15,7 +15,16 @@ export type PairNode = "a" | "b";
  * Two real agent processes (`duet agent`) on loopback addresses, with one job "data" mirroring
  * DIR/{node}/data, driven through their HTTP API like the CLI does. Logs go to DIR/NODE.log.
  */
-export async function startProcessPair(options: { name: string; addresses: Record<PairNode, string>; ports: { api: number; peer: number; heartbeat: number }; policy?: string }) {
+export async function startProcessPair(options: {
+  name: string;
+  addresses: Record<PairNode, string>;
+  ports: { api: number; peer: number; heartbeat: number };
+  policy?: string;
+  /** The jobs section instead of the one job "data". */
+  jobsYaml?: string;
+  /** Each node reads its own copy of the config (DIR/a.yaml, DIR/b.yaml), as two hosts would. */
+  configPerNode?: boolean;
+}) {
   const dir = await mkdtemp(join(tmpdir(), `duet-${options.name}-`));
   const { configFile } = await initConfig({
     dir,
@@ -27,11 +36,13 @@ export async function startProcessPair(options: { name: string; addresses: Recor
     password: "test-password-long-enough",
     ports: options.ports,
     tiebreakerYaml: "  ping: { targets: [127.0.0.1], mode: any, timeoutMs: 1000 }",
-    jobsYaml: `  - name: data
+    jobsYaml: options.jobsYaml ?? `  - name: data
     policy: ${options.policy ?? "manual"}
     mirrors:
       - path: ${join(dir, "{node}", "data")}`,
   });
+  const configOf = (node: PairNode) => (options.configPerNode ? join(dir, `${node}.yaml`) : configFile);
+  if (options.configPerNode) for (const node of ["a", "b"] as const) await copyFile(configFile, configOf(node));
   const agents = new Map<PairNode, ChildProcess>();
   const logs = async () => (await Promise.all((["a", "b"] as const).map(async (n) => `--- ${n}\n${(await readFile(join(dir, `${n}.log`), "utf8").catch(() => "")).slice(-3000)}`))).join("\n");
 
@@ -54,6 +65,7 @@ export async function startProcessPair(options: { name: string; addresses: Recor
 
   const pair = {
     dir,
+    configFile: configOf,
     data: (node: PairNode) => join(dir, node, "data"),
     until,
     client,
@@ -63,7 +75,7 @@ export async function startProcessPair(options: { name: string; addresses: Recor
       // DUET_AGENT_NODE_ARGS: node flags for the agents only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile a bench;
       // DUET_AGENT_STDOUT=1 adds their stdout to the log (where --trace-gc writes).
       const nodeArgs = process.env.DUET_AGENT_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
-      const argv = [...wrap, process.execPath, ...nodeArgs, join(ROOT, "bin/duet.js"), "agent", "--config", configFile, "--node", node];
+      const argv = [...wrap, process.execPath, ...nodeArgs, join(ROOT, "bin/duet.js"), "agent", "--config", configOf(node), "--node", node];
       const child = spawn(argv[0]!, argv.slice(1), { stdio: ["ignore", process.env.DUET_AGENT_STDOUT ? log : "ignore", log] });
       closeSync(log);
       agents.set(node, child);

@@ -39,7 +39,7 @@ export async function startMirrorPair(name: string, base: number, options: { pol
   /** `configHash`: the hash this agent says its file has (another file, as far as the peer can tell). */
   const start = async (node: "a" | "b", configHash = loaded.hash) => {
     const log = pino({ base: { node }, level: "info" }, pino.destination({ dest: join(dir, `${node}.log`), sync: true }));
-    agents.set(node, await startAgent({ config: loaded.config, configHash, configFile, node, key, log }));
+    agents.set(node, await startAgent({ loaded: { ...loaded, hash: configHash }, node, key, log }));
   };
   const agent = (node: "a" | "b") => {
     const a = agents.get(node);

@@ -104,8 +104,9 @@ describe("mirroring a job's data between two agents", () => {
     await until("b heard a's hello", 10_000, () => p.agent("b").journal.state().membership.peerReport?.configHash === hashA);
     const a = await p.client("a");
     const view = await a.get<ReturnType<typeof clusterView>>("/v1/cluster");
-    expect(view.config).toEqual({ hash: hashA, peerHash: "0ther0ther0ther0" });
-    expect(renderStatus(view)).toContain(`WARNING: a and b run different configuration files (hash ${hashA} here, 0ther0ther0ther0 on b)`);
+    expect(view.config).toEqual({ version: 1, hash: hashA, peerVersion: 1, peerHash: "0ther0ther0ther0" });
+    expect(renderStatus(view)).toContain(`WARNING: a and b run different configurations (version 1, hash ${hashA} here, version 1, hash 0ther0ther0ther0 on b)`);
+    expect(renderStatus(view)).toContain("run `duet config apply` with the right file on either node");
     const warnings = async (node: "a" | "b") => (await p.events(node)).filter((e) => e.type === "AlertRaised" && e.data.code === "config-differs").length;
     expect(await warnings("a")).toBe(1); // though both hellos carried it
     expect(await warnings("b")).toBe(1);
@@ -113,6 +114,8 @@ describe("mirroring a job's data between two agents", () => {
     await p.start("b");
     await until("a heard b's new hello", 10_000, () => p.agent("a").journal.state().membership.peerReport?.configHash === hashA);
     expect(renderStatus(await a.get<ReturnType<typeof clusterView>>("/v1/cluster"))).not.toContain("WARNING");
+    // b found its file changed (version 2); a, running that document already, takes the number.
+    await until("a at b's version", 10_000, () => p.agent("a").journal.state().membership.config?.version === 2);
   }, 60_000);
 
   it("a bring-in on the standby while the active is there is a switchover: refused, naming why and what force would lose; forced, it moves and lineage forks", async () => {

@@ -360,6 +360,11 @@ export function describe(r: Recorded): string | null {
       return `${r.data.node} does not restart ${r.data.job} after its agent's restart: ${r.data.code}; brought out there`;
     case "ResumeDecided":
       return `${r.data.node} brings ${r.data.job} back in: its peer is back and never took the job over (asked to confirm first)`;
+    case "ConfigChanged": {
+      const how = r.data.by === "file" ? "its file was found changed at the agent's start" : r.data.by === "peer" ? "adopted from its peer" : `applied by ${r.data.by}`;
+      const shown = r.data.changes.slice(0, 6).join("; ") + (r.data.changes.length > 6 ? `; and ${r.data.changes.length - 6} more` : "");
+      return `${r.data.node} runs configuration version ${r.data.version} (hash ${r.data.configHash}): ${how}${shown ? `: ${shown}` : ""}`;
+    }
     case "AlertRaised":
       return `ALERT ${r.data.code}: ${r.data.message}`;
     case "DivergenceDetected":

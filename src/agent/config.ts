@@ -1,0 +1,194 @@
+import { copyFile, open, rename } from "node:fs/promises";
+import { dirname } from "node:path";
+import { isMap, isSeq, parseDocument } from "yaml";
+import type { DuetEvent, Recorded } from "../events/catalogue.ts";
+import type { ClusterState } from "../projections/cluster.ts";
+import type { Config } from "../config/schema.ts";
+import { ConfigError, parseConfig, type LoadedConfig } from "../config/load.ts";
+import { planConfigChange, planLines, type ConfigPlan } from "../policy/config-change.ts";
+import { ControlError, type ConfigApplied } from "../api/ports.ts";
+import type { PeerRequest, PeerResponse } from "./peer-protocol.ts";
+
+/** How long the peer has to plan, write and journal an offered configuration. */
+const OFFER_TIMEOUT_MS = 15_000;
+
+export interface ConfigHost {
+  self: string;
+  peer: string;
+  state(): ClusterState;
+  record(events: DuetEvent[]): Promise<Recorded[]>;
+  connected(): boolean;
+  request(request: PeerRequest, timeoutMs: number): Promise<PeerResponse>;
+  /** Puts NEXT in force: what the plan said, after ConfigChanged is journaled. */
+  adopt(next: Config, plan: ConfigPlan, by: string): Promise<void>;
+  log(line: string): void;
+}
+
+type Parsed = { loaded: LoadedConfig; plan: ConfigPlan };
+
+/**
+ * The configuration in force on this node, its version, and how a new one is applied to both
+ * nodes: planned (policy/config-change), offered to the peer, which plans and applies it too, then
+ * written here (the old file kept beside it) and journaled. A node that was away adopts the
+ * peer's newer version when they meet again.
+ */
+export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
+  let running = initial;
+  let chain: Promise<unknown> = Promise.resolve();
+  /** One apply at a time: an offer from the peer waits for ours, and the other way round. */
+  const serial = <T,>(work: () => Promise<T>): Promise<T> => {
+    const next = chain.then(work, work);
+    chain = next.catch(() => undefined);
+    return next;
+  };
+  const version = () => host.state().membership.config?.version ?? 0;
+  const places = () => new Map([...host.state().jobs.values()].map((j) => [j.name, { phase: j.phase, active: j.active }]));
+
+  function parse(text: string): Parsed {
+    let loaded: LoadedConfig;
+    try {
+      loaded = parseConfig(text, running.file);
+    } catch (error) {
+      if (error instanceof ConfigError) throw new ControlError("bad-config", 422, error.message, { issues: error.issues });
+      throw error;
+    }
+    return { loaded, plan: planConfigChange(running.config, loaded.config, places()) };
+  }
+
+  /** Written beside the old file (kept as FILE.prev), synced, renamed over it: never half a file. */
+  async function writeFile(text: string): Promise<void> {
+    const file = running.file;
+    const temp = `${file}.new`;
+    const handle = await open(temp, "w", 0o600);
+    try {
+      await handle.writeFile(text);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await copyFile(file, `${file}.prev`).catch(() => undefined);
+    await rename(temp, file);
+    const dir = await open(dirname(file), "r");
+    await dir.sync().finally(() => dir.close());
+  }
+
+  /** The file first, then the journal: a crash between them is seen at the next start as an edited file. */
+  async function applyHere(parsed: Parsed, text: string, newVersion: number, by: string): Promise<void> {
+    await writeFile(text);
+    await host.record([{ type: "ConfigChanged", data: { node: host.self, version: newVersion, configHash: parsed.loaded.hash, previousHash: running.hash, by, changes: planLines(parsed.plan).slice(0, 500).map((l) => l.slice(0, 400)) } }]);
+    running = parsed.loaded;
+    await host.adopt(parsed.loaded.config, parsed.plan, by);
+    host.log(`configuration version ${newVersion} (hash ${parsed.loaded.hash}) in force, applied by ${by}`);
+  }
+
+  function refusedMessage(plan: ConfigPlan): string {
+    const refused = plan.changes.filter((c) => c.refused);
+    return `refused: ${refused.map((c) => `${c.scope}: ${c.item}: ${c.refused}`).join("; ")}`;
+  }
+
+  async function offer(text: string, newVersion: number, by: string, force: boolean): Promise<ConfigApplied["peer"]> {
+    if (!host.connected()) {
+      if (force) return "not-reached";
+      throw new ControlError("peer-unreachable", 409, `${host.peer} cannot be reached, so it would keep the old configuration; pass force to apply it here only (${host.peer} adopts version ${newVersion} when it is back)`);
+    }
+    let answer: PeerResponse;
+    try {
+      answer = await host.request({ kind: "config-offer", version: newVersion, text, by }, OFFER_TIMEOUT_MS);
+    } catch (error) {
+      if (force) return "not-reached";
+      throw new ControlError("peer-unreachable", 409, `${host.peer} did not answer the offer (${(error as Error).message}); pass force to apply it here only`);
+    }
+    if (!answer.ok) throw new ControlError(answer.code === "config-refused" || answer.code === "config-conflict" ? answer.code : "peer-refused", 409, `${host.peer} refused the configuration: ${answer.message}`);
+    return "applied";
+  }
+
+  return {
+    config: () => running.config,
+    hash: () => running.hash,
+    version,
+
+    /** At the agent's start: a file that differs from the last journaled one was edited meanwhile, a new version. */
+    async atStart(): Promise<void> {
+      const last = host.state().membership.config;
+      if (last?.hash === running.hash) return;
+      await host.record([{ type: "ConfigChanged", data: { node: host.self, version: version() + 1, configHash: running.hash, previousHash: last?.hash ?? null, by: "file", changes: last ? ["the file was changed while the agent was stopped"] : [] } }]);
+    },
+
+    /** `duet config apply`: the plan; applied on both nodes unless a dry run. */
+    apply(text: string, by: string, options: { dryRun: boolean; force: boolean }): Promise<ConfigApplied> {
+      return serial(async () => {
+        const parsed = parse(text);
+        const peerVersion = host.state().membership.peerReport?.configVersion ?? 0;
+        const newVersion = Math.max(version(), peerVersion) + 1;
+        const result = (applied: boolean, peer: ConfigApplied["peer"]): ConfigApplied => ({ applied, version: applied ? newVersion : version(), hash: parsed.loaded.hash, plan: parsed.plan, peer });
+        if (!parsed.plan.allowed && !options.dryRun) throw new ControlError("config-refused", 409, refusedMessage(parsed.plan), { plan: parsed.plan });
+        if (options.dryRun) return { ...result(false, "not-asked"), version: newVersion };
+        if (parsed.loaded.hash === running.hash) return result(false, "unchanged");
+        const peer = await offer(text, newVersion, by, options.force);
+        await applyHere(parsed, text, newVersion, by);
+        return result(true, peer);
+      });
+    },
+
+    /** The peer offers a configuration (it is applying it): plan it here too, and apply it or say why not. */
+    onOffer(request: Extract<PeerRequest, { kind: "config-offer" }>): Promise<PeerResponse> {
+      return serial(async () => {
+        let parsed: Parsed;
+        try {
+          parsed = parse(request.text);
+        } catch (error) {
+          return { ok: false, code: "bad-config", message: (error as Error).message };
+        }
+        if (parsed.loaded.hash === running.hash) return { ok: true, configVersion: version() };
+        if (request.version <= version())
+          return { ok: false, code: "config-conflict", message: `${host.self} runs version ${version()} (hash ${running.hash}) already; offered version ${request.version} is not newer` };
+        if (!parsed.plan.allowed) return { ok: false, code: "config-refused", message: refusedMessage(parsed.plan) };
+        await applyHere(parsed, request.text, request.version, request.by);
+        return { ok: true, configVersion: request.version };
+      });
+    },
+
+    onGet(): PeerResponse {
+      return { ok: true, config: { version: version(), text: running.text } };
+    },
+
+    /**
+     * After a hello: the peer runs a newer version (it applied one while this node was away, or
+     * its file was edited): adopt it if it applies online. Returns why not, for an alert.
+     */
+    catchUp(peerVersion: number | undefined, peerHash: string | undefined): Promise<string | null> {
+      return serial(async () => {
+        if (peerVersion === undefined || peerVersion <= version()) return null;
+        if (peerHash === running.hash) {
+          // The same document under a newer number (its file was edited back, say): take the number.
+          await host.record([{ type: "ConfigChanged", data: { node: host.self, version: peerVersion, configHash: running.hash, previousHash: running.hash, by: "peer", changes: [] } }]);
+          return null;
+        }
+        const answer = await host.request({ kind: "config-get" }, OFFER_TIMEOUT_MS);
+        if (!answer.ok || !answer.config) return `${host.peer} did not send its configuration${answer.ok ? "" : `: ${answer.message}`}`;
+        let parsed: Parsed;
+        try {
+          parsed = parse(answer.config.text);
+        } catch (error) {
+          return `${host.peer}'s version ${answer.config.version} does not load here: ${(error as Error).message}`;
+        }
+        if (!parsed.plan.allowed) return `${host.peer}'s version ${answer.config.version} cannot be adopted online: ${refusedMessage(parsed.plan)}`;
+        await applyHere(parsed, answer.config.text, answer.config.version, "peer");
+        return null;
+      });
+    },
+
+    /** The running document without job NAME (comments and layout kept): what `duet job delete` applies. */
+    withoutJob(name: string): string | null {
+      const doc = parseDocument(running.text);
+      const jobs = doc.get("jobs");
+      if (!isSeq(jobs)) return null;
+      const index = jobs.items.findIndex((item) => isMap(item) && item.get("name") === name);
+      if (index < 0) return null;
+      jobs.items.splice(index, 1);
+      return doc.toString();
+    },
+  };
+}
+
+export type ConfigControl = ReturnType<typeof createConfigControl>;

@@ -1,0 +1,142 @@
+import type { Config, JobSpec } from "../config/schema.ts";
+
+/**
+ * What applying a new configuration to a running pair would do, item by item, and what it
+ * refuses: the plan `duet config apply --dry-run` prints and the apply carries out. Pure: both
+ * nodes plan the same document against their running configuration and must agree it applies.
+ */
+export interface PlannedChange {
+  /** "cluster", or "job NAME". */
+  scope: string;
+  /** The config key, e.g. "policy", "resources.app", "users.ops". */
+  item: string;
+  change: "added" | "removed" | "changed";
+  from?: string;
+  to?: string;
+  /** What it does to a running job, in words ("nothing: ..."). */
+  effect: string;
+  /** Why it cannot be applied online; the whole apply is refused while any item is. */
+  refused?: string;
+}
+
+export interface ConfigPlan {
+  changes: PlannedChange[];
+  /** No change is refused (an empty plan is allowed: it changes nothing). */
+  allowed: boolean;
+}
+
+/** Where each job stands, as this node's journal says. */
+export type JobPlaces = ReadonlyMap<string, { phase: string; active: string | null }>;
+
+const RESTART_BOTH = "stop both agents, change it in both files, start them";
+
+export function planConfigChange(running: Config, next: Config, jobs: JobPlaces): ConfigPlan {
+  const changes = [...clusterChanges(running, next), ...jobChanges(running, next, jobs)];
+  return { changes, allowed: changes.every((c) => c.refused === undefined) };
+}
+
+function clusterChanges(running: Config, next: Config): PlannedChange[] {
+  const out: PlannedChange[] = [];
+  const fixed = (item: string, from: unknown, to: unknown, why: string) => {
+    if (!same(from, to)) out.push({ scope: "cluster", item, change: "changed", from: show(from), to: show(to), effect: "none (refused)", refused: `${why}: ${RESTART_BOTH}` });
+  };
+  fixed("cluster", running.cluster, next.cluster, "the peer channel and heartbeat frames are keyed by the cluster's name and key from the agents' start");
+  running.nodes.forEach((node, i) => {
+    const other = next.nodes[i]!;
+    if (node.name !== other.name)
+      out.push({ scope: "cluster", item: `nodes[${i}].name`, change: "changed", from: node.name, to: other.name, effect: "none (refused)", refused: "a node cannot be renamed online: both journals, the lineage of every mirror and the peer know it by its name" });
+    fixed(`nodes.${node.name}`, { address: node.address, dataDir: node.dataDir }, { address: other.address, dataDir: other.dataDir }, "an agent listens on its address and keeps its journal in its dataDir from its start");
+  });
+  fixed("ports", running.ports, next.ports, "the API and the peer channel listen on them from the agents' start");
+  fixed("heartbeat", running.heartbeat, next.heartbeat, "heartbeat links and timings are fixed when the agents start, and both must change them together");
+  fixed("tiebreaker.selfFenceGraceMs", running.tiebreaker.selfFenceGraceMs, next.tiebreaker.selfFenceGraceMs, "the self-fence grace sets when a standby may take over, which both agents fixed at their start");
+  const live = (item: string, from: unknown, to: unknown, effect: string) => {
+    if (!same(from, to)) out.push({ scope: "cluster", item, change: from === undefined ? "added" : to === undefined ? "removed" : "changed", from: show(from), to: show(to), effect });
+  };
+  live("tiebreaker.ping", running.tiebreaker.ping, next.tiebreaker.ping, "nothing: the next tiebreak and reachability check use it");
+  live("tiebreaker.fence", running.tiebreaker.fence, next.tiebreaker.fence, "nothing: the next fence uses it");
+  live("metrics", running.metrics, next.metrics, "nothing: the next scrape is checked against it");
+  live("log.level", running.log.level, next.log.level, "nothing: the agent logs at this level from now on");
+  out.push(...userChanges(running, next));
+  return out;
+}
+
+function userChanges(running: Config, next: Config): PlannedChange[] {
+  const out: PlannedChange[] = [];
+  for (const user of next.users) {
+    const old = running.users.find((u) => u.name === user.name);
+    if (!old) out.push({ scope: "cluster", item: `users.${user.name}`, change: "added", to: user.role, effect: "nothing: the user can log in at once" });
+    else if (!same(old, user))
+      out.push({ scope: "cluster", item: `users.${user.name}`, change: "changed", from: old.role, to: user.role + (old.passwordHash === user.passwordHash ? "" : ", new password"), effect: "nothing: the user's sessions end; it logs in again" });
+  }
+  for (const user of running.users)
+    if (!next.users.some((u) => u.name === user.name)) out.push({ scope: "cluster", item: `users.${user.name}`, change: "removed", from: user.role, effect: "nothing: the user can no longer log in; its sessions end" });
+  return out;
+}
+
+function jobChanges(running: Config, next: Config, jobs: JobPlaces): PlannedChange[] {
+  const out: PlannedChange[] = [];
+  for (const job of next.jobs) {
+    const old = running.jobs.find((j) => j.name === job.name);
+    if (old) out.push(...changedJob(old, job, jobs.get(job.name)));
+    else if (job.mirrors.length > 0)
+      out.push({ scope: `job ${job.name}`, item: "(job)", change: "added", effect: "none (refused)", refused: "a new job with mirrors cannot be added online yet (its mirror paths must be set up when the agents start): add it without mirrors, or restart both agents one at a time" });
+    else out.push({ scope: `job ${job.name}`, item: "(job)", change: "added", to: `${job.resources.length} resource(s)`, effect: "created, brought out: bring it in when ready" });
+  }
+  for (const job of running.jobs) {
+    if (next.jobs.some((j) => j.name === job.name)) continue;
+    const where = jobs.get(job.name);
+    const running_ = where !== undefined && where.phase !== "out";
+    out.push({ scope: `job ${job.name}`, item: "(job)", change: "removed", effect: running_ ? "none (refused)" : "deleted on both nodes (it is out)", ...(running_ ? { refused: `job ${job.name} is ${where.phase}${where.active ? ` on ${where.active}` : ""}: bring it out first` } : {}) });
+  }
+  return out;
+}
+
+function changedJob(old: JobSpec, job: JobSpec, where: { phase: string; active: string | null } | undefined): PlannedChange[] {
+  const scope = `job ${job.name}`;
+  const out: PlannedChange[] = [];
+  const isOut = where === undefined || where.phase === "out";
+  const runsOn = isOut ? "" : ` (${job.name} is ${where.phase}${where.active ? ` on ${where.active}` : ""})`;
+  const item = (name: string, from: unknown, to: unknown, effect: string, refused?: string) => {
+    if (same(from, to)) return;
+    out.push({ scope, item: name, change: from === undefined ? "added" : to === undefined ? "removed" : "changed", from: show(from), to: show(to), effect: refused ? "none (refused)" : effect, ...(refused ? { refused } : {}) });
+  };
+  const redefine = "redefined: the job is out, nothing runs";
+  const notWhileIn = (what: string) => (isOut ? undefined : `changing ${what} of a job that runs is not supported online yet${runsOn}: bring it out, apply, bring it in`);
+  item("nodes", old.nodes, job.nodes, redefine, notWhileIn("the nodes"));
+  item("policy", old.policy, job.policy, "nothing: the takeover policy decides with it from now on");
+  item("reverseWhenConsistent", old.reverseWhenConsistent, job.reverseWhenConsistent, "nothing: the takeover policy decides with it from now on");
+  item("restart", old.restart, job.restart, "nothing: monitors count restarts against it from now on");
+  item("snapshots", old.snapshots, job.snapshots, "nothing: the snapshot schedule starts again from it");
+  item("syncMaxMiBps", old.syncMaxMiBps, job.syncMaxMiBps, "nothing: the next verification or resync is paced by it");
+  item("mirrors", old.mirrors.map((m) => m.path), job.mirrors.map((m) => m.path), "", "mirror paths cannot be changed online yet (the mirror is set up when the agents start): restart both agents one at a time");
+  const names = (spec: JobSpec) => spec.resources.map((r) => r.name);
+  for (const r of job.resources) item(`resources.${r.name}`, old.resources.find((o) => o.name === r.name), r, redefine, notWhileIn("the resources"));
+  for (const r of old.resources) if (!job.resources.some((n) => n.name === r.name)) item(`resources.${r.name}`, r, undefined, redefine, notWhileIn("the resources"));
+  const kept = names(job).filter((n) => names(old).includes(n));
+  if (!same(kept, names(old).filter((n) => names(job).includes(n)))) item("resources (order)", names(old), names(job), redefine, notWhileIn("the order of the resources"));
+  return out;
+}
+
+/** Equal as configuration: key order does not matter, array order does. */
+function same(a: unknown, b: unknown): boolean {
+  return canonical(a) === canonical(b);
+}
+
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([x], [y]) => x.localeCompare(y))) : v,
+  );
+}
+
+/** A value as a plan shows it: short, and never a password hash. */
+function show(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  const text = typeof value === "string" ? value : canonical(value).replace(/"passwordHash":"[^"]*"/g, '"passwordHash":"…"');
+  return text.length > 120 ? `${text.slice(0, 117)}...` : text;
+}
+
+/** One line per change, as ConfigChanged records them and the CLI prints them. */
+export function planLines(plan: ConfigPlan): string[] {
+  return plan.changes.map((c) => `${c.scope}: ${c.item} ${c.change}${c.from !== undefined || c.to !== undefined ? ` (${c.from ?? "-"} -> ${c.to ?? "-"})` : ""}: ${c.refused ? `REFUSED: ${c.refused}` : c.effect}`);
+}

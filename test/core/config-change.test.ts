@@ -1,0 +1,99 @@
+import { describe, expect, it } from "vitest";
+import { parseConfig } from "../../src/config/load.ts";
+import { planConfigChange, planLines, type JobPlaces } from "../../src/policy/config-change.ts";
+
+const running = `
+cluster: { name: shop, keyFile: /etc/duet/cluster.key }
+nodes:
+  - { name: alpha, address: 10.0.0.1 }
+  - { name: beta, address: 10.0.0.2 }
+jobs:
+  - name: web
+    policy: manual
+    resources:
+      - name: ip
+        vip: { address: 10.0.0.100/24, interface: eth0 }
+      - name: app
+        process: { command: [/usr/bin/sleep, "1000"] }
+    mirrors: [{ path: /srv/web }]
+  - name: batch
+    resources:
+      - name: worker
+        process: { command: [/usr/bin/sleep, "1000"] }
+`;
+
+const config = (text: string) => parseConfig(text, "test.yaml").config;
+const inOnAlpha: JobPlaces = new Map([
+  ["web", { phase: "in", active: "alpha" }],
+  ["batch", { phase: "out", active: null }],
+]);
+const plan = (next: string, places = inOnAlpha) => planConfigChange(config(running), config(next), places);
+const edit = (from: string, to: string) => {
+  if (!running.includes(from)) throw new Error(`the test's config has no ${from}`);
+  return running.replace(from, to);
+};
+
+describe("the plan of a configuration change, as a dry run prints it", () => {
+  it("is empty, and allowed, for the configuration in force", () => {
+    expect(plan(running)).toEqual({ changes: [], allowed: true });
+  });
+
+  // [what, the new file, the item, its effect or refusal]
+  const table: [string, string, string, RegExp][] = [
+    ["a policy change of a running job touches nothing", edit("policy: manual", "policy: when-consistent"), "job web: policy changed (manual -> when-consistent)", /nothing: the takeover policy decides with it/],
+    ["a restart threshold", edit("  - name: batch\n", "  - name: batch\n    restart: { max: 5, windowMs: 60000 }\n"), "job batch: restart changed", /monitors count restarts against it from now on/],
+    ["a snapshot schedule", edit("    mirrors: [{ path: /srv/web }]", "    mirrors: [{ path: /srv/web }]\n    snapshots: { intervalMs: 3600000 }"), "job web: snapshots changed", /snapshot schedule starts again/],
+    ["a new job without mirrors", `${running}  - name: report\n    resources: []\n`, "job report: (job) added", /created, brought out/],
+    ["a user added", `${running}users:\n  - { name: ops, role: monitor, passwordHash: "scrypt$16384$8$1$c2FsdHNhbHRzYWx0c2FsdA$${"A".repeat(86)}" }\n`, "cluster: users.ops added", /can log in at once/],
+    ["ping targets", `${running}tiebreaker: { ping: { targets: [10.0.0.254] } }\n`, "cluster: tiebreaker.ping added", /next tiebreak/],
+  ];
+  for (const [what, next, line, effect] of table) {
+    it(what, () => {
+      const p = plan(next);
+      expect(p.allowed, planLines(p).join("\n")).toBe(true);
+      const found = planLines(p).find((l) => l.startsWith(line));
+      expect(found, planLines(p).join("\n")).toMatch(effect);
+    });
+  }
+
+  it("a resource added to a job that is out redefines it; to a job that runs, it is refused with the reason", () => {
+    const added = (before: string) => running.replace(`      - name: ${before}\n`, (m) => `      - name: extra\n        process: { command: [/usr/bin/sleep, "5"] }\n${m}`);
+    const out = plan(added("worker"));
+    expect(out.allowed).toBe(true);
+    expect(planLines(out)).toEqual(["job batch: resources.extra added (- -> " + out.changes[0]!.to + "): redefined: the job is out, nothing runs"]);
+    const refused = plan(added("app"));
+    expect(refused.allowed).toBe(false);
+    expect(refused.changes[0]).toMatchObject({ scope: "job web", item: "resources.extra", change: "added", refused: expect.stringMatching(/web is in on alpha\): bring it out, apply, bring it in/) });
+  });
+
+  it("refuses what cannot be done online, each with the reason", () => {
+    const refusals: [string, string, RegExp][] = [
+      ["renaming a node", edit("name: beta,", "name: gamma,"), /cannot be renamed online/],
+      ["a node's address", edit("10.0.0.2 }", "10.0.0.3 }"), /listens on its address/],
+      ["the heartbeat timing", `${running}heartbeat: { intervalMs: 250, deadtimeMs: 1500 }\n`, /heartbeat links and timings are fixed/],
+      ["the ports", `${running}ports: { api: 7400 }\n`, /listen on them from the agents' start/],
+      ["removing a job that runs", running.replace(/ {2}- name: web[\s\S]*?(?= {2}- name: batch)/, ""), /job web is in on alpha: bring it out first/],
+      ["a new mirror path", edit("[{ path: /srv/web }]", "[{ path: /srv/web }, { path: /srv/logs }]"), /mirror paths cannot be changed online yet/],
+      ["the cluster key", edit("/etc/duet/cluster.key", "/etc/duet/other.key"), /keyed by the cluster's name and key/],
+    ];
+    for (const [what, next, why] of refusals) {
+      const p = plan(next);
+      expect(p.allowed, what).toBe(false);
+      expect(p.changes.find((c) => c.refused)?.refused, what).toMatch(why);
+      expect(planLines(p).join("\n"), what).toMatch(/REFUSED: /);
+    }
+  });
+
+  it("deletes a job that is out on both nodes", () => {
+    const p = plan(running.replace(/ {2}- name: batch[\s\S]*$/, ""));
+    expect(p.allowed).toBe(true);
+    expect(planLines(p)).toEqual(["job batch: (job) removed: deleted on both nodes (it is out)"]);
+  });
+
+  it("never shows a password hash", () => {
+    const hash = (c: string) => `scrypt$16384$8$1$c2FsdHNhbHRzYWx0c2FsdA$${c.repeat(86)}`;
+    const withUser = (c: string) => `${running}users:\n  - { name: ops, role: admin, passwordHash: "${hash(c)}" }\n`;
+    const p = planConfigChange(config(withUser("A")), config(withUser("B")), inOnAlpha);
+    expect(planLines(p)).toEqual(["cluster: users.ops changed (admin -> admin, new password): nothing: the user's sessions end; it logs in again"]);
+  });
+});

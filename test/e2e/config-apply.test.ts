@@ -1,0 +1,123 @@
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ConfigApplied } from "../../src/api/ports.ts";
+import type { CliError } from "../../src/cli/client.ts";
+import { startProcessPair, type PairNode } from "./process-pair.ts";
+
+/**
+ * `duet config apply` on a running pair of real agents, each reading its own copy of the config
+ * as two hosts would: the plan, an online policy change that restarts nothing, the peer away
+ * (refused, then forced, then adopted on reconnect) and a deleted job that stays deleted.
+ */
+const run = promisify(execFile);
+const DUET = join(resolve(import.meta.dirname, "../.."), "bin/duet.js");
+const A = "127.0.0.71";
+const B = "127.0.0.72";
+const base = 23000 + ((process.pid * 7) % 2000);
+const worker = (name: string) => `      - name: ${name}
+        process: { command: [${JSON.stringify(process.execPath)}, "-e", "setInterval(() => {}, 1000)"] }`;
+const jobsYaml = `  - name: web
+    policy: manual
+    resources:
+${worker("app")}
+  - name: batch
+    resources:
+${worker("worker")}`;
+
+let pair: Awaited<ReturnType<typeof startProcessPair>>;
+let text: string;
+
+const apply = async (node: PairNode, next: string, options: { dryRun?: boolean; force?: boolean } = {}) => (await pair.client(node)).post<ConfigApplied>("/v1/config", { text: next, dryRun: false, force: false, ...options });
+const refusal = (promise: Promise<unknown>) => promise.then(() => null, (e: CliError) => ({ code: e.code, message: e.message }));
+const config = async (node: PairNode) => (await pair.cluster(node)).config;
+const starts = async (node: PairNode) => (await pair.events(node)).filter((e) => e.type === "ResourceStarted" && e.data.node === node).length;
+const jobOn = async (node: PairNode, name: string) => (await pair.cluster(node)).jobs.find((j) => j.name === name);
+
+beforeAll(async () => {
+  pair = await startProcessPair({ name: "config-apply", addresses: { a: A, b: B }, ports: { api: base, peer: base + 1, heartbeat: base + 2 }, jobsYaml, configPerNode: true });
+  text = await readFile(pair.configFile("a"), "utf8");
+  pair.start("a");
+  pair.start("b");
+  await pair.until("the pair connected", 20_000, async () => (await pair.cluster("a")).peerStatus === "connected" && (await pair.cluster("b")).peerStatus === "connected");
+  await (await pair.client("a")).post("/v1/jobs/web/bring-in", { on: "a" });
+  await pair.until("web in on a", 20_000, async () => (await jobOn("a", "web"))?.phase === "in");
+}, 60_000);
+afterAll(async () => {
+  await pair?.close();
+});
+
+describe("duet config apply on a running pair", () => {
+  it("both nodes start at version 1 of the same file", async () => {
+    const [a, b] = [await config("a"), await config("b")];
+    expect(a).toMatchObject({ version: 1, peerVersion: 1 });
+    expect(b.hash).toBe(a.hash);
+  });
+
+  it("a dry run prints the plan, and a change the running job cannot take is refused with the reason", async () => {
+    const next = text.replace("policy: manual", "policy: when-consistent").replace(`${worker("app")}\n`, `${worker("app")}\n${worker("extra")}\n`);
+    const file = join(pair.dir, "next.yaml");
+    await writeFile(file, next);
+    const dry = await run(process.execPath, [DUET, "config", "apply", file, "--dry-run", "--config", pair.configFile("a"), "--node", "a"]).then(
+      () => null,
+      (e: { code: number; stdout: string }) => e,
+    );
+    expect(dry?.code).toBe(3); // refused
+    expect(dry?.stdout).toMatch(/job web\s+policy\s+changed\s+manual -> when-consistent\s+nothing: the takeover policy decides with it from now on/);
+    expect(dry?.stdout).toMatch(/job web\s+resources\.extra\s+added.*REFUSED: changing the resources of a job that runs is not supported online yet \(web is in on a\)/);
+    expect(await refusal(apply("a", next))).toMatchObject({ code: "config-refused" });
+    expect((await config("a")).version).toBe(1);
+  });
+
+  it("a policy change reaches both nodes, journaled, with no resource restarted", async () => {
+    const startsBefore = await starts("a");
+    const next = text.replace("policy: manual", "policy: when-consistent");
+    const applied = await apply("a", next);
+    expect(applied).toMatchObject({ applied: true, version: 2, peer: "applied" });
+    for (const node of ["a", "b"] as const) {
+      expect(await readFile(pair.configFile(node), "utf8")).toBe(next);
+      expect((await jobOn(node, "web"))?.policy).toBe("when-consistent");
+      const changed = (await pair.events(node)).filter((e) => e.type === "ConfigChanged" && e.data.node === node).at(-1);
+      expect(changed?.data).toMatchObject({ version: 2, configHash: applied.hash, previousHash: expect.any(String) });
+      expect((changed?.data as { changes: string[] }).changes).toEqual([expect.stringMatching(/^job web: policy changed \(manual -> when-consistent\)/)]);
+    }
+    expect(await readFile(`${pair.configFile("a")}.prev`, "utf8")).toBe(text);
+    expect(await jobOn("a", "web")).toMatchObject({ phase: "in", active: "a" });
+    expect(await starts("a")).toBe(startsBefore);
+    text = next;
+  });
+
+  it("with the peer away it is refused, forced, then adopted when the peer is back", async () => {
+    await pair.stop("b");
+    await pair.until("a sees b gone", 20_000, async () => (await pair.cluster("a")).peerStatus !== "connected");
+    const next = text.replace("  - name: batch\n", "  - name: batch\n    restart: { max: 5, windowMs: 60000 }\n");
+    expect(await refusal(apply("a", next))).toMatchObject({ code: "peer-unreachable", message: expect.stringMatching(/b cannot be reached.*pass force.*adopts version 3/) });
+    expect(await apply("a", next, { force: true })).toMatchObject({ applied: true, version: 3, peer: "not-reached" });
+    expect(await readFile(pair.configFile("b"), "utf8")).toBe(text);
+    pair.start("b");
+    await pair.until("b adopted version 3", 30_000, async () => (await config("b")).version === 3);
+    expect(await readFile(pair.configFile("b"), "utf8")).toBe(next);
+    const adopted = (await pair.events("b")).filter((e) => e.type === "ConfigChanged").at(-1);
+    expect(adopted?.data).toMatchObject({ node: "b", version: 3, by: "peer" });
+    await pair.until("a hears b's version 3", 20_000, async () => (await config("a")).peerVersion === 3);
+    text = next;
+  });
+
+  it("a deleted job leaves both files, and stays deleted when an agent restarts", async () => {
+    const client = await pair.client("a");
+    await client.delete("/v1/jobs/batch");
+    for (const node of ["a", "b"] as const) {
+      expect(await readFile(pair.configFile(node), "utf8")).not.toMatch(/name: batch/);
+      await pair.until(`batch gone on ${node}`, 10_000, async () => (await jobOn(node, "batch")) === undefined);
+    }
+    await pair.stop("b");
+    pair.start("b");
+    await pair.until("b back", 30_000, async () => (await pair.cluster("b")).peerStatus === "connected");
+    expect(await jobOn("b", "batch")).toBeUndefined();
+    expect((await config("b")).version).toBe(4);
+    expect(existsSync(`${pair.configFile("b")}.prev`)).toBe(true);
+  });
+});
