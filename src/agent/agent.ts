@@ -363,12 +363,16 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       }
       for (const job of next.jobs.filter((j) => j.nodes.includes(me.name))) {
         const old = before.jobs.find((j) => j.name === job.name);
-        const redefined = !old || JSON.stringify([old.resources, old.nodes]) !== JSON.stringify([job.resources, job.nodes]);
-        // A redefined job is out (the plan refuses otherwise): its runner starts again from the new resources.
-        if (redefined) {
-          await runners.get(job.name)?.close();
-          runners.set(job.name, runnerFor(job));
-        } else runners.get(job.name)?.setRestart(job.restart);
+        const runner = runners.get(job.name);
+        if (!runner) runners.set(job.name, runnerFor(job));
+        else {
+          runner.setRestart(job.restart);
+          // Under the job's lock: a bring-in or bring-out under way finishes first.
+          if (old && JSON.stringify(old.resources) !== JSON.stringify(job.resources)) {
+            const done = await jobs.exclusive(job.name, () => runner.redefine(job.resources));
+            for (const f of done.failed) log.warn({ job: job.name }, `configuration change: ${f.resource}: ${f.error}`);
+          }
+        }
         if (old && job.mirrors.length > 0) mirrors.retune(job.name, { snapshots: job.snapshots, syncMaxMiBps: job.syncMaxMiBps });
       }
       if (plan.changes.some((c) => c.item === "snapshots")) {

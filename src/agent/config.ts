@@ -72,13 +72,18 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     await dir.sync().finally(() => dir.close());
   }
 
-  /** The file first, then the journal: a crash between them is seen at the next start as an edited file. */
-  async function applyHere(parsed: Parsed, text: string, newVersion: number, by: string): Promise<void> {
+  /**
+   * The file first, then the journal (a crash between them is seen at the next start as an edited
+   * file), then what the plan does. Returns once it is done; the next apply waits for it anyway.
+   */
+  async function applyHere(parsed: Parsed, text: string, newVersion: number, by: string): Promise<{ done: Promise<void> }> {
     await writeFile(text);
     await host.record([{ type: "ConfigChanged", data: { node: host.self, version: newVersion, configHash: parsed.loaded.hash, previousHash: running.hash, by, changes: planLines(parsed.plan).slice(0, 500).map((l) => l.slice(0, 400)) } }]);
     running = parsed.loaded;
-    await host.adopt(parsed.loaded.config, parsed.plan, by);
     host.log(`configuration version ${newVersion} (hash ${parsed.loaded.hash}) in force, applied by ${by}`);
+    const done = host.adopt(parsed.loaded.config, parsed.plan, by);
+    chain = chain.then(() => done).catch((error: Error) => host.log(`configuration version ${newVersion}: ${error.message}`));
+    return { done };
   }
 
   function refusedMessage(plan: ConfigPlan): string {
@@ -125,7 +130,7 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
         if (options.dryRun) return { ...result(false, "not-asked"), version: newVersion };
         if (parsed.loaded.hash === running.hash) return result(false, "unchanged");
         const peer = await offer(text, newVersion, by, options.force);
-        await applyHere(parsed, text, newVersion, by);
+        await (await applyHere(parsed, text, newVersion, by)).done;
         return result(true, peer);
       });
     },
@@ -143,6 +148,8 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
         if (request.version <= version())
           return { ok: false, code: "config-conflict", message: `${host.self} runs version ${version()} (hash ${running.hash}) already; offered version ${request.version} is not newer` };
         if (!parsed.plan.allowed) return { ok: false, code: "config-refused", message: refusedMessage(parsed.plan) };
+        // Answered once journaled: starting and stopping resources where the job runs may take
+        // longer than the asker waits, and the asker's own apply waits for nothing of it.
         await applyHere(parsed, request.text, request.version, request.by);
         return { ok: true, configVersion: request.version };
       });
@@ -173,7 +180,7 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
           return `${host.peer}'s version ${answer.config.version} does not load here: ${(error as Error).message}`;
         }
         if (!parsed.plan.allowed) return `${host.peer}'s version ${answer.config.version} cannot be adopted online: ${refusedMessage(parsed.plan)}`;
-        await applyHere(parsed, answer.config.text, answer.config.version, "peer");
+        await (await applyHere(parsed, answer.config.text, answer.config.version, "peer")).done;
         return null;
       });
     },

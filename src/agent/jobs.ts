@@ -196,6 +196,8 @@ export function createJobControl(host: JobHost) {
   }
 
   return {
+    /** WORK under the job's lock: after any start or stop of it under way, and before the next. */
+    exclusive: <T,>(name: string, work: () => Promise<T>) => serial(name, work),
     startHere: (name: string) => serial(name, () => startHere(name)),
     stopHere: (name: string) => serial(name, () => stopHere(name)),
     /** Self-fence: the job's virtual IPs are released before anything else stops. */

@@ -1,4 +1,5 @@
 import type { Config, JobSpec } from "../config/schema.ts";
+import { kindOf, resourceChange, type ResourceSpec } from "../resources/spec.ts";
 
 /**
  * What applying a new configuration to a running pair would do, item by item, and what it
@@ -95,27 +96,41 @@ function jobChanges(running: Config, next: Config, jobs: JobPlaces): PlannedChan
 function changedJob(old: JobSpec, job: JobSpec, where: { phase: string; active: string | null } | undefined): PlannedChange[] {
   const scope = `job ${job.name}`;
   const out: PlannedChange[] = [];
-  const isOut = where === undefined || where.phase === "out";
-  const runsOn = isOut ? "" : ` (${job.name} is ${where.phase}${where.active ? ` on ${where.active}` : ""})`;
+  const phase = where?.phase ?? "out";
+  const runsOn = phase === "in" ? where?.active ?? null : null;
   const item = (name: string, from: unknown, to: unknown, effect: string, refused?: string) => {
     if (same(from, to)) return;
     out.push({ scope, item: name, change: from === undefined ? "added" : to === undefined ? "removed" : "changed", from: show(from), to: show(to), effect: refused ? "none (refused)" : effect, ...(refused ? { refused } : {}) });
   };
-  const redefine = "redefined: the job is out, nothing runs";
-  const notWhileIn = (what: string) => (isOut ? undefined : `changing ${what} of a job that runs is not supported online yet${runsOn}: bring it out, apply, bring it in`);
-  item("nodes", old.nodes, job.nodes, redefine, notWhileIn("the nodes"));
+  const at = phase === "out" ? "" : ` (${job.name} is ${phase}${where?.active ? ` on ${where.active}` : ""})`;
+  const onlyOut = (what: string) => (phase === "out" ? undefined : `changing ${what} of a job that is not out is not supported online${at}: bring it out, apply, bring it in`);
+  const settled = phase === "out" || phase === "in" ? undefined : `job ${job.name} is ${phase}: apply once it is in or out`;
+  item("nodes", old.nodes, job.nodes, "redefined: the job is out, nothing runs", onlyOut("the nodes"));
   item("policy", old.policy, job.policy, "nothing: the takeover policy decides with it from now on");
   item("reverseWhenConsistent", old.reverseWhenConsistent, job.reverseWhenConsistent, "nothing: the takeover policy decides with it from now on");
   item("restart", old.restart, job.restart, "nothing: monitors count restarts against it from now on");
   item("snapshots", old.snapshots, job.snapshots, "nothing: the snapshot schedule starts again from it");
   item("syncMaxMiBps", old.syncMaxMiBps, job.syncMaxMiBps, "nothing: the next verification or resync is paced by it");
   item("mirrors", old.mirrors.map((m) => m.path), job.mirrors.map((m) => m.path), "", "mirror paths cannot be changed online yet (the mirror is set up when the agents start): restart both agents one at a time");
+  for (const r of job.resources) {
+    const before = old.resources.find((o) => o.name === r.name);
+    item(`resources.${r.name}`, before, r, resourceEffect(before, r, runsOn), settled);
+  }
+  for (const r of old.resources)
+    if (!job.resources.some((n) => n.name === r.name)) item(`resources.${r.name}`, r, undefined, runsOn ? `stopped on ${runsOn}; the others keep running` : "removed: the job is out, nothing runs", settled);
   const names = (spec: JobSpec) => spec.resources.map((r) => r.name);
-  for (const r of job.resources) item(`resources.${r.name}`, old.resources.find((o) => o.name === r.name), r, redefine, notWhileIn("the resources"));
-  for (const r of old.resources) if (!job.resources.some((n) => n.name === r.name)) item(`resources.${r.name}`, r, undefined, redefine, notWhileIn("the resources"));
   const kept = names(job).filter((n) => names(old).includes(n));
-  if (!same(kept, names(old).filter((n) => names(job).includes(n)))) item("resources (order)", names(old), names(job), redefine, notWhileIn("the order of the resources"));
+  if (!same(kept, names(old).filter((n) => names(job).includes(n)))) item("resources (order)", names(old), names(job), "redefined: the job is out, nothing runs", onlyOut("the order of the resources"));
   return out;
+}
+
+/** What a resource's change does where the job runs (RUNSON; null: it runs nowhere). */
+function resourceEffect(before: ResourceSpec | undefined, after: ResourceSpec, runsOn: string | null): string {
+  if (!runsOn) return before ? "redefined: the job is out, nothing runs" : "added: the job is out, nothing runs";
+  if (!before) return `started on ${runsOn} in its place in the order; the others keep running`;
+  if (resourceChange(before, after) === "timings") return "nothing: it keeps running, its monitor follows the new timings";
+  if (kindOf(after) === "vip" && kindOf(before) === "vip") return `on ${runsOn}: the old address removed, the new one added with gratuitous ARP; only this resource blinks`;
+  return `stopped and started again on ${runsOn} with the new definition; the others keep running`;
 }
 
 /** Equal as configuration: key order does not matter, array order does. */

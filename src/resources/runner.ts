@@ -1,7 +1,7 @@
 import type { DuetEvent } from "../events/catalogue.ts";
 import type { TimerHandle, Timers } from "../world/clock.ts";
 import { ResourceError, StartAbandoned, createAgent, throwIfAbandoned, type AgentContext, type MonitorResult, type ResourceAgent } from "./agent.ts";
-import { kindOf, type ResourceSpec, type RestartSpec } from "./spec.ts";
+import { kindOf, resourceChange, type ResourceSpec, type RestartSpec } from "./spec.ts";
 
 export type BringInResult = { ok: true } | { ok: false; resource: string; error: string; abandoned?: boolean };
 
@@ -19,6 +19,12 @@ export interface JobRunner {
   monitoring(): boolean;
   /** Announces the job's addresses again (gratuitous ARP), without touching anything else. */
   announce(): Promise<void>;
+  /**
+   * A configuration change of the job's resources. Running here: removed and changed ones stop
+   * (in reverse order), changed and added ones start in their place in the order, the others keep
+   * running; a change of timings only is followed by the monitor. Not running: only redefined.
+   */
+  redefine(resources: ResourceSpec[]): Promise<{ ok: boolean; failed: { resource: string; error: string }[] }>;
   /** The restart threshold a configuration change set: counted against from the next failure on. */
   setRestart(restart: RestartSpec): void;
   close(): Promise<void>;
@@ -222,6 +228,39 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
     monitoring: () => loops.size > 0,
     async announce() {
       await Promise.all(resources.map((r) => r.agent.announce?.().catch(() => undefined)));
+    },
+    async redefine(specs) {
+      const running = loops.size > 0;
+      await stopMonitors().settled;
+      const before = new Map(resources.map((r) => [r.spec.name, r]));
+      const kept = (spec: ResourceSpec) => {
+        const old = before.get(spec.name);
+        return old && resourceChange(old.spec, spec) !== "action" ? old : undefined;
+      };
+      const next = specs.map((spec) => {
+        const old = kept(spec);
+        if (old) old.spec = spec; // timings only: the agent's actions are the same
+        return old ?? { spec, agent: createAgent(spec, ctx), failures: [], failing: false, leftToPolicy: false, restarting: false };
+      });
+      const failed: { resource: string; error: string }[] = [];
+      if (running) {
+        for (const r of [...resources].reverse()) {
+          if (next.includes(r)) continue;
+          const error = await stopReported(r);
+          if (error !== null) failed.push({ resource: r.spec.name, error });
+        }
+        for (const r of next) {
+          if (resources.includes(r)) continue;
+          const failure = await start(r);
+          await report([failure === null ? fact("ResourceStarted", { resource: r.spec.name }) : fact("ResourceStartFailed", { resource: r.spec.name, ...failure })]);
+          if (failure !== null) failed.push({ resource: r.spec.name, error: failure.error });
+        }
+      }
+      resources.splice(0, resources.length, ...next);
+      // A resource that failed to start is monitored like the others: its monitor fails, and the
+      // restart threshold and the policy take it from there.
+      if (running) for (const r of resources) schedule(r, generation);
+      return { ok: failed.length === 0, failed };
     },
     setRestart(next) {
       restart = next;

@@ -81,3 +81,16 @@ export function kindOf(spec: ResourceSpec): ResourceKindName {
 /** Restarts in place before the job fails over: at most `max` monitor failures inside `windowMs`. */
 export const restartSpec = z.strictObject({ max: z.number().int().min(0).max(100).default(3), windowMs: durationMs(1000).default(300_000) });
 export type RestartSpec = z.infer<typeof restartSpec>;
+
+/**
+ * How a resource's definition changed: "same"; "timings" (monitor interval, timeouts: it keeps
+ * running and its monitor follows); or "action" (what it starts changed: stop, start again).
+ */
+export function resourceChange(before: ResourceSpec, after: ResourceSpec): "same" | "timings" | "action" {
+  const action = (r: ResourceSpec) => {
+    const { startTimeoutMs: _s, stopTimeoutMs: _t, monitor: _m, ...rest } = r;
+    return JSON.stringify(rest);
+  };
+  if (action(before) !== action(after)) return "action";
+  return JSON.stringify(before) === JSON.stringify(after) ? "same" : "timings";
+}

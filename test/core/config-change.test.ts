@@ -56,14 +56,21 @@ describe("the plan of a configuration change, as a dry run prints it", () => {
     });
   }
 
-  it("a resource added to a job that is out redefines it; to a job that runs, it is refused with the reason", () => {
+  it("a resource added, changed or removed: where the job runs, only it starts or stops; out, the job is redefined", () => {
     const added = (before: string) => running.replace(`      - name: ${before}\n`, (m) => `      - name: extra\n        process: { command: [/usr/bin/sleep, "5"] }\n${m}`);
-    const out = plan(added("worker"));
-    expect(out.allowed).toBe(true);
-    expect(planLines(out)).toEqual(["job batch: resources.extra added (- -> " + out.changes[0]!.to + "): redefined: the job is out, nothing runs"]);
-    const refused = plan(added("app"));
-    expect(refused.allowed).toBe(false);
-    expect(refused.changes[0]).toMatchObject({ scope: "job web", item: "resources.extra", change: "added", refused: expect.stringMatching(/web is in on alpha\): bring it out, apply, bring it in/) });
+    expect(planLines(plan(added("worker")))).toEqual([expect.stringMatching(/^job batch: resources\.extra added .*: added: the job is out, nothing runs$/)]);
+    expect(planLines(plan(added("app")))).toEqual([expect.stringMatching(/^job web: resources\.extra added .*: started on alpha in its place in the order; the others keep running$/)]);
+    const moved = plan(edit("10.0.0.100/24", "10.0.0.101/24"));
+    expect(planLines(moved)).toEqual([expect.stringMatching(/^job web: resources\.ip changed .*: on alpha: the old address removed, the new one added with gratuitous ARP; only this resource blinks$/)]);
+    const slower = plan(edit("        process: { command: [/usr/bin/sleep, \"1000\"] }\n    mirrors", "        process: { command: [/usr/bin/sleep, \"1000\"] }\n        monitor: { intervalMs: 2000 }\n    mirrors"));
+    expect(planLines(slower)).toEqual([expect.stringMatching(/^job web: resources\.app changed .*: nothing: it keeps running, its monitor follows the new timings$/)]);
+    const removed = plan(running.replace(/ {6}- name: ip\n.*\n/, ""));
+    expect(planLines(removed)).toEqual([expect.stringMatching(/^job web: resources\.ip removed .*: stopped on alpha; the others keep running$/)]);
+    const starting = plan(added("app"), new Map([["web", { phase: "bringing-in", active: "alpha" }]]));
+    expect(starting.allowed).toBe(false);
+    expect(starting.changes[0]?.refused).toBe("job web is bringing-in: apply once it is in or out");
+    const reordered = plan(running.replace(/( {6}- name: ip\n.*\n)( {6}- name: app\n.*\n)/, "$2$1"));
+    expect(reordered.changes[0]?.refused).toMatch(/changing the order of the resources of a job that is not out is not supported online \(web is in on alpha\)/);
   });
 
   it("refuses what cannot be done online, each with the reason", () => {

@@ -57,8 +57,8 @@ describe("duet config apply on a running pair", () => {
     expect(b.hash).toBe(a.hash);
   });
 
-  it("a dry run prints the plan, and a change the running job cannot take is refused with the reason", async () => {
-    const next = text.replace("policy: manual", "policy: when-consistent").replace(`${worker("app")}\n`, `${worker("app")}\n${worker("extra")}\n`);
+  it("a dry run prints the plan, and a change that cannot be made online is refused with the reason", async () => {
+    const next = text.replace("policy: manual", "policy: when-consistent").replace("deadtimeMs: 3000", "deadtimeMs: 4000");
     const file = join(pair.dir, "next.yaml");
     await writeFile(file, next);
     const dry = await run(process.execPath, [DUET, "config", "apply", file, "--dry-run", "--config", pair.configFile("a"), "--node", "a"]).then(
@@ -67,7 +67,8 @@ describe("duet config apply on a running pair", () => {
     );
     expect(dry?.code).toBe(3); // refused
     expect(dry?.stdout).toMatch(/job web\s+policy\s+changed\s+manual -> when-consistent\s+nothing: the takeover policy decides with it from now on/);
-    expect(dry?.stdout).toMatch(/job web\s+resources\.extra\s+added.*REFUSED: changing the resources of a job that runs is not supported online yet \(web is in on a\)/);
+    expect(dry?.stdout).toMatch(/cluster\s+heartbeat\s+changed .*REFUSED: heartbeat links and timings are fixed when the agents start/);
+    expect(dry?.stdout).toMatch(/dry run: this configuration would be refused/);
     expect(await refusal(apply("a", next))).toMatchObject({ code: "config-refused" });
     expect((await config("a")).version).toBe(1);
   });
@@ -90,19 +91,33 @@ describe("duet config apply on a running pair", () => {
     text = next;
   });
 
+  it("a process added to the running job starts in its place, alone; removed, only it stops", async () => {
+    const count = async (type: string, resource: string) => (await pair.events("a")).filter((e) => e.type === type && e.data.node === "a" && (e.data as { resource?: string }).resource === resource).length;
+    const appStarts = await count("ResourceStarted", "app");
+    const next = text.replace(`${worker("app")}\n`, `${worker("app")}\n${worker("extra")}\n`);
+    expect((await apply("a", next)).plan.changes.map((c) => c.effect)).toEqual(["started on a in its place in the order; the others keep running"]);
+    expect(await count("ResourceStarted", "extra")).toBe(1);
+    await pair.until("b knows web's new resource", 10_000, async () => (await jobOn("b", "web"))?.resources.some((r) => r.name === "extra"));
+    await apply("a", text);
+    expect(await count("ResourceStopped", "extra")).toBe(1);
+    expect(await count("ResourceStarted", "app")).toBe(appStarts);
+    expect(await count("ResourceStopped", "app")).toBe(0);
+    expect(await jobOn("a", "web")).toMatchObject({ phase: "in", active: "a" });
+  });
+
   it("with the peer away it is refused, forced, then adopted when the peer is back", async () => {
     await pair.stop("b");
     await pair.until("a sees b gone", 20_000, async () => (await pair.cluster("a")).peerStatus !== "connected");
     const next = text.replace("  - name: batch\n", "  - name: batch\n    restart: { max: 5, windowMs: 60000 }\n");
-    expect(await refusal(apply("a", next))).toMatchObject({ code: "peer-unreachable", message: expect.stringMatching(/b cannot be reached.*pass force.*adopts version 3/) });
-    expect(await apply("a", next, { force: true })).toMatchObject({ applied: true, version: 3, peer: "not-reached" });
+    expect(await refusal(apply("a", next))).toMatchObject({ code: "peer-unreachable", message: expect.stringMatching(/b cannot be reached.*pass force.*adopts version 5/) });
+    expect(await apply("a", next, { force: true })).toMatchObject({ applied: true, version: 5, peer: "not-reached" });
     expect(await readFile(pair.configFile("b"), "utf8")).toBe(text);
     pair.start("b");
-    await pair.until("b adopted version 3", 30_000, async () => (await config("b")).version === 3);
+    await pair.until("b adopted version 5", 30_000, async () => (await config("b")).version === 5);
     expect(await readFile(pair.configFile("b"), "utf8")).toBe(next);
     const adopted = (await pair.events("b")).filter((e) => e.type === "ConfigChanged").at(-1);
-    expect(adopted?.data).toMatchObject({ node: "b", version: 3, by: "peer" });
-    await pair.until("a hears b's version 3", 20_000, async () => (await config("a")).peerVersion === 3);
+    expect(adopted?.data).toMatchObject({ node: "b", version: 5, by: "peer" });
+    await pair.until("a hears b's version 5", 20_000, async () => (await config("a")).peerVersion === 5);
     text = next;
   });
 
@@ -117,7 +132,7 @@ describe("duet config apply on a running pair", () => {
     pair.start("b");
     await pair.until("b back", 30_000, async () => (await pair.cluster("b")).peerStatus === "connected");
     expect(await jobOn("b", "batch")).toBeUndefined();
-    expect((await config("b")).version).toBe(4);
+    expect((await config("b")).version).toBe(6);
     expect(existsSync(`${pair.configFile("b")}.prev`)).toBe(true);
   });
 });
