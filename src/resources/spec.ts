@@ -19,11 +19,27 @@ const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/
 const interfaceName = z.string().regex(/^[A-Za-z0-9_.:@-]{1,15}$/, "expected an interface name like eth0");
 const ms = durationMs(10);
 
+/** A unicast MAC (the first octet's low bit clear); 02:... is locally administered, as a virtual one should be. */
+const unicastMac = z
+  .string()
+  .regex(/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/, "expected a MAC like 02:00:5e:00:01:01")
+  .refine((mac) => (parseInt(mac.slice(0, 2), 16) & 1) === 0 && !/^00(:00){5}$/.test(mac), "expected a unicast MAC (the first octet even, like 02), not a multicast or all-zero one")
+  .transform((mac) => mac.toLowerCase());
+
 export const vipSpec = z.strictObject({
   address: cidr,
   interface: interfaceName,
   /** Gratuitous ARP repeats after the address is added, so clients follow at once. */
   arpCount: z.number().int().min(0).max(20).default(3),
+  /** Between two of them: a switch or router that missed the first sees a later one (keepalived's garp_interval). */
+  arpIntervalMs: durationMs(10).default(1000),
+  /**
+   * A fixed MAC for the address: it lives on a macvlan interface of `interface` with this MAC,
+   * created with the job and removed with it, so a network that pins the IP to one MAC (a router's
+   * static ARP entry) keeps working after a move. The node then answers ARP on `interface` only
+   * for its own addresses (arp_ignore=1), so the VIP is answered from this MAC alone.
+   */
+  mac: unicastMac.optional(),
 });
 
 export const healthSpec = z.union([

@@ -12,30 +12,43 @@ export const DAD_LISTEN_MS = 300;
 /**
  * A virtual IP: `ip addr add`, then gratuitous ARP so clients and switches follow at once (without
  * it a client keeps the old MAC for 20–30 s). It refuses to start while the address answers
- * elsewhere: two hosts claiming one address is the failure an HA pair exists to prevent.
+ * elsewhere: two hosts claiming one address is the failure an HA pair exists to prevent. With a
+ * fixed MAC the address goes on a macvlan interface of that MAC, which moves with the job.
  */
 export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
-  const { address: cidr, interface: dev, arpCount } = spec.vip;
+  const { address: cidr, arpCount, arpIntervalMs, mac } = spec.vip;
+  const dev = mac ? macvlanName(mac) : spec.vip.interface;
   const address = cidr.split("/")[0]!;
   const present = async () => {
     const result = await ctx.processes.run(["ip", "-o", "addr", "show", "dev", dev], { timeoutMs: spec.monitor.timeoutMs });
-    if (result.code !== 0) throw new ResourceError(`${spec.name}: interface ${dev}: ${outputTail(result)}`);
+    if (result.code !== 0) {
+      if (mac && /does not exist/.test(result.stderr)) return false; // the macvlan goes with the address
+      throw new ResourceError(`${spec.name}: interface ${dev}: ${outputTail(result)}`);
+    }
     return result.stdout.split("\n").some((line) => line.includes(` ${cidr} `) || line.includes(` ${address}/`));
   };
   // Announcements under way: a stop ends them, or the node letting go of the address would go on
-  // claiming it (arping sends one a second) and turn clients back from the node that took it.
+  // claiming it and turn clients back from the node that took it.
   const announcing = new Set<AbortController>();
   const announce = async () => {
     const abort = new AbortController();
     announcing.add(abort);
+    const sent: Promise<unknown>[] = [];
     try {
-      await ctx.processes.run(["arping", "-U", "-c", String(Math.max(1, arpCount)), "-I", dev, address], { timeoutMs: Math.max(1, arpCount) * 1000 + 2000, signal: abort.signal });
+      // One arping each (it lingers a second after sending), ARPCOUNT of them ARPINTERVALMS apart.
+      for (let i = 0; i < Math.max(1, arpCount) && !abort.signal.aborted; i++) {
+        if (i > 0) await delay(arpIntervalMs, undefined, { signal: abort.signal }).catch(() => undefined);
+        if (abort.signal.aborted) break;
+        sent.push(ctx.processes.run(["arping", "-U", "-c", "1", "-I", dev, address], { timeoutMs: 3000, signal: abort.signal }));
+      }
+      await Promise.all(sent);
     } finally {
       announcing.delete(abort);
     }
   };
   return {
     async start({ signal } = {}) {
+      if (mac) await addMacvlan(ctx, spec, mac, dev);
       if (await present()) return;
       // Duplicate address detection. A peer that is fencing itself may still hold the address for a
       // moment, so ask again until the start timeout, or until the start is abandoned (the peer
@@ -51,13 +64,21 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
         await delay(DAD_RETRY_MS, undefined, { signal }).catch(() => undefined);
       }
       await runOrThrow(ctx, spec.name, `ip addr add ${cidr} dev ${dev}`, ["ip", "addr", "add", cidr, "dev", dev], spec.startTimeoutMs);
-      // Gratuitous ARP: the first goes out as arping starts, but arping lingers a second after each
-      // one, so it runs on in the background rather than delaying the application's start.
+      // Gratuitous ARP in the background rather than delaying the application's start.
       if (arpCount > 0) void announce();
     },
     announce,
     async stop({ urgent = false } = {}) {
       for (const abort of announcing) abort.abort();
+      // With a fixed MAC the interface goes, and the address with it: no other host may answer from this MAC.
+      if (mac) {
+        try {
+          return await removeMacvlan(ctx, spec, dev);
+        } catch (error) {
+          if (!urgent || (await present())) throw error;
+          return;
+        }
+      }
       // A fence removes the address without looking first (one command less while the address
       // may be on both nodes); an address already gone is what it wanted.
       if (!urgent && !(await present())) return;
@@ -75,6 +96,25 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
       }
     },
   };
+}
+
+/** The macvlan interface of a fixed MAC: named after it, so both nodes name it alike (at most 15 characters). */
+export const macvlanName = (mac: string) => `dv${mac.replaceAll(":", "").slice(4)}`;
+
+async function addMacvlan(ctx: AgentContext, spec: VipSpec, mac: string, dev: string): Promise<void> {
+  const parent = spec.vip.interface;
+  // The parent answers ARP only for its own addresses: the VIP is answered from the fixed MAC alone.
+  // Through a process like every other network change, so it acts in the namespace the agent's commands run in.
+  const sysctl = `/proc/sys/net/ipv4/conf/${parent}/arp_ignore`;
+  await runOrThrow(ctx, spec.name, `arp_ignore=1 on ${parent}`, ["sh", "-c", 'echo 1 > "$1"', "sh", sysctl], spec.startTimeoutMs);
+  const exists = (await ctx.processes.run(["ip", "link", "show", "dev", dev], { timeoutMs: spec.startTimeoutMs })).code === 0;
+  if (!exists) await runOrThrow(ctx, spec.name, `ip link add ${dev}`, ["ip", "link", "add", "link", parent, "name", dev, "address", mac, "type", "macvlan", "mode", "bridge"], spec.startTimeoutMs);
+  await runOrThrow(ctx, spec.name, `ip link set ${dev} up`, ["ip", "link", "set", dev, "up"], spec.startTimeoutMs);
+}
+
+async function removeMacvlan(ctx: AgentContext, spec: VipSpec, dev: string): Promise<void> {
+  const result = await ctx.processes.run(["ip", "link", "del", dev], { timeoutMs: spec.stopTimeoutMs });
+  if (result.code !== 0 && !/Cannot find device|does not exist/.test(result.stderr)) throw new ResourceError(`${spec.name}: ip link del ${dev}: ${outputTail(result)}`);
 }
 
 /**

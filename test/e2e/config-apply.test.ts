@@ -92,7 +92,7 @@ describe("duet config apply on a running pair", () => {
   });
 
   it("a process added to the running job starts in its place, alone; removed, only it stops", async () => {
-    const count = async (type: string, resource: string) => (await pair.events("a")).filter((e) => e.type === type && e.data.node === "a" && (e.data as { resource?: string }).resource === resource).length;
+    const count = async (type: string, resource: string) => (await pair.events("a")).filter((e) => e.type === type && (e.data as { node?: string; resource?: string }).node === "a" && (e.data as { resource?: string }).resource === resource).length;
     const appStarts = await count("ResourceStarted", "app");
     const next = text.replace(`${worker("app")}\n`, `${worker("app")}\n${worker("extra")}\n`);
     expect((await apply("a", next)).plan.changes.map((c) => c.effect)).toEqual(["started on a in its place in the order; the others keep running"]);

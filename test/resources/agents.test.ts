@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAgent, type AgentContext } from "../../src/resources/agent.ts";
 import { ocfMetadata } from "../../src/resources/ocf.ts";
 import { resourceSpec } from "../../src/resources/spec.ts";
+import { macvlanName } from "../../src/resources/vip.ts";
 import type { DuetEvent } from "../../src/events/catalogue.ts";
 import { createJobRunner } from "../../src/resources/runner.ts";
 import { systemClock, systemTimers } from "../../src/world/clock.ts";
@@ -141,6 +142,45 @@ describe("vip, nic and ping in test namespaces", () => {
     while (!(await neighbour()).includes(macB) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(await neighbour()).toContain(macB);
     await onB.stop();
+  });
+
+  it("a fixed MAC moves with the address: a client that pins the IP to that MAC is answered by whichever node holds it", async () => {
+    const mac = "02:00:5e:10:00:01";
+    const spec = { ...vipSpec, vip: { ...vipSpec.vip, mac, arpIntervalMs: 200 } };
+    const onA = agentFor(spec, { processes: inNamespace(net.ns("a"), systemProcesses) });
+    const onB = agentFor(spec, { processes: inNamespace(net.ns("b"), systemProcesses) });
+    const neighbour = async () => (await net.exec("client", ["ip", "neigh", "show", vip])).trim();
+    const links = async (host: string) => (await net.exec(host, ["ip", "-o", "link", "show"])).split("\n").filter((l) => l.includes(macvlanName(mac))).length;
+    await onA.start();
+    await net.exec("client", ["ip", "neigh", "flush", "dev", "eth0"]);
+    await net.exec("client", ["ping", "-c", "1", "-W", "1", vip]);
+    expect(await neighbour(), "the VIP answered from its fixed MAC, not a's own").toContain(`lladdr ${mac}`);
+    await net.exec("client", ["ip", "neigh", "replace", vip, "lladdr", mac, "dev", "eth0", "nud", "permanent"]);
+    await onA.stop();
+    expect(await links("a"), "the macvlan goes with the address").toBe(0);
+    await onB.start();
+    expect(await links("b")).toBe(1);
+    await net.exec("client", ["ping", "-c", "1", "-W", "2", vip]); // pinned: only the same MAC on b can answer
+    expect(await neighbour()).toContain(`lladdr ${mac}`);
+    await onB.stop();
+    await net.exec("client", ["ip", "neigh", "del", vip, "dev", "eth0"]);
+  });
+
+  it("gratuitous ARP goes out arpCount times, arpIntervalMs apart", async () => {
+    const onA = agentFor({ ...vipSpec, vip: { ...vipSpec.vip, arpCount: 3, arpIntervalMs: 300 } }, { processes: inNamespace(net.ns("a"), systemProcesses) });
+    // Each announcement is one arping process: when each was first seen, sampled every 10 ms.
+    const seen = new Map<string, number>();
+    const sample = async () => {
+      const pids = (await run("ip", ["netns", "pids", net.ns("a")])).stdout.split("\n").filter(Boolean);
+      for (const pid of pids) if (!seen.has(pid) && (await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).startsWith("arping\0-U")) seen.set(pid, Date.now());
+    };
+    await onA.start();
+    const deadline = Date.now() + 3000;
+    while (seen.size < 3 && Date.now() < deadline) await Promise.all([sample(), new Promise((r) => setTimeout(r, 10))]);
+    const times = [...seen.values()].sort((x, y) => x - y);
+    expect(times.length).toBe(3);
+    expect(times[2]! - times[0]!, "three announcements 300 ms apart").toBeGreaterThanOrEqual(500);
+    await onA.stop();
   });
 
   it("a start refused while the address answers elsewhere is abandoned at once when its signal fires, and leaves nothing here", async () => {
