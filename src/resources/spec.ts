@@ -36,8 +36,8 @@ export const vipSpec = z.strictObject({
   /**
    * A fixed MAC for the address: it lives on a macvlan interface of `interface` with this MAC,
    * created with the job and removed with it, so a network that pins the IP to one MAC (a router's
-   * static ARP entry) keeps working after a move. The node then answers ARP on `interface` only
-   * for its own addresses (arp_ignore=1), so the VIP is answered from this MAC alone.
+   * static ARP entry) keeps working after a move. On `interface` the node then answers ARP only for
+   * its own addresses and asks with them (arp_ignore=1, arp_announce=2): the VIP has this MAC alone.
    */
   mac: unicastMac.optional(),
 });

@@ -103,10 +103,11 @@ export const macvlanName = (mac: string) => `dv${mac.replaceAll(":", "").slice(4
 
 async function addMacvlan(ctx: AgentContext, spec: VipSpec, mac: string, dev: string): Promise<void> {
   const parent = spec.vip.interface;
-  // The parent answers ARP only for its own addresses: the VIP is answered from the fixed MAC alone.
-  // Through a process like every other network change, so it acts in the namespace the agent's commands run in.
-  const sysctl = `/proc/sys/net/ipv4/conf/${parent}/arp_ignore`;
-  await runOrThrow(ctx, spec.name, `arp_ignore=1 on ${parent}`, ["sh", "-c", 'echo 1 > "$1"', "sh", sysctl], spec.startTimeoutMs);
+  // The parent answers ARP only for its own addresses (arp_ignore=1), and asks with its own address
+  // (arp_announce=2), never the VIP's, which would teach the asked host the parent's MAC for the VIP.
+  // Through a process like every other network change, so it acts in the agent's namespace.
+  const conf = `/proc/sys/net/ipv4/conf/${parent}`;
+  await runOrThrow(ctx, spec.name, `arp_ignore=1, arp_announce=2 on ${parent}`, ["sh", "-c", 'echo 1 > "$1/arp_ignore" && echo 2 > "$1/arp_announce"', "sh", conf], spec.startTimeoutMs);
   const exists = (await ctx.processes.run(["ip", "link", "show", "dev", dev], { timeoutMs: spec.startTimeoutMs })).code === 0;
   if (!exists) await runOrThrow(ctx, spec.name, `ip link add ${dev}`, ["ip", "link", "add", "link", parent, "name", dev, "address", mac, "type", "macvlan", "mode", "bridge"], spec.startTimeoutMs);
   await runOrThrow(ctx, spec.name, `ip link set ${dev} up`, ["ip", "link", "set", dev, "up"], spec.startTimeoutMs);
