@@ -324,7 +324,8 @@ EOF`;
       expect(declined!.data).toMatchObject({ job: "web", node: crashed, code: "peer-alive-on-public-network" });
       expect(await events(crashed, "RecoveryDecided")).toHaveLength(0);
       expect(await hasVip(crashed)).toBe(false);
-      expect(await servedBy()).toBe(survivor);
+      // One request may time out on a loaded machine: served means answered within a few tries.
+      expect(await until("the survivor still serves", 5000, async () => (await servedBy()) === survivor && survivor)).toBe(survivor);
       const { both } = await stop();
       expect(both, "samples with the VIP on both nodes").toBe(0);
     } finally {
@@ -332,7 +333,7 @@ EOF`;
       await run("sh", ["-c", `ip netns exec ${ns(crashed)} nft delete table inet duet_restart_cut; true`]);
     }
     await until("the restarted node learns the survivor runs web", 20_000, async () => (await web(crashed)).active === survivor);
-    expect(await servedBy()).toBe(survivor);
+    expect(await until("the survivor serves", 5000, async () => (await servedBy()) === survivor && survivor)).toBe(survivor);
   }, 90_000);
 
   it("a partition that hides the nodes from each other even by ARP, both reaching the gateway: both run the job; at the heal the node that ran it first keeps it, announces itself, and the client follows it", async () => {

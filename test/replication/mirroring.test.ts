@@ -69,10 +69,12 @@ describe("mirroring a job's data between two agents", () => {
 
   it("a switchover of a job that writes all the time: allowed while the queue keeps up, and every line written on a is on b before b writes", async () => {
     // The application appends a numbered line every 10 ms, going on from the lines its copy holds,
-    // and keeps its own count outside the mirror. Before, the switchover was refused: queue-empty.
+    // and keeps its own count outside the mirror; it ends between two writes (SIGTERM handled), so
+    // the count is never torn or one off. Before, the switchover was refused: queue-empty.
     const writer = `const fs=require("fs");const node=process.env.DUET_NODE;const dir=process.argv[1].replaceAll("{node}",node);
       const file=dir+"/data/log.txt";let n=fs.existsSync(file)?fs.readFileSync(file,"utf8").split("\\n").filter(Boolean).length:0;
-      setInterval(()=>{n++;fs.appendFileSync(file,n+" "+node+"\\n");fs.writeFileSync(dir+"/written",String(n))},10);`;
+      setInterval(()=>{n++;fs.appendFileSync(file,n+" "+node+"\\n");fs.writeFileSync(dir+"/written",String(n))},10);
+      process.on("SIGTERM",()=>process.exit(0));`;
     const jobYaml = (dir: string) => `    resources:\n      - name: app\n        process: { command: ${JSON.stringify([process.execPath, "-e", writer, join(dir, "{node}")])} }`;
     const p = (pair = await startMirrorPair("mirror-busy-switchover", 27500, { jobYaml }));
     await p.start("a");
