@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { initConfig } from "../src/config/init.ts";
@@ -8,6 +8,16 @@ import { crashHost } from "./keepalived-pair.ts";
 import { startVipClient } from "./vip-client.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
+/** A second process resource appending RATE lines a second to the job's mirrored directory. */
+function writerYaml(dir: string, rate: number): string {
+  const writer = join(ROOT, "bench/steady-writer.mjs");
+  return `
+      - name: writer
+        process: { command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(writer)}, ${JSON.stringify(join(dir, "{node}"))}, "${rate}"] }
+    mirrors:
+      - path: ${join(dir, "{node}", "data")}`;
+}
+
 /** The demo app answers JSON: match its servedBy field, not any "a" or "b" in the body. */
 const served = (host: string) => `"servedBy":"${host}"`;
 const DUET = join(ROOT, "bin/duet.js");
@@ -17,7 +27,7 @@ const DUET = join(ROOT, "bin/duet.js");
  * 1000 ms, deadtime 3000 ms, ping 500 ms, no self-fence grace), a VIP and an HTTP app, and a client
  * polling the VIP.
  */
-export async function startDuetPair(net: TestNet, options: { vip: string }) {
+export async function startDuetPair(net: TestNet, options: { vip: string; writesPerS?: number }) {
   const dir = mkdtempSync(join(tmpdir(), "duet-bench-pair-"));
   const app = join(ROOT, "examples/demo-app.mjs");
   const { configFile } = await initConfig({
@@ -39,8 +49,9 @@ export async function startDuetPair(net: TestNet, options: { vip: string }) {
         process:
           command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(app)}, ${options.vip}, "8080", ${JSON.stringify(join(dir, "a"))}]
           health: { http: "http://${options.vip}:8080/" }
-        monitor: { intervalMs: 1000, timeoutMs: 1000 }`,
+        monitor: { intervalMs: 1000, timeoutMs: 1000 }${options.writesPerS ? writerYaml(dir, options.writesPerS) : ""}`,
   });
+  if (options.writesPerS) for (const host of ["a", "b"]) mkdirSync(join(dir, host, "data"), { recursive: true });
   const agents = new Map<string, ChildProcess>();
   const start = (host: string) => {
     const child = net.spawn(host, [process.execPath, DUET, "agent", "--config", configFile, "--node", host]);
@@ -68,6 +79,28 @@ export async function startDuetPair(net: TestNet, options: { vip: string }) {
   return {
     client,
     cli,
+    dir,
+    /**
+     * A switchover of the job that writes steadily: the outage (the client's last answer from the
+     * old node to its first from the new one), and whether every line written on the old node was
+     * on the new one before its application wrote.
+     */
+    async switchover(): Promise<{ outageMs: number; lines: number; allArrived: boolean }> {
+      const from = (await activeOf("a")) ?? "a";
+      const to = from === "a" ? "b" : "a";
+      await until("the data link green", 60_000, async () => ((await cli(from, "status")).jobs as { replication: { colour: string; verification: { state: string } | null } }[])[0]?.replication.colour === "green");
+      const askedAt = Date.now();
+      const outcome = await cli(from, "job", "switchover", "web", "--to", to);
+      if (!outcome.outcome?.ok) throw new Error(`switchover to ${to}: ${JSON.stringify(outcome)}`);
+      const servedAt = await client.servedBy(served(to), askedAt, 60_000);
+      const lastOld = client.samples.filter((x) => x.at >= askedAt && x.at < servedAt && x.ok && x.body.includes(served(from))).at(-1)?.at ?? askedAt;
+      const written = Number(readFileSync(join(dir, from, "written"), "utf8"));
+      // The writer numbers its lines on from the copy it found: the new node's copy holds line WRITTEN, by the old node, and every one before it.
+      const copy = readFileSync(join(dir, to, "data", "log.txt"), "utf8").split("\n").filter(Boolean).map((l) => l.split(" "));
+      const upTo = copy.slice(0, written);
+      const allArrived = upTo.length === written && upTo.every(([n], i) => Number(n) === i + 1) && upTo.at(-1)?.[1] === from;
+      return { outageMs: servedAt - lastOld, lines: written, allArrived };
+    },
     /** Crashes the active node, returns fault → served-by-the-other, then brings the node back as standby. */
     async hostCrash(): Promise<number> {
       const active = (await activeOf("a")) ?? "a";

@@ -1,6 +1,8 @@
 // bench:failover — time from a fault to the client being served again on the VIP, duet beside
 // keepalived in the same namespaces, and false peer losses while both CPUs are saturated.
-// Needs root (network namespaces) and keepalived. Usage: npm run bench:failover [-- --runs N --saturate-s S]
+// Then a switchover of a job whose application writes 100 lines a second into its mirror: the
+// client's outage, and no line lost. Needs root (network namespaces) and keepalived.
+// Usage: npm run bench:failover [-- --runs N --saturate-s S --switchovers N]
 import { spawn } from "node:child_process";
 import { availableParallelism } from "node:os";
 import { createTestNet, removeStaleNamespaces } from "../test/e2e/netns.ts";
@@ -12,6 +14,7 @@ import { summarize } from "./vip-client.ts";
 const arg = (name: string, fallback: number) => (process.argv.includes(name) ? Number(process.argv[process.argv.indexOf(name) + 1]) : fallback);
 const runs = arg("--runs", 10);
 const saturateS = arg("--saturate-s", 60);
+const switchovers = arg("--switchovers", 6);
 const deadtimeMs = 3000; // duet's default, and keepalived tuned to the same detection budget
 const prefix = `bf${process.pid % 10000}`;
 
@@ -52,6 +55,23 @@ try {
     console.log(`CPU saturation: ${busy.length} busy loops for ${((Date.now() - started) / 1000).toFixed(0)} s on ${availableParallelism()} cores: false peer-lost events = ${lost} (target 0 with the default 500 ms / 3000 ms ${targets.check("no false peer-lost under CPU saturation", lost === 0)}); false suspicions = ${suspected} (each costs one ping, not the job)`);
   } finally {
     await pair.stop();
+  }
+
+  // A switchover while the application writes 100 lines a second into the mirrored directory.
+  const busy = await startDuetPair(net, { vip, writesPerS: 100 });
+  try {
+    const outages: number[] = [];
+    let allArrived = true;
+    for (let i = 0; i < switchovers; i++) {
+      const s = await busy.switchover();
+      outages.push(s.outageMs);
+      allArrived &&= s.allArrived;
+      console.log(`switchover ${i + 1}: client without service ${s.outageMs} ms; ${s.lines} lines written on the old node, ${s.allArrived ? "all" : "NOT all"} on the new one before it wrote`);
+    }
+    const o = summarize("duet switchover under 100 writes/s -> served", outages, deadtimeMs);
+    console.log(`switchover under steady writes: median outage ${o.median} ms (target < 2000 ms ${targets.check("switchover outage median < 2000 ms", o.median < 2000)}); every line written before it on the new node ${targets.check("no line lost in a switchover", allArrived)}`);
+  } finally {
+    await busy.stop();
   }
 } finally {
   await net.destroy();
