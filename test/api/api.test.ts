@@ -49,9 +49,7 @@ const control: ControlPort = {
   listSnapshots: async () => [],
   restoreSnapshot: async () => ({ seq: journal.head() }),
   clearConfig: async () => ({ archivedTo: "/tmp/x" }),
-  applyConfig: async () => {
-    throw new ControlError("not-available", 409, "not in this test");
-  },
+  applyConfig: async () => ({ applied: false, version: 2, hash: "0123456789abcdef", plan: { changes: [], allowed: true }, peer: "not-asked" }),
   gatherinfo: async () => {
     throw new ControlError("not-available", 409, "not in this test");
   },
@@ -109,6 +107,7 @@ describe("API auth matrix", () => {
     ["POST", "/v1/jobs/web/snapshots/2026-11-25T00-00-00.000Z/restore", { to: "/tmp/elsewhere" }],
     ["POST", "/v1/config/clear", {}],
     ["DELETE", "/v1/jobs/old", undefined],
+    ["POST", "/v1/config", { text: "cluster: {}", dryRun: true }],
   ];
 
   it("every read: admin and monitor 200; no token, garbage and expired tokens 401", async () => {
@@ -180,6 +179,8 @@ describe("API errors", () => {
     const refused = await call("POST", "/v1/jobs/web/switchover", t, {});
     expect(refused.status).toBe(409);
     expect(await refused.json()).toMatchObject({ error: { code: "switchover-refused", details: [{ name: "peer-connected", ok: false }] } });
+    const badConfig = await call("POST", "/v1/config", t, { text: 7 });
+    expect(await badConfig.json()).toMatchObject({ error: { code: "bad-request", field: "text" } });
     const badQuery = await call("GET", "/v1/events?limit=5000", t);
     expect(await badQuery.json()).toMatchObject({ error: { code: "bad-request", field: "limit" } });
     expect((await call("GET", "/v1/nowhere", t)).status).toBe(404);

@@ -70,6 +70,8 @@ describe("duet config apply on a running pair", () => {
     expect(dry?.stdout).toMatch(/cluster\s+heartbeat\s+changed .*REFUSED: heartbeat links and timings are fixed when the agents start/);
     expect(dry?.stdout).toMatch(/dry run: this configuration would be refused/);
     expect(await refusal(apply("a", next))).toMatchObject({ code: "config-refused" });
+    const broken = text.replace("policy: manual", "policy: sometimes");
+    expect(await refusal(apply("a", broken))).toMatchObject({ code: "bad-config", message: expect.stringMatching(/jobs\[0\]\.policy: .*manual.*\(line \d+\)/) });
     expect((await config("a")).version).toBe(1);
   });
 
