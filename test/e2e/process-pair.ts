@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { copyFile, mkdtemp, readFile, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { clusterView } from "../../src/api/views.ts";
@@ -119,8 +119,25 @@ export async function startProcessPair(options: {
     },
     async close(): Promise<void> {
       for (const node of [...agents.keys()]) await pair.kill(node);
+      // An agent killed leaves its process resources running (each in a group of its own): end them.
+      for (const node of ["a", "b"] as const) {
+        for (const job of await readdir(join(dir, node, "jobs")).catch(() => [] as string[])) {
+          for (const file of (await readdir(join(dir, node, "jobs", job)).catch(() => [] as string[])).filter((f) => f.endsWith(".pid"))) {
+            const { pid } = JSON.parse(await readFile(join(dir, node, "jobs", job, file), "utf8").catch(() => "{}")) as { pid?: number };
+            if (pid) killGroup(pid);
+          }
+        }
+      }
       if (!process.env.DUET_KEEP) await rm(dir, { recursive: true, force: true });
     },
   };
   return pair;
+}
+
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    // already gone
+  }
 }
