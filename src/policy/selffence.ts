@@ -61,38 +61,32 @@ export function decideResume(state: ClusterState, job: JobView, now: number): De
 
 /**
  * A node whose own loop stalled past the suspicion time could not have fenced itself in time, so
- * the peer may have taken its jobs over meanwhile. If the stall lasted as long as the peer waits
- * before it may take over (peerReleasedAfterMs) and its policy takes over by itself, the peer has
- * probably done so: the job is brought out at once, before any question, so the address is not
- * on both nodes for the round trips of asking (a job the peer did not take comes back by
- * decideResume). Otherwise the node asks first (the agent records the answer as StallChecked), and
- * brings out a job the peer does not confirm is still this node's; a peer that did not answer in
- * time counts against a job only if the stall was long enough for the peer to have taken over.
+ * the peer may have taken its jobs over meanwhile. Before anything else it asks the peer (the
+ * agent records the answer as StallChecked); a job the peer does not confirm is still this node's
+ * is brought out at once. A peer that did not answer in time counts against a job only if the
+ * stall was long enough for the peer to have taken over (its own wait, peerReleasedAfterMs).
  */
 export function decideStallFence(state: ClusterState, job: JobView, _now: number): Decision | null {
   const { membership, self } = state;
   const stall = membership.stall;
-  if (job.active !== self || job.phase !== "in" || !stall) return null;
+  if (job.active !== self || job.phase !== "in" || !stall || stall.check === null) return null;
   if (stall.stalledMs < membership.settings.suspectMs) return null;
   if (job.lastDecision && job.lastDecision.seq > stall.seq) return null;
-  const takeoverPossibleAfterMs = peerReleasedAfterMs(membership.settings);
-  const longEnough = stall.stalledMs >= takeoverPossibleAfterMs;
-  const common = [input("stalled-ms", stall.stalledMs), check("stall-longer-than-suspicion", true, { stalledMs: stall.stalledMs, suspectMs: membership.settings.suspectMs })];
-  if (stall.check === null) {
-    if (!longEnough || job.policy === "manual") return null; // ask first
-    const reasons = [...common, check("peer-may-have-taken-over", true, { stalledMs: stall.stalledMs, takeoverPossibleAfterMs, policy: job.policy })];
-    return { kind: "self-fence", job: job.name, code: "stalled", reasons };
-  }
   const confirmed = stall.check.confirmedJobs.includes(job.name);
-  if (stall.check.answered ? confirmed : !longEnough) return null;
+  const takeoverPossibleAfterMs = peerReleasedAfterMs(membership.settings);
+  const fence = stall.check.answered ? !confirmed : stall.stalledMs >= takeoverPossibleAfterMs;
+  if (!fence) return null;
   return {
     kind: "self-fence",
     job: job.name,
     code: "stalled",
     reasons: [
-      ...common,
+      input("stalled-ms", stall.stalledMs),
+      check("stall-longer-than-suspicion", true, { stalledMs: stall.stalledMs, suspectMs: membership.settings.suspectMs }),
       check("peer-answered", stall.check.answered),
-      stall.check.answered ? check("peer-confirms-job-runs-here", false) : check("stall-shorter-than-peer-takeover-wait", false, { stalledMs: stall.stalledMs, takeoverPossibleAfterMs }),
+      stall.check.answered
+        ? check("peer-confirms-job-runs-here", false)
+        : check("stall-shorter-than-peer-takeover-wait", false, { stalledMs: stall.stalledMs, takeoverPossibleAfterMs }),
     ],
   };
 }

@@ -325,16 +325,6 @@ describe("after this node's own loop stalled", () => {
     expect(given(...running, stalled(wait + 100), checked(false, [])).on("a").decisions(0)).toMatchObject([{ kind: "self-fence", code: "stalled" }]);
   });
 
-  it("a stall as long as the peer's wait before a takeover: brought out at once, before asking, unless the policy is manual", () => {
-    const wait = peerReleasedAfterMs({ heartbeatIntervalMs: 500, suspectMs: 1000, deadtimeMs: 3000, pingTimeoutMs: 500, selfFenceGraceMs: 5000 });
-    const [d] = given(...running, stalled(wait)).on("a").decisions(0);
-    expect(d).toMatchObject({ kind: "self-fence", job: "web", code: "stalled" });
-    expect(d!.reasons).toContainEqual({ name: "peer-may-have-taken-over", ok: true, value: { stalledMs: wait, takeoverPossibleAfterMs: wait, policy: "unconditional" } });
-    const manual = [created("manual"), ...running.slice(1)];
-    expect(given(...manual, stalled(wait)).on("a").decisions(0)).toEqual([]);
-    expect(given(...running, stalled(wait - 1)).on("a").decisions(0)).toEqual([]);
-  });
-
   it("a stall shorter than the suspicion time is not one", () => {
     const { state, decisions } = given(...running, stalled(900)).on("a");
     expect(stallCheckNeeded(state)).toBe(false);
