@@ -19,12 +19,13 @@ export function jobDefinitionEvents(config: Config, state: ClusterState): DuetEv
       restartMax: job.restart.max,
       resources: job.resources.map((r) => ({ name: r.name, kind: kindOf(r) })),
       mirrors: job.mirrors.map((m) => m.path),
+      ...(job.switchoverLagMaxMs === undefined ? {} : { switchoverLagMaxMs: job.switchoverLagMaxMs }),
     };
     const known = state.jobs.get(job.name);
     const same =
       known !== undefined &&
-      JSON.stringify([known.nodes, known.policy, known.reverseWhenConsistent, known.restartMax, known.resources, known.mirrors]) ===
-        JSON.stringify([data.nodes, data.policy, data.reverseWhenConsistent, data.restartMax, data.resources, data.mirrors]);
+      JSON.stringify([known.nodes, known.policy, known.reverseWhenConsistent, known.restartMax, known.resources, known.mirrors, known.switchoverLagMaxMs ?? null]) ===
+        JSON.stringify([data.nodes, data.policy, data.reverseWhenConsistent, data.restartMax, data.resources, data.mirrors, data.switchoverLagMaxMs ?? null]);
     if (!same) events.push({ type: "JobCreated", data });
   }
   return events;

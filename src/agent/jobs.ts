@@ -1,7 +1,7 @@
 import type { DuetEvent } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { decisionSincePhase, type JobView } from "../projections/jobs.ts";
-import { decideSwitchover } from "../policy/switchover.ts";
+import { decideSwitchover, refusalText } from "../policy/switchover.ts";
 import type { BringInResult, JobRunner } from "../resources/runner.ts";
 import { ControlError } from "../api/ports.ts";
 import type { JobRequest, PeerRequest, PeerResponse } from "./peer-protocol.ts";
@@ -261,8 +261,7 @@ export function createJobControl(host: JobHost) {
       const gate = decideSwitchover(host.state(), name, target, host.now());
       if (!gate.allowed) {
         await host.record([{ type: "SwitchoverRefused", data: { job: name, to: target, by, reasons: gate.reasons } }]);
-        const failed = gate.reasons.filter((r) => r.ok === false).map((r) => r.name);
-        throw new ControlError("switchover-refused", 409, `switchover of ${name} to ${target} refused: ${failed.join(", ")}`, gate.reasons);
+        throw new ControlError("switchover-refused", 409, `switchover of ${name} to ${target} refused: ${refusalText(gate.reasons)}`, gate.reasons);
       }
       if (job.active === host.self) void serial(name, () => moveToPeer(name, by, "switchover"));
       else void askPeer({ kind: "switchover", job: name, to: target, by }).then((answer) => reportPeerFailure(name, answer));

@@ -51,6 +51,12 @@ export const jobSpec = z.strictObject({
    * never held back.
    */
   syncMaxMiBps: z.number().positive("expected MiB per second, more than 0").optional(),
+  /**
+   * A switchover stops the application, waits for the queue to drain, then starts the job on the
+   * peer: it is refused while the oldest write not yet acknowledged is older than this (how far
+   * behind the replica is, so about how long the drain takes). Absent: 5000 ms.
+   */
+  switchoverLagMaxMs: durationMs(100).optional(),
   snapshots: z
     .strictObject({
       intervalMs: durationMs(100).optional(),

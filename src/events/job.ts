@@ -25,6 +25,8 @@ export const jobEvents = {
       restartMax: z.number().int().nonnegative(),
       resources: z.array(z.strictObject({ name: resourceName, kind: resourceKind })),
       mirrors: z.array(z.string()),
+      /** The oldest unacknowledged write a switchover may find (absent: SWITCHOVER_LAG_MAX_MS). */
+      switchoverLagMaxMs: z.number().int().positive().optional(),
     }),
   },
   JobDeleted: { v: 1, data: z.strictObject({ job: jobId, by: user }) },

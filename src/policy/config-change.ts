@@ -111,6 +111,7 @@ function changedJob(old: JobSpec, job: JobSpec, where: { phase: string; active: 
   item("restart", old.restart, job.restart, "nothing: monitors count restarts against it from now on");
   item("snapshots", old.snapshots, job.snapshots, "nothing: the snapshot schedule starts again from it");
   item("syncMaxMiBps", old.syncMaxMiBps, job.syncMaxMiBps, "nothing: the next verification or resync is paced by it");
+  item("switchoverLagMaxMs", old.switchoverLagMaxMs, job.switchoverLagMaxMs, "nothing: the next switchover is gated by it");
   item("mirrors", old.mirrors.map((m) => m.path), job.mirrors.map((m) => m.path), "", "mirror paths cannot be changed online yet (the mirror is set up when the agents start): restart both agents one at a time");
   for (const r of job.resources) {
     const before = old.resources.find((o) => o.name === r.name);

@@ -40,19 +40,32 @@ export function decideSwitchover(state: ClusterState, jobName: string, to: strin
     reasons.push(
       check("data-link-green", colour === "green", colour),
       check("verification-done", view?.verification.state === "done", view?.verification.state ?? "none"),
-      queueCheck(view, now),
+      queueCheck(view, now, job.switchoverLagMaxMs ?? SWITCHOVER_LAG_MAX_MS),
     );
   }
   return gate(reasons);
 }
 
-/** Empty, or its oldest write younger than SWITCHOVER_LAG_MAX_MS (unknown age: not keeping up). */
-function queueCheck(view: ReplicationView | undefined, now: number): Reason {
+/** Empty, or its oldest write younger than MAXMS (unknown age: not keeping up). */
+function queueCheck(view: ReplicationView | undefined, now: number, maxMs: number): Reason {
   const batches = view?.queue.batches ?? 0;
   const oldest = oldestUnackedAt(view);
   const lagMs = oldest === null ? null : Math.max(0, now - oldest);
-  const ok = batches === 0 || (lagMs !== null && lagMs <= SWITCHOVER_LAG_MAX_MS);
-  return check("queue-keeping-up", ok, { batches, bytes: view?.queue.bytes ?? 0, oldestUnackedMs: lagMs, maxMs: SWITCHOVER_LAG_MAX_MS });
+  const ok = batches === 0 || (lagMs !== null && lagMs <= maxMs);
+  return check("queue-keeping-up", ok, { batches, bytes: view?.queue.bytes ?? 0, oldestUnackedMs: lagMs, maxMs });
+}
+
+/** The failed conditions of a refused switchover, the queue's with the estimate it was judged by. */
+export function refusalText(reasons: Reason[]): string {
+  return reasons
+    .filter((r) => r.ok === false)
+    .map((r) => {
+      if (r.name !== "queue-keeping-up") return r.name;
+      const q = r.value as { batches: number; bytes: number; oldestUnackedMs: number | null; maxMs: number };
+      const age = q.oldestUnackedMs === null ? "of unknown age" : `${q.oldestUnackedMs} ms old`;
+      return `queue-keeping-up (${q.batches} batches, ${q.bytes} bytes waiting, the oldest ${age}: the replica is that far behind, more than the ${q.maxMs} ms a switchover waits for it)`;
+    })
+    .join(", ");
 }
 
 function gate(reasons: Reason[]): SwitchoverGate {

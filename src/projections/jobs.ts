@@ -10,6 +10,7 @@ export interface JobView {
   policy: "manual" | "when-consistent" | "allow-difference" | "unconditional";
   reverseWhenConsistent: boolean;
   restartMax: number;
+  switchoverLagMaxMs?: number;
   resources: { name: string; kind: string }[];
   mirrors: string[];
   phase: JobPhase;
@@ -49,7 +50,7 @@ export function evolveJobs(jobs: JobsState, event: Recorded): JobsState {
   if (event.type === "JobCreated") {
     const d = event.data;
     const existing = jobs.get(d.job);
-    const definition = { name: d.job, nodes: d.nodes, policy: d.policy, reverseWhenConsistent: d.reverseWhenConsistent, restartMax: d.restartMax, resources: d.resources, mirrors: d.mirrors };
+    const definition = { name: d.job, nodes: d.nodes, policy: d.policy, reverseWhenConsistent: d.reverseWhenConsistent, restartMax: d.restartMax, resources: d.resources, mirrors: d.mirrors, ...(d.switchoverLagMaxMs === undefined ? {} : { switchoverLagMaxMs: d.switchoverLagMaxMs }) };
     const job: JobView = existing
       ? { ...existing, ...definition }
       : { ...definition, phase: "out", phaseSince: event.at, active: null, resourceStatus: new Map(), lastDecision: null, lastError: null, takeovers: 0, monitorFailures: 0, restarts: 0 };

@@ -5,7 +5,7 @@ import { projectCluster } from "../../src/projections/cluster.ts";
 import { peerReleasedAfterMs, verdictSinceLoss } from "../../src/projections/membership.ts";
 import { decide, tiebreakerNeeded } from "../../src/policy/decide.ts";
 import { stallCheckNeeded } from "../../src/policy/selffence.ts";
-import { decideSwitchover, SWITCHOVER_LAG_MAX_MS } from "../../src/policy/switchover.ts";
+import { decideSwitchover, refusalText, SWITCHOVER_LAG_MAX_MS } from "../../src/policy/switchover.ts";
 import { oldestUnackedAt } from "../../src/projections/replication.ts";
 import { recordedArb, stamp } from "../arbitraries.ts";
 
@@ -265,6 +265,16 @@ describe("switchover gating", () => {
     const gate = decideSwitchover(state, "web", "b", capturedAt + SWITCHOVER_LAG_MAX_MS + 1);
     expect(gate).toMatchObject({ allowed: false, code: "queue-keeping-up" });
     expect(gate.reasons).toContainEqual({ name: "queue-keeping-up", ok: false, value: { batches: 1, bytes: 4096, oldestUnackedMs: SWITCHOVER_LAG_MAX_MS + 1, maxMs: SWITCHOVER_LAG_MAX_MS } });
+    expect(refusalText(gate.reasons)).toBe(`queue-keeping-up (1 batches, 4096 bytes waiting, the oldest ${SWITCHOVER_LAG_MAX_MS + 1} ms old: the replica is that far behind, more than the ${SWITCHOVER_LAG_MAX_MS} ms a switchover waits for it)`);
+  });
+
+  it("the job's switchoverLagMaxMs replaces the default bound", () => {
+    const patient: DuetEvent = { type: "JobCreated", data: { ...(created().data as Extract<DuetEvent, { type: "JobCreated" }>["data"]), switchoverLagMaxMs: 20_000 } };
+    const events = [patient, started("a"), seenOnA, broughtIn("a"), verifiedOnA, captured];
+    const capturedAt = stamp(events, "a").at(-1)!.at;
+    const { state } = given(...events).on("a");
+    expect(decideSwitchover(state, "web", "b", capturedAt + 19_000)).toMatchObject({ allowed: true });
+    expect(decideSwitchover(state, "web", "b", capturedAt + 20_001)).toMatchObject({ allowed: false, code: "queue-keeping-up" });
   });
 
   it("property: a refusal names every failed condition, and only those", () => {
