@@ -35,6 +35,8 @@ type Parsed = { loaded: LoadedConfig; plan: ConfigPlan };
 export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
   let running = initial;
   let chain: Promise<unknown> = Promise.resolve();
+  /** An apply of ours under way: an offer from the peer meanwhile is refused, not queued behind it. */
+  let applying = false;
   /** One apply at a time: an offer from the peer waits for ours, and the other way round. */
   const serial = <T,>(work: () => Promise<T>): Promise<T> => {
     const next = chain.then(work, work);
@@ -103,8 +105,22 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
       if (force) return "not-reached";
       throw new ControlError("peer-unreachable", 409, `${host.peer} did not answer the offer (${(error as Error).message}); pass force to apply it here only`);
     }
-    if (!answer.ok) throw new ControlError(answer.code === "config-refused" || answer.code === "config-conflict" ? answer.code : "peer-refused", 409, `${host.peer} refused the configuration: ${answer.message}`);
+    const known = ["config-refused", "config-conflict", "config-busy", "bad-config"];
+    if (!answer.ok) throw new ControlError(known.includes(answer.code) ? answer.code : "peer-refused", 409, `${host.peer} refused the configuration: ${answer.message}`);
     return "applied";
+  }
+
+  async function applyNow(text: string, by: string, options: { dryRun: boolean; force: boolean }): Promise<ConfigApplied> {
+    const parsed = parse(text);
+    const peerVersion = host.state().membership.peerReport?.configVersion ?? 0;
+    const newVersion = Math.max(version(), peerVersion) + 1;
+    const result = (applied: boolean, peer: ConfigApplied["peer"]): ConfigApplied => ({ applied, version: applied ? newVersion : version(), hash: parsed.loaded.hash, plan: parsed.plan, peer });
+    if (!parsed.plan.allowed && !options.dryRun) throw new ControlError("config-refused", 409, refusedMessage(parsed.plan), { plan: parsed.plan });
+    if (options.dryRun) return { ...result(false, "not-asked"), version: newVersion };
+    if (parsed.loaded.hash === running.hash) return result(false, "unchanged");
+    const peer = await offer(text, newVersion, by, options.force);
+    await (await applyHere(parsed, text, newVersion, by)).done;
+    return result(true, peer);
   }
 
   return {
@@ -122,21 +138,19 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     /** `duet config apply`: the plan; applied on both nodes unless a dry run. */
     apply(text: string, by: string, options: { dryRun: boolean; force: boolean }): Promise<ConfigApplied> {
       return serial(async () => {
-        const parsed = parse(text);
-        const peerVersion = host.state().membership.peerReport?.configVersion ?? 0;
-        const newVersion = Math.max(version(), peerVersion) + 1;
-        const result = (applied: boolean, peer: ConfigApplied["peer"]): ConfigApplied => ({ applied, version: applied ? newVersion : version(), hash: parsed.loaded.hash, plan: parsed.plan, peer });
-        if (!parsed.plan.allowed && !options.dryRun) throw new ControlError("config-refused", 409, refusedMessage(parsed.plan), { plan: parsed.plan });
-        if (options.dryRun) return { ...result(false, "not-asked"), version: newVersion };
-        if (parsed.loaded.hash === running.hash) return result(false, "unchanged");
-        const peer = await offer(text, newVersion, by, options.force);
-        await (await applyHere(parsed, text, newVersion, by)).done;
-        return result(true, peer);
+        if (!options.dryRun) applying = true;
+        try {
+          return await applyNow(text, by, options);
+        } finally {
+          applying = false;
+        }
       });
     },
 
     /** The peer offers a configuration (it is applying it): plan it here too, and apply it or say why not. */
     onOffer(request: Extract<PeerRequest, { kind: "config-offer" }>): Promise<PeerResponse> {
+      // Both nodes applying at once would each wait for the other and then take the other's file.
+      if (applying) return Promise.resolve({ ok: false, code: "config-busy", message: `${host.self} is applying a configuration of its own; try again` });
       return serial(async () => {
         let parsed: Parsed;
         try {

@@ -107,24 +107,40 @@ describe("duet config apply on a running pair", () => {
     expect(await jobOn("a", "web")).toMatchObject({ phase: "in", active: "a" });
   });
 
+  it("both nodes applying different files at once: never each the other's; both end on one file", async () => {
+    const onA = text.replace("  - name: batch\n", "  - name: batch\n    policy: when-consistent\n");
+    const onB = text.replace("  - name: batch\n", "  - name: batch\n    policy: unconditional\n");
+    const outcomes = await Promise.all([apply("a", onA).catch((e: CliError) => e.code), apply("b", onB).catch((e: CliError) => e.code)]);
+    console.log(`two applies at once: ${outcomes.map((o, i) => `${"ab"[i]}: ${typeof o === "string" ? `refused (${o})` : `applied version ${o.version}`}`).join(", ")}`);
+    expect(outcomes.filter((o) => typeof o !== "string").length, JSON.stringify(outcomes)).toBeLessThanOrEqual(1);
+    for (const o of outcomes) if (typeof o === "string") expect(o).toBe("config-busy");
+    await pair.until("both on one file", 10_000, async () => (await config("a")).hash === (await config("b")).hash && (await config("a")).peerHash === (await config("a")).hash);
+    const now = await readFile(pair.configFile("a"), "utf8");
+    expect(await readFile(pair.configFile("b"), "utf8")).toBe(now);
+    expect([text, onA, onB]).toContain(now);
+    if (now !== text) expect(await apply("a", text)).toMatchObject({ applied: true });
+  });
+
   it("with the peer away it is refused, forced, then adopted when the peer is back", async () => {
+    const forced = (await config("a")).version + 1;
     await pair.stop("b");
     await pair.until("a sees b gone", 20_000, async () => (await pair.cluster("a")).peerStatus !== "connected");
     const next = text.replace("  - name: batch\n", "  - name: batch\n    restart: { max: 5, windowMs: 60000 }\n");
-    expect(await refusal(apply("a", next))).toMatchObject({ code: "peer-unreachable", message: expect.stringMatching(/b cannot be reached.*pass force.*adopts version 5/) });
-    expect(await apply("a", next, { force: true })).toMatchObject({ applied: true, version: 5, peer: "not-reached" });
+    expect(await refusal(apply("a", next))).toMatchObject({ code: "peer-unreachable", message: expect.stringMatching(new RegExp(`b cannot be reached.*pass force.*adopts version ${forced}`)) });
+    expect(await apply("a", next, { force: true })).toMatchObject({ applied: true, version: forced, peer: "not-reached" });
     expect(await readFile(pair.configFile("b"), "utf8")).toBe(text);
     pair.start("b");
-    await pair.until("b adopted version 5", 30_000, async () => (await config("b")).version === 5);
+    await pair.until(`b adopted version ${forced}`, 30_000, async () => (await config("b")).version === forced);
     expect(await readFile(pair.configFile("b"), "utf8")).toBe(next);
     const adopted = (await pair.events("b")).filter((e) => e.type === "ConfigChanged").at(-1);
-    expect(adopted?.data).toMatchObject({ node: "b", version: 5, by: "peer" });
-    await pair.until("a hears b's version 5", 20_000, async () => (await config("a")).peerVersion === 5);
+    expect(adopted?.data).toMatchObject({ node: "b", version: forced, by: "peer" });
+    await pair.until(`a hears b's version ${forced}`, 20_000, async () => (await config("a")).peerVersion === forced);
     text = next;
   });
 
   it("a deleted job leaves both files, and stays deleted when an agent restarts", async () => {
     const client = await pair.client("a");
+    const deleted = (await config("a")).version + 1;
     await client.delete("/v1/jobs/batch");
     for (const node of ["a", "b"] as const) {
       expect(await readFile(pair.configFile(node), "utf8")).not.toMatch(/name: batch/);
@@ -134,7 +150,7 @@ describe("duet config apply on a running pair", () => {
     pair.start("b");
     await pair.until("b back", 30_000, async () => (await pair.cluster("b")).peerStatus === "connected");
     expect(await jobOn("b", "batch")).toBeUndefined();
-    expect((await config("b")).version).toBe(6);
+    expect((await config("b")).version).toBe(deleted);
     expect(existsSync(`${pair.configFile("b")}.prev`)).toBe(true);
   });
 });
