@@ -99,6 +99,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const configs = createConfigControl(
       {
         self: me.name,
+        keptFile: join(dataDir, "config-in-force.yaml"),
         peer: peer.name,
         state,
         record,

@@ -1,4 +1,4 @@
-import { copyFile, open, rename } from "node:fs/promises";
+import { copyFile, open, readFile, rename } from "node:fs/promises";
 import { dirname } from "node:path";
 import { isMap, isSeq, parseDocument } from "yaml";
 import type { DuetEvent, Recorded } from "../events/catalogue.ts";
@@ -14,6 +14,8 @@ const OFFER_TIMEOUT_MS = 15_000;
 
 export interface ConfigHost {
   self: string;
+  /** Where the document in force is kept (mode 0600), so the next start can say what an edit changed. */
+  keptFile: string;
   peer: string;
   state(): ClusterState;
   record(events: DuetEvent[]): Promise<Recorded[]>;
@@ -57,21 +59,14 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     return { loaded, plan: planConfigChange(running.config, loaded.config, places()) };
   }
 
-  /** Written beside the old file (kept as FILE.prev), synced, renamed over it: never half a file. */
+  /** The config file replaced whole, the old one kept as FILE.prev. */
   async function writeFile(text: string): Promise<void> {
-    const file = running.file;
-    const temp = `${file}.new`;
-    const handle = await open(temp, "w", 0o600);
-    try {
-      await handle.writeFile(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await copyFile(file, `${file}.prev`).catch(() => undefined);
-    await rename(temp, file);
-    const dir = await open(dirname(file), "r");
-    await dir.sync().finally(() => dir.close());
+    await copyFile(running.file, `${running.file}.prev`).catch(() => undefined);
+    await writeFileAtomic(running.file, text);
+  }
+
+  async function keep(text: string): Promise<void> {
+    await writeFileAtomic(host.keptFile, text).catch((error: Error) => host.log(`keeping the configuration in force: ${error.message}`));
   }
 
   /**
@@ -82,6 +77,7 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     await writeFile(text);
     await host.record([{ type: "ConfigChanged", data: { node: host.self, version: newVersion, configHash: parsed.loaded.hash, previousHash: running.hash, by, changes: planLines(parsed.plan).slice(0, 500).map((l) => l.slice(0, 400)) } }]);
     running = parsed.loaded;
+    await keep(text);
     host.log(`configuration version ${newVersion} (hash ${parsed.loaded.hash}) in force, applied by ${by}`);
     const done = host.adopt(parsed.loaded.config, parsed.plan, by);
     chain = chain.then(() => done).catch((error: Error) => host.log(`configuration version ${newVersion}: ${error.message}`));
@@ -123,6 +119,19 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     return result(true, peer);
   }
 
+  /** What an edit made while the agent was stopped changed, from the document kept at the last change. */
+  async function editedLines(lastHash: string): Promise<string[]> {
+    const kept = await readFile(host.keptFile, "utf8").catch(() => null);
+    let before: LoadedConfig | null = null;
+    try {
+      before = kept === null ? null : parseConfig(kept, host.keptFile);
+    } catch {
+      // unreadable: said below
+    }
+    if (!before || before.hash !== lastHash) return ["the file was changed while the agent was stopped (the version before it was not kept)"];
+    return planLines(planConfigChange(before.config, running.config, places())).map((l) => l.slice(0, 400)).slice(0, 500);
+  }
+
   return {
     config: () => running.config,
     hash: () => running.hash,
@@ -131,8 +140,9 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     /** At the agent's start: a file that differs from the last journaled one was edited meanwhile, a new version. */
     async atStart(): Promise<void> {
       const last = host.state().membership.config;
-      if (last?.hash === running.hash) return;
-      await host.record([{ type: "ConfigChanged", data: { node: host.self, version: version() + 1, configHash: running.hash, previousHash: last?.hash ?? null, by: "file", changes: last ? ["the file was changed while the agent was stopped"] : [] } }]);
+      if (last?.hash === running.hash) return keep(running.text);
+      await host.record([{ type: "ConfigChanged", data: { node: host.self, version: version() + 1, configHash: running.hash, previousHash: last?.hash ?? null, by: "file", changes: last ? await editedLines(last.hash) : [] } }]);
+      await keep(running.text);
     },
 
     /** `duet config apply`: the plan; applied on both nodes unless a dry run. */
@@ -213,3 +223,18 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
 }
 
 export type ConfigControl = ReturnType<typeof createConfigControl>;
+
+/** Written beside FILE, synced, renamed over it, the directory synced: never half a file. */
+async function writeFileAtomic(file: string, text: string): Promise<void> {
+  const temp = `${file}.new`;
+  const handle = await open(temp, "w", 0o600);
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await rename(temp, file);
+  const dir = await open(dirname(file), "r");
+  await dir.sync().finally(() => dir.close());
+}

@@ -152,5 +152,20 @@ describe("duet config apply on a running pair", () => {
     expect(await jobOn("b", "batch")).toBeUndefined();
     expect((await config("b")).version).toBe(deleted);
     expect(existsSync(`${pair.configFile("b")}.prev`)).toBe(true);
+    text = await readFile(pair.configFile("a"), "utf8");
+  });
+
+  it("a file edited by hand while its agent was stopped: a new version naming what changed, which the peer adopts", async () => {
+    await pair.stop("b");
+    const edited = text.replace("policy: when-consistent", "policy: unconditional");
+    await writeFile(pair.configFile("b"), edited);
+    const before = (await config("a")).version;
+    pair.start("b");
+    await pair.until("b back", 30_000, async () => (await pair.cluster("b")).peerStatus === "connected");
+    const found = (await pair.events("b")).filter((e) => e.type === "ConfigChanged").at(-1);
+    expect(found?.data).toMatchObject({ version: before + 1, by: "file", changes: [expect.stringMatching(/^job web: policy changed \(when-consistent -> unconditional\): nothing/)] });
+    await pair.until("a adopted b's edit", 20_000, async () => (await config("a")).version === before + 1);
+    expect(await readFile(pair.configFile("a"), "utf8")).toBe(edited);
+    expect((await jobOn("a", "web"))?.policy).toBe("unconditional");
   });
 });
