@@ -39,7 +39,7 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
   let chain: Promise<unknown> = Promise.resolve();
   /** An apply of ours under way: an offer from the peer meanwhile is refused, not queued behind it. */
   let applying = false;
-  /** One apply at a time: an offer from the peer waits for ours, and the other way round. */
+  /** One change at a time: an apply, an offer, an adoption, and what each then does to the jobs. */
   const serial = <T,>(work: () => Promise<T>): Promise<T> => {
     const next = chain.then(work, work);
     chain = next.catch(() => undefined);
