@@ -357,6 +357,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       const before = config;
       config = next;
       const deleted = before.jobs.filter((j) => !next.jobs.some((n) => n.name === j.name));
+      // Planned while it was out; brought in since (the plan was made before the peer's answer): out first.
+      for (const job of deleted) if (state().jobs.get(job.name)?.active === me.name) await jobs.stopHere(job.name);
       await record([...jobDefinitionEvents(next, state()), ...deleted.filter((j) => state().jobs.has(j.name)).map((j): DuetEvent => ({ type: "JobDeleted", data: { job: j.name, by } }))]);
       for (const job of deleted) {
         await runners.get(job.name)?.close();
@@ -428,12 +430,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       switchover: (job, by, to) => jobs.switchover(job, by, to),
       // A job in the configuration is deleted from it, on both nodes, so a restart does not bring it back.
       deleteJob: async (job, by) => {
-        const without = configs.withoutJob(job);
-        if (without === null) return jobs.deleteJob(job, by);
-        jobs.checkDeletable(job);
         const from = journal.head() + 1;
-        await configs.apply(without, by, { dryRun: false, force: false });
-        return { seq: from };
+        return (await configs.deleteJob(job, by)) === null ? jobs.deleteJob(job, by) : { seq: from };
       },
       applyConfig: (text, by, options) => configs.apply(text, by, options),
       verify: (job, by) => mirrors.verify(job, by),

@@ -11,6 +11,8 @@ import type { PeerRequest, PeerResponse } from "./peer-protocol.ts";
 
 /** How long the peer has to plan, write and journal an offered configuration. */
 const OFFER_TIMEOUT_MS = 15_000;
+/** An offer that waited this close to the asker's timeout is refused rather than applied after it gave up. */
+const OFFER_MARGIN_MS = 2000;
 
 export interface ConfigHost {
   self: string;
@@ -45,8 +47,11 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     chain = next.catch(() => undefined);
     return next;
   };
-  const version = () => host.state().membership.config?.version ?? 0;
-  const places = () => new Map([...host.state().jobs.values()].map((j) => [j.name, { phase: j.phase, active: j.active }]));
+  // Set with `running`, after its ConfigChanged is journaled: a hello or config-get never pairs a
+  // new version with the old document.
+  let inForce = host.state().membership.config?.version ?? 0;
+  const version = () => inForce;
+  const places = () => new Map([...host.state().jobs.values()].map((j) => [j.name, { phase: j.phase, active: j.active, recovering: j.recovering === true }]));
 
   function parse(text: string): Parsed {
     let loaded: LoadedConfig;
@@ -77,6 +82,7 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     await writeFile(text);
     await host.record([{ type: "ConfigChanged", data: { node: host.self, version: newVersion, configHash: parsed.loaded.hash, previousHash: running.hash, by, changes: planLines(parsed.plan).slice(0, 500).map((l) => l.slice(0, 400)) } }]);
     running = parsed.loaded;
+    inForce = newVersion;
     await keep(text);
     host.log(`configuration version ${newVersion} (hash ${parsed.loaded.hash}) in force, applied by ${by}`);
     const done = host.adopt(parsed.loaded.config, parsed.plan, by);
@@ -106,6 +112,26 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     return "applied";
   }
 
+  async function applyingNow<T>(work: () => Promise<T>): Promise<T> {
+    applying = true;
+    try {
+      return await work();
+    } finally {
+      applying = false;
+    }
+  }
+
+  /** The running document without job NAME (comments and layout kept). */
+  function withoutJob(name: string): string | null {
+    const doc = parseDocument(running.text);
+    const jobs = doc.get("jobs");
+    if (!isSeq(jobs)) return null;
+    const index = jobs.items.findIndex((item) => isMap(item) && item.get("name") === name);
+    if (index < 0) return null;
+    jobs.items.splice(index, 1);
+    return doc.toString();
+  }
+
   async function applyNow(text: string, by: string, options: { dryRun: boolean; force: boolean }): Promise<ConfigApplied> {
     const parsed = parse(text);
     const peerVersion = host.state().membership.peerReport?.configVersion ?? 0;
@@ -113,7 +139,9 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     const result = (applied: boolean, peer: ConfigApplied["peer"]): ConfigApplied => ({ applied, version: applied ? newVersion : version(), hash: parsed.loaded.hash, plan: parsed.plan, peer });
     if (!parsed.plan.allowed && !options.dryRun) throw new ControlError("config-refused", 409, refusedMessage(parsed.plan), { plan: parsed.plan });
     if (options.dryRun) return { ...result(false, "not-asked"), version: newVersion };
-    if (parsed.loaded.hash === running.hash) return result(false, "unchanged");
+    // The same document again: nothing to do, unless the peer runs another (then it is offered).
+    const peerHash = host.state().membership.peerReport?.configHash;
+    if (parsed.loaded.hash === running.hash && (peerHash === undefined || peerHash === running.hash)) return result(false, "unchanged");
     const peer = await offer(text, newVersion, by, options.force);
     await (await applyHere(parsed, text, newVersion, by)).done;
     return result(true, peer);
@@ -141,19 +169,22 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     async atStart(): Promise<void> {
       const last = host.state().membership.config;
       if (last?.hash === running.hash) return keep(running.text);
-      await host.record([{ type: "ConfigChanged", data: { node: host.self, version: version() + 1, configHash: running.hash, previousHash: last?.hash ?? null, by: "file", changes: last ? await editedLines(last.hash) : [] } }]);
+      const edited = version() + 1;
+      await host.record([{ type: "ConfigChanged", data: { node: host.self, version: edited, configHash: running.hash, previousHash: last?.hash ?? null, by: "file", changes: last ? await editedLines(last.hash) : [] } }]);
+      inForce = edited;
       await keep(running.text);
     },
 
     /** `duet config apply`: the plan; applied on both nodes unless a dry run. */
     apply(text: string, by: string, options: { dryRun: boolean; force: boolean }): Promise<ConfigApplied> {
+      return serial(() => (options.dryRun ? applyNow(text, by, options) : applyingNow(() => applyNow(text, by, options))));
+    },
+
+    /** `duet job delete`: the document in force without JOB, applied like any other; null if it has no such job. */
+    deleteJob(job: string, by: string): Promise<ConfigApplied | null> {
       return serial(async () => {
-        if (!options.dryRun) applying = true;
-        try {
-          return await applyNow(text, by, options);
-        } finally {
-          applying = false;
-        }
+        const text = withoutJob(job);
+        return text === null ? null : applyingNow(() => applyNow(text, by, { dryRun: false, force: false }));
       });
     },
 
@@ -161,7 +192,11 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     onOffer(request: Extract<PeerRequest, { kind: "config-offer" }>): Promise<PeerResponse> {
       // Both nodes applying at once would each wait for the other and then take the other's file.
       if (applying) return Promise.resolve({ ok: false, code: "config-busy", message: `${host.self} is applying a configuration of its own; try again` });
+      const received = performance.now();
       return serial(async () => {
+        // Queued behind an earlier change that took long: the asker has given up and reported a failure.
+        const waitedMs = Math.round(performance.now() - received);
+        if (waitedMs > OFFER_TIMEOUT_MS - OFFER_MARGIN_MS) return { ok: false, code: "config-busy", message: `${host.self} was busy with an earlier change for ${waitedMs} ms; try again` };
         let parsed: Parsed;
         try {
           parsed = parse(request.text);
@@ -193,6 +228,7 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
         if (peerHash === running.hash) {
           // The same document under a newer number (its file was edited back, say): take the number.
           await host.record([{ type: "ConfigChanged", data: { node: host.self, version: peerVersion, configHash: running.hash, previousHash: running.hash, by: "peer", changes: [] } }]);
+          inForce = peerVersion;
           return null;
         }
         const answer = await host.request({ kind: "config-get" }, OFFER_TIMEOUT_MS);
@@ -209,16 +245,6 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
       });
     },
 
-    /** The running document without job NAME (comments and layout kept): what `duet job delete` applies. */
-    withoutJob(name: string): string | null {
-      const doc = parseDocument(running.text);
-      const jobs = doc.get("jobs");
-      if (!isSeq(jobs)) return null;
-      const index = jobs.items.findIndex((item) => isMap(item) && item.get("name") === name);
-      if (index < 0) return null;
-      jobs.items.splice(index, 1);
-      return doc.toString();
-    },
   };
 }
 

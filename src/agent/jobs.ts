@@ -189,12 +189,6 @@ export function createJobControl(host: JobHost) {
     return false;
   }
 
-  /** Refuses (ControlError) unless the job exists and runs nowhere. */
-  function checkDeletable(name: string): void {
-    const job = jobOrThrow(name);
-    if (job.phase !== "out") throw new ControlError("job-not-out", 409, `job ${name} is ${job.phase}; bring it out before deleting it`);
-  }
-
   return {
     /** WORK under the job's lock: after any start or stop of it under way, and before the next. */
     exclusive: <T,>(name: string, work: () => Promise<T>) => serial(name, work),
@@ -268,10 +262,9 @@ export function createJobControl(host: JobHost) {
       return { seq: requested!.seq };
     },
 
-    checkDeletable,
-
     async deleteJob(name: string, by: string): Promise<{ seq: number }> {
-      checkDeletable(name);
+      const job = jobOrThrow(name);
+      if (job.phase !== "out") throw new ControlError("job-not-out", 409, `job ${name} is ${job.phase}; bring it out before deleting it`);
       const [recorded] = await host.record([{ type: "JobDeleted", data: { job: name, by } }]);
       return { seq: recorded!.seq };
     },

@@ -119,6 +119,7 @@ function crossChecks(config: Config): ConfigIssue[] {
   if (config.nodes[0].address === config.nodes[1].address) issues.push({ path: "nodes[1].address", message: `both nodes have address ${config.nodes[1].address}; expected one address per node` });
   if (config.nodes[0].dataDir === config.nodes[1].dataDir && config.nodes.every((n) => n.address.startsWith("127.")))
     issues.push({ path: "nodes[1].dataDir", message: "two nodes on one machine need different dataDir values" });
+  const macs = new Map<string, string>();
   config.jobs.forEach((job, j) => {
     job.nodes.forEach((node, n) => {
       if (!nodeNames.includes(node)) issues.push({ path: `jobs[${j}].nodes[${n}]`, message: `expected one of the cluster's nodes (${nodeNames.join(", ")}), got "${node}"` });
@@ -130,6 +131,9 @@ function crossChecks(config: Config): ConfigIssue[] {
       if ("vip" in r) {
         if (vips.has(r.vip.address)) issues.push({ path: `jobs[${j}].resources[${i}].vip.address`, message: `address ${r.vip.address} appears twice in this job` });
         vips.add(r.vip.address);
+        const mac = r.vip.mac;
+        if (mac && macs.has(mac)) issues.push({ path: `jobs[${j}].resources[${i}].vip.mac`, message: `MAC ${mac} is also ${macs.get(mac)}; expected one fixed MAC per address` });
+        if (mac) macs.set(mac, `jobs[${j}].resources[${i}].vip.mac`);
       }
     });
     const paths = job.mirrors.map((m) => m.path.replace(/\/+$/, ""));

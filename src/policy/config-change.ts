@@ -27,7 +27,7 @@ export interface ConfigPlan {
 }
 
 /** Where each job stands, as this node's journal says. */
-export type JobPlaces = ReadonlyMap<string, { phase: string; active: string | null }>;
+export type JobPlaces = ReadonlyMap<string, { phase: string; active: string | null; recovering?: boolean }>;
 
 const RESTART_BOTH = "stop both agents, change it in both files, start them";
 
@@ -54,7 +54,10 @@ function clusterChanges(running: Config, next: Config): PlannedChange[] {
   const live = (item: string, from: unknown, to: unknown, effect: string) => {
     if (!same(from, to)) out.push({ scope: "cluster", item, change: from === undefined ? "added" : to === undefined ? "removed" : "changed", from: show(from), to: show(to), effect });
   };
-  live("tiebreaker.ping", running.tiebreaker.ping, next.tiebreaker.ping, "nothing: the next tiebreak and reachability check use it");
+  const [pingBefore, pingAfter] = [running.tiebreaker.ping, next.tiebreaker.ping];
+  const pingTiming = (p: typeof pingBefore) => ({ ping: p !== undefined, timeoutMs: p?.timeoutMs ?? null });
+  fixed("tiebreaker.ping (whether there is one, timeoutMs)", pingTiming(pingBefore), pingTiming(pingAfter), "the ping timeout sets when a node cut off fences itself and when the standby may take over, which both agents fixed at their start");
+  if (pingBefore && pingAfter) live("tiebreaker.ping", { targets: pingBefore.targets, mode: pingBefore.mode }, { targets: pingAfter.targets, mode: pingAfter.mode }, "nothing: the next tiebreak and reachability check use it");
   live("tiebreaker.fence", running.tiebreaker.fence, next.tiebreaker.fence, "nothing: the next fence uses it");
   live("metrics", running.metrics, next.metrics, "nothing: the next scrape is checked against it");
   live("log.level", running.log.level, next.log.level, "nothing: the agent logs at this level from now on");
@@ -93,10 +96,11 @@ function jobChanges(running: Config, next: Config, jobs: JobPlaces): PlannedChan
   return out;
 }
 
-function changedJob(old: JobSpec, job: JobSpec, where: { phase: string; active: string | null } | undefined): PlannedChange[] {
+function changedJob(old: JobSpec, job: JobSpec, where: { phase: string; active: string | null; recovering?: boolean } | undefined): PlannedChange[] {
   const scope = `job ${job.name}`;
   const out: PlannedChange[] = [];
-  const phase = where?.phase ?? "out";
+  // Recovering after an agent's restart, a job is in by the journal but not monitored: not settled.
+  const phase = where?.recovering ? "recovering" : (where?.phase ?? "out");
   const runsOn = phase === "in" ? where?.active ?? null : null;
   const item = (name: string, from: unknown, to: unknown, effect: string, refused?: string) => {
     if (same(from, to)) return;

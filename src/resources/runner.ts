@@ -247,7 +247,13 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
         for (const r of [...resources].reverse()) {
           if (next.includes(r)) continue;
           const error = await stopReported(r);
-          if (error !== null) failed.push({ resource: r.spec.name, error });
+          if (error === null) continue;
+          failed.push({ resource: r.spec.name, error });
+          // Still running: it stays in the job (stopped first at the next bring-out or fence), and a
+          // changed one is not started again beside itself.
+          const at = next.findIndex((n) => n.spec.name === r.spec.name);
+          if (at >= 0) next[at] = r;
+          else next.push(r);
         }
         for (const r of next) {
           if (resources.includes(r)) continue;

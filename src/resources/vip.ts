@@ -48,7 +48,6 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
   };
   return {
     async start({ signal } = {}) {
-      if (mac) await addMacvlan(ctx, spec, mac, dev);
       if (await present()) return;
       // Duplicate address detection. A peer that is fencing itself may still hold the address for a
       // moment, so ask again until the start timeout, or until the start is abandoned (the peer
@@ -56,14 +55,23 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
       const deadline = ctx.clock.monotonic() + spec.startTimeoutMs;
       for (;;) {
         throwIfAbandoned(spec.name, signal);
-        const dad = await detectDuplicate(ctx, dev, address, spec.startTimeoutMs);
+        // From the parent: with a fixed MAC, a probe from an interface of that MAC would not see
+        // the other node's, which answers from the same MAC.
+        const dad = await detectDuplicate(ctx, spec.vip.interface, address, spec.startTimeoutMs);
         throwIfAbandoned(spec.name, signal);
         if (!dad.answered) break;
         if (ctx.clock.monotonic() + DAD_RETRY_MS > deadline) throw new ResourceError(`${spec.name}: ${address} still answers on the network after ${spec.startTimeoutMs} ms (${dad.output}); refusing to start it here too`);
         // An abandoned start stops waiting at once (the delay rejects; the loop's check throws).
         await delay(DAD_RETRY_MS, undefined, { signal }).catch(() => undefined);
       }
-      await runOrThrow(ctx, spec.name, `ip addr add ${cidr} dev ${dev}`, ["ip", "addr", "add", cidr, "dev", dev], spec.startTimeoutMs);
+      try {
+        if (mac) await addMacvlan(ctx, spec, mac, dev);
+        await runOrThrow(ctx, spec.name, `ip addr add ${cidr} dev ${dev}`, ["ip", "addr", "add", cidr, "dev", dev], spec.startTimeoutMs);
+      } catch (error) {
+        // A failed start leaves no interface answering from the fixed MAC (the runner rolls back only what started).
+        if (mac) await removeMacvlan(ctx, spec, dev).catch(() => undefined);
+        throw error;
+      }
       // Gratuitous ARP in the background rather than delaying the application's start.
       if (arpCount > 0) void announce();
     },
@@ -98,8 +106,8 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
   };
 }
 
-/** The macvlan interface of a fixed MAC: named after it, so both nodes name it alike (at most 15 characters). */
-export const macvlanName = (mac: string) => `dv${mac.replaceAll(":", "").slice(4)}`;
+/** The macvlan interface of a fixed MAC: named after all of it, so both nodes name it alike (14 of 15 characters). */
+export const macvlanName = (mac: string) => `dv${mac.replaceAll(":", "")}`;
 
 async function addMacvlan(ctx: AgentContext, spec: VipSpec, mac: string, dev: string): Promise<void> {
   const parent = spec.vip.interface;

@@ -7,6 +7,7 @@ cluster: { name: shop, keyFile: /etc/duet/cluster.key }
 nodes:
   - { name: alpha, address: 10.0.0.1 }
   - { name: beta, address: 10.0.0.2 }
+tiebreaker: { ping: { targets: [10.0.0.254] } }
 jobs:
   - name: web
     policy: manual
@@ -45,7 +46,7 @@ describe("the plan of a configuration change, as a dry run prints it", () => {
     ["a snapshot schedule", edit("    mirrors: [{ path: /srv/web }]", "    mirrors: [{ path: /srv/web }]\n    snapshots: { intervalMs: 3600000 }"), "job web: snapshots changed", /snapshot schedule starts again/],
     ["a new job without mirrors", `${running}  - name: report\n    resources: []\n`, "job report: (job) added", /created, brought out/],
     ["a user added", `${running}users:\n  - { name: ops, role: monitor, passwordHash: "scrypt$16384$8$1$c2FsdHNhbHRzYWx0c2FsdA$${"A".repeat(86)}" }\n`, "cluster: users.ops added", /can log in at once/],
-    ["ping targets", `${running}tiebreaker: { ping: { targets: [10.0.0.254] } }\n`, "cluster: tiebreaker.ping added", /next tiebreak/],
+    ["ping targets", edit("targets: [10.0.0.254]", "targets: [10.0.0.253]"), "cluster: tiebreaker.ping changed", /next tiebreak/],
   ];
   for (const [what, next, line, effect] of table) {
     it(what, () => {
@@ -69,6 +70,8 @@ describe("the plan of a configuration change, as a dry run prints it", () => {
     const starting = plan(added("app"), new Map([["web", { phase: "bringing-in", active: "alpha" }]]));
     expect(starting.allowed).toBe(false);
     expect(starting.changes[0]?.refused).toBe("job web is bringing-in: apply once it is in or out");
+    const recovering = plan(added("app"), new Map([["web", { phase: "in", active: "alpha", recovering: true }]]));
+    expect(recovering.changes[0]?.refused).toBe("job web is recovering: apply once it is in or out");
     const reordered = plan(running.replace(/( {6}- name: ip\n.*\n)( {6}- name: app\n.*\n)/, "$2$1"));
     expect(reordered.changes[0]?.refused).toMatch(/changing the order of the resources of a job that is not out is not supported online \(web is in on alpha\)/);
   });
@@ -82,11 +85,13 @@ describe("the plan of a configuration change, as a dry run prints it", () => {
       ["removing a job that runs", running.replace(/ {2}- name: web[\s\S]*?(?= {2}- name: batch)/, ""), /job web is in on alpha: bring it out first/],
       ["a new mirror path", edit("[{ path: /srv/web }]", "[{ path: /srv/web }, { path: /srv/logs }]"), /mirror paths cannot be changed online yet/],
       ["the cluster key", edit("/etc/duet/cluster.key", "/etc/duet/other.key"), /keyed by the cluster's name and key/],
+      ["the ping timeout", edit("targets: [10.0.0.254] }", "targets: [10.0.0.254], timeoutMs: 2000 }"), /the ping timeout sets when a node cut off fences itself/],
+      ["no ping tiebreaker any more", edit("tiebreaker: { ping: { targets: [10.0.0.254] } }\n", ""), /the ping timeout sets when/],
     ];
     for (const [what, next, why] of refusals) {
       const p = plan(next);
       expect(p.allowed, what).toBe(false);
-      expect(p.changes.find((c) => c.refused)?.refused, what).toMatch(why);
+      expect(p.changes.filter((c) => c.refused).map((c) => c.refused).join("\n"), what).toMatch(why);
       expect(planLines(p).join("\n"), what).toMatch(/REFUSED: /);
     }
   });

@@ -101,6 +101,6 @@ describe("moving a running job's address, and a fixed MAC", () => {
     await kit.until("the client served by b", 15_000, async () => (await servedAt(vip2)) === "b");
     console.log(`host crash -> served by b through the pinned MAC: ${Date.now() - crashedAt} ms`);
     expect(await neighbour(vip2)).toContain(`lladdr ${mac} PERMANENT`);
-    expect((await net.exec("b", ["ip", "-o", "addr", "show"])).split("\n").find((l) => l.includes(`${vip2}/`))).toContain("dv5e200001");
+    expect((await net.exec("b", ["ip", "-o", "addr", "show"])).split("\n").find((l) => l.includes(`${vip2}/`))).toContain("dv02005e200001");
   }, 30_000);
 });

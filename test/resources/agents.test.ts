@@ -116,6 +116,9 @@ describe("vip, nic and ping in test namespaces", () => {
       return lines.filter((line) => line.startsWith("arping\0")).length;
     };
     await onA.start();
+    // `ip netns exec` becomes arping a moment after the start returns (longer on a loaded machine).
+    const under = Date.now() + 2000;
+    while ((await arpings()) === 0 && Date.now() < under) await new Promise((r) => setTimeout(r, 10));
     expect(await arpings(), "an announcement under way after the start").toBe(1);
     await onA.stop();
     const deadline = Date.now() + 2000;
