@@ -371,7 +371,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         else {
           runner.setRestart(job.restart);
           // Under the job's lock: a bring-in or bring-out under way finishes first.
-          if (old && JSON.stringify(old.resources) !== JSON.stringify(job.resources)) {
+          // The plan already compared them: redefine only a job it lists a resource change for.
+          if (old && plan.changes.some((c) => c.scope === `job ${job.name}` && c.item.startsWith("resources"))) {
             const done = await jobs.exclusive(job.name, () => runner.redefine(job.resources));
             for (const f of done.failed) log.warn({ job: job.name }, `configuration change: ${f.resource}: ${f.error}`);
           }
