@@ -166,6 +166,8 @@ describe("duet config apply on a running pair", () => {
     expect(found?.data).toMatchObject({ version: before + 1, by: "file", changes: [expect.stringMatching(/^job web: policy changed \(when-consistent -> unconditional\): nothing/)] });
     await pair.until("a adopted b's edit", 20_000, async () => (await config("a")).version === before + 1);
     expect(await readFile(pair.configFile("a"), "utf8")).toBe(edited);
+    // The version is journaled before the change comes into force (its JobCreated follows).
+    await pair.until("a's policy follows", 10_000, async () => (await jobOn("a", "web"))?.policy === "unconditional");
     expect((await jobOn("a", "web"))?.policy).toBe("unconditional");
   });
 });
