@@ -1,6 +1,7 @@
 // bench:heartbeat — false peer losses while both CPUs are saturated, for several interval/deadtime
 // settings: the evidence behind the 500 ms / 3000 ms default. Two heartbeat endpoints run in two
-// processes on loopback (127.0.0.1 and 127.0.0.2); busy loops take every core meanwhile.
+// processes on loopback (127.0.0.1 and 127.0.0.2), each in its heartbeat thread as the agent runs
+// it; busy loops take every core meanwhile.
 import { spawn, type ChildProcess } from "node:child_process";
 import { availableParallelism } from "node:os";
 import { createInterface } from "node:readline";
@@ -26,8 +27,8 @@ const endpoint = `
   const address = (n) => (n === "a" ? "127.0.0.1" : "127.0.0.2");
   const hb = await startHeartbeat({ self, peer, cluster: "bench", key: Buffer.alloc(32, 1), boot: self + process.pid,
     links: [{ id: "lan", local: { address: address(self), port: Number(port) }, peer: { address: address(peer), port: Number(port) } }],
-    intervalMs: Number(intervalMs), deadtimeMs: Number(deadtimeMs), transport: udpTransport, clock: systemClock, timers: systemTimers,
-    report: (events) => { for (const e of events) console.log(e.type); } });
+    intervalMs: Number(intervalMs), deadtimeMs: Number(deadtimeMs), suspectMs: Number(deadtimeMs) / 2, transport: udpTransport, clock: systemClock, timers: systemTimers,
+    thread: true, report: (events) => { for (const e of events) console.log(e.type); } });
   process.stdin.on("data", async () => { await hb.stop(); process.exit(0); });
 `;
 

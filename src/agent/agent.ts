@@ -50,6 +50,8 @@ export interface AgentWorld {
   transport: DatagramTransport;
   processes: ProcessRunner;
   reach: TcpReach;
+  /** Heartbeat sockets in a thread of their own (the system's UDP and clock): production only. */
+  heartbeatThread?: boolean;
 }
 
 export interface AgentOptions {
@@ -77,7 +79,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const { log } = options;
   // Replaced by a configuration change (adoptConfig): closures that read it at call time see the new one.
   let config = options.loaded.config;
-  const world = options.world ?? { clock: systemClock, timers: systemTimers, transport: udpTransport, processes: systemProcesses, reach: systemReach };
+  const world = options.world ?? { clock: systemClock, timers: systemTimers, transport: udpTransport, processes: systemProcesses, reach: systemReach, heartbeatThread: true };
   const me = selfNode(config, options.node);
   const peer = peerOf(config, me.name);
   const dataDir = me.dataDir;
@@ -240,6 +242,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       transport: world.transport,
       clock: world.clock,
       timers: world.timers,
+      thread: world.heartbeatThread,
       report: (events) => {
         // A peer heard again on a UDP link is up: its channel need not wait for the next retry.
         if (events.some((e) => e.type === "PeerSeen" || (e.type === "LinkUp" && e.data.kind === "udp"))) channel.redial();

@@ -1,8 +1,15 @@
+import { extname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
 import type { DuetEvent } from "../events/catalogue.ts";
 import { lateTickGuard, type Clock, type Timers } from "../world/clock.ts";
-import type { DatagramSocket, DatagramTransport } from "../world/transport.ts";
+import type { DatagramTransport } from "../world/transport.ts";
+import { SLOT, sharedBytes, type ThreadMessage } from "./beat-shared.ts";
+import { openWire, type HeartbeatLink, type WireOptions, type WireSink } from "./beat-wire.ts";
 import { createDetector } from "./detector.ts";
-import { createFrameCodec, type FrameRejection } from "./frame.ts";
+import type { FrameRejection } from "./frame.ts";
+
+export type { HeartbeatLink } from "./beat-wire.ts";
 
 /** Rejected frames are journaled at most once per link and reason in this window, with a count. */
 export const REJECTION_REPORT_INTERVAL_MS = 10_000;
@@ -13,11 +20,18 @@ export const REJECTION_REPORT_INTERVAL_MS = 10_000;
 export const UNCONFIRMED_REPORTED_FROM = 5;
 export const TCP_LINK = "tcp";
 export const DETECTOR_TICK_MS = 100;
+/** How long the heartbeat thread waits for its first sockets, or to close them, before giving up. */
+const THREAD_START_TIMEOUT_MS = 10_000;
 
-export interface HeartbeatLink {
-  id: string;
-  local: { address: string; port: number };
-  peer: { address: string; port: number };
+/**
+ * How long the heartbeat thread goes on sending after the agent's loop last renewed its lease:
+ * the suspicion time less an interval, and at least two intervals so that renewals every tick keep
+ * it alive. It bounds how long a hung loop still looks alive to the peer; it is not what keeps a
+ * takeover safe: a loop that stalls past suspectMs asks the peer on waking before it acts, and the
+ * peer takes over only after the lease and then a deadtime of silence.
+ */
+export function beatLeaseMs(intervalMs: number, suspectMs: number, deadtimeMs: number): number {
+  return Math.max(2 * intervalMs, Math.min(suspectMs, deadtimeMs) - intervalMs);
 }
 
 export interface HeartbeatOptions {
@@ -34,6 +48,12 @@ export interface HeartbeatOptions {
   clock: Clock;
   timers: Timers;
   report: (events: DuetEvent[]) => void;
+  /**
+   * Sockets and frames in a worker thread of their own, on the system's clock and UDP (the
+   * transport above is then unused): frames keep their timing while this loop is busy (API load,
+   * GC), up to the lease it renews at every detector tick. The simulator keeps them in its world.
+   */
+  thread?: boolean;
 }
 
 /**
@@ -43,7 +63,6 @@ export interface HeartbeatOptions {
  */
 export async function startHeartbeat(options: HeartbeatOptions) {
   const { clock, timers, report } = options;
-  const codec = createFrameCodec({ cluster: options.cluster, self: options.self, peer: options.peer, key: options.key, boot: options.boot });
   const detector = createDetector({
     self: options.self,
     peer: options.peer,
@@ -52,7 +71,7 @@ export async function startHeartbeat(options: HeartbeatOptions) {
     startedAt: clock.monotonic(),
     links: [...options.links.map((l) => ({ id: l.id, kind: "udp" as const })), { id: TCP_LINK, kind: "tcp" as const }],
   });
-  const stats = { sent: 0, received: 0, rejected: {} as Partial<Record<FrameRejection, number>> };
+  const stats = { rejected: {} as Partial<Record<FrameRejection, number>> };
   const pending = new Map<string, { link: string; reason: FrameRejection; count: number; sinceAt: number; reportedAt: number }>();
   // The detector runs on monotonic time (immune to clock steps); journaled times are wall-clock.
   const wallOf = (monotonic: number) => Math.round(clock.now() - (clock.monotonic() - monotonic));
@@ -72,25 +91,8 @@ export async function startHeartbeat(options: HeartbeatOptions) {
     });
   const emit = (events: DuetEvent[]) => events.length > 0 && report(toWall(events));
 
-  const sockets: { link: HeartbeatLink; socket: DatagramSocket }[] = [];
-  try {
-    for (const link of options.links) {
-      const socket = await options.transport.bind(link.local.address, link.local.port);
-      socket.onMessage((bytes) => {
-        const opened = codec.open(bytes, link.id);
-        if (opened.ok) {
-          stats.received += 1;
-          emit(detector.heard(link.id, clock.monotonic()));
-        } else reject(link.id, opened.reason);
-      });
-      sockets.push({ link, socket });
-    }
-  } catch (error) {
-    for (const { socket } of sockets) socket.close();
-    throw error;
-  }
-
-  function reject(link: string, reason: FrameRejection): void {
+  function reject(index: number, reason: FrameRejection): void {
+    const link = options.links[index]!.id;
     stats.rejected[reason] = (stats.rejected[reason] ?? 0) + 1;
     const key = `${link}\u0000${reason}`;
     const entry = pending.get(key) ?? { link, reason, count: 0, sinceAt: clock.now(), reportedAt: 0 };
@@ -116,40 +118,130 @@ export async function startHeartbeat(options: HeartbeatOptions) {
     if (events.length > 0) report(events);
   }
 
-  const beat = () => {
-    const now = clock.now();
-    for (const { link, socket } of sockets) {
-      try {
-        socket.send(codec.seal(link.id, now), link.peer.address, link.peer.port);
-        stats.sent += 1;
-      } catch {
-        // an unreachable peer is what the detector is for
-      }
-    }
-    flushRejections(false);
+  const sink: WireSink = {
+    heard: (index, at) => emit(detector.heard(options.links[index]!.id, at)),
+    rejected: reject,
   };
-  const timer = timers.every(options.intervalMs, beat);
+  const leaseMs = beatLeaseMs(options.intervalMs, options.suspectMs, options.deadtimeMs);
+  let failedOnce = false;
+  const failed = (message: string) =>
+    !failedOnce &&
+    (failedOnce = true) &&
+    report([{ type: "AlertRaised", data: { node: options.self, code: "heartbeat-thread", message: `the heartbeat thread stopped: ${message}; no frames go out` } }]);
+  const wire = options.thread ? await startThreadWire(wireOptions(options), sink, leaseMs, failed) : await startLocalWire(options, sink);
+
   // The detector looks more often than frames go out: a loss is seen within 100 ms of the deadtime,
   // not up to a whole interval later (that interval would add to every takeover).
   // A tick late by this process's own stall is skipped: the frames that waited behind the stall
   // are read first, so this node never calls the peer silent for its own pause.
   const tickMs = Math.min(DETECTOR_TICK_MS, options.intervalMs);
   const late = lateTickGuard(clock, tickMs);
-  const tick = timers.every(tickMs, () => late() === null && emit(detector.tick(clock.monotonic())));
-  beat();
+  const tick = timers.every(tickMs, () => {
+    wire.renew(clock.monotonic() + leaseMs);
+    wire.fold();
+    if (late() === null) emit(detector.tick(clock.monotonic()));
+    flushRejections(false);
+  });
 
   return {
     heardTcp(_at: number): void {
       emit(detector.heard(TCP_LINK, clock.monotonic()));
     },
-    state: () => detector.state(),
-    stats: () => ({ ...stats, rejected: { ...stats.rejected } }),
+    state: () => {
+      wire.fold();
+      return detector.state();
+    },
+    stats: () => ({ ...wire.counts(), rejected: { ...stats.rejected } }),
     async stop(): Promise<void> {
-      timer.cancel();
       tick.cancel();
       flushRejections(true);
-      for (const { socket } of sockets) socket.close();
+      await wire.close();
     },
   };
 }
 export type Heartbeat = Awaited<ReturnType<typeof startHeartbeat>>;
+
+const wireOptions = (o: HeartbeatOptions): WireOptions => ({ self: o.self, peer: o.peer, cluster: o.cluster, key: o.key, boot: o.boot, links: o.links, intervalMs: o.intervalMs });
+
+/** The links on this loop, in this world: what the simulator runs. */
+async function startLocalWire(options: HeartbeatOptions, sink: WireSink) {
+  const counts = { sent: 0, received: 0 };
+  const counting: WireSink = {
+    heard(index, at) {
+      counts.received += 1;
+      sink.heard(index, at);
+    },
+    rejected: sink.rejected,
+  };
+  const wire = await openWire(wireOptions(options), options, counting, () => true, () => (counts.sent += 1));
+  return { renew: (_until: number) => undefined, fold: () => undefined, counts: () => ({ ...counts }), close: async () => wire.close() };
+}
+
+/**
+ * The links in a worker thread (beat-thread.ts). Each good frame's time lands in shared memory and
+ * a message pokes this loop; fold() reads the shared times first, so a tick after a busy spell
+ * judges by when frames really arrived, not by when their messages got through.
+ */
+async function startThreadWire(options: WireOptions, sink: WireSink, leaseMs: number, failed: (message: string) => void) {
+  const shared = new SharedArrayBuffer(sharedBytes(options.links.length));
+  const slots = new BigInt64Array(shared);
+  const micros = (ms: number) => BigInt(Math.round(ms * 1000));
+  const folded = options.links.map(() => 0n);
+  // The thread reads this loop's performance.now() as its own hrtime less this origin.
+  const originMs = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+  Atomics.store(slots, SLOT.leaseUntil, micros(performance.now() + leaseMs));
+  const worker = threadWorker({ options, shared, originMs });
+  const fold = () => {
+    for (const [index] of options.links.entries()) {
+      const at = Atomics.load(slots, SLOT.heardAt + index);
+      if (at <= folded[index]!) continue;
+      folded[index] = at;
+      sink.heard(index, Number(at) / 1000);
+    }
+  };
+  let closed: () => void = () => undefined;
+  await new Promise<void>((resolve, reject) => {
+    const timeout = setTimeout(() => reject(new Error("the heartbeat thread did not start")), THREAD_START_TIMEOUT_MS);
+    worker.on("message", (message: ThreadMessage) => {
+      if (message.kind === "ready") resolve();
+      if (message.kind === "failed") reject(new Error(message.message));
+      if (message.kind === "heard") fold();
+      if (message.kind === "rejected") sink.rejected(message.index, message.reason);
+      if (message.kind === "closed") closed();
+      if (message.kind !== "heard" && message.kind !== "rejected") clearTimeout(timeout);
+    });
+    worker.once("error", (error) => reject(error));
+  }).catch(async (error: Error) => {
+    await worker.terminate();
+    throw error;
+  });
+  let stopping = false;
+  worker.on("error", (error) => failed(error.message));
+  worker.on("exit", (code) => stopping || failed(`exit code ${code}`));
+  return {
+    renew: (until: number) => Atomics.store(slots, SLOT.leaseUntil, micros(until)),
+    fold,
+    counts: () => ({ sent: Number(Atomics.load(slots, SLOT.sent)), received: Number(Atomics.load(slots, SLOT.received)) }),
+    async close(): Promise<void> {
+      stopping = true;
+      const done = new Promise<void>((resolve) => {
+        closed = resolve;
+        worker.once("exit", () => resolve());
+        setTimeout(resolve, THREAD_START_TIMEOUT_MS).unref();
+      });
+      worker.postMessage({ kind: "stop" });
+      await done;
+      await worker.terminate();
+    },
+  };
+}
+
+/**
+ * beat-thread.ts beside this file. Compiled, it runs as it is; from TypeScript sources (tests,
+ * benches) the thread registers tsx first: Node 20 does not pass the loader on to threads.
+ */
+function threadWorker(workerData: unknown): Worker {
+  const entry = new URL(`./beat-thread${extname(fileURLToPath(import.meta.url))}`, import.meta.url);
+  if (!entry.pathname.endsWith(".ts")) return new Worker(entry, { workerData });
+  return new Worker(`import("tsx/esm/api").then(({ register }) => { register(); return import(${JSON.stringify(entry.href)}); })`, { eval: true, workerData });
+}
