@@ -44,6 +44,14 @@ export const STALL_WATCH_MS = 100;
 export const STALL_CHECK_TIMEOUT_MS = 400;
 const STALL_CHECK_POLL_MS = 10;
 
+/** A stall check's answer for one job, and how it came. */
+interface StallAnswer {
+  job: string;
+  where: { active: string | null; phase: string } | null;
+  error: string | null;
+  how: string;
+}
+
 export interface AgentWorld {
   clock: Clock;
   timers: Timers;
@@ -117,9 +125,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // The loop's own stalls, measured first among this agent's timers: a stall past the suspicion
     // time is journaled before anything else, and the reactor asks the peer before it acts again.
     const stalled = lateTickGuard(world.clock, STALL_WATCH_MS);
+    /** When (monotonic) the last stall past the suspicion time began. */
+    let stallBeganAt = -Infinity;
     const watchdog = world.timers.every(STALL_WATCH_MS, () => {
       const gapMs = stalled();
       if (gapMs === null || gapMs < config.heartbeat.suspectMs) return;
+      stallBeganAt = world.clock.monotonic() - gapMs;
       log.warn(`this agent's loop stalled for ${Math.round(gapMs)} ms; asking ${peer.name} whether it still sees this node's jobs here`);
       void record([{ type: "LoopStalled", data: { node: me.name, stalledMs: Math.round(gapMs), sinceAt: Math.round(world.clock.now() - gapMs) } }]).then(() => reactor.poke());
     });
@@ -243,6 +254,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       clock: world.clock,
       timers: world.timers,
       thread: world.heartbeatThread,
+      holds: () => [...state().jobs.values()].filter((j) => j.active === me.name && (j.phase === "in" || j.phase === "bringing-in")).map((j) => j.name),
       report: (events) => {
         // A peer heard again on a UDP link is up: its channel need not wait for the next retry.
         if (events.some((e) => e.type === "PeerSeen" || (e.type === "LinkUp" && e.data.kind === "udp"))) channel.redial();
@@ -257,30 +269,44 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     /** After a stall: for each job running here, does the peer still see it here, and not run it? */
     async function checkAfterStall(): Promise<DuetEvent> {
       const mine = [...state().jobs.values()].filter((j) => j.active === me.name && j.phase === "in").map((j) => j.name);
-      // The peer may have dropped the connection while this agent was stalled (the first request may
+      // The peer's frames that waited behind the stall say at once which jobs it took over; a
+      // frame says nothing of the others (its list may be short), so those are asked over the
+      // channel. The peer may have dropped it while this agent was stalled (the first request may
       // find it gone): ask again over the new one, which the dialer opens at once, until the deadline.
       const deadline = world.clock.monotonic() + STALL_CHECK_TIMEOUT_MS;
-      const ask = async (job: string) => {
+      const takenOver = (job: string) => {
+        const claims = heartbeat?.peerHolds();
+        return !!claims && claims.at >= stallBeganAt && claims.jobs.includes(job);
+      };
+      const ask = async (job: string): Promise<StallAnswer> => {
         let error = "no answer";
         while (world.clock.monotonic() < deadline) {
+          if (takenOver(job)) return { job, where: { active: peer.name, phase: "held" }, error: null, how: "its heartbeat frames" };
           if (!channel.connected()) {
             await new Promise<void>((r) => world.timers.after(STALL_CHECK_POLL_MS, r));
             continue;
           }
           try {
-            const answer = await peerPort.request({ kind: "job-where", job }, Math.max(1, deadline - world.clock.monotonic()));
-            return { job, where: answer.ok ? (answer.where ?? null) : null, error: answer.ok ? null : answer.message };
+            const answer = await Promise.race([peerPort.request({ kind: "job-where", job }, Math.max(1, deadline - world.clock.monotonic())), framesSay(job)]);
+            if (answer === "taken-over") continue;
+            return { job, where: answer.ok ? (answer.where ?? null) : null, error: answer.ok ? null : answer.message, how: "the peer channel" };
           } catch (e) {
             error = (e as Error).message;
             await new Promise<void>((r) => world.timers.after(STALL_CHECK_POLL_MS, r));
           }
         }
-        return { job, where: null, error };
+        return { job, where: null, error, how: "the peer channel" };
       };
+      /** Resolves once the frames say the peer holds JOB: a request under way need not be awaited. */
+      const framesSay = (job: string) =>
+        new Promise<"taken-over">((resolve) => {
+          const poll = () => (takenOver(job) ? resolve("taken-over") : world.clock.monotonic() < deadline && world.timers.after(STALL_CHECK_POLL_MS, poll));
+          poll();
+        });
       const answers = await Promise.all(mine.map(ask));
       const answered = answers.every((a) => a.where !== null);
       const confirmedJobs = answers.filter((a) => a.where?.active === me.name).map((a) => a.job);
-      const detail = answers.map((a) => (a.where ? `${a.job}: ${peer.name} sees it ${a.where.phase} on ${a.where.active ?? "no node"}` : `${a.job}: ${a.error}`)).join("; ");
+      const detail = answers.map((a) => (a.where ? `${a.job}: ${peer.name} sees it ${a.where.phase} on ${a.where.active ?? "no node"} (${a.how})` : `${a.job}: ${a.error}`)).join("; ");
       return { type: "StallChecked", data: { node: me.name, answered, confirmedJobs, detail: detail.slice(0, 1024) } };
     }
 

@@ -9,9 +9,13 @@ import type { FrameRejection } from "./frame.ts";
 export const SLOT = { leaseUntil: 0, sent: 1, received: 2, heardAt: 3 } as const;
 export const sharedBytes = (links: number) => (SLOT.heardAt + links) * BigInt64Array.BYTES_PER_ELEMENT;
 
+/** From the agent to its heartbeat thread. */
+export type AgentMessage = { kind: "holds"; jobs: string[] } | { kind: "stop" };
+
+/** From the heartbeat thread to the agent. */
 export type ThreadMessage =
   | { kind: "ready" }
   | { kind: "failed"; message: string }
-  | { kind: "heard" }
+  | { kind: "heard"; at: number; holds: string[] | null }
   | { kind: "rejected"; index: number; reason: FrameRejection }
   | { kind: "closed" };

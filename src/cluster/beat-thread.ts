@@ -4,7 +4,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import { systemTimers, type Clock } from "../world/clock.ts";
 import { udpTransport } from "../world/transport.ts";
 import { openWire, type WireOptions } from "./beat-wire.ts";
-import { SLOT, type ThreadMessage } from "./beat-shared.ts";
+import { SLOT, type AgentMessage, type ThreadMessage } from "./beat-shared.ts";
 
 const { options, shared, originMs } = workerData as { options: WireOptions; shared: SharedArrayBuffer; originMs: number };
 const slots = new BigInt64Array(shared);
@@ -19,18 +19,18 @@ try {
     { ...options, key: Buffer.from(options.key) },
     { transport: udpTransport, clock, timers: systemTimers },
     {
-      heard(index, at) {
+      heard(index, at, holds) {
         Atomics.store(slots, SLOT.heardAt + index, micros(at));
         Atomics.add(slots, SLOT.received, 1n);
-        post({ kind: "heard" });
+        post({ kind: "heard", at, holds });
       },
       rejected: (index, reason) => post({ kind: "rejected", index, reason }),
     },
     () => micros(clock.monotonic()) <= Atomics.load(slots, SLOT.leaseUntil),
     () => Atomics.add(slots, SLOT.sent, 1n),
   );
-  parentPort!.on("message", (message: { kind: "stop" }) => {
-    if (message.kind !== "stop") return;
+  parentPort!.on("message", (message: AgentMessage) => {
+    if (message.kind === "holds") return wire.setHolds(message.jobs);
     wire.close();
     post({ kind: "closed" });
     parentPort!.close();

@@ -20,26 +20,29 @@ export interface WireOptions {
 }
 
 export interface WireSink {
-  /** An authentic, fresh frame on link INDEX, read at monotonic AT. */
-  heard(index: number, at: number): void;
+  /** An authentic, fresh frame on link INDEX, read at monotonic AT, with the jobs it says the peer holds. */
+  heard(index: number, at: number, holds: string[] | null): void;
   rejected(index: number, reason: FrameRejection): void;
 }
 
 /**
  * The heartbeat links' sockets: a sealed frame on every link each interval while `mayBeat()` says
  * the agent is still in charge (its lease), and every frame read, opened and handed to the sink.
+ * Frames say which jobs this node holds: a node waking from a stall learns from the frames that
+ * waited for it whether the peer took its jobs over, before any connection is made again.
  * The same code runs in the agent's thread (the simulator's world) and in a thread of its own.
  */
 export async function openWire(options: WireOptions, world: { transport: DatagramTransport; clock: Clock; timers: Timers }, sink: WireSink, mayBeat: () => boolean, onSent: () => void) {
   const { clock } = world;
   const codec = createFrameCodec(options);
   const sockets: DatagramSocket[] = [];
+  let holds: readonly string[] = [];
   try {
     for (const [index, link] of options.links.entries()) {
       const socket = await world.transport.bind(link.local.address, link.local.port);
       socket.onMessage((bytes) => {
         const opened = codec.open(bytes, link.id);
-        if (opened.ok) sink.heard(index, clock.monotonic());
+        if (opened.ok) sink.heard(index, clock.monotonic(), opened.holds);
         else sink.rejected(index, opened.reason);
       });
       sockets.push(socket);
@@ -54,7 +57,7 @@ export async function openWire(options: WireOptions, world: { transport: Datagra
     const now = clock.now();
     for (const [index, link] of options.links.entries()) {
       try {
-        sockets[index]!.send(codec.seal(link.id, now), link.peer.address, link.peer.port);
+        sockets[index]!.send(codec.seal(link.id, now, holds), link.peer.address, link.peer.port);
         onSent();
       } catch {
         // an unreachable peer is what the detector is for
@@ -64,6 +67,10 @@ export async function openWire(options: WireOptions, world: { transport: Datagra
   const timer = world.timers.every(options.intervalMs, beat);
   beat();
   return {
+    /** The jobs this node holds, said in every frame from now on. */
+    setHolds(jobs: readonly string[]): void {
+      holds = jobs;
+    },
     close(): void {
       timer.cancel();
       for (const socket of sockets) socket.close();

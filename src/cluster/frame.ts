@@ -4,19 +4,28 @@ import { Packr } from "msgpackr";
 /** Heartbeat frames are tiny; anything bigger is refused before decoding. */
 export const FRAME_MAX_BYTES = 512;
 const TAG_BYTES = 32;
-/** v2 adds the echo of the receiver's boot; v1 frames (an agent not yet upgraded) are still read. */
-const FRAME_VERSION = 2;
+/**
+ * v2 added the echo of the receiver's boot, v3 the jobs the sender holds; v1 and v2 frames (an
+ * agent not yet upgraded) are still read, and say nothing of jobs.
+ */
+const FRAME_VERSION = 3;
+/** Job names carried in a frame, as many as fit well inside FRAME_MAX_BYTES (the rest are left out). */
+const HOLDS_MAX_BYTES = 256;
 /** Superseded boots of the peer remembered per link, so their captured frames stay refused. */
 export const OLD_BOOTS_KEPT = 16;
 
 export type FrameRejection = "bad-mac" | "replayed" | "malformed" | "oversized" | "unknown-peer" | "unconfirmed";
-export type OpenedFrame = { ok: true; from: string; sentAt: number } | { ok: false; reason: FrameRejection };
+/**
+ * `holds`: jobs the sender ran or was bringing in when it sent the frame (null from v1 and v2). The
+ * list may be cut short to fit the frame: a name in it is a claim, a name missing proves nothing.
+ */
+export type OpenedFrame = { ok: true; from: string; sentAt: number; holds: string[] | null } | { ok: false; reason: FrameRejection };
 
 const packr = new Packr({ useRecords: false });
 
 /**
- * Authenticated heartbeat frames: msgpackr [version, cluster, from, link, boot, seq, sentAt, echo]
- * then an HMAC-SHA256 tag over those bytes with the cluster key. A frame is accepted once: within
+ * Authenticated heartbeat frames: msgpackr [version, cluster, from, link, boot, seq, sentAt, echo,
+ * holds] then an HMAC-SHA256 tag over those bytes with the cluster key. A frame is accepted once: within
  * one boot of the sender its seq must grow; a new boot must send a frame newer (by the sender's
  * clock) than the last accepted, and frames of a superseded boot are refused for good.
  *
@@ -35,9 +44,9 @@ export function createFrameCodec(options: { cluster: string; self: string; peer:
   const tag = (bytes: Uint8Array) => createHmac("sha256", options.key).update(bytes).digest();
 
   return {
-    seal(link: string, sentAt: number): Buffer {
+    seal(link: string, sentAt: number, holds: readonly string[] = []): Buffer {
       seq += 1;
-      const body = packr.pack([FRAME_VERSION, options.cluster, options.self, link, options.boot, seq, sentAt, peerBoot]);
+      const body = packr.pack([FRAME_VERSION, options.cluster, options.self, link, options.boot, seq, sentAt, peerBoot, fitting(holds)]);
       return Buffer.concat([body, tag(body)]);
     },
     open(bytes: Buffer, link: string): OpenedFrame {
@@ -51,10 +60,11 @@ export function createFrameCodec(options: { cluster: string; self: string; peer:
       } catch {
         return { ok: false, reason: "malformed" };
       }
-      if (!Array.isArray(fields) || !((fields[0] === 1 && fields.length === 7) || (fields[0] === FRAME_VERSION && fields.length === 8))) return { ok: false, reason: "malformed" };
-      const [version, cluster, from, frameLink, boot, frameSeq, sentAt, echo] = fields as unknown[];
-      if (typeof from !== "string" || typeof boot !== "string" || !Number.isSafeInteger(frameSeq) || !Number.isSafeInteger(sentAt) || (version === FRAME_VERSION && typeof echo !== "string"))
+      if (!Array.isArray(fields) || fields.length !== FIELDS[fields[0] as number]) return { ok: false, reason: "malformed" };
+      const [version, cluster, from, frameLink, boot, frameSeq, sentAt, echo, holds] = fields as unknown[];
+      if (typeof from !== "string" || typeof boot !== "string" || !Number.isSafeInteger(frameSeq) || !Number.isSafeInteger(sentAt) || (version !== 1 && typeof echo !== "string"))
         return { ok: false, reason: "malformed" };
+      if (version === FRAME_VERSION && !(Array.isArray(holds) && holds.every((h) => typeof h === "string"))) return { ok: false, reason: "malformed" };
       if (cluster !== options.cluster || from !== options.peer) return { ok: false, reason: "unknown-peer" };
       // A frame captured on one link and replayed on another is still a replay.
       if (frameLink !== link) return { ok: false, reason: "replayed" };
@@ -71,11 +81,26 @@ export function createFrameCodec(options: { cluster: string; self: string; peer:
         peerBoot = boot;
         peerBootSentAt = t;
       }
-      if (version === FRAME_VERSION && echo !== options.boot) return { ok: false, reason: "unconfirmed" };
+      if (version !== 1 && echo !== options.boot) return { ok: false, reason: "unconfirmed" };
       const oldBoots = !last ? [] : boot === last.boot ? last.oldBoots : [last.boot, ...last.oldBoots].slice(0, OLD_BOOTS_KEPT);
       seen.set(link, { boot, seq: n, sentAt: Math.max(t, last?.sentAt ?? 0), oldBoots });
-      return { ok: true, from, sentAt: sentAt as number };
+      return { ok: true, from, sentAt: sentAt as number, holds: version === FRAME_VERSION ? (holds as string[]) : null };
     },
   };
+}
+
+/** Fields per frame version. */
+const FIELDS: Record<number, number> = { 1: 7, 2: 8, 3: 9 };
+
+/** The first names that fit in HOLDS_MAX_BYTES: a frame says less rather than grow past its bound. */
+function fitting(holds: readonly string[]): string[] {
+  const kept: string[] = [];
+  let bytes = 0;
+  for (const name of holds) {
+    bytes += Buffer.byteLength(name) + 3;
+    if (bytes > HOLDS_MAX_BYTES) break;
+    kept.push(name);
+  }
+  return kept;
 }
 export type FrameCodec = ReturnType<typeof createFrameCodec>;

@@ -4,7 +4,7 @@ import { Worker } from "node:worker_threads";
 import type { DuetEvent } from "../events/catalogue.ts";
 import { lateTickGuard, type Clock, type Timers } from "../world/clock.ts";
 import type { DatagramTransport } from "../world/transport.ts";
-import { SLOT, sharedBytes, type ThreadMessage } from "./beat-shared.ts";
+import { SLOT, sharedBytes, type AgentMessage, type ThreadMessage } from "./beat-shared.ts";
 import { openWire, type HeartbeatLink, type WireOptions, type WireSink } from "./beat-wire.ts";
 import { createDetector } from "./detector.ts";
 import type { FrameRejection } from "./frame.ts";
@@ -54,6 +54,14 @@ export interface HeartbeatOptions {
    * GC), up to the lease it renews at every detector tick. The simulator keeps them in its world.
    */
   thread?: boolean;
+  /** The jobs this node holds, said in its frames: read at every detector tick. */
+  holds?: () => string[];
+}
+
+/** The newest frame's word on the jobs the peer holds, and when (monotonic) it was read. */
+export interface PeerHolds {
+  jobs: string[];
+  at: number;
 }
 
 /**
@@ -118,8 +126,10 @@ export async function startHeartbeat(options: HeartbeatOptions) {
     if (events.length > 0) report(events);
   }
 
-  const sink: WireSink = {
+  let peerHolds: PeerHolds | null = null;
+  const sink: HeartbeatSink = {
     heard: (index, at) => emit(detector.heard(options.links[index]!.id, at)),
+    holds: (jobs, at) => (peerHolds = { jobs, at }),
     rejected: reject,
   };
   const leaseMs = beatLeaseMs(options.intervalMs, options.suspectMs, options.deadtimeMs);
@@ -136,8 +146,14 @@ export async function startHeartbeat(options: HeartbeatOptions) {
   // are read first, so this node never calls the peer silent for its own pause.
   const tickMs = Math.min(DETECTOR_TICK_MS, options.intervalMs);
   const late = lateTickGuard(clock, tickMs);
+  let saidHolds = "[]";
   const tick = timers.every(tickMs, () => {
     wire.renew(clock.monotonic() + leaseMs);
+    const holds = options.holds?.() ?? [];
+    if (JSON.stringify(holds) !== saidHolds) {
+      saidHolds = JSON.stringify(holds);
+      wire.setHolds(holds);
+    }
     wire.fold();
     if (late() === null) emit(detector.tick(clock.monotonic()));
     flushRejections(false);
@@ -152,6 +168,8 @@ export async function startHeartbeat(options: HeartbeatOptions) {
       return detector.state();
     },
     stats: () => ({ ...wire.counts(), rejected: { ...stats.rejected } }),
+    /** What the peer's newest v3 frame said it holds; null before one came. */
+    peerHolds: (): PeerHolds | null => peerHolds,
     async stop(): Promise<void> {
       tick.cancel();
       flushRejections(true);
@@ -161,20 +179,26 @@ export async function startHeartbeat(options: HeartbeatOptions) {
 }
 export type Heartbeat = Awaited<ReturnType<typeof startHeartbeat>>;
 
+/** What the wires hand the detector: the wire's sink, with the peer's claims apart. */
+interface HeartbeatSink extends WireSink {
+  holds(jobs: string[], at: number): void;
+}
+
 const wireOptions = (o: HeartbeatOptions): WireOptions => ({ self: o.self, peer: o.peer, cluster: o.cluster, key: o.key, boot: o.boot, links: o.links, intervalMs: o.intervalMs });
 
 /** The links on this loop, in this world: what the simulator runs. */
-async function startLocalWire(options: HeartbeatOptions, sink: WireSink) {
+async function startLocalWire(options: HeartbeatOptions, sink: HeartbeatSink) {
   const counts = { sent: 0, received: 0 };
   const counting: WireSink = {
-    heard(index, at) {
+    heard(index, at, holds) {
       counts.received += 1;
-      sink.heard(index, at);
+      sink.heard(index, at, null);
+      if (holds) sink.holds(holds, at);
     },
     rejected: sink.rejected,
   };
   const wire = await openWire(wireOptions(options), options, counting, () => true, () => (counts.sent += 1));
-  return { renew: (_until: number) => undefined, fold: () => undefined, counts: () => ({ ...counts }), close: async () => wire.close() };
+  return { renew: (_until: number) => undefined, fold: () => undefined, setHolds: wire.setHolds, counts: () => ({ ...counts }), close: async () => wire.close() };
 }
 
 /**
@@ -182,7 +206,7 @@ async function startLocalWire(options: HeartbeatOptions, sink: WireSink) {
  * a message pokes this loop; fold() reads the shared times first, so a tick after a busy spell
  * judges by when frames really arrived, not by when their messages got through.
  */
-async function startThreadWire(options: WireOptions, sink: WireSink, leaseMs: number, failed: (message: string) => void) {
+async function startThreadWire(options: WireOptions, sink: HeartbeatSink, leaseMs: number, failed: (message: string) => void) {
   const shared = new SharedArrayBuffer(sharedBytes(options.links.length));
   const slots = new BigInt64Array(shared);
   const micros = (ms: number) => BigInt(Math.round(ms * 1000));
@@ -196,7 +220,7 @@ async function startThreadWire(options: WireOptions, sink: WireSink, leaseMs: nu
       const at = Atomics.load(slots, SLOT.heardAt + index);
       if (at <= folded[index]!) continue;
       folded[index] = at;
-      sink.heard(index, Number(at) / 1000);
+      sink.heard(index, Number(at) / 1000, null);
     }
   };
   let closed: () => void = () => undefined;
@@ -205,7 +229,10 @@ async function startThreadWire(options: WireOptions, sink: WireSink, leaseMs: nu
     worker.on("message", (message: ThreadMessage) => {
       if (message.kind === "ready") resolve();
       if (message.kind === "failed") reject(new Error(message.message));
-      if (message.kind === "heard") fold();
+      if (message.kind === "heard") {
+        fold();
+        if (message.holds) sink.holds(message.holds, message.at);
+      }
       if (message.kind === "rejected") sink.rejected(message.index, message.reason);
       if (message.kind === "closed") closed();
       if (message.kind !== "heard" && message.kind !== "rejected") clearTimeout(timeout);
@@ -220,6 +247,7 @@ async function startThreadWire(options: WireOptions, sink: WireSink, leaseMs: nu
   worker.on("exit", (code) => stopping || failed(`exit code ${code}`));
   return {
     renew: (until: number) => Atomics.store(slots, SLOT.leaseUntil, micros(until)),
+    setHolds: (jobs: readonly string[]) => worker.postMessage({ kind: "holds", jobs: [...jobs] } satisfies AgentMessage),
     fold,
     counts: () => ({ sent: Number(Atomics.load(slots, SLOT.sent)), received: Number(Atomics.load(slots, SLOT.received)) }),
     async close(): Promise<void> {
@@ -229,7 +257,7 @@ async function startThreadWire(options: WireOptions, sink: WireSink, leaseMs: nu
         worker.once("exit", () => resolve());
         setTimeout(resolve, THREAD_START_TIMEOUT_MS).unref();
       });
-      worker.postMessage({ kind: "stop" });
+      worker.postMessage({ kind: "stop" } satisfies AgentMessage);
       await done;
       await worker.terminate();
     },

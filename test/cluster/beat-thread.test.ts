@@ -23,7 +23,7 @@ const endpoint = `
   import { udpTransport } from ${JSON.stringify(new URL("../../src/world/transport.ts", import.meta.url).pathname)};
   import { createInterface } from "node:readline";
   const [options] = process.argv.slice(1);
-  const hb = await startHeartbeat({ ...JSON.parse(options), key: Buffer.alloc(32, 7), transport: udpTransport, clock: systemClock, timers: systemTimers, thread: true, report: () => undefined });
+  const hb = await startHeartbeat({ ...JSON.parse(options), key: Buffer.alloc(32, 7), transport: udpTransport, clock: systemClock, timers: systemTimers, thread: true, holds: () => ["shop"], report: () => undefined });
   console.log("ready");
   createInterface({ input: process.stdin }).on("line", async (line) => {
     const [verb, ms] = line.split(" ");
@@ -77,6 +77,11 @@ async function gapWhileBlocked(ms: number): Promise<{ gapMs: number; blockedAt: 
 }
 
 describe("heartbeats in a thread of their own", () => {
+  it("a's frames say which jobs a holds", async () => {
+    await until("b reads a's jobs", () => b.peerHolds()?.jobs.includes("shop") === true);
+    expect(b.peerHolds()!.at).toBeLessThanOrEqual(performance.now());
+  });
+
   it("a's loop held for 600 ms: its frames still reach b on time, and b suspects nothing", async () => {
     const before = events.length;
     const { gapMs } = await gapWhileBlocked(600);

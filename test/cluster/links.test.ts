@@ -1,14 +1,17 @@
-import { randomBytes } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import { createSocket } from "node:dgram";
 import fc from "fast-check";
 import { afterEach, describe, expect, it } from "vitest";
 import type { DuetEvent } from "../../src/events/catalogue.ts";
-import { createFrameCodec, type FrameCodec } from "../../src/cluster/frame.ts";
+import { Packr } from "msgpackr";
+import { createFrameCodec, FRAME_MAX_BYTES, type FrameCodec } from "../../src/cluster/frame.ts";
 import { startHeartbeat, type Heartbeat } from "../../src/cluster/heartbeat.ts";
 import { systemClock, systemTimers } from "../../src/world/clock.ts";
 import { udpTransport } from "../../src/world/transport.ts";
 
 const key = randomBytes(32);
+const packr = new Packr({ useRecords: false });
+const mac = (body: Uint8Array) => createHmac("sha256", key).update(body).digest();
 /** A sender's frames are accepted only once it has heard the receiver's boot (it echoes it). */
 const hears = (sender: FrameCodec, receiver: FrameCodec, at = 1) => sender.open(receiver.seal("hello", at), "hello");
 const codecs = (boot = "boot-1") => {
@@ -24,7 +27,7 @@ describe("heartbeat frames", () => {
   it("a sealed frame opens once; a replay, another link or another key is refused", () => {
     const { a, b } = codecs();
     const frame = a.seal("lan", 1000);
-    expect(b.open(frame, "lan")).toEqual({ ok: true, from: "a", sentAt: 1000 });
+    expect(b.open(frame, "lan")).toEqual({ ok: true, from: "a", sentAt: 1000, holds: [] });
     expect(b.open(frame, "lan")).toEqual({ ok: false, reason: "replayed" });
     expect(b.open(a.seal("lan", 1001), "backup")).toEqual({ ok: false, reason: "replayed" });
     const stranger = createFrameCodec({ cluster: "c", self: "a", peer: "b", key: randomBytes(32), boot: "x" });
@@ -58,10 +61,26 @@ describe("heartbeat frames", () => {
     for (const frame of captured) expect(after.open(frame, "lan")).toEqual({ ok: false, reason: "unconfirmed" });
     // The real a hears b's new boot from b's next frame, and its frames are believed again.
     expect(a.open(after.seal("lan", 2100), "lan").ok).toBe(true);
-    expect(after.open(a.seal("lan", 2200), "lan")).toEqual({ ok: true, from: "a", sentAt: 2200 });
+    expect(after.open(a.seal("lan", 2200), "lan")).toEqual({ ok: true, from: "a", sentAt: 2200, holds: [] });
     // Old frames replayed to a after that do not make it echo b's old boot.
     expect(a.open(before.seal("lan", 500), "lan").ok).toBe(false);
     expect(after.open(a.seal("lan", 2300), "lan").ok).toBe(true);
+  });
+
+  it("a frame says which jobs its sender holds, cut short to stay small; a v2 frame says nothing of jobs", () => {
+    const { a, b } = codecs();
+    expect(b.open(a.seal("lan", 1000, ["shop", "web"]), "lan")).toMatchObject({ ok: true, holds: ["shop", "web"] });
+    const many = Array.from({ length: 60 }, (_, i) => `job-with-a-long-name-${i}`);
+    const frame = a.seal("lan", 1001, many);
+    expect(frame.length).toBeLessThanOrEqual(FRAME_MAX_BYTES);
+    const opened = b.open(frame, "lan");
+    expect(opened.ok && opened.holds!.length).toBeGreaterThan(0);
+    expect(opened.ok && many.slice(0, opened.holds!.length)).toEqual(opened.ok && opened.holds);
+    // An agent not yet upgraded sends v2 frames: believed, with no word on jobs.
+    const v2 = packr.pack([2, "c", "a", "lan", "boot-1", 99, 1002, "boot-b"]);
+    expect(b.open(Buffer.concat([v2, mac(v2)]), "lan")).toEqual({ ok: true, from: "a", sentAt: 1002, holds: null });
+    const badHolds = packr.pack([3, "c", "a", "lan", "boot-1", 100, 1003, "boot-b", [1, 2]]);
+    expect(b.open(Buffer.concat([badHolds, mac(badHolds)]), "lan")).toEqual({ ok: false, reason: "malformed" });
   });
 
   it("garbage, oversized and foreign-cluster frames are refused without throwing", () => {

@@ -293,6 +293,7 @@ EOF`;
     // Whichever comes first lets go: the stall check's fence, or the reconnect's both-active
     // resolution (the standby's takeover is the stronger decision).
     const fenced = (await events(active, "SelfFenceDecided")).some((e) => e.data.code === "stalled");
+    console.log(`the woken node's stall check: ${(await events(active, "StallChecked")).at(-1)?.data.detail ?? "none"}`);
     const yielded = (await events(active, "BothActiveResolved")).some((e) => e.data.keeper === standby);
     expect(fenced || yielded, "a stall fence or a both-active resolution on the woken node").toBe(true);
     await until("served by the new active", 10_000, async () => (await servedBy()) === standby);
