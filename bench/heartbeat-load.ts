@@ -15,7 +15,11 @@ const SETTINGS: [number, number][] = [
   [200, 1000],
   [500, 3000],
 ];
-const SECONDS = Number(process.argv[process.argv.indexOf("--seconds") + 1] || 20);
+// `--seconds N`; without it (indexOf -1) argv[0] is node's path, which once made this NaN and the
+// busy loops end at once: the bench ran without load.
+const secondsAt = process.argv.indexOf("--seconds");
+const SECONDS = secondsAt > 0 ? Number(process.argv[secondsAt + 1]) : 20;
+if (!(SECONDS > 0)) throw new Error(`--seconds wants a positive number, not ${process.argv[secondsAt + 1]}`);
 
 // One endpoint: prints a line per detector transition and, at the end, the largest gap between frames.
 const endpoint = `
