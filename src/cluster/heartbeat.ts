@@ -5,7 +5,7 @@ import type { DuetEvent } from "../events/catalogue.ts";
 import { lateTickGuard, type Clock, type Timers } from "../world/clock.ts";
 import type { DatagramTransport } from "../world/transport.ts";
 import { SLOT, sharedBytes, type AgentMessage, type ThreadMessage } from "./beat-shared.ts";
-import { openWire, type HeartbeatLink, type WireOptions, type WireSink } from "./beat-wire.ts";
+import { openWire, type WireOptions, type WireSink } from "./beat-wire.ts";
 import { createDetector } from "./detector.ts";
 import type { FrameRejection } from "./frame.ts";
 
@@ -34,14 +34,8 @@ export function beatLeaseMs(intervalMs: number, suspectMs: number, deadtimeMs: n
   return Math.max(2 * intervalMs, Math.min(suspectMs, deadtimeMs) - intervalMs);
 }
 
-export interface HeartbeatOptions {
-  self: string;
-  peer: string;
-  cluster: string;
-  key: Buffer;
-  boot: string;
-  links: HeartbeatLink[];
-  intervalMs: number;
+/** The wire's options (who, the key, the links, the interval) and the detector's. */
+export interface HeartbeatOptions extends WireOptions {
   suspectMs: number;
   deadtimeMs: number;
   transport: DatagramTransport;
