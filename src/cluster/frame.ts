@@ -40,13 +40,20 @@ export function createFrameCodec(options: { cluster: string; self: string; peer:
   /** The peer's boot as its last authentic frame gave it: what this node's frames echo. */
   let peerBoot = "";
   let peerBootSentAt = -1;
+  /**
+   * The version this node's frames are sealed in: the newest until the peer's frames show it
+   * runs an older agent, which refuses newer frames as malformed (a rolling upgrade). Then its
+   * own version, so the link stays up while the two versions differ.
+   */
+  let sealedVersion = FRAME_VERSION;
   const seen = new Map<string, { boot: string; seq: number; sentAt: number; oldBoots: string[] }>();
   const tag = (bytes: Uint8Array) => createHmac("sha256", options.key).update(bytes).digest();
 
   return {
     seal(link: string, sentAt: number, holds: readonly string[] = []): Buffer {
       seq += 1;
-      const body = packr.pack([FRAME_VERSION, options.cluster, options.self, link, options.boot, seq, sentAt, peerBoot, fitting(holds)]);
+      const fields = [sealedVersion, options.cluster, options.self, link, options.boot, seq, sentAt, peerBoot, fitting(holds)];
+      const body = packr.pack(fields.slice(0, FIELDS[sealedVersion]));
       return Buffer.concat([body, tag(body)]);
     },
     open(bytes: Buffer, link: string): OpenedFrame {
@@ -80,6 +87,7 @@ export function createFrameCodec(options: { cluster: string; self: string; peer:
       if (t > peerBootSentAt) {
         peerBoot = boot;
         peerBootSentAt = t;
+        sealedVersion = version as number;
       }
       if (version !== 1 && echo !== options.boot) return { ok: false, reason: "unconfirmed" };
       const oldBoots = !last ? [] : boot === last.boot ? last.oldBoots : [last.boot, ...last.oldBoots].slice(0, OLD_BOOTS_KEPT);

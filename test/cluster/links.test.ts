@@ -83,6 +83,22 @@ describe("heartbeat frames", () => {
     expect(b.open(Buffer.concat([badHolds, mac(badHolds)]), "lan")).toEqual({ ok: false, reason: "malformed" });
   });
 
+  it("a peer that sends v2 frames (not yet upgraded) is answered in v2, which it reads; once it sends v3, v3 again", () => {
+    const { a, b } = codecs();
+    const versionOf = (frame: Buffer) => (packr.unpack(frame.subarray(0, frame.length - 32)) as unknown[])[0];
+    expect(versionOf(b.seal("lan", 1000, ["shop"]))).toBe(3);
+    const v2 = packr.pack([2, "c", "a", "lan", "boot-old", 1, 1002, "boot-b"]);
+    expect(b.open(Buffer.concat([v2, mac(v2)]), "lan").ok).toBe(true);
+    const answer = b.seal("lan", 1003, ["shop"]);
+    expect(versionOf(answer)).toBe(2);
+    expect((packr.unpack(answer.subarray(0, answer.length - 32)) as unknown[]).length).toBe(8);
+    // The peer upgraded (a new boot): v3 again; its captured v2 frame replayed later changes nothing.
+    expect(b.open(a.seal("lan", 1004), "lan").ok).toBe(true);
+    expect(versionOf(b.seal("lan", 1005))).toBe(3);
+    expect(b.open(Buffer.concat([v2, mac(v2)]), "lan").ok).toBe(false);
+    expect(versionOf(b.seal("lan", 1006))).toBe(3);
+  });
+
   it("garbage, oversized and foreign-cluster frames are refused without throwing", () => {
     const { b } = codecs();
     expect(b.open(Buffer.alloc(0), "lan").ok).toBe(false);
