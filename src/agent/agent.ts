@@ -159,6 +159,13 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // After a restart the journal may say a job runs here while the peer took it over meanwhile:
     // such a job waits for the policy (decideRecovery), which waits for the hello or the peer's loss.
 
+    // A job found on both is resolved once per reconnect, though both hellos (ours answered, and
+    // the peer's) carry the reports: one decision, one record. Declared before the channel starts:
+    // a hello may arrive during any await of the start-up below (once, one came while the
+    // heartbeat thread started, and met these in their temporal dead zone).
+    const resolving = new Set<string>();
+    const warnedConfigs = new Set<string>();
+    const yielding = new Set<string>();
     let heartbeat: Awaited<ReturnType<typeof startHeartbeat>> | undefined;
     let api: ReturnType<typeof createApi> | undefined;
     const channel = startPeerChannel({
@@ -319,11 +326,6 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       }
     }
 
-    // A job found on both is resolved once per reconnect, though both hellos (ours answered, and
-    // the peer's) carry the reports: one decision, one record.
-    const resolving = new Set<string>();
-    const warnedConfigs = new Set<string>();
-    const yielding = new Set<string>();
     /** Runs WORK unless it already runs for KEY (the other hello's reports arrived meanwhile). */
     async function once(held: Set<string>, key: string, work: () => Promise<void>): Promise<void> {
       if (held.has(key)) return;
