@@ -8,6 +8,10 @@ import type { FrameRejection } from "./frame.ts";
  */
 export const SLOT = { leaseUntil: 0, sent: 1, received: 2, heardAt: 3 } as const;
 export const sharedBytes = (links: number) => (SLOT.heardAt + links) * BigInt64Array.BYTES_PER_ELEMENT;
+/** A slot's value for MS milliseconds. */
+export const micros = (ms: number) => BigInt(Math.round(ms * 1000));
+/** The process's monotonic clock, the same in every thread (performance.now() is not: each thread has its own origin). */
+export const hrMs = () => Number(process.hrtime.bigint()) / 1e6;
 
 /** From the agent to its heartbeat thread. */
 export type AgentMessage = { kind: "holds"; jobs: string[] } | { kind: "stop" };

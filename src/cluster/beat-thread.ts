@@ -4,14 +4,12 @@ import { parentPort, workerData } from "node:worker_threads";
 import { systemTimers, type Clock } from "../world/clock.ts";
 import { udpTransport } from "../world/transport.ts";
 import { openWire, type WireOptions } from "./beat-wire.ts";
-import { SLOT, type AgentMessage, type ThreadMessage } from "./beat-shared.ts";
+import { hrMs, micros, SLOT, type AgentMessage, type ThreadMessage } from "./beat-shared.ts";
 
 const { options, shared, originMs } = workerData as { options: WireOptions; shared: SharedArrayBuffer; originMs: number };
 const slots = new BigInt64Array(shared);
-const hrMs = () => Number(process.hrtime.bigint()) / 1e6;
 // The agent's monotonic clock (its performance.now()), read from this thread.
 const clock: Clock = { now: () => Date.now(), monotonic: () => hrMs() - originMs };
-const micros = (ms: number) => BigInt(Math.round(ms * 1000));
 const post = (message: ThreadMessage) => parentPort!.postMessage(message);
 
 try {

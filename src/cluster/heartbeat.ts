@@ -4,7 +4,7 @@ import { Worker } from "node:worker_threads";
 import type { DuetEvent } from "../events/catalogue.ts";
 import { lateTickGuard, type Clock, type Timers } from "../world/clock.ts";
 import type { DatagramTransport } from "../world/transport.ts";
-import { SLOT, sharedBytes, type AgentMessage, type ThreadMessage } from "./beat-shared.ts";
+import { hrMs, micros, SLOT, sharedBytes, type AgentMessage, type ThreadMessage } from "./beat-shared.ts";
 import { openWire, type WireOptions, type WireSink } from "./beat-wire.ts";
 import { createDetector } from "./detector.ts";
 import type { FrameRejection } from "./frame.ts";
@@ -144,8 +144,9 @@ export async function startHeartbeat(options: HeartbeatOptions) {
   const tick = timers.every(tickMs, () => {
     wire.renew(clock.monotonic() + leaseMs);
     const holds = options.holds?.() ?? [];
-    if (JSON.stringify(holds) !== saidHolds) {
-      saidHolds = JSON.stringify(holds);
+    const said = JSON.stringify(holds);
+    if (said !== saidHolds) {
+      saidHolds = said;
       wire.setHolds(holds);
     }
     wire.fold();
@@ -203,10 +204,9 @@ async function startLocalWire(options: HeartbeatOptions, sink: HeartbeatSink) {
 async function startThreadWire(options: WireOptions, sink: HeartbeatSink, leaseMs: number, failed: (message: string) => void) {
   const shared = new SharedArrayBuffer(sharedBytes(options.links.length));
   const slots = new BigInt64Array(shared);
-  const micros = (ms: number) => BigInt(Math.round(ms * 1000));
   const folded = options.links.map(() => 0n);
   // The thread reads this loop's performance.now() as its own hrtime less this origin.
-  const originMs = Number(process.hrtime.bigint()) / 1e6 - performance.now();
+  const originMs = hrMs() - performance.now();
   Atomics.store(slots, SLOT.leaseUntil, micros(performance.now() + leaseMs));
   const worker = threadWorker({ options, shared, originMs });
   const fold = () => {
