@@ -227,11 +227,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     let snapshotSchedule = mirrors.scheduleSnapshots();
     closers.push(() => snapshotSchedule.cancel());
 
-    const jobs = createJobControl({ self: me.name, state, now: () => world.clock.now(), record, runner: (j) => runners.get(j), peer: peerPort, log: info, mirrors });
+    const jobs = createJobControl({ self: me.name, state, head: () => journal.head(), now: () => world.clock.now(), record, runner: (j) => runners.get(j), peer: peerPort, log: info, mirrors });
 
     const reactor = createReactor({
       self: me.name,
       state,
+      head: () => journal.head(),
       now: () => world.clock.now(),
       record,
       jobs,
@@ -337,10 +338,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       }
     }
     async function applyPeerJobs(peerJobs: Extract<PeerRequest, { kind: "hello" }>["jobs"], peerConfig: { configHash?: string; configVersion?: number }): Promise<void> {
+      const basis = { basisSeq: journal.head(), decidedAt: world.clock.now() };
       const { facts, bothActive, yields } = reconcile(state(), peer.name, peerJobs);
       for (const d of yields) {
         await once(yielding, d.job, async () => {
-          await record([{ type: "StartAbandoned", data: { job: d.job, node: me.name, code: d.code, reasons: d.reasons } }]);
+          await record([{ type: "StartAbandoned", data: { job: d.job, node: me.name, code: d.code, reasons: d.reasons, ...basis } }]);
           const underWay = jobs.abandonStart(d.job, `${peer.name} runs ${d.job}`);
           info(`job ${d.job}: ${peer.name} runs it; ${underWay ? "abandoning the start here" : "the start here will not begin"}`);
         });
@@ -349,7 +351,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         const decided = state().jobs.get(choice.job)?.lastDecision;
         if (decided?.kind === "both-active" && decided.seq > state().membership.peerSinceSeq) continue;
         await once(resolving, choice.job, async () => {
-          await record([{ type: "BothActiveResolved", data: { job: choice.job, node: me.name, keeper: choice.keeper, other: choice.other, code: choice.code, reasons: choice.reasons } }]);
+          await record([{ type: "BothActiveResolved", data: { job: choice.job, node: me.name, keeper: choice.keeper, other: choice.other, code: choice.code, reasons: choice.reasons, ...basis } }]);
           info(`job ${choice.job} was running on both nodes; ${choice.keeper} keeps it (${choice.code})`);
           if (choice.keeper === me.name) {
             // Clients' neighbour tables may point at the other node: tell them at once, and again

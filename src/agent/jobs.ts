@@ -15,6 +15,8 @@ const IDEMPOTENT = new Set<PeerRequest["kind"]>(["bring-in", "bring-out", "job-w
 export interface JobHost {
   self: string;
   state(): ClusterState;
+  /** The last seq folded into state(). */
+  head(): number;
   now(): number;
   record(events: DuetEvent[]): Promise<{ seq: number }[]>;
   runner(job: string): JobRunner | undefined;
@@ -252,9 +254,10 @@ export function createJobControl(host: JobHost) {
       const job = jobOrThrow(name);
       const target = to ?? (job.active ? job.nodes.find((n) => n !== job.active) : undefined) ?? otherNode(job);
       const [requested] = await host.record([{ type: "SwitchoverRequested", data: { job: name, to: target, by } }]);
-      const gate = decideSwitchover(host.state(), name, target, host.now());
+      const basis = { basisSeq: host.head(), decidedAt: host.now() };
+      const gate = decideSwitchover(host.state(), name, target, basis.decidedAt);
       if (!gate.allowed) {
-        await host.record([{ type: "SwitchoverRefused", data: { job: name, to: target, by, reasons: gate.reasons } }]);
+        await host.record([{ type: "SwitchoverRefused", data: { job: name, to: target, by, reasons: gate.reasons, ...basis } }]);
         throw new ControlError("switchover-refused", 409, `switchover of ${name} to ${target} refused: ${refusalText(gate.reasons)}`, gate.reasons);
       }
       if (job.active === host.self) void serial(name, () => moveToPeer(name, by, "switchover"));

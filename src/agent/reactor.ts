@@ -3,12 +3,14 @@ import type { ClusterState } from "../projections/cluster.ts";
 import { decide, tiebreakerNeeded } from "../policy/decide.ts";
 import { stallCheckNeeded } from "../policy/selffence.ts";
 import type { Decision } from "../policy/decision.ts";
-import { behindLine } from "../policy/takeover.ts";
+import { decisionEvents } from "../policy/journal.ts";
 import type { JobControl } from "./jobs.ts";
 
 export interface ReactorHost {
   self: string;
   state(): ClusterState;
+  /** The last seq folded into state(): read with it, it is the basis a decision journals. */
+  head(): number;
   now(): number;
   record(events: DuetEvent[]): Promise<unknown>;
   /** Asks the tiebreaker (or, on a suspicion, only the ping) and returns its verdict as a fact (never throws). */
@@ -56,20 +58,11 @@ export function createReactor(host: ReactorHost) {
           poke();
         });
     }
-    const decisions = decide(state, host.now());
+    const basis = { basisSeq: host.head(), decidedAt: host.now() };
+    const decisions = decide(state, basis.decidedAt);
     if (decisions.length === 0) return;
-    const selfFence = decisions.filter((d) => d.kind === "self-fence");
-    const others = decisions.filter((d) => d.kind !== "self-fence");
-    const peer = state.membership.peer ?? "unknown";
     // Journaled before anything is done: the journal must say why even if the action then hangs.
-    const events: DuetEvent[] = others.map((d) => decisionEvent(d, host.self, peer, state));
-    for (const code of ["stalled", "isolated"] as const) {
-      const fenced = selfFence.filter((d) => d.code === code);
-      if (fenced.length > 0) events.push({ type: "SelfFenceDecided", data: { node: host.self, jobs: fenced.map((d) => d.job), graceMs: code === "stalled" ? 0 : state.membership.settings.selfFenceGraceMs, reasons: fenced[0]!.reasons, code } });
-    }
-    for (const d of decisions.filter((d) => d.kind === "decline" || d.kind === "recovery-declined"))
-      events.push({ type: "AlertRaised", data: { node: host.self, job: d.job, code: d.code, message: declineMessage(d, host.self, peer) } });
-    await host.record(events);
+    await host.record(decisionEvents(decisions, state, basis));
     for (const d of decisions) execute(d);
   }
 
@@ -110,35 +103,4 @@ export function createReactor(host: ReactorHost) {
       await running;
     },
   };
-}
-
-function decisionEvent(d: Decision, self: string, peer: string, state: ClusterState): DuetEvent {
-  const job = state.jobs.get(d.job)!;
-  switch (d.kind) {
-    case "takeover":
-      return { type: "TakeoverDecided", data: { job: d.job, by: self, from: peer, policy: job.policy, reasons: d.reasons, ...(d.behind === undefined ? {} : { behind: d.behind }) } };
-    case "failover":
-      return { type: "FailoverDecided", data: { job: d.job, from: self, to: d.to ?? peer, cause: d.code === "nic-down" ? "nic-down" : d.code === "start-failed" ? "start-failed" : "monitor-threshold", reasons: d.reasons } };
-    case "resume":
-      return { type: "ResumeDecided", data: { job: d.job, node: self, reasons: d.reasons } };
-    case "recover":
-      return { type: "RecoveryDecided", data: { job: d.job, node: self, code: d.code, reasons: d.reasons } };
-    case "recovery-declined":
-      return { type: "RecoveryDeclined", data: { job: d.job, node: self, code: d.code, reasons: d.reasons } };
-    default:
-      return { type: "TakeoverDeclined", data: { job: d.job, by: self, from: peer, policy: job.policy, code: d.code, reasons: d.reasons, ...(d.behind === undefined ? {} : { behind: d.behind }) } };
-  }
-}
-
-function declineMessage(d: Decision, self: string, peer: string): string {
-  if (d.kind === "recovery-declined") return `job ${d.job} ran on ${self} when its agent last stopped; ${peer} is lost but may have taken it over (${d.code}), so it stays out here; it resumes once ${peer} is back and runs it nowhere, or: duet job bring-in ${d.job} --on ${self}`;
-  if (d.code === "failover-peer-not-connected") return `job ${d.job} has a fault on ${self} but ${peer} is not connected: it stays here`;
-  const why = (d.reasons.find((r) => r.name === "tiebreaker-confirmed")?.value as { why?: string } | undefined)?.why;
-  if (d.code === "peer-alive-on-public-network") {
-    const seen = d.reasons.find((r) => r.name === "peer-silent-on-public-network")?.value as { answered?: string[] } | undefined;
-    return `node ${peer} is silent on every link but answers on the public network (${seen?.answered?.join(", ") ?? "ARP"}): its agent may be hung or the link between the nodes cut, and it may still run job ${d.job}; not taken over. If ${peer} is really down: duet job bring-in ${d.job} --on ${self}`;
-  }
-  if (d.code === "tiebreaker-failed") return `node ${peer} is lost and job ${d.job} was not taken over: the tiebreaker could not run (${why ?? "no output"}); to take it over: duet job bring-in ${d.job} --on ${self}`;
-  const lag = d.behind === undefined ? "" : ` (${behindLine(d.behind)})`;
-  return `node ${peer} is lost and job ${d.job} was not taken over (${d.code}); to take it over: duet job bring-in ${d.job} --on ${self}${lag}`;
 }

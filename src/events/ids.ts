@@ -9,6 +9,13 @@ export const linkId = z.string().min(1).max(64);
 export const generationId = z.string().regex(/^[0-9a-f]{16}$/, "a generation id is 16 hex digits");
 export const user = z.string().min(1).max(64);
 export const millis = z.number().int().nonnegative();
+/**
+ * What a decision was made on: the last seq folded into the state the policy read, and the `now`
+ * it was given. Replay folds to basisSeq and runs the policy at decidedAt, so its re-check is
+ * exact. Optional: journals written before these fields replay with an approximate re-check.
+ */
+export const decisionBasis = { basisSeq: z.number().int().nonnegative().optional(), decidedAt: z.number().nonnegative().optional() };
+export type DecisionBasis = { basisSeq: number; decidedAt: number };
 
 /**
  * Values a reason may carry: JSON-like data that the journal's codec round-trips exactly. msgpackr

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { jobId, nodeId, reason, resourceName, user } from "./ids.ts";
+import { decisionBasis, jobId, nodeId, reason, resourceName, user } from "./ids.ts";
 
 export const takeoverPolicy = z.enum(["manual", "when-consistent", "allow-difference", "unconditional"]);
 const count = z.number().int().nonnegative();
@@ -33,7 +33,7 @@ export const jobEvents = {
   BringInRequested: { v: 1, data: z.strictObject({ job: jobId, on: nodeId, by: user }) },
   BringOutRequested: { v: 1, data: z.strictObject({ job: jobId, by: user }) },
   SwitchoverRequested: { v: 1, data: z.strictObject({ job: jobId, to: nodeId, by: user }) },
-  SwitchoverRefused: { v: 1, data: z.strictObject({ job: jobId, to: nodeId, by: user, reasons: z.array(reason) }) },
+  SwitchoverRefused: { v: 1, data: z.strictObject({ job: jobId, to: nodeId, by: user, reasons: z.array(reason), ...decisionBasis }) },
   ResourceStarted: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, resource: resourceName }) },
   ResourceStartFailed: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, resource: resourceName, error: z.string(), exitCode: z.number().int().optional() }) },
   ResourceStopped: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, resource: resourceName }) },
@@ -48,32 +48,34 @@ export const jobEvents = {
   /** The active node gives the job up because of a local fault (monitor threshold, NIC down). */
   FailoverDecided: {
     v: 1,
-    data: z.strictObject({ job: jobId, from: nodeId, to: nodeId, cause: z.enum(["monitor-threshold", "nic-down", "start-failed"]), reasons: z.array(reason) }),
+    data: z.strictObject({ job: jobId, from: nodeId, to: nodeId, cause: z.enum(["monitor-threshold", "nic-down", "start-failed"]), reasons: z.array(reason), ...decisionBasis }),
   },
+  /** The active node keeps a job despite a local fault: moving it would stop the service (the peer is not connected). */
+  FailoverDeclined: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason), ...decisionBasis }) },
   /** The standby takes a job whose active node is lost; journaled before anything is done. */
   /** behind: for a mirrored job, what the replica may lack (the lost node's last queue report, aged to the decision). */
-  TakeoverDecided: { v: 1, data: z.strictObject({ job: jobId, by: nodeId, from: nodeId, policy: takeoverPolicy, reasons: z.array(reason), behind: replicaBehind.nullable().optional() }) },
-  TakeoverDeclined: { v: 1, data: z.strictObject({ job: jobId, by: nodeId, from: nodeId, policy: takeoverPolicy, code: z.string(), reasons: z.array(reason), behind: replicaBehind.nullable().optional() }) },
+  TakeoverDecided: { v: 1, data: z.strictObject({ job: jobId, by: nodeId, from: nodeId, policy: takeoverPolicy, reasons: z.array(reason), behind: replicaBehind.nullable().optional(), ...decisionBasis }) },
+  TakeoverDeclined: { v: 1, data: z.strictObject({ job: jobId, by: nodeId, from: nodeId, policy: takeoverPolicy, code: z.string(), reasons: z.array(reason), behind: replicaBehind.nullable().optional(), ...decisionBasis }) },
   /**
    * A node that brought a job out because it seemed cut off brings it back in: its peer is back,
    * never took the job, and the job runs nowhere. Journaled before the peer is asked to confirm.
    */
-  ResumeDecided: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, reasons: z.array(reason) }) },
+  ResumeDecided: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, reasons: z.array(reason), ...decisionBasis }) },
   /**
    * After this node's agent restarted, a job its journal says ran here: started again (the peer
    * said it does not run it, or the peer is lost and the tiebreaker and the public network confirm
    * it), or declined and brought out here (the peer may have taken it over meanwhile).
    */
-  RecoveryDecided: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason) }) },
+  RecoveryDecided: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason), ...decisionBasis }) },
   /**
    * A job found running on both nodes: which keeps it (policy chooseKeeper), journaled alike on
    * both before the other brings it out and the keeper announces its addresses again.
    */
-  BothActiveResolved: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, keeper: nodeId, other: nodeId, code: z.string(), reasons: z.array(reason) }) },
-  RecoveryDeclined: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason) }) },
+  BothActiveResolved: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, keeper: nodeId, other: nodeId, code: z.string(), reasons: z.array(reason), ...decisionBasis }) },
+  RecoveryDeclined: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason), ...decisionBasis }) },
   /**
    * A start here given up (policy decideYieldStart): the peer came back running the job while this
    * node was still starting it (a takeover's address refused while the peer held it).
    */
-  StartAbandoned: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason) }) },
+  StartAbandoned: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason), ...decisionBasis }) },
 } as const;

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { linkId, millis, nodeId, reason, jobId } from "./ids.ts";
+import { decisionBasis, linkId, millis, nodeId, reason, jobId } from "./ids.ts";
 
 /** Membership and links: facts about agents, heartbeat links, the peer and tiebreakers. */
 export const nodeEvents = {
@@ -71,6 +71,6 @@ export const nodeEvents = {
   },
   /** The node cannot confirm it is connected while it has lost the peer: it brings its jobs out. */
   /** code: isolated (cut off from peer and ping targets) or stalled (this agent's loop stalled); absent in older journals: isolated. */
-  SelfFenceDecided: { v: 1, data: z.strictObject({ node: nodeId, jobs: z.array(jobId), graceMs: millis, reasons: z.array(reason), code: z.enum(["isolated", "stalled"]).optional() }) },
+  SelfFenceDecided: { v: 1, data: z.strictObject({ node: nodeId, jobs: z.array(jobId), graceMs: millis, reasons: z.array(reason), code: z.enum(["isolated", "stalled"]).optional(), ...decisionBasis }) },
   AlertRaised: { v: 1, data: z.strictObject({ node: nodeId, job: jobId.optional(), code: z.string(), message: z.string() }) },
 } as const;

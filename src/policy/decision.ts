@@ -4,7 +4,7 @@ import type { MembershipState } from "../projections/membership.ts";
 
 /** A decision of the policy, with every input it used: journaled before it is carried out. */
 export interface Decision {
-  kind: "takeover" | "decline" | "self-fence" | "failover" | "resume" | "recover" | "recovery-declined" | "abandon-start";
+  kind: "takeover" | "decline" | "self-fence" | "failover" | "failover-declined" | "resume" | "recover" | "recovery-declined" | "abandon-start";
   job: string;
   code: string;
   /** For takeover and failover: the node the job goes to. */

@@ -19,7 +19,7 @@ export function decideFailover(state: ClusterState, job: JobView, _now: number):
     input("fault", { resource: fault.resource, kind: fault.kind, failures: fault.failures, restartMax: job.restartMax, error: fault.error ?? null }),
     check("peer-connected", peerConnected, membership.peerStatus),
   ];
-  if (!peerConnected) return { kind: "decline", job: job.name, code: "failover-peer-not-connected", reasons };
+  if (!peerConnected) return { kind: "failover-declined", job: job.name, code: "failover-peer-not-connected", reasons };
   return { kind: "failover", job: job.name, code: fault.kind === "nic" ? "nic-down" : "monitor-threshold", to, reasons };
 }
 

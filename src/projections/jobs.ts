@@ -114,6 +114,8 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
       return { ...job, lastDecision: { kind: "decline", code: event.data.code, at: event.at, seq: event.seq, ...(event.data.behind === undefined ? {} : { behind: event.data.behind }) } };
     case "FailoverDecided":
       return { ...job, lastDecision: { kind: "failover", code: event.data.cause, at: event.at, seq: event.seq } };
+    case "FailoverDeclined":
+      return { ...job, lastDecision: { kind: "failover-declined", code: event.data.code, at: event.at, seq: event.seq } };
     case "ResumeDecided":
       return { ...job, lastDecision: { kind: "resume", code: "peer-back", at: event.at, seq: event.seq } };
     case "BothActiveResolved":

@@ -243,7 +243,7 @@ describe("failover on local faults", () => {
 
   it("keeps the job and says why when the peer is not there to take it", () => {
     const [d] = given(created("manual", [], 0), started("a"), broughtIn("a"), monitorFailed(1)).on("a").decisions();
-    expect(d).toMatchObject({ kind: "decline", code: "failover-peer-not-connected" });
+    expect(d).toMatchObject({ kind: "failover-declined", code: "failover-peer-not-connected" });
   });
 });
 

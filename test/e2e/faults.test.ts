@@ -372,7 +372,9 @@ EOF`;
     expect(resolved[1]).toHaveLength(1);
     // Both took it over once; the standby's takeover now was made while the active still ran it.
     expect(resolved[0]![0]!.data, JSON.stringify(resolved[0]![0]!.data)).toMatchObject({ keeper: active, code: "ran-first" });
-    expect({ ...resolved[0]![0]!.data, node: null }).toEqual({ ...resolved[1]![0]!.data, node: null });
+    // The same decision on both: only who journaled it, and on which of its own states, differ.
+    const decision = (data: object) => ({ ...data, node: null, basisSeq: null, decidedAt: null });
+    expect(decision(resolved[0]![0]!.data)).toEqual(decision(resolved[1]![0]!.data));
     const keeperSince = (answers: { at: number; by: string }[]) => {
       const after = answers.filter((x) => x.at >= healedAt);
       const first = after.findLastIndex((x) => x.by !== active) + 1;
@@ -405,6 +407,9 @@ EOF`;
     expect(output).toMatch(/resume \(peer-back\)/);
     expect(output).toMatch(/why: takeover \(takeover\) of job web on b/);
     expect(output).not.toMatch(/MISMATCH/);
+    // Each decision names the state and time it was made on: every re-check is exact.
+    expect(output).toMatch(/at the time it was made/);
+    expect(output).not.toMatch(/approximate/);
     // Two of the faults above ran the job on both nodes: the agent paused with its ARP cut (until
     // it woke), and the split that hid the nodes even by ARP (until the heal). Each is a problem,
     // and in the split the standby's takeover counted on a fence the active never made.

@@ -2,6 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { DuetEvent } from "../../src/events/catalogue.ts";
 import { explainJournals } from "../../tools/replay/explain.ts";
 import { loadJournal } from "../../tools/replay/load.ts";
 import { runReplay } from "../../tools/replay/main.ts";
@@ -66,7 +67,7 @@ describe("explaining a decision from the journals alone", () => {
       expect.objectContaining({ node: "b", known: true, colour: "red", lastApplied: 1, generation: GENERATION }),
       expect.objectContaining({ node: "a", known: true, lastCaptured: 1, lastAcked: 1, queue: { batches: 0, bytes: 0 }, generation: GENERATION }),
     ]);
-    expect(e!.recheck).toEqual({ matches: true, replayed: { kind: "takeover", code: "takeover" }, journaled: { kind: "takeover", code: "takeover" }, basisSeq: e!.seq - 1 });
+    expect(e!.recheck).toEqual({ matches: true, replayed: { kind: "takeover", code: "takeover" }, journaled: { kind: "takeover", code: "takeover" }, basisSeq: e!.seq - 1, exact: true });
 
     const { output, exitCode } = await runReplay([dirs.a, dirs.b]);
     expect(exitCode, output).toBe(0);
@@ -79,7 +80,30 @@ describe("explaining a decision from the journals alone", () => {
     expect(why).toMatch(/policy: "unconditional"/);
     expect(why).toMatch(/b: data link red; .*applied 1.*generation 0123456789abcdef/);
     expect(why).toMatch(/the last record in a's own journal before this decision: BatchAcked\n/);
-    expect(why).toMatch(/re-checked: the policy reaches the same decision on the state at seq \d+/);
+    expect(why).toMatch(/re-checked: the policy reaches the same decision on the state at seq \d+, at the time it was made/);
+  });
+
+  it("a decision journaled after facts that would undo it re-checks exactly on the state it names; an old journal's search could not reach it", async () => {
+    // The peer came back while the takeover was being journaled: on the latest state the policy
+    // decides nothing, and 25 more facts put the decision's real basis beyond the old search.
+    const peerBack: DuetEvent[] = [{ type: "PeerSeen", data: { node: "b", peer: "a" } }, ...Array.from({ length: 25 }, (_, i): DuetEvent => ({ type: "AlertRaised", data: { node: "b", code: "note", message: `fact ${i}` } }))];
+    const script = [...upThenCrash("unconditional"), fenceWait];
+    const exact = await writePair(fresh(), [...script, { on: "b", decide: true, lateFacts: peerBack }]);
+    const [e] = (await explained([exact.dirs.b])).filter((x) => x.kind === "takeover");
+    expect(e!.recheck).toEqual({ matches: true, replayed: { kind: "takeover", code: "takeover" }, journaled: { kind: "takeover", code: "takeover" }, basisSeq: e!.seq - 27, exact: true, note: "26 fact(s) were appended between the decision and its record" });
+
+    const legacy = await writePair(fresh(), [...script, { on: "b", decide: true, lateFacts: peerBack, legacy: true }]);
+    const [old] = (await explained([legacy.dirs.b])).filter((x) => x.kind === "takeover");
+    expect(old!.recheck).toMatchObject({ matches: false, replayed: null, basisSeq: null, exact: false, note: expect.stringMatching(/^approximate: this record predates decisions that name their basis/) });
+  });
+
+  it("an old journal whose decisions name no basis still replays: the re-check matches and says it is approximate", async () => {
+    const { dirs } = await writePair(fresh(), [...upThenCrash("unconditional"), fenceWait, { on: "b", decide: true, legacy: true }]);
+    const [e] = await explained([dirs.b]);
+    expect(e!.recheck).toEqual({ matches: true, replayed: { kind: "takeover", code: "takeover" }, journaled: { kind: "takeover", code: "takeover" }, basisSeq: e!.seq - 1, exact: false, note: "approximate: this record predates decisions that name their basis (basisSeq, decidedAt)" });
+    const { output, exitCode } = await runReplay([dirs.b]);
+    expect(exitCode, output).toBe(0);
+    expect(output).toMatch(/re-checked: the policy reaches the same decision on the state at seq \d+ \(approximate: /);
   });
 
   it.each([
@@ -125,9 +149,9 @@ describe("explaining a decision from the journals alone", () => {
 describe("a journal edited to contradict the policy", () => {
   it("a takeover under policy manual with no tiebreaker asked: MISMATCH first and in place, exit code 1", async () => {
     const script = upThenCrash("manual").slice(0, -1); // no tiebreaker was ever asked
-    const { dirs } = await writePair(fresh(), [...script, { on: "b", forge: { type: "TakeoverDecided", data: { job: "web", by: "b", from: "a", policy: "manual", reasons: [] } } }]);
+    const { dirs } = await writePair(fresh(), [...script, { on: "b", forge: (basis) => ({ type: "TakeoverDecided", data: { job: "web", by: "b", from: "a", policy: "manual", reasons: [], ...basis } }) }]);
     const [e] = await explained([dirs.a, dirs.b]);
-    expect(e!.recheck).toEqual({ matches: false, replayed: null, journaled: { kind: "takeover", code: "takeover" }, basisSeq: null });
+    expect(e!.recheck).toEqual({ matches: false, replayed: null, journaled: { kind: "takeover", code: "takeover" }, basisSeq: null, exact: true });
     expect(e!.chain.tiebreaker).toBeNull();
 
     const { output, exitCode } = await runReplay([dirs.a, dirs.b]);
@@ -138,6 +162,18 @@ describe("a journal edited to contradict the policy", () => {
     expect(output).toMatch(/\[b\] MISMATCH b takes web over from a \(policy manual\)/);
     expect(output).toMatch(/why: takeover \(takeover\) of job web on b.*\n {2}MISMATCH: replaying the policy gives no decision, the journal says takeover \(takeover\)/);
     expect(output).toMatch(/tiebreaker: none asked/);
+  });
+
+  it("a decision whose basis is moved to a state before the tiebreaker answered: MISMATCH, though the policy would take over on the state before the record", async () => {
+    const script = [...upThenCrash("unconditional"), fenceWait];
+    const forged: Step = { on: "b", forge: ({ basisSeq, decidedAt }) => ({ type: "TakeoverDecided", data: { job: "web", by: "b", from: "a", policy: "unconditional", reasons: [], basisSeq: basisSeq - 3, decidedAt } }) };
+    const { dirs } = await writePair(fresh(), [...script, forged]);
+    const [e] = await explained([dirs.b]);
+    expect(e!.recheck).toMatchObject({ matches: false, replayed: null, basisSeq: null, exact: true });
+    const ahead: Step = { on: "b", forge: ({ decidedAt }) => ({ type: "TakeoverDecided", data: { job: "web", by: "b", from: "a", policy: "unconditional", reasons: [], basisSeq: 10_000, decidedAt } }) };
+    const future = await writePair(fresh(), [...script, ahead]);
+    const [f] = await explained([future.dirs.b]);
+    expect(f!.recheck).toMatchObject({ matches: false, exact: true, note: "its basis, seq 10000, is not before the decision itself" });
   });
 
   it("a decline journaled where the policy takes over: the replayed takeover is shown beside it", async () => {

@@ -1,8 +1,10 @@
 import { join } from "node:path";
 import type { DuetEvent } from "../../src/events/catalogue.ts";
+import type { DecisionBasis } from "../../src/events/ids.ts";
 import { openJournal, type Journal } from "../../src/journal/journal.ts";
 import { clusterProjection, type ClusterState } from "../../src/projections/cluster.ts";
 import { decide } from "../../src/policy/decide.ts";
+import { decisionEvents } from "../../src/policy/journal.ts";
 import { decideSwitchover } from "../../src/policy/switchover.ts";
 import type { Clock } from "../../src/world/clock.ts";
 import { createHlc, type HybridClock } from "../../src/world/hlc.ts";
@@ -17,10 +19,15 @@ export type NodeName = "a" | "b";
 export type Step =
   /** A fact; a function gets the node's own clock reading, for facts that name earlier times. */
   | { on: NodeName; fact: DuetEvent | ((now: number) => DuetEvent) }
-  | { on: NodeName; decide: true }
+  /**
+   * What decide() returns, journaled as the reactor does; `lateFacts` go in between the decision
+   * and its record (facts that arrived while it was being journaled); `legacy` drops its basis, as
+   * a journal written before decisions named one.
+   */
+  | { on: NodeName; decide: true; lateFacts?: DuetEvent[]; legacy?: boolean }
   | { on: NodeName; switchover: { job: string; to: string; by: string } }
-  /** An edit: appended as is, whatever the policy would say. */
-  | { on: NodeName; forge: DuetEvent }
+  /** An edit: appended as is, whatever the policy would say (a function is given the basis the node would name). */
+  | { on: NodeName; forge: DuetEvent | ((basis: DecisionBasis) => DuetEvent) }
   | { on: NodeName; hears: NodeName }
   | { wait: number };
 
@@ -54,10 +61,14 @@ export async function writePair(root: string, script: Step[], skewMs: Partial<Re
       const { journal, hlc } = nodes[step.on];
       const local = now + (skewMs[step.on] ?? 0);
       if ("fact" in step) await journal.append([typeof step.fact === "function" ? step.fact(local) : step.fact]);
-      else if ("forge" in step) await journal.append([step.forge]);
+      else if ("forge" in step) await journal.append([typeof step.forge === "function" ? step.forge({ basisSeq: journal.head(), decidedAt: local }) : step.forge]);
       else if ("hears" in step) hlc.receive(nodes[step.hears].hlc.peek());
       else if ("switchover" in step) await switchover(journal, step.switchover, local);
-      else await journal.append(decisionsOf(journal.state(), local));
+      else {
+        const decided = decisionsOf(journal, local);
+        if (step.lateFacts) await journal.append(step.lateFacts);
+        await journal.append(step.legacy ? decided.map(withoutBasis) : decided);
+      }
     }
   } finally {
     await nodes.a.journal.close();
@@ -67,31 +78,25 @@ export async function writePair(root: string, script: Step[], skewMs: Partial<Re
 }
 
 /** The events src/agent/reactor.ts journals for what decide() returns; a step that decides nothing is a broken fixture. */
-function decisionsOf(state: ClusterState, now: number): DuetEvent[] {
+function decisionsOf(journal: Journal<ClusterState>, now: number): DuetEvent[] {
+  const state = journal.state();
   const decisions = decide(state, now);
   if (decisions.length === 0) throw new Error(`fixture: decide() on ${state.self} at ${new Date(now).toISOString()} decided nothing`);
-  const peer = state.membership.peer ?? "unknown";
-  return decisions.map((d): DuetEvent => {
-    const policy = state.jobs.get(d.job)!.policy;
-    switch (d.kind) {
-      case "takeover":
-        return { type: "TakeoverDecided", data: { job: d.job, by: state.self, from: peer, policy, reasons: d.reasons } };
-      case "failover":
-        return { type: "FailoverDecided", data: { job: d.job, from: state.self, to: d.to ?? peer, cause: d.code === "nic-down" ? "nic-down" : "monitor-threshold", reasons: d.reasons } };
-      case "self-fence":
-        return { type: "SelfFenceDecided", data: { node: state.self, jobs: [d.job], graceMs: state.membership.settings.selfFenceGraceMs, reasons: d.reasons } };
-      default:
-        return { type: "TakeoverDeclined", data: { job: d.job, by: state.self, from: peer, policy, code: d.code, reasons: d.reasons } };
-    }
-  });
+  return decisionEvents(decisions, state, { basisSeq: journal.head(), decidedAt: now });
+}
+
+function withoutBasis(event: DuetEvent): DuetEvent {
+  const { basisSeq: _seq, decidedAt: _at, ...data } = event.data as Record<string, unknown>;
+  return { ...event, data } as DuetEvent;
 }
 
 /** As src/agent/jobs.ts: the request is journaled, then the gate runs on the state that includes it. */
 async function switchover(journal: Journal<ClusterState>, request: { job: string; to: string; by: string }, now: number) {
   await journal.append([{ type: "SwitchoverRequested", data: request }]);
+  const basis = { basisSeq: journal.head(), decidedAt: now };
   const gate = decideSwitchover(journal.state(), request.job, request.to, now);
   if (gate.allowed) throw new Error(`fixture: the switchover of ${request.job} to ${request.to} was allowed; the script expected a refusal`);
-  await journal.append([{ type: "SwitchoverRefused", data: { ...request, reasons: gate.reasons } }]);
+  await journal.append([{ type: "SwitchoverRefused", data: { ...request, reasons: gate.reasons, ...basis } }]);
 }
 
 // Facts, as the effectors report them.

@@ -8,13 +8,15 @@ import { decideSwitchover } from "../../src/policy/switchover.ts";
 import { createCursor, createFold, type NodeJournal } from "./fold.ts";
 import { behindLine } from "../../src/policy/takeover.ts";
 
-/** How far back a recheck looks when facts were appended between the agent's decide and its append. */
-export const RECHECK_LOOKBACK_EVENTS = 20;
+/** States kept by seq so a decision's basis is found without folding again (older ones are refolded). */
+export const BASIS_STATES_KEPT = 500;
+/** For a journal written before decisions carried their basis: how far back the approximate re-check looks. */
+export const LEGACY_LOOKBACK_EVENTS = 20;
 /** Records kept to find where the story of a decision starts, and facts shown in its chain. */
 export const CHAIN_RECENT_MAX = 500;
 export const CHAIN_FACTS_MAX = 100;
 
-const DECISION_TYPES = new Set(["TakeoverDecided", "TakeoverDeclined", "FailoverDecided", "SelfFenceDecided", "ResumeDecided", "SwitchoverRefused", "RecoveryDecided", "RecoveryDeclined", "BothActiveResolved", "StartAbandoned"]);
+const DECISION_TYPES = new Set(["TakeoverDecided", "TakeoverDeclined", "FailoverDecided", "FailoverDeclined", "SelfFenceDecided", "ResumeDecided", "SwitchoverRefused", "RecoveryDecided", "RecoveryDeclined", "BothActiveResolved", "StartAbandoned"]);
 
 export interface Outcome {
   kind: string;
@@ -72,6 +74,8 @@ export interface Explanation {
     journaled: Outcome;
     /** The seq whose state the policy was re-run on (null on a mismatch). */
     basisSeq: number | null;
+    /** true: re-run on the basis the decision journaled; false: searched for (an old journal). */
+    exact: boolean;
     note?: string;
   };
 }
@@ -98,7 +102,7 @@ function explainOne(journal: NodeJournal, others: readonly NodeJournal[]): Expla
   const self = journal.node;
   const fold = createFold(self);
   const cursors = others.map((o) => ({ node: o.node, cursor: createCursor(o) }));
-  const history: ClusterState[] = []; // the states before each of the last few records
+  const states = new Map<number, ClusterState>(); // the state after each of the last records, by seq
   const recent: Recorded[] = [];
   const witnesses: Witnesses = { linkDowns: new Map(), peerLost: null, tiebreaker: null };
   const explanations: Explanation[] = [];
@@ -106,6 +110,7 @@ function explainOne(journal: NodeJournal, others: readonly NodeJournal[]): Expla
     if (DECISION_TYPES.has(record.type)) {
       const state = fold.state();
       const peers = cursors.map(({ node, cursor }) => ({ node, ...cursor.advanceTo(record.hlc) }));
+      const stateAt = (seq: number) => (seq === record.seq - 1 ? state : (states.get(seq) ?? refold(journal, seq)));
       for (const { job, outcome, reasons } of journaledOutcomes(record)) {
         explanations.push({
           node: self,
@@ -118,18 +123,30 @@ function explainOne(journal: NodeJournal, others: readonly NodeJournal[]): Expla
           code: outcome.code,
           reasons,
           chain: causalChain(state, witnesses, recent, record, job, peers),
-          recheck: recheck(state, history, record, job, outcome),
+          recheck: recheck(stateAt, record, job, outcome),
         });
       }
     }
-    history.push(fold.state());
-    if (history.length > RECHECK_LOOKBACK_EVENTS) history.shift();
     fold.apply(record);
+    states.set(record.seq, fold.state());
+    states.delete(record.seq - BASIS_STATES_KEPT);
     witness(witnesses, record, self);
     recent.push(record);
     if (recent.length > CHAIN_RECENT_MAX) recent.shift();
   }
   return explanations;
+}
+
+/** The state after `seq`, folded again from the journal's start; null when the journal does not hold it. */
+function refold(journal: NodeJournal, seq: number): ClusterState | null {
+  const first = journal.events[0]?.seq ?? 1;
+  if (seq < first - 1) return null;
+  const fold = createFold(journal.node);
+  for (const record of journal.events) {
+    if (record.seq > seq) break;
+    fold.apply(record);
+  }
+  return fold.state();
 }
 
 function journaledOutcomes(record: Recorded): { job: string; outcome: Outcome; reasons: Reason[] }[] {
@@ -140,6 +157,8 @@ function journaledOutcomes(record: Recorded): { job: string; outcome: Outcome; r
       return [{ job: record.data.job, outcome: { kind: "decline", code: record.data.code }, reasons: record.data.reasons }];
     case "FailoverDecided":
       return [{ job: record.data.job, outcome: { kind: "failover", code: record.data.cause }, reasons: record.data.reasons }];
+    case "FailoverDeclined":
+      return [{ job: record.data.job, outcome: { kind: "failover-declined", code: record.data.code }, reasons: record.data.reasons }];
     case "SelfFenceDecided":
       return record.data.jobs.map((job) => ({ job, outcome: { kind: "self-fence", code: record.data.code ?? "isolated" }, reasons: record.data.reasons }));
     case "ResumeDecided":
@@ -164,9 +183,9 @@ function failedNames(reasons: readonly Reason[]): string {
 }
 
 /** What the policy decides for `job` on a replayed state, in the journal's own terms. */
-function replayedOutcome(state: ClusterState, record: Recorded, job: string): Outcome | null {
+function replayedOutcome(state: ClusterState, record: Recorded, job: string, now: number): Outcome | null {
   if (record.type === "SwitchoverRefused") {
-    const gate = decideSwitchover(state, job, record.data.to, record.at);
+    const gate = decideSwitchover(state, job, record.data.to, now);
     return gate.allowed ? { kind: "switchover-allowed", code: "allowed" } : { kind: "switchover-refused", code: failedNames(gate.reasons) };
   }
   if (record.type === "BothActiveResolved") {
@@ -183,25 +202,44 @@ function replayedOutcome(state: ClusterState, record: Recorded, job: string): Ou
     const again = theirs && view ? decideYieldStart(job, startingHere(state, view), theirs) : null;
     return again ? { kind: again.kind, code: again.code } : null;
   }
-  const d = decide(state, record.at).find((x) => x.job === job);
+  const d = decide(state, now).find((x) => x.job === job);
   return d ? { kind: d.kind, code: d.code } : null;
 }
 
 /**
- * Re-runs the policy on the state before the decision. The agent may have appended a few facts
- * between deciding and journaling (one group commit), so the few states before are tried too, and
- * the note says so; a journal edited to contradict the policy matches none of them.
+ * Re-runs the policy on the state the decision names (its basisSeq) at the time it was given (its
+ * decidedAt): the same inputs, so the same outcome, or the journal does not follow from itself.
+ * A journal written before decisions carried their basis is searched instead, and says so.
  */
-function recheck(state: ClusterState, history: readonly ClusterState[], record: Recorded, job: string, journaled: Outcome): Explanation["recheck"] {
-  const replayed = replayedOutcome(state, record, job);
-  if (same(replayed, journaled)) return { matches: true, replayed, journaled, basisSeq: record.seq - 1 };
-  for (let back = history.length - 1; back >= 0; back--) {
-    const earlier = replayedOutcome(history[back]!, record, job);
-    if (!same(earlier, journaled)) continue;
-    const basisSeq = record.seq - 1 - (history.length - back);
-    return { matches: true, replayed: earlier, journaled, basisSeq, note: `reached on the state at seq ${basisSeq}; ${record.seq - 1 - basisSeq} fact(s) were appended while it was being journaled` };
+function recheck(stateAt: (seq: number) => ClusterState | null, record: Recorded, job: string, journaled: Outcome): Explanation["recheck"] {
+  const { basisSeq, decidedAt } = record.data as { basisSeq?: number; decidedAt?: number };
+  if (basisSeq === undefined || decidedAt === undefined) return legacyRecheck(stateAt, record, job, journaled);
+  const state = basisSeq < record.seq ? stateAt(basisSeq) : null;
+  if (state === null) {
+    const why = basisSeq < record.seq ? "lies before this journal's first record" : "is not before the decision itself";
+    return { matches: false, replayed: null, journaled, basisSeq: null, exact: true, note: `its basis, seq ${basisSeq}, ${why}` };
   }
-  return { matches: false, replayed, journaled, basisSeq: null };
+  const replayed = replayedOutcome(state, record, job, decidedAt);
+  const lag = record.seq - 1 - basisSeq;
+  const note = lag > 0 ? `${lag} fact(s) were appended between the decision and its record` : undefined;
+  const matches = same(replayed, journaled);
+  return { matches, replayed, journaled, basisSeq: matches ? basisSeq : null, exact: true, ...(note ? { note } : {}) };
+}
+
+function legacyRecheck(stateAt: (seq: number) => ClusterState | null, record: Recorded, job: string, journaled: Outcome): Explanation["recheck"] {
+  const approximate = "approximate: this record predates decisions that name their basis (basisSeq, decidedAt)";
+  const first = record.seq - 1;
+  let replayed: Outcome | null = null;
+  for (let seq = first; seq >= Math.max(0, first - LEGACY_LOOKBACK_EVENTS); seq--) {
+    const state = stateAt(seq);
+    if (state === null) break;
+    const outcome = replayedOutcome(state, record, job, record.at);
+    if (seq === first) replayed = outcome;
+    if (!same(outcome, journaled)) continue;
+    const note = seq === first ? approximate : `${approximate}; reached on the state at seq ${seq}, ${first - seq} fact(s) before the record`;
+    return { matches: true, replayed: outcome, journaled, basisSeq: seq, exact: false, note };
+  }
+  return { matches: false, replayed, journaled, basisSeq: null, exact: false, note: approximate };
 }
 
 function same(a: Outcome | null, b: Outcome): boolean {
@@ -342,6 +380,8 @@ export function describe(r: Recorded): string | null {
       return `${r.data.by} does not take ${r.data.job} over from ${r.data.from}: ${r.data.code} (policy ${r.data.policy})`;
     case "FailoverDecided":
       return `${r.data.from} moves ${r.data.job} to ${r.data.to}: ${r.data.cause}`;
+    case "FailoverDeclined":
+      return `${r.data.node} keeps ${r.data.job} despite its fault: ${r.data.code}`;
     case "SelfFenceDecided":
       return r.data.code === "stalled"
         ? `${r.data.node}'s own loop stalled and its peer did not confirm ${r.data.jobs.join(", ")} still ran there: brought out at once`

@@ -97,8 +97,8 @@ export function renderExplanation(e: Explanation): string[] {
   const verdict = e.unverified
     ? `UNVERIFIED (${e.unverified}): not re-checked as sound`
     : r.matches
-    ? `re-checked: the policy reaches the same decision on the state at seq ${r.basisSeq}${r.note ? ` (${r.note})` : ""}`
-    : `MISMATCH: replaying the policy gives ${r.replayed ? `${r.replayed.kind} (${r.replayed.code})` : "no decision"}, the journal says ${r.journaled.kind} (${r.journaled.code})`;
+    ? `re-checked: the policy reaches the same decision on the state at seq ${r.basisSeq}${r.exact ? ", at the time it was made" : ""}${r.note ? ` (${r.note})` : ""}`
+    : `MISMATCH: replaying the policy gives ${r.replayed ? `${r.replayed.kind} (${r.replayed.code})` : "no decision"}, the journal says ${r.journaled.kind} (${r.journaled.code})${r.note ? ` (${r.note})` : ""}`;
   const lines = [`why: ${e.kind} (${e.code}) of job ${e.job} on ${e.node} at ${e.time} (seq ${e.seq})`];
   if (!r.matches || e.unverified) lines.push(`  ${verdict}`);
   lines.push(`  links on ${e.node}:${c.links.length === 0 ? " none known" : ""}`);
