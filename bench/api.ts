@@ -6,7 +6,7 @@ import { createInterface } from "node:readline";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApi } from "../src/api/app.ts";
-import { ControlError, type ControlPort } from "../src/api/ports.ts";
+import { Refusal, type ControlPort } from "../src/api/ports.ts";
 import { startApiServer } from "../src/api/server.ts";
 import { openJournal } from "../src/journal/journal.ts";
 import { clusterProjection } from "../src/projections/cluster.ts";
@@ -22,7 +22,7 @@ const BASELINE_REQUESTS = 2000;
 const TOKEN = "bench-token";
 
 const refuse = async (): Promise<never> => {
-  throw new ControlError("not-available", 409, "bench");
+  throw new Refusal("not-available", "bench");
 };
 const control: ControlPort = { bringIn: refuse, bringOut: refuse, switchover: refuse, deleteJob: refuse, verify: refuse, selectSource: refuse, takeSnapshot: refuse, listSnapshots: refuse, restoreSnapshot: refuse, clearConfig: refuse, applyConfig: refuse, gatherinfo: refuse };
 /** Percentile of an ascending array. */

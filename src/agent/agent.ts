@@ -8,6 +8,7 @@ import { decideSwitchover } from "../policy/switchover.ts";
 import type { Config, JobSpec } from "../config/schema.ts";
 import type { ConfigPlan } from "../policy/config-change.ts";
 import { peerOf, selfNode, type LoadedConfig } from "../config/load.ts";
+import { localTokenFile } from "../config/self.ts";
 import { startHeartbeat, TCP_LINK } from "../cluster/heartbeat.ts";
 import { startPeerChannel } from "../cluster/peer-channel.ts";
 import { runTiebreaker, type ArpTarget } from "../cluster/tiebreak.ts";
@@ -15,13 +16,12 @@ import { createJobRunner, type JobRunner } from "../resources/runner.ts";
 import { createApi } from "../api/app.ts";
 import { startApiServer } from "../api/server.ts";
 import type { ControlPort } from "../api/ports.ts";
-import { ControlError } from "../api/ports.ts";
+import { Refusal } from "../api/ports.ts";
 import { lateTickGuard, systemClock, systemTimers, type Clock, type Timers } from "../world/clock.ts";
 import { createHlc } from "../world/hlc.ts";
 import { systemProcesses, type ProcessRunner } from "../world/process.ts";
 import { udpTransport, type DatagramTransport } from "../world/transport.ts";
 import { systemReach, type TcpReach } from "../world/reach.ts";
-import { localTokenFile } from "../cli/client.ts";
 import { createJobControl } from "./jobs.ts";
 import { jobsRunningHere, parseRelayedFact, reconcile } from "./peer-link.ts";
 import { configDiffers } from "../projections/membership.ts";
@@ -477,10 +477,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       listSnapshots: (job) => mirrors.listSnapshots(job),
       restoreSnapshot: (job, name, to, by) => mirrors.restoreSnapshot(job, name, to, by),
       clearConfig: async (by, force) => {
-        if (!options.onClearRequested) throw new ControlError("not-available", 409, "run `duet config clear` on the host with the agent stopped");
+        if (!options.onClearRequested) throw new Refusal("not-available", "run `duet config clear` on the host with the agent stopped");
         const running = [...state().jobs.values()].filter((j) => j.active === me.name && j.phase !== "out").map((j) => j.name);
         if (running.length > 0 && !force)
-          throw new ControlError("job-brought-in", 409, `${running.join(", ")} ${running.length === 1 ? "runs" : "run"} on ${me.name}; bring ${running.length === 1 ? "it" : "them"} out first, or pass force`);
+          throw new Refusal("job-brought-in", `${running.join(", ")} ${running.length === 1 ? "runs" : "run"} on ${me.name}; bring ${running.length === 1 ? "it" : "them"} out first, or pass force`);
         info(`${by} asked to clear this node's configuration${force ? " (forced)" : ""}: stopping, then archiving`);
         const request = { by, force };
         // After the answer is sent: the agent stops as for SIGTERM (jobs switched over or brought out).

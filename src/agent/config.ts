@@ -6,7 +6,7 @@ import type { ClusterState } from "../projections/cluster.ts";
 import type { Config } from "../config/schema.ts";
 import { ConfigError, parseConfig, type LoadedConfig } from "../config/load.ts";
 import { planConfigChange, planLines, type ConfigPlan } from "../policy/config-change.ts";
-import { ControlError, type ConfigApplied } from "../api/ports.ts";
+import { Refusal, type ConfigApplied } from "../api/ports.ts";
 import type { PeerRequest, PeerResponse } from "./peer-protocol.ts";
 
 /** How long the peer has to plan, write and journal an offered configuration. */
@@ -58,7 +58,7 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     try {
       loaded = parseConfig(text, running.file);
     } catch (error) {
-      if (error instanceof ConfigError) throw new ControlError("bad-config", 422, error.message, { issues: error.issues });
+      if (error instanceof ConfigError) throw new Refusal("bad-config", error.message, { issues: error.issues });
       throw error;
     }
     return { loaded, plan: planConfigChange(running.config, loaded.config, places()) };
@@ -98,17 +98,17 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
   async function offer(text: string, newVersion: number, by: string, force: boolean): Promise<ConfigApplied["peer"]> {
     if (!host.connected()) {
       if (force) return "not-reached";
-      throw new ControlError("peer-unreachable", 409, `${host.peer} cannot be reached, so it would keep the old configuration; pass force to apply it here only (${host.peer} adopts version ${newVersion} when it is back)`);
+      throw new Refusal("peer-unreachable", `${host.peer} cannot be reached, so it would keep the old configuration; pass force to apply it here only (${host.peer} adopts version ${newVersion} when it is back)`);
     }
     let answer: PeerResponse;
     try {
       answer = await host.request({ kind: "config-offer", version: newVersion, text, by }, OFFER_TIMEOUT_MS);
     } catch (error) {
       if (force) return "not-reached";
-      throw new ControlError("peer-unreachable", 409, `${host.peer} did not answer the offer (${(error as Error).message}); pass force to apply it here only`);
+      throw new Refusal("peer-unreachable", `${host.peer} did not answer the offer (${(error as Error).message}); pass force to apply it here only`);
     }
     const known = ["config-refused", "config-conflict", "config-busy", "bad-config"];
-    if (!answer.ok) throw new ControlError(known.includes(answer.code) ? answer.code : "peer-refused", 409, `${host.peer} refused the configuration: ${answer.message}`);
+    if (!answer.ok) throw new Refusal(known.includes(answer.code) ? answer.code : "peer-refused", `${host.peer} refused the configuration: ${answer.message}`);
     return "applied";
   }
 
@@ -137,7 +137,7 @@ export function createConfigControl(host: ConfigHost, initial: LoadedConfig) {
     const peerVersion = host.state().membership.peerReport?.configVersion ?? 0;
     const newVersion = Math.max(version(), peerVersion) + 1;
     const result = (applied: boolean, peer: ConfigApplied["peer"]): ConfigApplied => ({ applied, version: applied ? newVersion : version(), hash: parsed.loaded.hash, plan: parsed.plan, peer });
-    if (!parsed.plan.allowed && !options.dryRun) throw new ControlError("config-refused", 409, refusedMessage(parsed.plan), { plan: parsed.plan });
+    if (!parsed.plan.allowed && !options.dryRun) throw new Refusal("config-refused", refusedMessage(parsed.plan), { plan: parsed.plan });
     if (options.dryRun) return { ...result(false, "not-asked"), version: newVersion };
     // The same document again: nothing to do, unless the peer runs another (then it is offered).
     const peerHash = host.state().membership.peerReport?.configHash;

@@ -3,7 +3,7 @@ import type { ClusterState } from "../projections/cluster.ts";
 import { decisionSincePhase, type JobView } from "../projections/jobs.ts";
 import { decideSwitchover, refusalText } from "../policy/switchover.ts";
 import type { BringInResult, JobRunner } from "../resources/runner.ts";
-import { ControlError } from "../api/ports.ts";
+import { Refusal } from "../api/ports.ts";
 import type { JobRequest, PeerRequest, PeerResponse } from "./peer-protocol.ts";
 
 /** How long a peer gets to start or stop a job it was asked to: the slowest resource timeouts, with margin. */
@@ -49,7 +49,7 @@ export function createJobControl(host: JobHost) {
 
   function jobOrThrow(name: string): JobView {
     const job = host.state().jobs.get(name);
-    if (!job) throw new ControlError("not-found", 404, `job ${name}: no such job (duet status lists the jobs)`);
+    if (!job) throw new Refusal("not-found", `job ${name}: no such job (duet status lists the jobs)`);
     return job;
   }
   const otherNode = (job: JobView) => job.nodes.find((n) => n !== host.self) ?? host.self;
@@ -60,7 +60,7 @@ export function createJobControl(host: JobHost) {
   /** Starts the job's resources here and records the outcome for both journals. */
   async function startHere(name: string): Promise<boolean> {
     const runner = host.runner(name);
-    if (!runner) throw new ControlError("not-found", 404, `job ${name}: not configured on node ${host.self}`);
+    if (!runner) throw new Refusal("not-found", `job ${name}: not configured on node ${host.self}`);
     // Abandoned while queued behind another operation on the job: it never begins.
     const job = host.state().jobs.get(name);
     if (job && decisionSincePhase(job)?.kind === "abandon-start") {
@@ -128,7 +128,7 @@ export function createJobControl(host: JobHost) {
   /** --force: the active node is asked to stop the job, and this node starts it on a generation of its own. */
   async function forcedBringIn(name: string, by: string, target: string, active: string): Promise<{ seq: number }> {
     const [alert] = await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: "forced-bring-in", message: `${by} forces ${name} in on ${target} while ${active} runs it: ${lossOf(name)}; lineage records a fork` } }]);
-    if (target !== host.self) throw new ControlError("bad-request", 400, `force: a forced bring-in is asked on the node it starts on (${target})`);
+    if (target !== host.self) throw new Refusal("bad-request", `force: a forced bring-in is asked on the node it starts on (${target})`);
     void serial(name, async () => {
       const out = await askPeer({ kind: "bring-out", job: name, by, urgent: true });
       if (!out.ok) return reportPeerFailure(name, out);
@@ -213,7 +213,7 @@ export function createJobControl(host: JobHost) {
     async bringIn(name: string, by: string, on?: string, force = false): Promise<{ seq: number }> {
       const job = jobOrThrow(name);
       const target = on ?? job.nodes[0];
-      if (!job.nodes.includes(target)) throw new ControlError("bad-request", 400, `on: expected one of the job's nodes (${job.nodes.join(", ")}), got "${target}"`);
+      if (!job.nodes.includes(target)) throw new Refusal("bad-request", `on: expected one of the job's nodes (${job.nodes.join(", ")}), got "${target}"`);
       // The job runs on the other node, which is still there: moving it is a switchover (stop the
       // application, drain the queue), gated like one; --force moves it anyway and says what is lost.
       const runsElsewhere = job.active !== null && job.active !== target && job.phase === "in" && host.state().membership.peerStatus !== "lost";
@@ -221,17 +221,17 @@ export function createJobControl(host: JobHost) {
         try {
           return await this.switchover(name, by, target);
         } catch (error) {
-          if (!(error instanceof ControlError) || error.code !== "switchover-refused") throw error;
-          throw new ControlError("switchover-refused", 409, `${name} runs on ${job.active}: a bring-in on ${target} is a switchover, and ${error.message.replace(/^switchover of \S+ to \S+ /, "it was ")}; pass force to bring it in anyway (${lossOf(name)})`, error.details);
+          if (!(error instanceof Refusal) || error.code !== "switchover-refused") throw error;
+          throw new Refusal("switchover-refused", `${name} runs on ${job.active}: a bring-in on ${target} is a switchover, and ${error.message.replace(/^switchover of \S+ to \S+ /, "it was ")}; pass force to bring it in anyway (${lossOf(name)})`, error.details);
         }
       }
       if (runsElsewhere) return forcedBringIn(name, by, target, job.active!);
       // An operator's takeover: the job's node is lost (policy manual raised an alert and waits for this).
       const takeover = target === host.self && job.active !== null && job.active !== host.self && host.state().membership.peerStatus === "lost";
-      if (job.phase !== "out" && job.phase !== "failed" && !takeover) throw new ControlError("job-not-out", 409, `job ${name} is ${job.phase}${job.active ? ` on ${job.active}` : ""}; bring it out first`);
+      if (job.phase !== "out" && job.phase !== "failed" && !takeover) throw new Refusal("job-not-out", `job ${name} is ${job.phase}${job.active ? ` on ${job.active}` : ""}; bring it out first`);
       if (takeover)
         await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: "operator-takeover", message: `${by} brings ${name} in on ${host.self} while ${job.active}, where it ran, is lost: the operator vouches that ${job.active} no longer runs it` } }]);
-      if (target !== host.self && !host.peer.connected()) throw new ControlError("peer-not-connected", 503, `job ${name}: node ${target} is not connected; bring the job in on ${host.self} or wait for the peer`);
+      if (target !== host.self && !host.peer.connected()) throw new Refusal("peer-not-connected", `job ${name}: node ${target} is not connected; bring the job in on ${host.self} or wait for the peer`);
       const request: DuetEvent = { type: "BringInRequested", data: { job: name, on: target, by } };
       const [recorded] = await host.record([request]);
       if (target === host.self) host.peer.relay(request);
@@ -242,7 +242,7 @@ export function createJobControl(host: JobHost) {
 
     async bringOut(name: string, by: string): Promise<{ seq: number }> {
       const job = jobOrThrow(name);
-      if (job.phase === "out") throw new ControlError("job-not-in", 409, `job ${name} is already brought out`);
+      if (job.phase === "out") throw new Refusal("job-not-in", `job ${name} is already brought out`);
       const [recorded] = await host.record([{ type: "BringOutRequested", data: { job: name, by } }]);
       // A failed or half-started job may have leftovers on either node: clean here, and ask the peer too.
       void serial(name, () => stopHere(name));
@@ -258,7 +258,7 @@ export function createJobControl(host: JobHost) {
       const gate = decideSwitchover(host.state(), name, target, basis.decidedAt);
       if (!gate.allowed) {
         await host.record([{ type: "SwitchoverRefused", data: { job: name, to: target, by, reasons: gate.reasons, ...basis } }]);
-        throw new ControlError("switchover-refused", 409, `switchover of ${name} to ${target} refused: ${refusalText(gate.reasons)}`, gate.reasons);
+        throw new Refusal("switchover-refused", `switchover of ${name} to ${target} refused: ${refusalText(gate.reasons)}`, gate.reasons);
       }
       if (job.active === host.self) void serial(name, () => moveToPeer(name, by, "switchover"));
       else void askPeer({ kind: "switchover", job: name, to: target, by }).then((answer) => reportPeerFailure(name, answer));
@@ -267,7 +267,7 @@ export function createJobControl(host: JobHost) {
 
     async deleteJob(name: string, by: string): Promise<{ seq: number }> {
       const job = jobOrThrow(name);
-      if (job.phase !== "out") throw new ControlError("job-not-out", 409, `job ${name} is ${job.phase}; bring it out before deleting it`);
+      if (job.phase !== "out") throw new Refusal("job-not-out", `job ${name} is ${job.phase}; bring it out before deleting it`);
       const [recorded] = await host.record([{ type: "JobDeleted", data: { job: name, by } }]);
       return { seq: recorded!.seq };
     },
@@ -302,7 +302,7 @@ export function createJobControl(host: JobHost) {
             await this.switchover(request.job, request.by, request.to);
             return { ok: true };
           } catch (error) {
-            const e = error as ControlError;
+            const e = error as Refusal;
             return { ok: false, code: e.code ?? "error", message: e.message };
           }
       }

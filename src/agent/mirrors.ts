@@ -7,7 +7,7 @@ import type { ClusterState } from "../projections/cluster.ts";
 import { lineageSummary, lineageView, parseLineageSummary, type LineageSummary } from "../projections/lineage.ts";
 import { compareLineage, decideSourceSelection, type Paths } from "../policy/lineage.ts";
 import { planMirrorSession } from "../policy/mirror-session.ts";
-import { ControlError } from "../api/ports.ts";
+import { Refusal } from "../api/ports.ts";
 import { oldestUnackedAt } from "../projections/replication.ts";
 import { JoinedBytes } from "../cluster/peer-channel.ts";
 import type { Timers } from "../world/clock.ts";
@@ -644,7 +644,7 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
       case "mirror-verify":
         return verifyHere(request.job, request.by).then(
           (r) => ({ ok: true, ...r }),
-          (e: Error) => ({ ok: false, code: (e as ControlError).code ?? "error", message: e.message }),
+          (e: Error) => ({ ok: false, code: (e as Refusal).code ?? "error", message: e.message }),
         );
       case "mirror-summary":
         return { ok: true, summary: summary(request.job) };
@@ -673,9 +673,9 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
    */
   function takeSnapshot(job: string, reason: "operator" | "schedule" | "before-source-select"): Promise<SnapshotInfo> {
     const store = snapshotStores.get(job);
-    if (!store) return Promise.reject(new ControlError("not-mirrored", 409, `job ${job} has no mirrored paths`));
+    if (!store) return Promise.reject(new Refusal("not-mirrored", `job ${job} has no mirrored paths`));
     if (sources.has(job) && !sources.get(job)!.temporary)
-      return Promise.reject(new ControlError("job-runs-here", 409, `job ${job} runs on ${host.self}, whose application writes its files in place; take the snapshot of the replica on ${host.peer}`));
+      return Promise.reject(new Refusal("job-runs-here", `job ${job} runs on ${host.self}, whose application writes its files in place; take the snapshot of the replica on ${host.peer}`));
     return serialApply(job, () => store.take(reason, { generation: view(job).current, batch: view(job).lastApplied?.batch ?? 0 }));
   }
 
@@ -690,30 +690,30 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
    * must never change; restoring a snapshot into itself recursed until ENAMETOOLONG).
    */
   function restoreTarget(to: string): string {
-    if (to.includes("\u0000")) throw new ControlError("bad-request", 400, "to: a path may not contain a NUL byte");
-    if (!isAbsolute(to)) throw new ControlError("bad-request", 400, `to: expected an absolute directory, got ${JSON.stringify(to)}`);
+    if (to.includes("\u0000")) throw new Refusal("bad-request", "to: a path may not contain a NUL byte");
+    if (!isAbsolute(to)) throw new Refusal("bad-request", `to: expected an absolute directory, got ${JSON.stringify(to)}`);
     const target = resolvePath(to);
     const within = (dir: string) => target === dir || target.startsWith(`${dir}/`);
     for (const [name, paths] of roots) {
       const mirrored = paths.find((p) => within(resolvePath(p)));
-      if (mirrored) throw new ControlError("bad-request", 400, `to: ${target} is inside ${mirrored}, a mirrored path of job ${name}; restore into a directory outside every mirror`);
+      if (mirrored) throw new Refusal("bad-request", `to: ${target} is inside ${mirrored}, a mirrored path of job ${name}; restore into a directory outside every mirror`);
       const snapshots = resolvePath(snapshotDir(paths));
-      if (within(snapshots)) throw new ControlError("bad-request", 400, `to: ${target} is inside ${snapshots}, where job ${name}'s snapshots are kept (they never change); restore elsewhere`);
+      if (within(snapshots)) throw new Refusal("bad-request", `to: ${target} is inside ${snapshots}, where job ${name}'s snapshots are kept (they never change); restore elsewhere`);
     }
     return target;
   }
 
   async function restoreSnapshot(job: string, name: string, to: string | undefined, by: string): Promise<{ seq: number }> {
     const store = snapshotStores.get(job);
-    if (!store) throw new ControlError("not-mirrored", 409, `job ${job} has no mirrored paths`);
+    if (!store) throw new Refusal("not-mirrored", `job ${job} has no mirrored paths`);
     const state = host.state().jobs.get(job);
     if (to === undefined && (sources.has(job) || (state && state.phase !== "out")))
-      throw new ControlError("job-not-out", 409, `job ${job} is ${state?.phase ?? "running"}${state?.active ? ` on ${state.active}` : ""}; bring it out before restoring in place (or restore --to a directory)`);
+      throw new Refusal("job-not-out", `job ${job} is ${state?.phase ?? "running"}${state?.active ? ` on ${state.active}` : ""}; bring it out before restoring in place (or restore --to a directory)`);
     if (to !== undefined) to = restoreTarget(to);
     try {
       await serialApply(job, () => store.restore(name, { to, by }));
     } catch (error) {
-      if (error instanceof SnapshotError) throw error.kind === "not-found" ? new ControlError("not-found", 404, error.message) : new ControlError("snapshot-refused", 409, error.message);
+      if (error instanceof SnapshotError) throw error.kind === "not-found" ? new Refusal("not-found", error.message) : new Refusal("snapshot-refused", error.message);
       throw error;
     }
     if (to !== undefined) return { seq: host.head() }; // SnapshotRestored, just journaled
@@ -739,36 +739,36 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
    * chose; then the chosen side resyncs the other.
    */
   async function selectSource(job: string, from: string, by: string, force: boolean): Promise<{ seq: number }> {
-    if (!roots.has(job)) throw new ControlError("not-mirrored", 409, `job ${job} has no mirrored paths`);
-    if (from !== host.self && from !== host.peer) throw new ControlError("bad-request", 400, `from: expected ${host.self} or ${host.peer}, got "${from}"`);
-    if (!host.connected()) throw new ControlError("peer-not-connected", 503, `job ${job}: the peer is not connected; a source can be selected only with both nodes up`);
+    if (!roots.has(job)) throw new Refusal("not-mirrored", `job ${job} has no mirrored paths`);
+    if (from !== host.self && from !== host.peer) throw new Refusal("bad-request", `from: expected ${host.self} or ${host.peer}, got "${from}"`);
+    if (!host.connected()) throw new Refusal("peer-not-connected", `job ${job}: the peer is not connected; a source can be selected only with both nodes up`);
     const answer = (await host.request({ kind: "mirror-summary", job }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; summary?: unknown; message?: string };
-    if (!answer.ok) throw new ControlError("peer-refused", 409, answer.message ?? "the peer refused");
+    if (!answer.ok) throw new Refusal("peer-refused", answer.message ?? "the peer refused");
     const decision = decideSourceSelection(summary(job), parseLineageSummary(answer.summary), from, force);
     const lost = decision.losing.paths === "all" ? "all of its data" : `${decision.losing.paths.length} path(s)${decision.losing.paths.length > 0 ? `: ${decision.losing.paths.slice(0, 10).join(", ")}${decision.losing.paths.length > 10 ? ", ..." : ""}` : ""}`;
-    if (!decision.allowed) throw new ControlError(decision.code, 409, `source ${from} for ${job} refused (${decision.code}): ${decision.losing.node} would lose ${lost}; add --force to accept that`, decision.reasons);
+    if (!decision.allowed) throw new Refusal(decision.code, `source ${from} for ${job} refused (${decision.code}): ${decision.losing.node} would lose ${lost}; add --force to accept that`, decision.reasons);
     const state = host.state().jobs.get(job);
     if (state?.active === decision.losing.node && state.phase !== "out")
-      throw new ControlError("job-runs-on-losing-side", 409, `job ${job} runs on ${decision.losing.node}, whose data would be overwritten; bring it out first (or select ${decision.losing.node} as the source)`);
+      throw new Refusal("job-runs-on-losing-side", `job ${job} runs on ${decision.losing.node}, whose data would be overwritten; bring it out first (or select ${decision.losing.node} as the source)`);
     const kept =
       decision.losing.node === host.self
         ? await keepHere(job)
         : ((await host.request({ kind: "mirror-keep", job, by }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; snapshot?: string | null; message?: string });
     const keptSnapshot = typeof kept === "object" && kept !== null ? (kept.ok ? (kept.snapshot ?? null) : null) : kept;
-    if (typeof kept === "object" && kept !== null && !kept.ok) throw new ControlError("snapshot-failed", 409, `${decision.losing.node} could not keep its data before the resync: ${kept.message}; nothing was changed`);
+    if (typeof kept === "object" && kept !== null && !kept.ok) throw new Refusal("snapshot-failed", `${decision.losing.node} could not keep its data before the resync: ${kept.message}; nothing was changed`);
     const losingPaths = decision.losing.paths === "all" ? 0 : decision.losing.paths.length;
     const [recorded] = await host.record([{ type: "SourceSelected", data: { job, from, by, force, keptSnapshot, losingPaths } }]);
     host.log(`job ${job}: ${by} selected ${from} as the source; ${decision.losing.node} loses ${lost}${keptSnapshot ? ` (kept in snapshot ${keptSnapshot})` : ""}`);
     const told = (await host.request({ kind: "mirror-select", job, from, by, force, keptSnapshot, losingPaths }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; message?: string };
-    if (!told.ok) throw new ControlError("peer-refused", 409, `${host.peer} did not take the selection: ${told.message}`);
+    if (!told.ok) throw new Refusal("peer-refused", `${host.peer} did not take the selection: ${told.message}`);
     if (from === host.self) await becomeSelectedSource(job);
     return { seq: recorded!.seq };
   }
 
   async function verifyHere(job: string, by: string): Promise<{ seq: number }> {
     const source = sources.get(job);
-    if (!source) throw new ControlError("job-not-in", 409, `job ${job} does not run on ${host.self}; verification runs where the job runs`);
-    if (!host.connected()) throw new ControlError("peer-not-connected", 503, `job ${job}: the peer is not connected; nothing to verify against`);
+    if (!source) throw new Refusal("job-not-in", `job ${job} does not run on ${host.self}; verification runs where the job runs`);
+    if (!host.connected()) throw new Refusal("peer-not-connected", `job ${job}: the peer is not connected; nothing to verify against`);
     const [requested] = await host.record([{ type: "VerificationRequested", data: { job, by } }]);
     source.token++; // ends the running session; the new one verifies first
     source.wake?.();
@@ -800,11 +800,11 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
     },
     onRequest,
     async verify(job: string, by: string): Promise<{ seq: number }> {
-      if (!roots.has(job)) throw new ControlError("not-mirrored", 409, `job ${job} has no mirrored paths`);
+      if (!roots.has(job)) throw new Refusal("not-mirrored", `job ${job} has no mirrored paths`);
       if (sources.has(job)) return verifyHere(job, by);
-      if (!host.connected()) throw new ControlError("peer-not-connected", 503, `job ${job} does not run here and the peer is not connected`);
+      if (!host.connected()) throw new Refusal("peer-not-connected", `job ${job} does not run here and the peer is not connected`);
       const answer = (await host.request({ kind: "mirror-verify", job, by }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; seq?: number; code?: string; message?: string };
-      if (!answer.ok) throw new ControlError(answer.code ?? "error", 409, answer.message ?? "the peer refused");
+      if (!answer.ok) throw new Refusal(answer.code ?? "error", answer.message ?? "the peer refused");
       const [requested] = await host.record([{ type: "VerificationRequested", data: { job, by } }]);
       return { seq: requested!.seq };
     },
@@ -812,7 +812,7 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
     takeSnapshot: (job: string) => takeSnapshot(job, "operator"),
     listSnapshots: async (job: string): Promise<SnapshotInfo[]> => {
       const store = snapshotStores.get(job);
-      if (!store) throw new ControlError("not-mirrored", 409, `job ${job} has no mirrored paths`);
+      if (!store) throw new Refusal("not-mirrored", `job ${job} has no mirrored paths`);
       return store.list();
     },
     restoreSnapshot,

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import type { JoinedBytes } from "../cluster/peer-channel.ts";
 import { jobId, nodeId, user } from "../events/ids.ts";
+import { firstIssue } from "../events/issue.ts";
 
 /**
  * What two agents say to each other over the peer channel, beside replication. Every message is
@@ -74,8 +75,7 @@ export const relayedFact = z.strictObject({ type: z.enum(RELAYED_FACTS), data: z
 export function parsePeerRequest(message: unknown): PeerRequest {
   const parsed = peerRequest.safeParse(message);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new Error(`peer request: ${issue?.path.join(".") || "message"}: ${issue?.message ?? "invalid"}`);
+    throw new Error(`peer request: ${firstIssue(parsed.error, "message").text}`);
   }
   return parsed.data;
 }
@@ -122,8 +122,7 @@ export type OutgoingMirrorRequest = Exclude<MirrorRequest, { kind: "mirror-batch
 export function parseMirrorRequest(message: unknown): MirrorRequest {
   const parsed = mirrorRequest.safeParse(message);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new Error(`mirror request: ${issue?.path.join(".") || "message"}: ${issue?.message ?? "invalid"}`);
+    throw new Error(`mirror request: ${firstIssue(parsed.error, "message").text}`);
   }
   return parsed.data;
 }

@@ -9,8 +9,9 @@ import { systemTimers, type Clock, type Timers } from "../world/clock.ts";
 import { createAuth } from "./auth.ts";
 import { createLoginFailureReport } from "./login-failures.ts";
 import { createMetrics, type MetricsLive } from "./metrics.ts";
-import { ControlError, type ApiJournal, type ApiUser, type ControlPort, type Role } from "./ports.ts";
+import { Refusal, type ApiJournal, type ApiUser, type ControlPort, type Role } from "./ports.ts";
 import { clusterView, jobView } from "./views.ts";
+import { firstIssue } from "../events/issue.ts";
 
 export const API_BODY_MAX_BYTES = 64 * 1024;
 export const EVENTS_PAGE_DEFAULT = 100;
@@ -45,16 +46,24 @@ async function body<T>(c: Context, schema: z.ZodType<T>): Promise<T> {
     try {
       raw = JSON.parse(text);
     } catch {
-      throw new ControlError("bad-request", 400, "body: expected JSON");
+      throw new Refusal("bad-request", "body: expected JSON");
     }
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const field = issue.path.join(".") || "body";
-    throw new ControlError("bad-request", 400, `${field}: ${issue.message}`, { field });
+    const { field, text } = firstIssue(parsed.error, "body");
+    throw new Refusal("bad-request", text, { field });
   }
   return parsed.data;
+}
+
+/** The HTTP status of a refusal: the request itself was wrong, named what is not there, or could not be done now. */
+export function statusOf(code: string): 400 | 404 | 409 | 422 | 503 {
+  if (code === "bad-request") return 400;
+  if (code === "not-found") return 404;
+  if (code === "bad-config") return 422;
+  if (code === "peer-not-connected") return 503;
+  return 409;
 }
 
 export interface ApiOptions {
@@ -125,9 +134,9 @@ export function createApi(options: ApiOptions) {
   const app = new Hono<Env>();
 
   app.onError((error, c) => {
-    if (error instanceof ControlError) {
+    if (error instanceof Refusal) {
       const field = (error.details as { field?: string } | undefined)?.field;
-      return c.json(errorBody(error.code, error.message, field, field ? undefined : error.details), error.status);
+      return c.json(errorBody(error.code, error.message, field, field ? undefined : error.details), statusOf(error.code));
     }
     return c.json(errorBody("internal", error.message), 500);
   });
@@ -181,7 +190,7 @@ export function createApi(options: ApiOptions) {
   // An unknown job is "not found" for every job route alike (scripts read one exit code for it).
   const knownJob = async (c: Context<Env>, next: () => Promise<void>) => {
     const name = c.req.param("job");
-    if (name !== undefined && !journal.state().jobs.has(name)) throw new ControlError("not-found", 404, `job ${name}: no such job (duet status lists the jobs)`);
+    if (name !== undefined && !journal.state().jobs.has(name)) throw new Refusal("not-found", `job ${name}: no such job (duet status lists the jobs)`);
     await next();
   };
   app.use("/v1/jobs/:job", knownJob);
@@ -197,7 +206,7 @@ export function createApi(options: ApiOptions) {
   app.get("/v1/jobs/:job", (c) => {
     const state = journal.state();
     const job = state.jobs.get(c.req.param("job"));
-    if (!job) throw new ControlError("not-found", 404, `job ${c.req.param("job")}: no such job`);
+    if (!job) throw new Refusal("not-found", `job ${c.req.param("job")}: no such job`);
     return c.json(jobView(state, job));
   });
   app.get("/v1/replication", (c) => c.json({ jobs: clusterView(journal.state()).jobs.map((j) => ({ job: j.name, ...j.replication })) }));
@@ -214,8 +223,8 @@ export function createApi(options: ApiOptions) {
   app.get("/v1/events", async (c) => {
     const parsed = eventsQuery.safeParse(c.req.query());
     if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
-      throw new ControlError("bad-request", 400, `${issue.path.join(".") || "query"}: ${issue.message}`, { field: issue.path.join(".") });
+      const { field, text } = firstIssue(parsed.error, "query");
+      throw new Refusal("bad-request", text, { field });
     }
     const q = parsed.data;
     const events: Recorded[] = [];

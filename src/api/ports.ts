@@ -30,7 +30,7 @@ export interface ControlPort {
   clearConfig(by: string, force: boolean): Promise<{ archivedTo: string }>;
   /**
    * The plan of a new configuration document and, unless dryRun, its apply on both nodes; refused
-   * (ControlError) when an item cannot be done online or the peer cannot be reached (unless force).
+   * (Refusal) when an item cannot be done online or the peer cannot be reached (unless force).
    */
   applyConfig(text: string, by: string, options: { dryRun: boolean; force: boolean }): Promise<ConfigApplied>;
   gatherinfo(): Promise<{ file: string }>;
@@ -46,16 +46,18 @@ export interface ConfigApplied {
   peer: "applied" | "unchanged" | "not-reached" | "not-asked";
 }
 
-/** A refusal with a stable code for scripts and the HTTP status that fits it. */
-export class ControlError extends Error {
+/**
+ * What the agent refuses to do, with a stable code for scripts and the reason in words. It names no
+ * transport: the API picks the HTTP status from the code (app.ts statusOf).
+ */
+export class Refusal extends Error {
   constructor(
     readonly code: string,
-    readonly status: 400 | 404 | 409 | 422 | 503,
     message: string,
     readonly details?: unknown,
   ) {
     super(message);
-    this.name = "ControlError";
+    this.name = "Refusal";
   }
 }
 

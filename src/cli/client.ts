@@ -1,12 +1,5 @@
 import { readFile } from "node:fs/promises";
-import { join } from "node:path";
-
-/**
- * How the CLI reaches the local agent: its HTTP API, authenticated with the token the agent
- * writes into its data directory (mode 0600). Reading that file needs the same rights as
- * reading the journal, the same model as Pacemaker's local CIB access for root.
- */
-export const localTokenFile = (dataDir: string) => join(dataDir, "cli.token");
+import { localTokenFile } from "../config/self.ts";
 
 /** A CLI request the agent has not answered by then is reported as unreachable. */
 const API_TIMEOUT_MS = 30_000;

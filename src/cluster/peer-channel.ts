@@ -5,6 +5,7 @@ import { Packr } from "msgpackr";
 import { z } from "zod";
 import type { Hlc } from "../events/catalogue.ts";
 import { lateTickGuard, type Clock, type TimerHandle, type Timers } from "../world/clock.ts";
+import { firstIssue } from "../events/issue.ts";
 
 /** The largest frame either side accepts; a bigger length prefix closes the connection unread. */
 export const PEER_FRAME_MAX_BYTES = 16 * 1024 * 1024;
@@ -325,7 +326,7 @@ export function startPeerChannel(options: PeerChannelOptions) {
       return `undecodable frame from ${peer}: ${(error as Error).message}`;
     }
     const parsed = frameSchema.safeParse(value);
-    if (!parsed.success) return `malformed frame from ${peer}: expected req, res, msg or ping (${parsed.error.issues[0]?.message ?? "invalid"})`;
+    if (!parsed.success) return `malformed frame from ${peer}: expected req, res, msg or ping (${firstIssue(parsed.error, "frame").text})`;
     const frame = parsed.data;
     const attachment = bytes.subarray(4 + packedLength);
     const key = "a" in frame ? frame.a : undefined;

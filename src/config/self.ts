@@ -1,8 +1,16 @@
 import { networkInterfaces } from "node:os";
+import { join } from "node:path";
 import { ConfigError } from "./errors.ts";
 
 export const DEFAULT_API_PORT = 7320;
 export const DEFAULT_DATA_DIR = "/var/lib/duet";
+
+/**
+ * How the CLI reaches the local agent: its HTTP API, authenticated with the token the agent
+ * writes into its data directory (mode 0600). Reading that file needs the same rights as
+ * reading the journal, the same model as Pacemaker's local CIB access for root.
+ */
+export const localTokenFile = (dataDir: string) => join(dataDir, "cli.token");
 
 /** What finding this node needs of a node: read by the CLI without loading the whole schema. */
 export interface NodeAddress {

@@ -4,6 +4,7 @@ import { jobEvents } from "./job.ts";
 import { nodeEvents } from "./node.ts";
 import { replicationEvents } from "./replication.ts";
 import { snapshotEvents } from "./snapshot.ts";
+import { firstIssue } from "./issue.ts";
 
 /**
  * The one catalogue of duet's events. Each type names its current schema version `v` and
@@ -86,9 +87,7 @@ export function validateEvent(type: string, data: unknown): DuetEvent {
   if (!isEventType(type)) throw new EventSchemaError(type, "unknown event type");
   const parsed = catalogue[type].data.safeParse(data);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const where = issue && issue.path.length > 0 ? issue.path.join(".") : "data";
-    throw new EventSchemaError(type, `${where}: ${issue?.message ?? "invalid"}`);
+    throw new EventSchemaError(type, firstIssue(parsed.error, "data").text);
   }
   return { type, data: parsed.data } as DuetEvent;
 }

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import type { Recorded } from "../events/catalogue.ts";
 import { generationId, jobId, nodeId } from "../events/ids.ts";
+import { firstIssue } from "../events/issue.ts";
 
 /** Ancestors kept per node and job: enough history to find a common ancestor after any outage. */
 export const LINEAGE_ANCESTORS_MAX = 64;
@@ -205,8 +206,7 @@ export function lineageSummary(view: LineageView): LineageSummary {
 export function parseLineageSummary(input: unknown): LineageSummary {
   const parsed = lineageSummarySchema.safeParse(input);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new Error(`lineage summary: ${issue.path.join(".") || "(top)"}: ${issue.message}`);
+    throw new Error(`lineage summary: ${firstIssue(parsed.error, "(top)").text}`);
   }
   return parsed.data;
 }

@@ -2,6 +2,7 @@ import { createHash, hash } from "node:crypto";
 import { Packr } from "msgpackr";
 import { z } from "zod";
 import { batchOp } from "../events/replication.ts";
+import { firstIssue } from "../events/issue.ts";
 
 export type BatchOp = z.infer<typeof batchOp>;
 
@@ -150,7 +151,7 @@ export function decodeBatch(bytes: Buffer): Batch {
   if (typeof job !== "string" || typeof generation !== "string" || !Number.isSafeInteger(batch) || !Array.isArray(ops) || !Buffer.isBuffer(data) || typeof sha256 !== "string")
     throw new BatchError("batch fields have the wrong types");
   const checked = z.array(batchOp).safeParse(ops);
-  if (!checked.success) throw new BatchError(`batch ${batch}: ops.${checked.error.issues[0]!.path.join(".")}: ${checked.error.issues[0]!.message}`);
+  if (!checked.success) throw new BatchError(`batch ${batch}: ${firstIssue(checked.error, "", "ops").text}`);
   // The data's own integrity is checked write by write when the batch is applied.
   if (batchChecksum(ops, data) !== sha256) throw new BatchError(`batch ${batch}: checksum mismatch (corrupted in transit or on disk)`);
   return { job, generation, batch, ops, data, sha256, ...(bytes[0] === LEGACY_ARRAY ? { legacy: true as const } : {}) };

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApi } from "../../src/api/app.ts";
-import { ControlError, type ControlPort } from "../../src/api/ports.ts";
+import { Refusal, type ControlPort } from "../../src/api/ports.ts";
 import { startApiServer } from "../../src/api/server.ts";
 import { hashPassword } from "../../src/config/secrets.ts";
 import type { DuetEvent, Recorded } from "../../src/events/catalogue.ts";
@@ -28,7 +28,7 @@ const clock: Clock = { now: () => Date.now() + offsetMs, monotonic: () => perfor
 /** A real ControlPort for tests: it appends the request events an agent would, to the real journal. */
 const control: ControlPort = {
   async bringIn(job, by, on) {
-    if (!journal.state().jobs.has(job)) throw new ControlError("not-found", 404, `job ${job}: no such job`);
+    if (!journal.state().jobs.has(job)) throw new Refusal("not-found", `job ${job}: no such job`);
     const [r] = await journal.append([{ type: "BringInRequested", data: { job, on: on ?? "a", by } }]);
     return { seq: r!.seq };
   },
@@ -37,7 +37,7 @@ const control: ControlPort = {
     return { seq: r!.seq };
   },
   async switchover(job, _by, to) {
-    throw new ControlError("switchover-refused", 409, `switchover of ${job} to ${to ?? "b"} refused: peer-connected`, [{ name: "peer-connected", ok: false }]);
+    throw new Refusal("switchover-refused", `switchover of ${job} to ${to ?? "b"} refused: peer-connected`, [{ name: "peer-connected", ok: false }]);
   },
   async deleteJob(job, by) {
     const [r] = await journal.append([{ type: "JobDeleted", data: { job, by } }]);
@@ -51,7 +51,7 @@ const control: ControlPort = {
   clearConfig: async () => ({ archivedTo: "/tmp/x" }),
   applyConfig: async () => ({ applied: false, version: 2, hash: "0123456789abcdef", plan: { changes: [], allowed: true }, peer: "not-asked" }),
   gatherinfo: async () => {
-    throw new ControlError("not-available", 409, "not in this test");
+    throw new Refusal("not-available", "not in this test");
   },
 };
 
