@@ -18,7 +18,7 @@ import { createBatchQueue, type BatchQueue } from "../replication/queue.ts";
 import { joinManifestPage, paginateManifest, type ManifestItem } from "../replication/manifest-pages.ts";
 import { loadIndex, readManifest, type ChangeIndex } from "../replication/scan.ts";
 import { createSnapshots, SnapshotError, type SnapshotInfo } from "../replication/snapshot.ts";
-import { parseMirrorRequest, type MirrorRequest, type OutgoingMirrorRequest } from "./peer-protocol.ts";
+import { parseMirrorRequest, parseMirrorResponse, type MirrorKind, type MirrorRequest, type MirrorResponse, type OutgoingMirrorRequest } from "./peer-protocol.ts";
 
 /** Batches sent and not yet acknowledged: enough to keep the link busy while one applies. */
 export const MIRROR_WINDOW = 4;
@@ -103,7 +103,12 @@ class PeerRefusedBatch extends Error {
 /** Where a job's snapshots live: beside its first mirrored directory, on the same file system (hard links). */
 export const snapshotDir = (roots: readonly string[]) => `${roots[0]}.duet-snapshots`;
 
+type PageRequest = Extract<OutgoingMirrorRequest, { kind: "mirror-manifest" | "mirror-index" }>;
+
 export function createMirrors(host: MirrorHost, configured: readonly MirroredJob[]) {
+  /** A request to the peer and its answer, checked against the answer that kind of request gets. */
+  const ask = async <K extends MirrorKind>(body: Extract<OutgoingMirrorRequest, { kind: K }>): Promise<MirrorResponse<K>> =>
+    parseMirrorResponse(body.kind as K, await host.request(body, MIRROR_BATCH_TIMEOUT_MS));
   const jobs = [...configured];
   const roots = new Map(jobs.filter((j) => j.paths.length > 0).map((j) => [j.name, mirrorRoots(j.paths, host.self)]));
   /** Bytes per millisecond a sync may send, per job with a limit. */
@@ -222,7 +227,7 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
       // lineage comparison and the resync's reset, so nothing captured in between can fall outside
       // the resync's scope.
       const begun = await source.capture.exclusive(async () => {
-        const hello = (await host.request({ kind: "mirror-hello", job, from: host.self }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; code?: string; message?: string; summary: unknown; applied: number };
+        const hello = await ask({ kind: "mirror-hello", job, from: host.self });
         if (!live()) return null;
         // e.g. the peer still believes it runs the job, until the job reports on reconnect settle it
         if (!hello.ok) throw new Error(`${host.peer} did not open a session: ${hello.code}: ${hello.message}`);
@@ -333,13 +338,13 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
         // node's history on the replica anyway: it applies them unstaged. Queued batches (resume,
         // replay) are history: staged, so a crash still leaves a whole prefix.
         const sync = scanned && until !== undefined && n <= until();
-        const sent = host.request({ kind: "mirror-batch", job, from: host.self, batch: new JoinedBytes(bytes), ...(sync ? { sync } : {}) }, MIRROR_BATCH_TIMEOUT_MS);
+        const sent = ask({ kind: "mirror-batch", job, from: host.self, batch: new JoinedBytes(bytes), ...(sync ? { sync } : {}) });
         // Acknowledgements are journaled in order; each is appended once the one before it has been
         // appended (not yet made durable), so the journal writes several in one synced batch.
         const appended = (async () => {
-          const answer = (await sent) as { ok: boolean; code?: string; message?: string };
+          const answer = await sent;
           await previous;
-          if (!answer.ok) throw new PeerRefusedBatch(host.peer, n, answer.code ?? "error", answer.message ?? "");
+          if (!answer.ok) throw new PeerRefusedBatch(host.peer, n, answer.code, answer.message);
           acked = n;
           return { durable: host.record([{ type: "BatchAcked", data: { job, node: host.self, by: host.peer, batch: n } }]) };
         })();
@@ -416,7 +421,8 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
     for (const [i, s] of scopes.entries()) fetched.push(s === "none" ? new Map() : await fetchManifest(job, i, s));
     syncing.position = source.capture.lastCaptured();
     await source.queue.dropThrough(syncing.position);
-    await host.request({ kind: "mirror-reset", job, from: host.self, position: syncing.position }, MIRROR_BATCH_TIMEOUT_MS);
+    const reset = await ask({ kind: "mirror-reset", job, from: host.self, position: syncing.position });
+    if (!reset.ok) throw new Error(`${host.peer} did not reset job ${job} to batch ${syncing.position}: ${reset.code}: ${reset.message}`);
     await source.capture.adopt(
       fetched,
       scopes.map((s) => (s === "none" ? [] : s)),
@@ -442,7 +448,7 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
     // The replica takes this node's generation before the link may turn green.
     const line = view(job);
     if (line.current !== null) {
-      const answer = (await host.request({ kind: "mirror-synced", job, from: host.self, generation: line.current, parent: line.ancestors[0] ?? null }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; message?: string };
+      const answer = await ask({ kind: "mirror-synced", job, from: host.self, generation: line.current, parent: line.ancestors[0] ?? null });
       if (!answer.ok) throw new Error(`${host.peer} did not take generation ${line.current}: ${answer.message}`);
     }
     if (as === "verification") await recordAndRelay({ type: "VerificationCompleted", data: { job, node: host.self, differingBlocks: shipped.blocks, shippedBytes: shipped.bytes } });
@@ -479,11 +485,11 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
   }
 
   /** Asks the peer for every page of a paged answer (see answerPage) and joins them. */
-  async function fetchPages(what: string, ask: (page: number) => OutgoingMirrorRequest): Promise<ChangeIndex> {
+  async function fetchPages(what: string, pageOf: (page: number) => PageRequest): Promise<ChangeIndex> {
     const joined: ChangeIndex = new Map();
     for (let page = 0; ; page++) {
-      const answer = (await host.request(ask(page), MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; entries?: Uint8Array; more?: boolean; message?: string };
-      if (!answer.ok || !answer.entries) throw new Error(`${what} from ${host.peer}: ${answer.message ?? "refused"}`);
+      const answer = await ask(pageOf(page));
+      if (!answer.ok) throw new Error(`${what} from ${host.peer}: ${answer.message}`);
       joinManifestPage(joined, packr.unpack(answer.entries) as ManifestItem[]);
       if (!answer.more) return joined;
     }
@@ -546,7 +552,7 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
    * One page of a paged answer (a manifest, a kept index): built when its first page is asked for
    * and kept until its last has gone. `build` returns why there is nothing to page, if so.
    */
-  async function answerPage(job: string, key: string, page: number, build: () => Promise<ChangeIndex | string>): Promise<unknown> {
+  async function answerPage(job: string, key: string, page: number, build: () => Promise<ChangeIndex | string>): Promise<MirrorResponse<PageRequest["kind"]>> {
     let cached = manifests.get(job);
     if (cached === undefined || page === 0 || cached.key !== key) {
       const built = await build();
@@ -559,7 +565,7 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
     return { ok: true, entries: packr.pack(cached.pages[page] ?? []), more };
   }
 
-  async function onRequest(body: unknown): Promise<unknown> {
+  async function onRequest(body: unknown): Promise<MirrorResponse> {
     let request: MirrorRequest;
     try {
       request = parseMirrorRequest(body);
@@ -608,7 +614,7 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
       case "mirror-batch": {
         // Staged (checked, durable) as it arrives, applied in order: the next batch is staged while one applies.
         const { job: name, from } = request;
-        const refusal = (error: unknown) => {
+        const refusal = (error: unknown): MirrorResponse<"mirror-batch"> => {
           if (error instanceof RefusedBatchError) {
             host.relay({ type: "OpRefused", data: { job: name, node: host.self, batch: error.batch, path: error.path, reason: error.reason } });
             return { ok: false, code: "refused", message: error.message };
@@ -628,7 +634,7 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
           return refusal(error);
         }
         // A duplicate is answered once whatever was staged before it has been applied.
-        return serialApply(name, async () => {
+        return serialApply(name, async (): Promise<MirrorResponse<"mirror-batch">> => {
           const applier = await openApplier(name, from);
           if (staged !== null) await applier.applyStaged(staged, { durable });
           return { ok: true, applied: applier.lastApplied() };
@@ -643,15 +649,15 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
       }
       case "mirror-verify":
         return verifyHere(request.job, request.by).then(
-          (r) => ({ ok: true, ...r }),
-          (e: Error) => ({ ok: false, code: (e as Refusal).code ?? "error", message: e.message }),
+          (r): MirrorResponse<"mirror-verify"> => ({ ok: true, ...r }),
+          (e: Error): MirrorResponse<"mirror-verify"> => ({ ok: false, code: (e as Refusal).code ?? "error", message: e.message }),
         );
       case "mirror-summary":
         return { ok: true, summary: summary(request.job) };
       case "mirror-keep":
         return keepHere(request.job).then(
-          (snapshot) => ({ ok: true, snapshot }),
-          (e: Error) => ({ ok: false, code: "snapshot-failed", message: e.message }),
+          (snapshot): MirrorResponse<"mirror-keep"> => ({ ok: true, snapshot }),
+          (e: Error): MirrorResponse<"mirror-keep"> => ({ ok: false, code: "snapshot-failed", message: e.message }),
         );
       case "mirror-select": {
         const { job, from, by, force, keptSnapshot, losingPaths } = request;
@@ -742,8 +748,8 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
     if (!roots.has(job)) throw new Refusal("not-mirrored", `job ${job} has no mirrored paths`);
     if (from !== host.self && from !== host.peer) throw new Refusal("bad-request", `from: expected ${host.self} or ${host.peer}, got "${from}"`);
     if (!host.connected()) throw new Refusal("peer-not-connected", `job ${job}: the peer is not connected; a source can be selected only with both nodes up`);
-    const answer = (await host.request({ kind: "mirror-summary", job }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; summary?: unknown; message?: string };
-    if (!answer.ok) throw new Refusal("peer-refused", answer.message ?? "the peer refused");
+    const answer = await ask({ kind: "mirror-summary", job });
+    if (!answer.ok) throw new Refusal("peer-refused", answer.message);
     const decision = decideSourceSelection(summary(job), parseLineageSummary(answer.summary), from, force);
     const lost = decision.losing.paths === "all" ? "all of its data" : `${decision.losing.paths.length} path(s)${decision.losing.paths.length > 0 ? `: ${decision.losing.paths.slice(0, 10).join(", ")}${decision.losing.paths.length > 10 ? ", ..." : ""}` : ""}`;
     if (!decision.allowed) throw new Refusal(decision.code, `source ${from} for ${job} refused (${decision.code}): ${decision.losing.node} would lose ${lost}; add --force to accept that`, decision.reasons);
@@ -753,13 +759,13 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
     const kept =
       decision.losing.node === host.self
         ? await keepHere(job)
-        : ((await host.request({ kind: "mirror-keep", job, by }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; snapshot?: string | null; message?: string });
-    const keptSnapshot = typeof kept === "object" && kept !== null ? (kept.ok ? (kept.snapshot ?? null) : null) : kept;
+        : await ask({ kind: "mirror-keep", job, by });
+    const keptSnapshot = typeof kept === "object" && kept !== null ? (kept.ok ? kept.snapshot : null) : kept;
     if (typeof kept === "object" && kept !== null && !kept.ok) throw new Refusal("snapshot-failed", `${decision.losing.node} could not keep its data before the resync: ${kept.message}; nothing was changed`);
     const losingPaths = decision.losing.paths === "all" ? 0 : decision.losing.paths.length;
     const [recorded] = await host.record([{ type: "SourceSelected", data: { job, from, by, force, keptSnapshot, losingPaths } }]);
     host.log(`job ${job}: ${by} selected ${from} as the source; ${decision.losing.node} loses ${lost}${keptSnapshot ? ` (kept in snapshot ${keptSnapshot})` : ""}`);
-    const told = (await host.request({ kind: "mirror-select", job, from, by, force, keptSnapshot, losingPaths }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; message?: string };
+    const told = await ask({ kind: "mirror-select", job, from, by, force, keptSnapshot, losingPaths });
     if (!told.ok) throw new Refusal("peer-refused", `${host.peer} did not take the selection: ${told.message}`);
     if (from === host.self) await becomeSelectedSource(job);
     return { seq: recorded!.seq };
@@ -803,8 +809,8 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
       if (!roots.has(job)) throw new Refusal("not-mirrored", `job ${job} has no mirrored paths`);
       if (sources.has(job)) return verifyHere(job, by);
       if (!host.connected()) throw new Refusal("peer-not-connected", `job ${job} does not run here and the peer is not connected`);
-      const answer = (await host.request({ kind: "mirror-verify", job, by }, MIRROR_BATCH_TIMEOUT_MS)) as { ok: boolean; seq?: number; code?: string; message?: string };
-      if (!answer.ok) throw new Refusal(answer.code ?? "error", answer.message ?? "the peer refused");
+      const answer = await ask({ kind: "mirror-verify", job, by });
+      if (!answer.ok) throw new Refusal(answer.code, answer.message);
       const [requested] = await host.record([{ type: "VerificationRequested", data: { job, by } }]);
       return { seq: requested!.seq };
     },

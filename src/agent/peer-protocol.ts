@@ -127,4 +127,33 @@ export function parseMirrorRequest(message: unknown): MirrorRequest {
   return parsed.data;
 }
 
+/** A refusal from the other node: a stable code and the reason in words. */
+const refused = z.strictObject({ ok: z.literal(false), code: z.string(), message: z.string() });
+const answer = <S extends z.ZodRawShape>(shape: S) => z.discriminatedUnion("ok", [z.strictObject({ ok: z.literal(true), ...shape }), refused]);
+const page = answer({ entries: z.custom<Uint8Array>((v) => v instanceof Uint8Array, "expected the page as bytes"), more: z.boolean() });
+const position = z.number().int().nonnegative();
+
+/** Beside each mirror request, the answer it gets: checked on arrival like the request. */
+export const mirrorResponse = {
+  "mirror-hello": answer({ summary: z.unknown(), applied: position }),
+  "mirror-manifest": page,
+  "mirror-index": page,
+  "mirror-reset": answer({}),
+  "mirror-batch": answer({ applied: position }),
+  "mirror-synced": answer({}),
+  "mirror-summary": answer({ summary: z.unknown() }),
+  "mirror-verify": answer({ seq: position }),
+  "mirror-keep": answer({ snapshot: z.string().nullable() }),
+  "mirror-select": answer({}),
+} satisfies Record<MirrorRequest["kind"], z.ZodType>;
+export type MirrorKind = MirrorRequest["kind"];
+export type MirrorResponse<K extends MirrorKind = MirrorKind> = z.infer<(typeof mirrorResponse)[K]>;
+
+/** The other node's answer to a KIND request, or an error naming the field that was wrong. */
+export function parseMirrorResponse<K extends MirrorKind>(kind: K, message: unknown): MirrorResponse<K> {
+  const parsed = mirrorResponse[kind].safeParse(message);
+  if (!parsed.success) throw new Error(`${kind} answer: ${firstIssue(parsed.error, "message").text}`);
+  return parsed.data as MirrorResponse<K>;
+}
+
 export const isMirrorRequest = (body: unknown): boolean => typeof body === "object" && body !== null && String((body as { kind?: unknown }).kind).startsWith("mirror-");
