@@ -23,11 +23,19 @@ export function decideFailover(state: ClusterState, job: JobView, _now: number):
   return { kind: "failover", job: job.name, code: fault.kind === "nic" ? "nic-down" : "monitor-threshold", to, reasons };
 }
 
+/**
+ * Whether a failing resource is restarted where it is: a NIC cannot be, and past the threshold a
+ * restart only hides a broken host, so the job moves. The runner and this policy both ask here.
+ */
+export function restartsInPlace(kind: string, failures: number, restartMax: number): boolean {
+  return kind !== "nic" && failures <= restartMax;
+}
+
 function findFault(job: JobView, self: string) {
   for (const resource of job.resources) {
     const status = job.resourceStatus.get(resource.name)?.get(self);
     if (!status || status.status !== "failed") continue;
-    if (resource.kind === "nic" || status.failures > job.restartMax)
+    if (!restartsInPlace(resource.kind, status.failures, job.restartMax))
       return { resource: resource.name, kind: resource.kind, failures: status.failures, since: status.since, error: status.error };
   }
   return null;

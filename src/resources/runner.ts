@@ -2,6 +2,7 @@ import type { DuetEvent } from "../events/catalogue.ts";
 import type { TimerHandle, Timers } from "../world/clock.ts";
 import { ResourceError, StartAbandoned, createAgent, throwIfAbandoned, type AgentContext, type MonitorResult, type ResourceAgent } from "./agent.ts";
 import { kindOf, resourceChange, type ResourceSpec, type RestartSpec } from "./spec.ts";
+import { restartsInPlace } from "../policy/failover.ts";
 
 export type BringInResult = { ok: true } | { ok: false; resource: string; error: string; abandoned?: boolean };
 
@@ -139,8 +140,7 @@ export function createJobRunner(options: JobRunnerOptions): JobRunner {
       r.failing = true;
       const failures = r.failures.length;
       await report([fact("MonitorFailed", { resource: r.spec.name, error: result.error, failures })]);
-      // A NIC cannot be restarted, and past the threshold restarting only hides a broken host.
-      if (kindOf(r.spec) === "nic" || failures > restart.max) {
+      if (!restartsInPlace(kindOf(r.spec), failures, restart.max)) {
         r.leftToPolicy = true;
       } else {
         r.restarting = true;
