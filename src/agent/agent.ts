@@ -22,6 +22,7 @@ import { createHlc } from "../world/hlc.ts";
 import { systemProcesses, type ProcessRunner } from "../world/process.ts";
 import { udpTransport, type DatagramTransport } from "../world/transport.ts";
 import { systemReach, type TcpReach } from "../world/reach.ts";
+import { systemRandom, type RandomSource } from "../world/random.ts";
 import { createJobControl } from "./jobs.ts";
 import { jobsRunningHere, parseRelayedFact, reconcile } from "./peer-link.ts";
 import { configDiffers } from "../projections/membership.ts";
@@ -58,6 +59,8 @@ export interface AgentWorld {
   transport: DatagramTransport;
   processes: ProcessRunner;
   reach: TcpReach;
+  /** Boot and generation ids. */
+  random: RandomSource;
   /** Heartbeat sockets in a thread of their own (the system's UDP and clock): production only. */
   heartbeatThread?: boolean;
 }
@@ -87,7 +90,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const { log } = options;
   // Replaced by a configuration change (adoptConfig): closures that read it at call time see the new one.
   let config = options.loaded.config;
-  const world = options.world ?? { clock: systemClock, timers: systemTimers, transport: udpTransport, processes: systemProcesses, reach: systemReach, heartbeatThread: true };
+  const world = options.world ?? { clock: systemClock, timers: systemTimers, transport: udpTransport, processes: systemProcesses, reach: systemReach, random: systemRandom, heartbeatThread: true };
   const me = selfNode(config, options.node);
   const peer = peerOf(config, me.name);
   const dataDir = me.dataDir;
@@ -95,7 +98,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const hlc = createHlc(world.clock);
   // The journal's lock refuses a second agent on this data directory with a clear error.
   const journal = await openJournal({ dir: join(dataDir, "journal"), node: me.name, clock: world.clock, hlc, projection: clusterProjection(me.name), warn: (m) => log.warn(m) });
-  const boot = randomBytes(8).toString("hex");
+  const boot = world.random.hex(8);
   const closers: (() => Promise<void> | void)[] = [() => journal.close()];
   try {
     const record = (events: DuetEvent[]) => (events.length === 0 ? Promise.resolve([] as Recorded[]) : journal.append(events));
@@ -219,6 +222,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         request: (body, timeoutMs) => channel.request(body, timeoutMs),
         connected: () => channel.connected(),
         timers: world.timers,
+        random: world.random,
         log: info,
       },
       config.jobs.filter((j) => j.nodes.includes(me.name)).map((j) => ({ name: j.name, paths: j.mirrors.map((m) => m.path), snapshots: j.snapshots, syncMaxMiBps: j.syncMaxMiBps })),
@@ -227,7 +231,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     let snapshotSchedule = mirrors.scheduleSnapshots();
     closers.push(() => snapshotSchedule.cancel());
 
-    const jobs = createJobControl({ self: me.name, state, head: () => journal.head(), now: () => world.clock.now(), record, runner: (j) => runners.get(j), peer: peerPort, log: info, mirrors });
+    const jobs = createJobControl({ self: me.name, state, head: () => journal.head(), now: () => world.clock.now(), timers: world.timers, record, runner: (j) => runners.get(j), peer: peerPort, log: info, mirrors });
 
     const reactor = createReactor({
       self: me.name,
@@ -484,7 +488,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         info(`${by} asked to clear this node's configuration${force ? " (forced)" : ""}: stopping, then archiving`);
         const request = { by, force };
         // After the answer is sent: the agent stops as for SIGTERM (jobs switched over or brought out).
-        setTimeout(() => options.onClearRequested?.(request), 50);
+        world.timers.after(50, () => options.onClearRequested?.(request));
         return { archivedTo: join(dataDir, "archive") };
       },
       gatherinfo: async () => {

@@ -1,4 +1,5 @@
 import type { DuetEvent } from "../events/catalogue.ts";
+import type { Timers } from "../world/clock.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { decisionSincePhase, type JobView } from "../projections/jobs.ts";
 import { decideSwitchover, refusalText } from "../policy/switchover.ts";
@@ -18,6 +19,7 @@ export interface JobHost {
   /** The last seq folded into state(). */
   head(): number;
   now(): number;
+  timers: Timers;
   record(events: DuetEvent[]): Promise<{ seq: number }[]>;
   runner(job: string): JobRunner | undefined;
   peer: {
@@ -153,7 +155,7 @@ export function createJobControl(host: JobHost) {
       const heard = host.state().membership.peerStatus === "connected";
       if (!host.peer.connected()) {
         if (!heard || host.now() >= deadline) return { ok: false, code: "peer-not-connected", message: heard ? `the peer is heard on a heartbeat link, but the peer channel did not reconnect within ${host.state().membership.settings.deadtimeMs} ms` : "the peer is not connected" };
-        await new Promise((r) => setTimeout(r, PEER_RECONNECT_POLL_MS));
+        await new Promise<void>((r) => host.timers.after(PEER_RECONNECT_POLL_MS, r));
         continue;
       }
       try {

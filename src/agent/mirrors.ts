@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import { mkdir, rm } from "node:fs/promises";
 import { isAbsolute, join, resolve as resolvePath } from "node:path";
 import { Packr } from "msgpackr";
@@ -10,6 +9,7 @@ import { planMirrorSession } from "../policy/mirror-session.ts";
 import { Refusal } from "../api/ports.ts";
 import { oldestUnackedAt } from "../projections/replication.ts";
 import { JoinedBytes } from "../cluster/peer-channel.ts";
+import type { RandomSource } from "../world/random.ts";
 import type { Timers } from "../world/clock.ts";
 import { createApplier, RefusedBatchError } from "../replication/apply.ts";
 import { BatchError, decodeBatch, encodedLength, type Batch } from "../replication/batch.ts";
@@ -48,6 +48,7 @@ export interface MirrorHost {
   request(body: OutgoingMirrorRequest, timeoutMs: number): Promise<unknown>;
   connected(): boolean;
   timers: Timers;
+  random: RandomSource;
   log(message: string, fields?: Record<string, unknown>): void;
 }
 
@@ -137,7 +138,7 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
   };
 
   async function newGeneration(job: string, reason: "initial" | "wrote-without-peer" | "forced-bring-in"): Promise<string> {
-    const generation = randomBytes(8).toString("hex");
+    const generation = host.random.hex(8);
     await recordAndRelay({ type: "GenerationStarted", data: { job, node: host.self, generation, parent: view(job).current, reason } });
     host.log(`job ${job}: data generation ${generation} started (${reason})`);
     return generation;
@@ -723,7 +724,7 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
       throw error;
     }
     if (to !== undefined) return { seq: host.head() }; // SnapshotRestored, just journaled
-    const generation = randomBytes(8).toString("hex");
+    const generation = host.random.hex(8);
     const [recorded] = await host.record([{ type: "GenerationStarted", data: { job, node: host.self, generation, parent: view(job).current, reason: "restored" } }]);
     return { seq: recorded!.seq };
   }

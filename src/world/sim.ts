@@ -1,4 +1,5 @@
 import type { Clock, TimerHandle, Timers } from "./clock.ts";
+import type { RandomSource } from "./random.ts";
 import type { DatagramSocket, DatagramTransport } from "./transport.ts";
 
 /** A small seeded PRNG (mulberry32): the same seed gives the same run, which is the point. */
@@ -10,6 +11,14 @@ export function seededRandom(seed: number) {
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Ids from a seeded sequence: the same seed names the same generations and boots. */
+export function seededIds(seed: number): RandomSource {
+  const next = seededRandom(seed);
+  return {
+    hex: (bytes) => Array.from({ length: bytes }, () => Math.floor(next() * 256).toString(16).padStart(2, "0")).join(""),
   };
 }
 
