@@ -53,8 +53,9 @@ export const jobSpec = z.strictObject({
   syncMaxMiBps: z.number().positive("expected MiB per second, more than 0").optional(),
   /**
    * A switchover stops the application, waits for the queue to drain, then starts the job on the
-   * peer: it is refused while the oldest write not yet acknowledged is older than this (how far
-   * behind the replica is, so about how long the drain takes). Absent: 5000 ms.
+   * peer: it is refused while the queue would take longer than this to drain at the rate the peer
+   * acknowledged writes over the last 10 s (with nothing acknowledged lately: while the oldest
+   * write waiting is older than this). Absent: 5000 ms.
    */
   switchoverLagMaxMs: durationMs(100).optional(),
   snapshots: z

@@ -1,6 +1,6 @@
 import type { Reason } from "../events/ids.ts";
 import type { ClusterState } from "../projections/cluster.ts";
-import { mirrorColour, oldestUnackedAt, type ReplicationView } from "../projections/replication.ts";
+import { ACK_RATE_WINDOW_MS, mirrorColour, oldestUnackedAt, UNACKED_SAMPLE_MS, type ReplicationView } from "../projections/replication.ts";
 import { check } from "./decision.ts";
 
 export interface SwitchoverGate {
@@ -11,9 +11,9 @@ export interface SwitchoverGate {
 }
 
 /**
- * The oldest write a switchover may find waiting for the peer's acknowledgement. The move stops
- * the application first and then waits for the queue to drain before the peer starts (failing back
- * here if it does not), so a queue that keeps up is no reason to refuse; one that lags this far is.
+ * How long a switchover may wait for the queue to drain. The move stops the application first and
+ * then waits for the queue to drain before the peer starts (failing back here if it does not), so
+ * a queue that keeps up is no reason to refuse; one that would take longer than this to drain is.
  */
 export const SWITCHOVER_LAG_MAX_MS = 5000;
 
@@ -46,13 +46,32 @@ export function decideSwitchover(state: ClusterState, jobName: string, to: strin
   return gate(reasons);
 }
 
-/** Empty, or its oldest write younger than MAXMS (unknown age: not keeping up). */
+/**
+ * How long the queue takes to drain at the rate the peer acknowledged bytes over the last
+ * ACK_RATE_WINDOW_MS (or since acknowledgements began, if later); null when nothing was
+ * acknowledged in that window, so no rate is known.
+ */
+export function drainEstimate(view: ReplicationView | undefined, now: number): { ackedBytesPerSecond: number | null; drainEstimateMs: number | null } {
+  const recent = (view?.acked ?? []).filter((x) => x.at >= now - ACK_RATE_WINDOW_MS && x.at <= now);
+  const bytes = recent.reduce((sum, x) => sum + x.bytes, 0);
+  if (recent.length === 0 || bytes === 0) return { ackedBytesPerSecond: null, drainEstimateMs: null };
+  const spanMs = Math.min(ACK_RATE_WINDOW_MS, now - recent[0]!.at + UNACKED_SAMPLE_MS);
+  const perMs = bytes / spanMs;
+  return { ackedBytesPerSecond: Math.round(perMs * 1000), drainEstimateMs: Math.ceil((view?.queue.bytes ?? 0) / perMs) };
+}
+
+/**
+ * Empty, or draining within MAXMS at the recent acknowledgement rate. With no acknowledgement in
+ * the window (a burst just captured), the oldest write's age stands in: younger than MAXMS.
+ */
 function queueCheck(view: ReplicationView | undefined, now: number, maxMs: number): Reason {
   const batches = view?.queue.batches ?? 0;
   const oldest = oldestUnackedAt(view);
   const lagMs = oldest === null ? null : Math.max(0, now - oldest);
-  const ok = batches === 0 || (lagMs !== null && lagMs <= maxMs);
-  return check("queue-keeping-up", ok, { batches, bytes: view?.queue.bytes ?? 0, oldestUnackedMs: lagMs, maxMs });
+  const { ackedBytesPerSecond, drainEstimateMs } = drainEstimate(view, now);
+  const drains = drainEstimateMs !== null ? drainEstimateMs <= maxMs : lagMs !== null && lagMs <= maxMs;
+  const ok = batches === 0 || drains;
+  return check("queue-keeping-up", ok, { batches, bytes: view?.queue.bytes ?? 0, oldestUnackedMs: lagMs, ackedBytesPerSecond, drainEstimateMs, maxMs });
 }
 
 /** The failed conditions of a refused switchover, the queue's with the estimate it was judged by. */
@@ -61,9 +80,13 @@ export function refusalText(reasons: Reason[]): string {
     .filter((r) => r.ok === false)
     .map((r) => {
       if (r.name !== "queue-keeping-up") return r.name;
-      const q = r.value as { batches: number; bytes: number; oldestUnackedMs: number | null; maxMs: number };
+      const q = r.value as { batches: number; bytes: number; oldestUnackedMs: number | null; ackedBytesPerSecond?: number | null; drainEstimateMs?: number | null; maxMs: number };
       const age = q.oldestUnackedMs === null ? "of unknown age" : `${q.oldestUnackedMs} ms old`;
-      return `queue-keeping-up (${q.batches} batches, ${q.bytes} bytes waiting, the oldest ${age}: the replica is that far behind, more than the ${q.maxMs} ms a switchover waits for it)`;
+      const waiting = `${q.batches} batches, ${q.bytes} bytes waiting, the oldest ${age}`;
+      const behind = `the replica is that far behind, more than the ${q.maxMs} ms a switchover waits for it`;
+      if (q.drainEstimateMs === undefined) return `queue-keeping-up (${waiting}: ${behind})`; // journaled before the estimate
+      if (q.drainEstimateMs === null) return `queue-keeping-up (${waiting}, nothing acknowledged in the last ${ACK_RATE_WINDOW_MS / 1000} s: ${behind})`;
+      return `queue-keeping-up (${waiting}; at the ${q.ackedBytesPerSecond} bytes/s acknowledged lately it drains in about ${q.drainEstimateMs} ms, more than the ${q.maxMs} ms a switchover waits for it)`;
     })
     .join(", ");
 }

@@ -31,6 +31,11 @@ export interface ReplicationView {
    * lag, and what a takeover may miss). Bounded by the lag: ten entries per second of it.
    */
   unacked: { batch: number; at: number }[];
+  /**
+   * Bytes the peer acknowledged, summed per UNACKED_SAMPLE_MS from the first ack in each, over the
+   * last ACK_RATE_WINDOW_MS: the rate the queue drains at (a switchover's estimate).
+   */
+  acked: { at: number; bytes: number }[];
   /** The other node's queue as it last relayed it (this node is its replica): what a takeover may lack. */
   peerQueue: PeerQueue | null;
 }
@@ -45,6 +50,7 @@ export interface PeerQueue {
 }
 
 export const UNACKED_SAMPLE_MS = 100;
+export const ACK_RATE_WINDOW_MS = 10_000;
 
 /** Since when the oldest write not yet acknowledged by the peer waits; null when none waits. */
 export function oldestUnackedAt(view: ReplicationView | undefined): number | null {
@@ -55,7 +61,7 @@ export type ReplicationState = Map<string, ReplicationView>;
 export const initialReplication: ReplicationState = new Map();
 
 function fresh(job: string): ReplicationView {
-  return { job, lastCaptured: 0, lastApplied: 0, lastAcked: 0, queue: { batches: 0, bytes: 0 }, verification: { state: "none" }, resync: null, refused: null, diverged: null, sourceSelected: null, shippedBytes: 0, capturedBytes: 0, ackedBatches: 0, unacked: [], lineageCompared: null, peerQueue: null };
+  return { job, lastCaptured: 0, lastApplied: 0, lastAcked: 0, queue: { batches: 0, bytes: 0 }, verification: { state: "none" }, resync: null, refused: null, diverged: null, sourceSelected: null, shippedBytes: 0, capturedBytes: 0, ackedBatches: 0, unacked: [], acked: [], lineageCompared: null, peerQueue: null };
 }
 
 export function evolveReplication(state: ReplicationState, event: Recorded, self: string): ReplicationState {
@@ -88,7 +94,8 @@ function evolveView(view: ReplicationView, event: Recorded, self: string): Repli
       const batches = Math.max(0, view.lastCaptured - event.data.batch);
       // Bytes of the acknowledged batches are not in the ack; the queue report corrects the estimate.
       const bytes = batches === 0 ? 0 : Math.max(0, view.queue.bytes - Math.round((view.queue.bytes / Math.max(1, view.queue.batches)) * acked));
-      return { ...view, lastAcked: event.data.batch, ackedBatches: view.ackedBatches + Math.max(0, acked), queue: { batches, bytes }, unacked: batches === 0 ? [] : dropAcked(view.unacked, event.data.batch) };
+      const samples = acked > 0 ? ackSamples(view.acked, event.at, view.queue.bytes - bytes) : view.acked;
+      return { ...view, lastAcked: event.data.batch, ackedBatches: view.ackedBatches + Math.max(0, acked), queue: { batches, bytes }, unacked: batches === 0 ? [] : dropAcked(view.unacked, event.data.batch), acked: samples };
     }
     case "QueueReported":
       if (event.data.node !== self) {
@@ -124,6 +131,14 @@ function evolveView(view: ReplicationView, event: Recorded, self: string): Repli
     default:
       return view;
   }
+}
+
+/** Adds BYTES acknowledged at AT to the samples, dropping those older than the window. */
+function ackSamples(samples: { at: number; bytes: number }[], at: number, bytes: number): { at: number; bytes: number }[] {
+  const kept = samples[0] !== undefined && samples[0].at < at - ACK_RATE_WINDOW_MS ? samples.filter((x) => x.at >= at - ACK_RATE_WINDOW_MS) : samples;
+  const last = kept.at(-1);
+  if (last !== undefined && at - last.at < UNACKED_SAMPLE_MS) return [...kept.slice(0, -1), { at: last.at, bytes: last.bytes + bytes }];
+  return [...kept, { at, bytes }];
 }
 
 /** Keeps the sample that covers the first unacknowledged batch (acked + 1) and those after it. */

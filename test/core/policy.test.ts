@@ -5,7 +5,7 @@ import { projectCluster } from "../../src/projections/cluster.ts";
 import { peerReleasedAfterMs, verdictSinceLoss } from "../../src/projections/membership.ts";
 import { decide, tiebreakerNeeded } from "../../src/policy/decide.ts";
 import { stallCheckNeeded } from "../../src/policy/selffence.ts";
-import { decideSwitchover, refusalText, SWITCHOVER_LAG_MAX_MS } from "../../src/policy/switchover.ts";
+import { decideSwitchover, drainEstimate, refusalText, SWITCHOVER_LAG_MAX_MS } from "../../src/policy/switchover.ts";
 import { oldestUnackedAt } from "../../src/projections/replication.ts";
 import { recordedArb, stamp } from "../arbitraries.ts";
 
@@ -264,8 +264,37 @@ describe("switchover gating", () => {
     expect(decideSwitchover(state, "web", "b", capturedAt + 300)).toMatchObject({ allowed: true, code: "allowed" });
     const gate = decideSwitchover(state, "web", "b", capturedAt + SWITCHOVER_LAG_MAX_MS + 1);
     expect(gate).toMatchObject({ allowed: false, code: "queue-keeping-up" });
-    expect(gate.reasons).toContainEqual({ name: "queue-keeping-up", ok: false, value: { batches: 1, bytes: 4096, oldestUnackedMs: SWITCHOVER_LAG_MAX_MS + 1, maxMs: SWITCHOVER_LAG_MAX_MS } });
-    expect(refusalText(gate.reasons)).toBe(`queue-keeping-up (1 batches, 4096 bytes waiting, the oldest ${SWITCHOVER_LAG_MAX_MS + 1} ms old: the replica is that far behind, more than the ${SWITCHOVER_LAG_MAX_MS} ms a switchover waits for it)`);
+    // Nothing acknowledged yet, so no rate: the oldest write's age stands in for the drain time.
+    expect(gate.reasons).toContainEqual({ name: "queue-keeping-up", ok: false, value: { batches: 1, bytes: 4096, oldestUnackedMs: SWITCHOVER_LAG_MAX_MS + 1, ackedBytesPerSecond: null, drainEstimateMs: null, maxMs: SWITCHOVER_LAG_MAX_MS } });
+    expect(refusalText(gate.reasons)).toBe(`queue-keeping-up (1 batches, 4096 bytes waiting, the oldest ${SWITCHOVER_LAG_MAX_MS + 1} ms old, nothing acknowledged in the last 10 s: the replica is that far behind, more than the ${SWITCHOVER_LAG_MAX_MS} ms a switchover waits for it)`);
+  });
+
+  it("a backlog is judged by how soon it drains at the rate the peer acknowledges, not by the age of its oldest write", () => {
+    // 60 batches of 100 kB captured 100 ms apart, then acknowledged one per 100 ms.
+    const backlog = (acks: number) => [
+      created(), started("a"), seenOnA, broughtIn("a"), verifiedOnA,
+      ...Array.from({ length: 60 }, (_, i): DuetEvent => ({ type: "BatchCaptured", data: { ...(captured.data as Extract<DuetEvent, { type: "BatchCaptured" }>["data"]), batch: i + 1, bytes: 100_000 } })),
+      ...Array.from({ length: acks }, (_, i): DuetEvent => ({ type: "BatchAcked", data: { job: "web", node: "a", by: "b", batch: i + 1 } })),
+    ];
+    const judged = (acks: number) => {
+      const events = stamp(backlog(acks), "a");
+      const state = projectCluster("a", events);
+      const now = events.at(-1)!.at + 100;
+      return { gate: decideSwitchover(state, "web", "b", now), rate: drainEstimate(state.replication.get("web"), now) };
+    };
+    // 30 acknowledged over 3 s: 3 MB waits, draining at ~1 MB/s: about 3 s, though its oldest write is 6 s old.
+    const quick = judged(30);
+    expect(quick.rate).toEqual({ ackedBytesPerSecond: 967_742, drainEstimateMs: 3100 });
+    expect(quick.gate).toMatchObject({ allowed: true });
+    expect(quick.gate.reasons).toContainEqual(expect.objectContaining({ name: "queue-keeping-up", ok: true, value: expect.objectContaining({ oldestUnackedMs: 6000, drainEstimateMs: 3100 }) }));
+    // 5 acknowledged so far: 5.5 MB waits at ~0.83 MB/s, more than 5 s; refused, the estimate named.
+    const slow = judged(5);
+    expect(slow.gate).toMatchObject({ allowed: false, code: "queue-keeping-up" });
+    expect(refusalText(slow.gate.reasons)).toBe(`queue-keeping-up (55 batches, 5500000 bytes waiting, the oldest 6000 ms old; at the 833333 bytes/s acknowledged lately it drains in about 6600 ms, more than the ${SWITCHOVER_LAG_MAX_MS} ms a switchover waits for it)`);
+    // Acknowledgements that stopped more than the window ago say nothing of the rate now.
+    const events = stamp(backlog(30), "a");
+    const stale = decideSwitchover(projectCluster("a", events), "web", "b", events.at(-1)!.at + 10_001);
+    expect(stale.reasons).toContainEqual(expect.objectContaining({ name: "queue-keeping-up", ok: false, value: expect.objectContaining({ drainEstimateMs: null }) }));
   });
 
   it("the job's switchoverLagMaxMs replaces the default bound", () => {
@@ -298,7 +327,11 @@ describe("switchover gating", () => {
             if (!green) expected.push("data-link-green");
             if (rep?.verification.state !== "done") expected.push("verification-done");
             const oldest = oldestUnackedAt(rep);
-            if ((rep?.queue.batches ?? 0) !== 0 && (oldest === null || 0 - oldest > SWITCHOVER_LAG_MAX_MS)) expected.push("queue-keeping-up");
+            const ackedNow = (rep?.acked ?? []).filter((x) => x.at >= -10_000 && x.at <= 0);
+            const ackedBytes = ackedNow.reduce((sum, x) => sum + x.bytes, 0);
+            const drainMs = ackedBytes > 0 ? (rep!.queue.bytes * Math.min(10_000, 0 - ackedNow[0]!.at + 100)) / ackedBytes : null;
+            const drains = drainMs !== null ? drainMs <= SWITCHOVER_LAG_MAX_MS : oldest !== null && 0 - oldest <= SWITCHOVER_LAG_MAX_MS;
+            if ((rep?.queue.batches ?? 0) !== 0 && !drains) expected.push("queue-keeping-up");
           }
         }
         expect(failed).toEqual(expected);
