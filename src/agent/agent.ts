@@ -27,7 +27,7 @@ import { createJobControl } from "./jobs.ts";
 import { jobsRunningHere, parseRelayedFact, reconcile } from "./peer-link.ts";
 import { configDiffers } from "../projections/membership.ts";
 import { isMirrorRequest, parsePeerRequest, type PeerRequest, type PeerResponse, peerResponse } from "./peer-protocol.ts";
-import { createMirrors } from "./mirrors.ts";
+import { createMirrors, type MirroredJob } from "./mirrors.ts";
 import { createReactor } from "./reactor.ts";
 import { jobDefinitionEvents } from "./definitions.ts";
 import { createConfigControl } from "./config.ts";
@@ -225,7 +225,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         random: world.random,
         log: info,
       },
-      config.jobs.filter((j) => j.nodes.includes(me.name)).map((j) => ({ name: j.name, paths: j.mirrors.map((m) => m.path), snapshots: j.snapshots, syncMaxMiBps: j.syncMaxMiBps })),
+      config.jobs.filter((j) => j.nodes.includes(me.name)).map(mirroredJob),
     );
     closers.push(() => mirrors.close());
     let snapshotSchedule = mirrors.scheduleSnapshots();
@@ -404,6 +404,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       for (const job of next.jobs.filter((j) => j.nodes.includes(me.name))) {
         const old = before.jobs.find((j) => j.name === job.name);
         const runner = runners.get(job.name);
+        if (!old) mirrors.addJob(mirroredJob(job));
         if (!runner) runners.set(job.name, runnerFor(job));
         else {
           runner.setRestart(job.restart);
@@ -416,7 +417,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         }
         if (old && job.mirrors.length > 0) mirrors.retune(job.name, { snapshots: job.snapshots, syncMaxMiBps: job.syncMaxMiBps });
       }
-      if (plan.changes.some((c) => c.item === "snapshots")) {
+      if (plan.changes.some((c) => c.item === "snapshots" || (c.item === "(job)" && c.change === "added"))) {
         await snapshotSchedule.cancel();
         snapshotSchedule = mirrors.scheduleSnapshots();
       }
@@ -550,6 +551,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
 }
 
 /** The config's metrics section as the API takes it. */
+/** What the mirrors need of a job's definition. */
+function mirroredJob(job: JobSpec): MirroredJob {
+  return { name: job.name, paths: job.mirrors.map((m) => m.path), snapshots: job.snapshots, syncMaxMiBps: job.syncMaxMiBps };
+}
+
 function scrapeOf(config: Config) {
   const { allowFrom, scrapeTokenSha256 } = config.metrics;
   return { allowFrom, ...(scrapeTokenSha256 === undefined ? {} : { tokenSha256: scrapeTokenSha256 }) };

@@ -110,18 +110,21 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
   /** A request to the peer and its answer, checked against the answer that kind of request gets. */
   const ask = async <K extends MirrorKind>(body: Extract<OutgoingMirrorRequest, { kind: K }>): Promise<MirrorResponse<K>> =>
     parseMirrorResponse(body.kind as K, await host.request(body, MIRROR_BATCH_TIMEOUT_MS));
-  const jobs = [...configured];
-  const roots = new Map(jobs.filter((j) => j.paths.length > 0).map((j) => [j.name, mirrorRoots(j.paths, host.self)]));
+  const jobs: MirroredJob[] = [];
+  const roots = new Map<string, string[]>();
   /** Bytes per millisecond a sync may send, per job with a limit. */
-  const syncRates = new Map(jobs.flatMap((j) => (j.syncMaxMiBps === undefined ? [] : [[j.name, (j.syncMaxMiBps * 1024 * 1024) / 1000] as const])));
-  const snapshotStores = new Map(
-    jobs
-      .filter((j) => j.paths.length > 0)
-      .map((j) => {
-        const jobRoots = roots.get(j.name)!;
-        return [j.name, createSnapshots({ job: j.name, node: host.self, roots: jobRoots, dir: snapshotDir(jobRoots), keep: j.snapshots.keep, report: (e) => report(e), now: host.now })] as const;
-      }),
-  );
+  const syncRates = new Map<string, number>();
+  const snapshotStores = new Map<string, ReturnType<typeof createSnapshots>>();
+  /** A job this node mirrors from now on: at start, or added by a configuration change. */
+  function addJob(j: MirroredJob): void {
+    jobs.push(j);
+    if (j.syncMaxMiBps !== undefined) syncRates.set(j.name, (j.syncMaxMiBps * 1024 * 1024) / 1000);
+    if (j.paths.length === 0) return;
+    const jobRoots = mirrorRoots(j.paths, host.self);
+    roots.set(j.name, jobRoots);
+    snapshotStores.set(j.name, createSnapshots({ job: j.name, node: host.self, roots: jobRoots, dir: snapshotDir(jobRoots), keep: j.snapshots.keep, report: (e) => report(e), now: host.now }));
+  }
+  for (const j of configured) addJob(j);
   const sources = new Map<string, Source>();
   const applyChains = new Map<string, Promise<unknown>>();
   const manifests = new Map<string, { key: string; pages: ManifestItem[][] }>();
@@ -827,6 +830,14 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
      * A configuration change of a job's snapshot schedule or sync rate: the next sync is paced by
      * it, and a schedule started after this (scheduleSnapshots again) follows it.
      */
+    /**
+     * A new job added by a configuration change: mirrored as one known at start. It is created
+     * brought out, so its first bring-in starts its data's history and ships the tree whole.
+     */
+    addJob(job: MirroredJob): void {
+      if (jobs.some((j) => j.name === job.name)) throw new Error(`mirrors: job ${job.name} is already mirrored here`);
+      addJob(job);
+    },
     retune(job: string, settings: Pick<MirroredJob, "snapshots" | "syncMaxMiBps">): void {
       const index = jobs.findIndex((j) => j.name === job);
       if (index < 0) return;

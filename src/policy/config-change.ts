@@ -83,9 +83,10 @@ function jobChanges(running: Config, next: Config, jobs: JobPlaces): PlannedChan
   for (const job of next.jobs) {
     const old = running.jobs.find((j) => j.name === job.name);
     if (old) out.push(...changedJob(old, job, jobs.get(job.name)));
-    else if (job.mirrors.length > 0)
-      out.push({ scope: `job ${job.name}`, item: "(job)", change: "added", effect: "none (refused)", refused: "a new job with mirrors cannot be added online yet (its mirror paths must be set up when the agents start): add it without mirrors, or restart both agents one at a time" });
-    else out.push({ scope: `job ${job.name}`, item: "(job)", change: "added", to: `${job.resources.length} resource(s)`, effect: "created, brought out: bring it in when ready" });
+    else {
+      const mirrored = job.mirrors.length > 0 ? `; its first bring-in verifies its ${job.mirrors.length} mirrored path(s) against the other node and ships what differs` : "";
+      out.push({ scope: `job ${job.name}`, item: "(job)", change: "added", to: `${job.resources.length} resource(s)${job.mirrors.length > 0 ? `, ${job.mirrors.length} mirror(s)` : ""}`, effect: `created, brought out: bring it in when ready${mirrored}` });
+    }
   }
   for (const job of running.jobs) {
     if (next.jobs.some((j) => j.name === job.name)) continue;

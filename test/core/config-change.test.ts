@@ -44,7 +44,8 @@ describe("the plan of a configuration change, as a dry run prints it", () => {
     ["a policy change of a running job touches nothing", edit("policy: manual", "policy: when-consistent"), "job web: policy changed (manual -> when-consistent)", /nothing: the takeover policy decides with it/],
     ["a restart threshold", edit("  - name: batch\n", "  - name: batch\n    restart: { max: 5, windowMs: 60000 }\n"), "job batch: restart changed", /monitors count restarts against it from now on/],
     ["a snapshot schedule", edit("    mirrors: [{ path: /srv/web }]", "    mirrors: [{ path: /srv/web }]\n    snapshots: { intervalMs: 3600000 }"), "job web: snapshots changed", /snapshot schedule starts again/],
-    ["a new job without mirrors", `${running}  - name: report\n    resources: []\n`, "job report: (job) added", /created, brought out/],
+    ["a new job without mirrors", `${running}  - name: report\n    resources: []\n`, "job report: (job) added", /created, brought out: bring it in when ready$/],
+    ["a new job with mirrors", `${running}  - name: logs\n    resources: []\n    mirrors: [{ path: /srv/logs }]\n`, "job logs: (job) added (- -> 0 resource(s), 1 mirror(s))", /created, brought out: bring it in when ready; its first bring-in verifies its 1 mirrored path\(s\) against the other node and ships what differs/],
     ["a user added", `${running}users:\n  - { name: ops, role: monitor, passwordHash: "scrypt$16384$8$1$c2FsdHNhbHRzYWx0c2FsdA$${"A".repeat(86)}" }\n`, "cluster: users.ops added", /can log in at once/],
     ["ping targets", edit("targets: [10.0.0.254]", "targets: [10.0.0.253]"), "cluster: tiebreaker.ping changed", /next tiebreak/],
   ];

@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -169,5 +169,25 @@ describe("duet config apply on a running pair", () => {
     // The version is journaled before the change comes into force (its JobCreated follows).
     await pair.until("a's policy follows", 10_000, async () => (await jobOn("a", "web"))?.policy === "unconditional");
     expect((await jobOn("a", "web"))?.policy).toBe("unconditional");
+    text = edited;
+  });
+
+  it("a new job with a mirror added online: its first bring-in ships what was there, then every write follows", async () => {
+    const logs = (node: PairNode) => join(pair.dir, node, "logs");
+    await mkdir(logs("a"), { recursive: true });
+    await writeFile(join(logs("a"), "before.log"), "written before the job existed\n");
+    const next = text.replace("  - name: web\n", `  - name: logs\n    resources:\n${worker("tail")}\n    mirrors:\n      - path: ${join(pair.dir, "{node}", "logs")}\n  - name: web\n`);
+    const applied = await apply("a", next);
+    expect(applied).toMatchObject({ applied: true, peer: "applied" });
+    expect(applied.plan.changes).toEqual([expect.objectContaining({ scope: "job logs", change: "added", effect: expect.stringMatching(/first bring-in verifies its 1 mirrored path/) })]);
+    await pair.until("b knows job logs", 10_000, async () => (await jobOn("b", "logs"))?.mirrors.length === 1);
+    await (await pair.client("a")).post("/v1/jobs/logs/bring-in", { on: "a" });
+    await pair.until("logs in on a", 20_000, async () => (await jobOn("a", "logs"))?.phase === "in");
+    const onB = (name: string) => readFile(join(logs("b"), name), "utf8").catch(() => null);
+    await pair.until("the file written before reached b", 20_000, async () => (await onB("before.log")) === "written before the job existed\n");
+    await writeFile(join(logs("a"), "after.log"), "written while the job runs\n");
+    await pair.until("the write reached b", 20_000, async () => (await onB("after.log")) === "written while the job runs\n");
+    const verified = (await pair.events("a")).filter((e) => e.type === "VerificationCompleted" && e.data.job === "logs");
+    expect(verified).toHaveLength(1);
   });
 });
