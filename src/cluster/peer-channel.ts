@@ -1,11 +1,11 @@
-import { hkdfSync } from "node:crypto";
-import { connect as netConnect, type Socket } from "node:net";
-import { connect, createServer, type TLSSocket } from "node:tls";
 import { Packr } from "msgpackr";
 import { z } from "zod";
 import type { Hlc } from "../events/catalogue.ts";
 import { lateTickGuard, type Clock, type TimerHandle, type Timers } from "../world/clock.ts";
 import { firstIssue } from "../events/issue.ts";
+import { tlsPskStreams, type PeerStream, type PeerStreams } from "../world/streams.ts";
+
+export { derivePsk, PEER_CIPHERS, PEER_HANDSHAKE_TIMEOUT_MS } from "../world/streams.ts";
 
 /** The largest frame either side accepts; a bigger length prefix closes the connection unread. */
 export const PEER_FRAME_MAX_BYTES = 16 * 1024 * 1024;
@@ -13,17 +13,8 @@ export const PEER_FRAME_MAX_BYTES = 16 * 1024 * 1024;
 export const PEER_PENDING_REQUESTS_MAX = 1024;
 /** Bytes written but not yet taken by the kernel; beyond this the peer is not reading and sends are refused. */
 export const PEER_WRITE_BUFFER_MAX_BYTES = 64 * 1024 * 1024;
-/** A TCP connection that has not finished its TLS handshake by then is dropped (and redialled). */
-export const PEER_HANDSHAKE_TIMEOUT_MS = 5000;
 export const RECONNECT_MIN_MS = 100;
 export const RECONNECT_MAX_MS = 5000;
-// TLS 1.2 with a pre-shared key derived from the cluster key: no certificates to manage. Only the
-// forward-secret (ECDHE/DHE) AEAD suites, so a stolen cluster key does not open recorded traffic;
-// OpenSSL 3.0 has no ECDHE-PSK-GCM suite, hence DHE for AES-GCM.
-export const PEER_CIPHERS = "ECDHE-PSK-CHACHA20-POLY1305:DHE-PSK-AES256-GCM-SHA384:DHE-PSK-CHACHA20-POLY1305";
-const TLS_VERSIONS = { minVersion: "TLSv1.2", maxVersion: "TLSv1.2" } as const;
-/** Requests and answers wait on each other: no Nagle delay behind an unacknowledged segment. */
-const SOCKET_OPTIONS = { ...TLS_VERSIONS, noDelay: true } as const;
 
 // A peer that authenticated can still run another version or be buggy: a frame that is not one of
 // these closes the connection with the reason, rather than reaching a handler half-formed.
@@ -100,6 +91,8 @@ export interface PeerChannelOptions {
   /** Any frame from the peer, with clock.now(): the failure detector's tcp link. */
   onHeard?: (at: number) => void;
   log?: (line: string) => void;
+  /** How the channel reaches the peer: TLS with the cluster key over TCP unless a simulation gives its own. */
+  streams?: PeerStreams;
   /** Jitter for the reconnect backoff; injectable so a simulation replays. */
   random?: () => number;
   /**
@@ -130,7 +123,7 @@ export interface PeerChannelStats {
 
 /** One TLS connection and what waits on it; a replaced or dropped connection fails only its own waiters. */
 interface Connection {
-  socket: TLSSocket;
+  socket: PeerStream;
   drainWaiters: { resolve: () => void; reject: (error: Error) => void }[];
   reason: string | null;
   lastHeard: number;
@@ -138,16 +131,12 @@ interface Connection {
   since: number;
 }
 
-export function derivePsk(key: Buffer, cluster: string): Buffer {
-  return Buffer.from(hkdfSync("sha256", key, Buffer.from(cluster), Buffer.from("duet peer channel"), 32));
-}
-
 /** The authenticated, encrypted TCP channel between the two agents: requests, answers and one-way messages. */
 export function startPeerChannel(options: PeerChannelOptions) {
   const { timers, clock, peer } = options;
   const log = options.log ?? (() => undefined);
   const random = options.random ?? Math.random;
-  const psk = derivePsk(options.key, options.cluster);
+  const streams = options.streams ?? tlsPskStreams({ self: options.self, peer, cluster: options.cluster, key: options.key, timers, log });
   const listenAddresses = [options.listen].flat();
   const connectAddresses = [options.connect].flat();
   const packr = new Packr({ useRecords: false, moreTypes: false });
@@ -221,7 +210,7 @@ export function startPeerChannel(options: PeerChannelOptions) {
     conn.socket.destroy();
   }
 
-  function attach(s: TLSSocket): void {
+  function attach(s: PeerStream): void {
     if (current) drop(current, "replaced by a newer connection from the peer");
     const conn: Connection = { socket: s, drainWaiters: [], reason: null, lastHeard: clock.monotonic(), since: clock.monotonic() };
     current = conn;
@@ -390,105 +379,46 @@ export function startPeerChannel(options: PeerChannelOptions) {
       .finally(() => (answering -= 1));
   }
 
-  // One server per address this node has on any link: the channel must outlive the loss of any
+  // One listener per address this node has on any link: the channel must outlive the loss of any
   // one network, so the peer can reach this node over whichever still works.
-  const listenRetries: TimerHandle[] = [];
-  const servers = options.dial
+  const listeners = options.dial
     ? []
-    : listenAddresses.map((address) => {
-        const server = createServer({
-          ...SOCKET_OPTIONS,
-          ciphers: PEER_CIPHERS,
-          handshakeTimeout: PEER_HANDSHAKE_TIMEOUT_MS,
-          pskCallback: (_socket, identity) => (identity === peer ? psk : null),
-          pskIdentityHint: options.cluster,
-        });
-        server.on("secureConnection", (s) => {
-          if (closed) return s.destroy();
-          log(`peer ${peer} connected from ${s.remoteAddress}:${s.remotePort}`);
-          attach(s);
-        });
-        server.on("tlsClientError", (error, s) => {
-          // The dialer opens a TCP connection on each address and keeps the first: the others close unspoken.
-          if (/ECONNRESET|socket disconnected|socket hang up/i.test(error.message)) return;
-          stats.handshakeFailures += 1;
-          log(`peer channel: refused a connection from ${s.remoteAddress}:${s.remotePort}: ${error.message}`);
-        });
-        // The listen address may not be configured yet (boot order): keep trying at the slowest pace.
-        const listen = () => void (!closed && server.listen(address.port, address.address));
-        server.on("error", (error) => {
-          log(`peer channel: cannot listen on ${address.address}:${address.port}: ${error.message}; retrying in ${RECONNECT_MAX_MS} ms`);
-          if (!closed) listenRetries.push(timers.after(RECONNECT_MAX_MS, listen));
-        });
-        listen();
-        return server;
-      });
+    : listenAddresses.map((address) =>
+        streams.listen(address, {
+          connected(s, from) {
+            if (closed) return s.destroy();
+            log(`peer ${peer} connected from ${from}`);
+            attach(s);
+          },
+          refused(from, error) {
+            stats.handshakeFailures += 1;
+            log(`peer channel: refused a connection from ${from}: ${error.message}`);
+          },
+        }),
+      );
 
   /**
-   * A TCP connection to every address of the peer at once; TLS runs over the first that answers
-   * and the others are closed before they say anything, so the peer sees one handshake. An address
-   * on a network that is down fails or stays silent without delaying the rest.
+   * A connection to every address of the peer at once (streams.dial); the first that answers
+   * carries the channel, so an address on a network that is down does not delay the rest.
    */
   function dial(): void {
     retryTimer = null;
     if (closed || current) return;
-    let won = false;
-    let failed = 0;
-    const attempts = connectAddresses.map((target) => {
-      const raw = netConnect({ host: target.address, port: target.port });
-      raw.once("connect", () => {
-        if (won || closed) return raw.destroy();
-        won = true;
+    dialing = streams.dial(connectAddresses, {
+      connected(s, target) {
         dialing = null;
-        giveUp.cancel();
-        for (const other of attempts) if (other !== raw) other.destroy();
-        handshake(raw, `${target.address}:${target.port}`);
-      });
-      raw.once("error", () => {
-        raw.destroy();
-        failed += 1;
-        if (failed === attempts.length && !won) {
-          dialing = null;
-          giveUp.cancel();
-          scheduleDial();
-        }
-      });
-      return raw;
-    });
-    const giveUp = timers.after(PEER_HANDSHAKE_TIMEOUT_MS, () => {
-      if (won) return;
-      dialing = null;
-      for (const raw of attempts) raw.destroy();
-      scheduleDial();
-    });
-    dialing = {
-      abandon() {
-        won = true; // no late answer of these attempts is used
-        giveUp.cancel();
-        for (const raw of attempts) raw.destroy();
+        if (closed) return s.destroy();
+        log(`peer channel connected to ${peer} at ${target}`);
+        attach(s);
       },
-    };
-  }
-
-  function handshake(raw: Socket, target: string): void {
-    raw.setNoDelay(true);
-    const s = connect({ ...TLS_VERSIONS, socket: raw, ciphers: PEER_CIPHERS, pskCallback: () => ({ psk, identity: options.self }), checkServerIdentity: () => undefined });
-    const handshakeTimer = timers.after(PEER_HANDSHAKE_TIMEOUT_MS, () => s.destroy(new Error(`no TLS handshake within ${PEER_HANDSHAKE_TIMEOUT_MS} ms`)));
-    s.once("error", (error) => {
-      handshakeTimer.cancel();
-      if (!/ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ECONNRESET/.test(error.message)) {
-        stats.handshakeFailures += 1;
-        log(`peer channel: connecting to ${target}: ${error.message}`);
-      }
-      s.destroy();
-      scheduleDial();
-    });
-    s.once("secureConnect", () => {
-      handshakeTimer.cancel();
-      s.removeAllListeners("error");
-      if (closed) return s.destroy();
-      log(`peer channel connected to ${peer} at ${target}`);
-      attach(s);
+      failed(error, handshake) {
+        dialing = null;
+        if (handshake && error) {
+          stats.handshakeFailures += 1;
+          log(`peer channel: ${error.message}`);
+        }
+        scheduleDial();
+      },
     });
   }
 
@@ -562,8 +492,7 @@ export function startPeerChannel(options: PeerChannelOptions) {
         p.timer.cancel();
         p.reject(new Error(`peer channel to ${peer} closed before it answered`));
       }
-      for (const retry of listenRetries) retry.cancel();
-      await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+      await Promise.all(listeners.map((listener) => listener.close()));
     },
   };
 }

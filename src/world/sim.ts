@@ -1,6 +1,7 @@
 import type { Clock, TimerHandle, Timers } from "./clock.ts";
 import type { RandomSource } from "./random.ts";
 import type { DatagramSocket, DatagramTransport } from "./transport.ts";
+import type { ListenHandlers, PeerStream, PeerStreams, StreamEndpoint } from "./streams.ts";
 
 /** A small seeded PRNG (mulberry32): the same seed gives the same run, which is the point. */
 export function seededRandom(seed: number) {
@@ -90,14 +91,162 @@ export function createSimNetwork(world: ReturnType<typeof createVirtualWorld>, o
       };
     },
   };
+  const open = (from: string, to: string) => !cut.has(`${from}|${to}`);
+  const delay = () => minDelay + random() * (maxDelay - minDelay);
+  const streams = createSimStreams(world.timers, open, delay);
   return {
     transport,
+    /** The peer channel's streams as seen from a node with these addresses (one per link). */
+    streamsFor: streams.streamsFor,
     partition(a: string, b: string) {
       cut.add(`${a}|${b}`);
       cut.add(`${b}|${a}`);
     },
+    /** Only what A sends to B is lost (an asymmetric cut). */
+    cutOneWay(a: string, b: string) {
+      cut.add(`${a}|${b}`);
+    },
     heal() {
       cut.clear();
+      streams.resume();
+    },
+  };
+}
+
+/**
+ * TCP between simulated hosts, on virtual time: ordered bytes, each chunk after a delay. A cut
+ * holds what was written (TCP retransmits) until the path is open again; a connect across a cut is
+ * never answered, one to an address nobody listens on is refused. Not TLS: the simulation's
+ * peers are who they say they are.
+ */
+function createSimStreams(timers: Timers, open: (from: string, to: string) => boolean, delay: () => number) {
+  const listeners = new Map<string, ListenHandlers>();
+  const ends = new Set<SimStream>();
+  let nextPort = 40_000;
+
+  class SimStream implements PeerStream {
+    other!: SimStream;
+    destroyed = false;
+    readonly writableLength = 0;
+    private corked = false;
+    private outbox: (Buffer | "fin")[] = [];
+    private sending = false;
+    private handlers = new Map<string, ((arg?: unknown) => void)[]>();
+    constructor(
+      readonly local: string,
+      readonly remote: string,
+    ) {
+      ends.add(this);
+    }
+    on(event: string, listener: (arg: never) => void): this {
+      this.handlers.set(event, [...(this.handlers.get(event) ?? []), listener as (arg?: unknown) => void]);
+      return this;
+    }
+    emit(event: string, arg?: unknown): void {
+      for (const h of this.handlers.get(event) ?? []) h(arg);
+    }
+    write(chunk: Uint8Array): boolean {
+      if (this.destroyed) return false;
+      this.outbox.push(Buffer.from(chunk));
+      if (!this.corked) this.pump();
+      return true;
+    }
+    cork(): void {
+      this.corked = true;
+    }
+    uncork(): void {
+      this.corked = false;
+      this.pump();
+    }
+    destroy(): void {
+      if (this.destroyed) return;
+      this.destroyed = true;
+      this.outbox.push("fin");
+      this.pump();
+      timers.after(0, () => this.emit("close"));
+    }
+    /** Delivers the outbox in order, one chunk per delay, while the path is open. */
+    pump(): void {
+      if (this.sending || this.outbox.length === 0 || !open(this.local, this.remote)) return;
+      this.sending = true;
+      timers.after(delay(), () => {
+        this.sending = false;
+        if (!open(this.local, this.remote)) return; // held: resumed when the cut heals
+        const next = this.outbox.shift()!;
+        const peer = this.other;
+        if (next === "fin") {
+          ends.delete(this);
+          if (!peer.destroyed) {
+            peer.destroyed = true;
+            ends.delete(peer);
+            peer.emit("close");
+          }
+          return;
+        }
+        if (!peer.destroyed) peer.emit("data", next);
+        this.pump();
+      });
+    }
+  }
+
+  function streamsFor(addresses: readonly string[]): PeerStreams {
+    // The kernel's choice of source address: the one on the target's network.
+    const source = (target: string) => addresses.find((a) => a.split(".").slice(0, 3).join(".") === target.split(".").slice(0, 3).join(".")) ?? addresses[0]!;
+    return {
+      listen(at: StreamEndpoint, handlers: ListenHandlers) {
+        const key = `${at.address}:${at.port}`;
+        listeners.set(key, handlers);
+        return { close: async () => void listeners.delete(key) };
+      },
+      dial(targets, handlers) {
+        let done = false;
+        let refused = 0;
+        const giveUp = timers.after(5000, () => {
+          if (done) return;
+          done = true;
+          handlers.failed(null, false);
+        });
+        for (const target of targets) {
+          const from = source(target.address);
+          // A SYN across a cut is lost; its answer would be too.
+          if (!open(from, target.address) || !open(target.address, from)) continue;
+          timers.after(delay(), () => {
+            if (done) return;
+            const listener = listeners.get(`${target.address}:${target.port}`);
+            if (!listener) {
+              if (++refused === targets.length) {
+                done = true;
+                giveUp.cancel();
+                handlers.failed(null, false);
+              }
+              return;
+            }
+            done = true;
+            giveUp.cancel();
+            const port = nextPort++;
+            const client = new SimStream(from, target.address);
+            const server = new SimStream(target.address, from);
+            client.other = server;
+            server.other = client;
+            listener.connected(server, `${from}:${port}`);
+            handlers.connected(client, `${target.address}:${target.port}`);
+          });
+        }
+        return {
+          abandon() {
+            done = true;
+            giveUp.cancel();
+          },
+        };
+      },
+    };
+  }
+
+  return {
+    streamsFor,
+    /** After a heal: what each stream held is sent on. */
+    resume(): void {
+      for (const end of ends) end.pump();
     },
   };
 }
