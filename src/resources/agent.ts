@@ -1,4 +1,4 @@
-import type { Clock } from "../world/clock.ts";
+import type { Clock, Timers } from "../world/clock.ts";
 import type { ProcessRunner, RunResult } from "../world/process.ts";
 import { kindOf, type ResourceSpec } from "./spec.ts";
 import { createVip } from "./vip.ts";
@@ -58,6 +58,8 @@ export interface AgentContext {
   stateDir: string;
   processes: ProcessRunner;
   clock: Clock;
+  /** Waits between attempts (duplicate address detection, repeated ARP) run on these. */
+  timers: Timers;
 }
 
 export function createAgent(spec: ResourceSpec, ctx: AgentContext): ResourceAgent {

@@ -36,7 +36,7 @@ export interface JobRunnerOptions {
   node: string;
   resources: ResourceSpec[];
   restart: RestartSpec;
-  ctx: Omit<AgentContext, "job" | "node">;
+  ctx: Omit<AgentContext, "job" | "node" | "timers">;
   timers: Timers;
   report: (events: DuetEvent[]) => Promise<void>;
   /** Where a monitor loop's failure to report goes (the journal refused): the loop itself carries on. */
@@ -63,7 +63,7 @@ function bounded<T>(work: Promise<T>, ms: number, timers: Timers, what: string):
  */
 export function createJobRunner(options: JobRunnerOptions): JobRunner {
   const { job, node, timers, report } = options;
-  const ctx: AgentContext = { ...options.ctx, job, node };
+  const ctx: AgentContext = { ...options.ctx, job, node, timers: options.timers };
   /** restarting: a monitor run of it is past its check, stopping and starting it in place. */
   type Resource = { spec: ResourceSpec; agent: ResourceAgent; failures: number[]; failing: boolean; leftToPolicy: boolean; restarting: boolean };
   const resources: Resource[] = options.resources.map((spec) => ({ spec, agent: createAgent(spec, ctx), failures: [], failing: false, leftToPolicy: false, restarting: false }));

@@ -1,8 +1,8 @@
-import { setTimeout as delay } from "node:timers/promises";
 import type { AgentContext, ResourceAgent } from "./agent.ts";
 import { ResourceError, outputTail, runOrThrow, throwIfAbandoned } from "./agent.ts";
 import type { ResourceSpec } from "./spec.ts";
 import type { RunResult } from "../world/process.ts";
+import { sleep } from "../world/clock.ts";
 
 type VipSpec = Extract<ResourceSpec, { vip: unknown }>;
 const DAD_RETRY_MS = 250;
@@ -37,7 +37,7 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
     try {
       // One arping each (it lingers a second after sending), ARPCOUNT of them ARPINTERVALMS apart.
       for (let i = 0; i < Math.max(1, arpCount) && !abort.signal.aborted; i++) {
-        if (i > 0) await delay(arpIntervalMs, undefined, { signal: abort.signal }).catch(() => undefined);
+        if (i > 0) await sleep(ctx.timers, arpIntervalMs, abort.signal);
         if (abort.signal.aborted) break;
         sent.push(ctx.processes.run(["arping", "-U", "-c", "1", "-I", dev, address], { timeoutMs: 3000, signal: abort.signal }));
       }
@@ -62,7 +62,7 @@ export function createVip(spec: VipSpec, ctx: AgentContext): ResourceAgent {
         if (!dad.answered) break;
         if (ctx.clock.monotonic() + DAD_RETRY_MS > deadline) throw new ResourceError(`${spec.name}: ${address} still answers on the network after ${spec.startTimeoutMs} ms (${dad.output}); refusing to start it here too`);
         // An abandoned start stops waiting at once (the delay rejects; the loop's check throws).
-        await delay(DAD_RETRY_MS, undefined, { signal }).catch(() => undefined);
+        await sleep(ctx.timers, DAD_RETRY_MS, signal);
       }
       try {
         if (mac) await addMacvlan(ctx, spec, mac, dev);

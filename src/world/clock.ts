@@ -18,6 +18,22 @@ export interface Timers {
   every(ms: number, fn: () => void): TimerHandle;
 }
 
+/** Resolves after MS on these timers, or at once when SIGNAL aborts (a wait cut short, not an error). */
+export function sleep(timers: Timers, ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = timers.after(ms, () => {
+      signal?.removeEventListener("abort", stop);
+      resolve();
+    });
+    const stop = () => {
+      timer.cancel();
+      resolve();
+    };
+    signal?.addEventListener("abort", stop, { once: true });
+  });
+}
+
 export const systemClock: Clock = {
   now: () => Date.now(),
   monotonic: () => performance.now(),

@@ -37,7 +37,7 @@ const until = async (what: () => boolean | Promise<boolean>, ms = 10_000) => {
     await new Promise((r) => setTimeout(r, 20));
   }
 };
-const ctx = (over: Partial<AgentContext> = {}): AgentContext => ({ job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock, ...over });
+const ctx = (over: Partial<AgentContext> = {}): AgentContext => ({ job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock, timers: systemTimers, ...over });
 const agentFor = (spec: unknown, over: Partial<AgentContext> = {}) => createAgent(resourceSpec.parse(spec), ctx(over));
 
 describe("ocf resource agents (Debian's resource-agents)", () => {

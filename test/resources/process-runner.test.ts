@@ -113,7 +113,7 @@ describe("process resource and job runner", () => {
     dirs.push(stateDir);
     const spec = resourceSpec.parse(appResource("app", (await freePort()))) as ResourceSpec;
     await writeFile(join(stateDir, "app.pid"), JSON.stringify({ pid: process.pid, startTime: "1" }));
-    const agent = createAgent(spec, { job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock });
+    const agent = createAgent(spec, { job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock, timers: systemTimers });
     expect(await agent.monitor()).toMatchObject({ ok: false, notRunning: true });
     await agent.stop(); // must not signal this test process
   });
@@ -131,7 +131,7 @@ describe("process resource and job runner", () => {
     // The leader dies of SIGTERM; its child ignores it (an ignored signal stays ignored across exec)
     // and would keep the port if the stop only waited for the leader.
     const spec = resourceSpec.parse({ name: "stubborn", process: { command: ["/bin/sh", "-c", "(trap '' TERM; exec sleep 60) & exec sleep 60"] }, startTimeoutMs: 3000, stopTimeoutMs: 500 });
-    const agent = createAgent(spec, { job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock });
+    const agent = createAgent(spec, { job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock, timers: systemTimers });
     await agent.start();
     const { pid } = JSON.parse(await readFile(join(stateDir, "stubborn.pid"), "utf8")) as { pid: number };
     const began = Date.now();
@@ -145,7 +145,7 @@ describe("process resource and job runner", () => {
     const stateDir = await mkdtemp(join(tmpdir(), "duet-res-"));
     dirs.push(stateDir);
     const spec = resourceSpec.parse({ name: "stubborn", process: { command: ["/bin/sh", "-c", "(trap '' TERM; exec sleep 60) & exec sleep 60"] }, startTimeoutMs: 3000, stopTimeoutMs: 20_000 });
-    const agent = createAgent(spec, { job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock });
+    const agent = createAgent(spec, { job: "web", node: "a", stateDir, processes: systemProcesses, clock: systemClock, timers: systemTimers });
     await agent.start();
     const { pid } = JSON.parse(await readFile(join(stateDir, "stubborn.pid"), "utf8")) as { pid: number };
     const began = Date.now();

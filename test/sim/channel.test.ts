@@ -58,7 +58,7 @@ describe("the peer channel on simulated TCP, in virtual time", () => {
     await expect(answer).resolves.toEqual({ echo: { ask: 1 }, by: "b" });
 
     const cutAt = at();
-    for (const [x, y] of [[A[0]!, B[0]!], [A[1]!, B[1]!]]) net.partition(x, y);
+    for (const i of [0, 1]) net.partition(A[i]!, B[i]!);
     await run(3 * KEEPALIVE_MS + 2 * KEEPALIVE_MS);
     expect(a.connected() || b.connected()).toBe(false);
     const downs = trace.filter((line) => / down: nothing heard/.test(line)).map((line) => Number(line.split(" ")[0]) - cutAt);
