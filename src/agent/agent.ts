@@ -16,6 +16,7 @@ import { createJobRunner, type JobRunner } from "../resources/runner.ts";
 import { createApi } from "../api/app.ts";
 import { startApiServer } from "../api/server.ts";
 import type { ControlPort } from "../api/ports.ts";
+import type { PeerStreams } from "../world/streams.ts";
 import { Refusal } from "../api/ports.ts";
 import { lateTickGuard, systemClock, systemTimers, type Clock, type Timers } from "../world/clock.ts";
 import { createHlc } from "../world/hlc.ts";
@@ -63,6 +64,10 @@ export interface AgentWorld {
   random: RandomSource;
   /** Heartbeat sockets in a thread of their own (the system's UDP and clock): production only. */
   heartbeatThread?: boolean;
+  /** The peer channel's streams from this node's addresses; absent: TLS with the cluster key over TCP. */
+  streams?: (addresses: readonly string[]) => PeerStreams;
+  /** false: no HTTP API (a simulated agent is driven through RunningAgent.control). */
+  serveApi?: boolean;
 }
 
 export interface AgentOptions {
@@ -80,7 +85,10 @@ export interface AgentOptions {
 export interface RunningAgent {
   node: string;
   journal: Journal<ClusterState>;
+  /** "" when the world serves no API. */
   apiUrl: string;
+  /** What the API asks of the agent, for a caller in the same process (the simulator). */
+  control: ControlPort;
   /** What SIGTERM does: switch brought-in jobs over when the gate allows, else bring them out; then close. */
   stop(signal?: string): Promise<void>;
 }
@@ -178,6 +186,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       key: options.key,
       // Over every link's addresses too: the control path must survive the loss of any one network.
       listen: channelAddresses(config, me.name).map((address) => ({ address, port: config.ports.peer })),
+      ...(world.streams ? { streams: world.streams(channelAddresses(config, me.name)) } : {}),
       connect: channelAddresses(config, peer.name).map((address) => ({ address, port: config.ports.peer })),
       dial: me.name < peer.name,
       keepaliveMs: config.heartbeat.intervalMs,
@@ -511,21 +520,25 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       log: (level, message) => log[level](message),
       live: { heartbeatAgesMs: () => heartbeatAges(heartbeat, world.clock) },
     });
-    const server = await startApiServer(api, { address: me.address, port: config.ports.api });
-    closers.push(() => server.close(), () => api?.close());
-    await writeFile(localTokenFile(dataDir), `${cliToken}\n`, { mode: 0o600 });
-    closers.push(() => rm(localTokenFile(dataDir), { force: true }));
+    const server = world.serveApi === false ? null : await startApiServer(api, { address: me.address, port: config.ports.api });
+    if (server) closers.push(() => server.close());
+    closers.push(() => api?.close());
+    if (server) {
+      await writeFile(localTokenFile(dataDir), `${cliToken}\n`, { mode: 0o600 });
+      closers.push(() => rm(localTokenFile(dataDir), { force: true }));
+    }
 
     const tick = world.timers.every(Math.max(100, Math.floor(config.heartbeat.intervalMs / 2)), () => reactor.poke());
     closers.push(() => tick.cancel());
     reactor.poke();
-    info(`agent ${me.name} started`, { api: server.url, peer: peer.name });
+    info(`agent ${me.name} started`, { api: server?.url ?? "none", peer: peer.name });
 
     let stopping: Promise<void> | null = null;
     return {
       node: me.name,
       journal,
-      apiUrl: server.url,
+      apiUrl: server?.url ?? "",
+      control,
       stop(signal = "SIGTERM") {
         stopping ??= (async () => {
           const running = [...state().jobs.values()].filter((j) => j.active === me.name && j.phase === "in").map((j) => j.name);

@@ -93,6 +93,8 @@ export interface Journal<S> {
   verify(): Promise<VerifyReport>;
   exportRange(range: { from?: number; to?: number }, file: string): Promise<ExportResult>;
   stats(): JournalStats;
+  /** Resolves once every append made so far has been written or refused (a simulator's step waits for it). */
+  settled(): Promise<void>;
   /** Waits for queued appends, completes tails, closes LevelDB. */
   close(): Promise<void>;
 }
@@ -348,6 +350,7 @@ async function startJournal<S>(store: Store, options: JournalOptions<S>, readOnl
     verify,
     exportRange: (range, file) => writeExport(store, identity, head, range, file, clock.now()),
     stats: () => ({ ...stats, queuedCalls: commit.queued() }),
+    settled: () => commit.idle(),
     close() {
       closing ??= (async () => {
         await commit.idle();

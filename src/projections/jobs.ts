@@ -25,6 +25,8 @@ export interface JobView {
   /** The seq of the last phase change, and what started the current run: the decision journaled since the phase before (takeover, recover, resume), else "request" (an operator's or the peer's). */
   phaseSeq?: number;
   startedBy?: string;
+  /** The seq that began the current run on `active`: its bring-in request, or the JobBroughtIn if none was seen. */
+  runSeq?: number;
   /** Automatic takeovers of this job decided by this node, for /metrics. */
   takeovers: number;
   /** Monitor failures and in-place restarts journaled here, for /metrics. */
@@ -82,12 +84,13 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
     case "BringInRequested":
       // The node it is starting on counts as active from now on: if that node is lost mid-start,
       // the standby's takeover policy applies to it (its resources may be partly up there).
-      return job.phase === "out" || job.phase === "failed" ? phase("bringing-in", event.data.on) : job;
+      return job.phase === "out" || job.phase === "failed" ? { ...phase("bringing-in", event.data.on), runSeq: event.seq } : job;
     case "BringOutRequested":
       return job.phase === "in" ? phase("bringing-out") : job;
     case "JobBroughtIn": {
       const cause = decisionSincePhase(job)?.kind ?? "request";
-      return { ...phase("in", event.data.node), startedBy: cause };
+      const runSeq = job.phase === "bringing-in" && job.active === event.data.node && job.runSeq !== undefined ? job.runSeq : event.seq;
+      return { ...phase("in", event.data.node), startedBy: cause, runSeq };
     }
     case "JobBroughtOut":
       // A bring-out on the node that is not active (a clean-up, a refused start) changes nothing.
@@ -167,8 +170,12 @@ export function recordSelfFence(jobs: JobsState, event: Recorded): JobsState {
   return next;
 }
 
-/** Anything that happens to a fenced job but its own bring-out (an operator, a start anywhere, a decision) ends its claim to resume. */
-const ENDS_FENCE = new Set(["BringInRequested", "BringOutRequested", "JobBroughtIn", "JobStartFailed", "TakeoverDecided", "FailoverDecided", "ResumeDecided", "JobDeleted"]);
+/**
+ * Anything that happens to a fenced job but its own bring-out (an operator, a start anywhere, a
+ * decision to move it) ends its claim to resume. A resume decided does not: if the peer cannot
+ * confirm it runs the job nowhere, the job stays out and fenced, and resumes at the peer's next return.
+ */
+const ENDS_FENCE = new Set(["BringInRequested", "BringOutRequested", "JobBroughtIn", "JobStartFailed", "TakeoverDecided", "FailoverDecided", "JobDeleted"]);
 function clearFenced(jobs: JobsState, event: Recorded): JobsState {
   if (!ENDS_FENCE.has(event.type)) return jobs;
   const name = (event.data as { job?: string }).job;

@@ -67,9 +67,23 @@ export function createVirtualWorld(startMs = 1_700_000_000_000) {
   return { clock, timers, advanceTo, advanceBy: (ms: number) => advanceTo(now + ms) };
 }
 
+/** FNV-1a of a string: a seed per address. */
+function hash(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
 /** A simulated datagram network with seeded drops and delays, and partitions between addresses. */
 export function createSimNetwork(world: ReturnType<typeof createVirtualWorld>, options: { seed: number; dropRate?: number; delayMs?: [number, number] }) {
-  const random = seededRandom(options.seed);
+  // One sequence per sender: what one node sends draws the same delays and drops whatever the
+  // other node did meanwhile, so a seed replays even where two nodes' real I/O interleave.
+  const senders = new Map<string, () => number>();
+  const randomOf = (address: string) => {
+    let r = senders.get(address);
+    if (!r) senders.set(address, (r = seededRandom(options.seed ^ hash(address))));
+    return r;
+  };
   const sockets = new Map<string, ((bytes: Buffer, from: { address: string; port: number }) => void)[]>();
   const cut = new Set<string>();
   const key = (address: string, port: number) => `${address}:${port}`;
@@ -80,6 +94,7 @@ export function createSimNetwork(world: ReturnType<typeof createVirtualWorld>, o
       sockets.set(key(address, port), handlers);
       return {
         send(bytes, to, toPort) {
+          const random = randomOf(address);
           if (cut.has(`${address}|${to}`) || random() < (options.dropRate ?? 0)) return;
           const copy = Buffer.from(bytes);
           world.timers.after(minDelay + random() * (maxDelay - minDelay), () => {
@@ -92,10 +107,12 @@ export function createSimNetwork(world: ReturnType<typeof createVirtualWorld>, o
     },
   };
   const open = (from: string, to: string) => !cut.has(`${from}|${to}`);
-  const delay = () => minDelay + random() * (maxDelay - minDelay);
+  const delay = (from: string) => minDelay + randomOf(from)() * (maxDelay - minDelay);
   const streams = createSimStreams(world.timers, open, delay);
   return {
     transport,
+    /** Whether what FROM sends reaches TO now. */
+    open,
     /** The peer channel's streams as seen from a node with these addresses (one per link). */
     streamsFor: streams.streamsFor,
     partition(a: string, b: string) {
@@ -119,7 +136,7 @@ export function createSimNetwork(world: ReturnType<typeof createVirtualWorld>, o
  * never answered, one to an address nobody listens on is refused. Not TLS: the simulation's
  * peers are who they say they are.
  */
-function createSimStreams(timers: Timers, open: (from: string, to: string) => boolean, delay: () => number) {
+function createSimStreams(timers: Timers, open: (from: string, to: string) => boolean, delay: (from: string) => number) {
   const listeners = new Map<string, ListenHandlers>();
   const ends = new Set<SimStream>();
   let nextPort = 40_000;
@@ -169,7 +186,7 @@ function createSimStreams(timers: Timers, open: (from: string, to: string) => bo
     pump(): void {
       if (this.sending || this.outbox.length === 0 || !open(this.local, this.remote)) return;
       this.sending = true;
-      timers.after(delay(), () => {
+      timers.after(delay(this.local), () => {
         this.sending = false;
         if (!open(this.local, this.remote)) return; // held: resumed when the cut heals
         const next = this.outbox.shift()!;
@@ -210,7 +227,7 @@ function createSimStreams(timers: Timers, open: (from: string, to: string) => bo
           const from = source(target.address);
           // A SYN across a cut is lost; its answer would be too.
           if (!open(from, target.address) || !open(target.address, from)) continue;
-          timers.after(delay(), () => {
+          timers.after(delay(from), () => {
             if (done) return;
             const listener = listeners.get(`${target.address}:${target.port}`);
             if (!listener) {

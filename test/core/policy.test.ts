@@ -208,6 +208,18 @@ describe("self-fencing of an isolated active node", () => {
       expect(given(...fenced, seenOnA, resumed).on("a").decisions(60_000)).toEqual([]);
     });
 
+    it("a resume the peer could not confirm is tried again when the peer is back again, not before (found by the simulator, seed 21)", () => {
+      const resumed: DuetEvent = { type: "ResumeDecided", data: { job: "web", node: "a", reasons: [] } };
+      // The job stayed out: the confirmation did not get through (an alert said so), nothing else happened.
+      const unconfirmed = [...fenced, seenOnA, resumed] as const;
+      expect(given(...unconfirmed).on("a").state.jobs.get("web")).toMatchObject({ phase: "out", fencedHere: true });
+      expect(given(...unconfirmed).on("a").decisions(60_000)).toEqual([]);
+      const [again] = given(...unconfirmed, suspected(), seenOnA).on("a").decisions(3000);
+      expect(again).toMatchObject({ kind: "resume", job: "web", code: "peer-back" });
+      // Resumed for real: brought in, the claim ends.
+      expect(given(...unconfirmed, broughtIn("a")).on("a").state.jobs.get("web")!.fencedHere).toBe(false);
+    });
+
     it("not while the peer is still silent, not when the peer took the job, not after an operator acted", () => {
       expect(given(...fenced).on("a").decisions(60_000)).toEqual([]);
       expect(given(...fenced, seenOnA, broughtIn("b")).on("a").decisions(60_000)).toEqual([]);
@@ -366,6 +378,17 @@ describe("after this node's own loop stalled", () => {
     const wait = peerReleasedAfterMs({ heartbeatIntervalMs: 500, suspectMs: 1000, deadtimeMs: 3000, pingTimeoutMs: 500, selfFenceGraceMs: 5000 });
     expect(given(...running, stalled(wait - 100), checked(false, [])).on("a").decisions(0)).toEqual([]);
     expect(given(...running, stalled(wait + 100), checked(false, [])).on("a").decisions(0)).toMatchObject([{ kind: "self-fence", code: "stalled" }]);
+  });
+
+  it("a job brought in after the stall ran through none of it: never asked about, never fenced for it (found by the simulator, seed 28)", () => {
+    const idle = [created("unconditional"), started("a"), { type: "PeerSeen", data: { node: "a", peer: "b" } } as DuetEvent, stalled(6000)];
+    expect(stallCheckNeeded(given(...idle).on("a").state)).toBe(false);
+    const later: DuetEvent = { type: "BringInRequested", data: { job: "web", on: "a", by: "admin" } };
+    const { state, decisions } = given(...idle, later, broughtIn("a"), checked(true, [])).on("a");
+    expect(stallCheckNeeded(state)).toBe(false);
+    expect(decisions(0)).toEqual([]);
+    // One that ran through it still is.
+    expect(given(...running, stalled(6000), later, checked(true, [])).on("a").decisions(0)).toMatchObject([{ kind: "self-fence", code: "stalled" }]);
   });
 
   it("a stall shorter than the suspicion time is not one", () => {

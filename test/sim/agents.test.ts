@@ -1,0 +1,51 @@
+import { describe, expect, it } from "vitest";
+import { startSimPair, VIP, type Node } from "../../tools/sim/pair.ts";
+
+/**
+ * Two real agents on virtual time: the safety of the pair checked at every 5 ms step, with the
+ * journal, the reactor, the policy, the job runner and the peer channel all the production code.
+ */
+describe("two real agents on a virtual clock", () => {
+  it("a job brought in runs on one node; the active cut off from everything fences itself and the standby takes over, never both", async () => {
+    const pair = await startSimPair(1);
+    try {
+      const both: number[] = [];
+      const check = () => {
+        if (pair.hosts.holders(VIP).length > 1 || pair.hosts.running("web").length > 1) both.push(pair.world.clock.monotonic());
+      };
+      await pair.run(2000, check);
+      expect(pair.agent("a").journal.state().membership.peerStatus).toBe("connected");
+      await pair.agent("a").control.bringIn("web", "sim", "a");
+      await pair.run(2000, check);
+      expect(pair.hosts.holders(VIP)).toEqual(["a"]);
+      expect(pair.hosts.running("web")).toEqual(["a"]);
+      expect(pair.job("b")).toMatchObject({ phase: "in", active: "a" });
+
+      const cutAt = pair.world.clock.monotonic();
+      pair.isolate("a");
+      let servedBy: Node | null = null;
+      let movedAt: number | null = null;
+      await pair.run(15_000, () => {
+        check();
+        const holders = pair.hosts.holders(VIP);
+        if (holders.length === 1 && holders[0] === "b" && movedAt === null) movedAt = pair.world.clock.monotonic();
+        servedBy = (holders[0] as Node | undefined) ?? null;
+      });
+      expect(both).toEqual([]);
+      expect(servedBy).toBe("b");
+      expect(pair.hosts.running("web")).toEqual(["b"]);
+      // Deadtime 3 s, then the ping tiebreaker and the self-fence grace before the standby may start.
+      expect(movedAt! - cutAt).toBeGreaterThan(3000);
+      expect(movedAt! - cutAt).toBeLessThan(10_000);
+      expect(pair.job("a")).toMatchObject({ fencedHere: true });
+
+      pair.heal();
+      await pair.run(10_000, check);
+      expect(both).toEqual([]);
+      expect(pair.hosts.holders(VIP)).toEqual(["b"]);
+      expect(pair.job("a")).toMatchObject({ active: "b", phase: "in" });
+    } finally {
+      await pair.close();
+    }
+  }, 120_000);
+});

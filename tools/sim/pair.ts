@@ -1,0 +1,201 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import { startAgent, type RunningAgent } from "../../src/agent/agent.ts";
+import { parseConfig } from "../../src/config/load.ts";
+import { createSimHosts } from "../../src/world/sim-host.ts";
+import { createSimNetwork, createVirtualWorld, seededIds } from "../../src/world/sim.ts";
+import type { Timers } from "../../src/world/clock.ts";
+import type { ProcessRunner } from "../../src/world/process.ts";
+import type { PeerStream, PeerStreams } from "../../src/world/streams.ts";
+import type { DatagramTransport } from "../../src/world/transport.ts";
+
+/**
+ * Two real agents in one process on a virtual clock: journal (real LevelDB), reactor, policy, job
+ * runner and peer channel, over the simulated network and hosts. A VIP and an application
+ * script make job "web"; the ping tiebreaker asks the gateway. Time moves only in step().
+ */
+export const NODES = ["a", "b"] as const;
+export type Node = (typeof NODES)[number];
+export const VIP = "10.0.0.100";
+export const GATEWAY = "10.0.0.254";
+const PUBLIC = { a: "10.0.0.1", b: "10.0.0.2" };
+const BACKUP = { a: "10.1.0.1", b: "10.1.0.2" };
+const STEP_MS = 5;
+// A valid scrypt hash: the simulated agents serve no API, so nobody logs in with it.
+const HASH = "scrypt$16384$8$1$zWaRi3AcgdHn9V+huDkQng==$0QDF4HPqaUX9VF6x2d7dAvqJNTTFTTDcz2zLU/wHCYg=";
+
+function configText(dir: string, policy: string): string {
+  return `cluster: { name: sim, keyFile: ${join(dir, "cluster.key")} }
+nodes:
+  - { name: a, address: ${PUBLIC.a}, dataDir: ${join(dir, "a")} }
+  - { name: b, address: ${PUBLIC.b}, dataDir: ${join(dir, "b")} }
+ports: { api: 7320, peer: 7321 }
+heartbeat:
+  intervalMs: 500
+  deadtimeMs: 3000
+  links:
+    - { name: lan, port: 7322, addresses: [${PUBLIC.a}, ${PUBLIC.b}] }
+    - { name: backup, port: 7323, addresses: [${BACKUP.a}, ${BACKUP.b}] }
+tiebreaker:
+  ping: { targets: [${GATEWAY}], mode: any, timeoutMs: 500 }
+  selfFenceGraceMs: 1000
+jobs:
+  - name: web
+    policy: ${policy}
+    resources:
+      - { name: ip, vip: { address: ${VIP}/24, interface: eth0, arpCount: 1 } }
+      - { name: app, script: { start: [app, start, web], stop: [app, stop, web], monitor: [app, status, web] } }
+users:
+  - { name: admin, role: admin, passwordHash: "${HASH}" }
+`;
+}
+
+/**
+ * A node's side of the world, which a pause stops as SIGSTOP would: its timers, the datagrams and
+ * stream bytes it receives and its commands' results wait until it resumes, then run in order
+ * (each periodic timer once). The clock goes on: the node sees that it stalled.
+ */
+function pausable(world: ReturnType<typeof createVirtualWorld>, net: ReturnType<typeof createSimNetwork>, hosts: ReturnType<typeof createSimHosts>, node: Node) {
+  let paused = false;
+  const held: (() => void)[] = [];
+  const gate =
+    <A extends unknown[]>(fn: (...args: A) => void) =>
+    (...args: A): void => {
+      if (paused) held.push(() => fn(...args));
+      else fn(...args);
+    };
+  const timers: Timers = {
+    after: (ms, fn) => world.timers.after(ms, gate(fn)),
+    every(ms, fn) {
+      let waiting = false;
+      return world.timers.every(ms, () => {
+        if (!paused) return fn();
+        if (waiting) return;
+        waiting = true;
+        held.push(() => {
+          waiting = false;
+          fn();
+        });
+      });
+    },
+  };
+  const transport: DatagramTransport = {
+    async bind(address, port) {
+      const socket = await net.transport.bind(address, port);
+      return { ...socket, onMessage: (handler) => socket.onMessage(gate(handler)) };
+    },
+  };
+  const gated = (stream: PeerStream): PeerStream =>
+    new Proxy(stream, { get: (target, key) => (key === "on" ? (event: string, listener: (arg: never) => void) => target.on(event as "data", gate(listener) as (chunk: Buffer) => void) : Reflect.get(target, key)) });
+  const streams = (addresses: readonly string[]): PeerStreams => {
+    const inner = net.streamsFor(addresses);
+    return {
+      listen: (at, h) => inner.listen(at, { connected: gate((s, from) => h.connected(gated(s), from)), refused: gate(h.refused) }),
+      dial: (targets, h) => inner.dial(targets, { connected: gate((s, target) => h.connected(gated(s), target)), failed: gate(h.failed) }),
+    };
+  };
+  const processes: ProcessRunner = { run: (argv, o) => new Promise((resolve) => void hosts.processes(node).run(argv, o).then(gate(resolve))) };
+  return {
+    timers,
+    transport,
+    streams,
+    processes,
+    pause: () => void (paused = true),
+    resume() {
+      paused = false;
+      for (const fn of held.splice(0)) fn();
+    },
+  };
+}
+
+export async function startSimPair(seed: number, options: { policy?: string } = {}) {
+  const world = createVirtualWorld();
+  const net = createSimNetwork(world, { seed, delayMs: [0, 2] });
+  const hosts = createSimHosts({ timers: world.timers, addresses: PUBLIC, gateway: GATEWAY, open: net.open });
+  const dir = await mkdtemp(join(tmpdir(), "duet-sim-"));
+  const loaded = parseConfig(configText(dir, options.policy ?? "unconditional"), join(dir, "duet.yaml"));
+  const agents = new Map<Node, RunningAgent>();
+  const sides = new Map(NODES.map((node) => [node, pausable(world, net, hosts, node)] as const));
+  const log = pino({ level: "silent" });
+  for (const [i, node] of NODES.entries()) {
+    const side = sides.get(node)!;
+    const world_ = {
+      clock: world.clock,
+      timers: side.timers,
+      transport: side.transport,
+      processes: side.processes,
+      reach: hosts.reach(node),
+      random: seededIds(seed * 2 + i),
+      heartbeatThread: false,
+      streams: side.streams,
+      serveApi: false,
+    };
+    agents.set(node, await startAgent({ loaded, node, key: Buffer.alloc(32, 9), log, world: world_ }));
+  }
+  const agent = (node: Node) => agents.get(node)!;
+
+  /** Real I/O (the journals' appends) done, and what it resolved has run: the world is still. */
+  async function settle(): Promise<void> {
+    for (;;) {
+      const before = NODES.map((n) => agent(n).journal.stats().appendCalls).join();
+      await Promise.all(NODES.map((n) => agent(n).journal.settled()));
+      for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+      if (NODES.map((n) => agent(n).journal.stats().appendCalls).join() === before) return;
+    }
+  }
+
+  /** Advances virtual time by MS, settling after each step; CHECK runs after each step too. */
+  async function run(ms: number, check?: () => void): Promise<void> {
+    for (let t = 0; t < ms; t += STEP_MS) {
+      world.advanceBy(STEP_MS);
+      await settle();
+      check?.();
+    }
+  }
+
+  return {
+    world,
+    net,
+    hosts,
+    agent,
+    run,
+    /** Cuts NODE off from everything: its peer on every link and the gateway. */
+    isolate(node: Node) {
+      for (const other of [PUBLIC[node === "a" ? "b" : "a"], GATEWAY]) net.partition(PUBLIC[node], other);
+      net.partition(BACKUP.a, BACKUP.b);
+    },
+    /** Cuts the nodes from each other on every link; both still reach the gateway. */
+    split() {
+      net.partition(PUBLIC.a, PUBLIC.b);
+      net.partition(BACKUP.a, BACKUP.b);
+    },
+    /** What NODE sends to its peer is lost, on every link; the rest flows (an asymmetric cut). */
+    cutOneWay(node: Node) {
+      const other = node === "a" ? "b" : "a";
+      net.cutOneWay(PUBLIC[node], PUBLIC[other]);
+      net.cutOneWay(BACKUP[node], BACKUP[other]);
+    },
+    heal: () => net.heal(),
+    /** NODE's agent stops as under SIGSTOP (its host still answers ARP); resume() wakes it. */
+    pause: (node: Node) => sides.get(node)!.pause(),
+    resume: (node: Node) => sides.get(node)!.resume(),
+    job: (node: Node) => agent(node).journal.state().jobs.get("web")!,
+    async close() {
+      for (const side of sides.values()) side.resume();
+      for (const node of NODES) {
+        const stopping = agent(node).stop("SIGTERM");
+        // Stopping hands jobs over on virtual time: move it along until the agent has closed.
+        let done = false;
+        void stopping.finally(() => (done = true));
+        for (let i = 0; i < 4000 && !done; i++) {
+          world.advanceBy(STEP_MS);
+          await settle();
+        }
+        await stopping;
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
