@@ -65,6 +65,7 @@ export function createGroupCommit<I, O>(options: GroupCommitOptions<I, O>) {
     submit,
     /** Resolves once every call submitted so far has been written or refused. */
     idle: (): Promise<void> => draining ?? Promise.resolve(),
+    busy: (): boolean => draining !== undefined,
     queued: (): number => queue.length,
   };
 }

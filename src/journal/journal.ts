@@ -95,6 +95,8 @@ export interface Journal<S> {
   stats(): JournalStats;
   /** Resolves once every append made so far has been written or refused (a simulator's step waits for it). */
   settled(): Promise<void>;
+  /** An append is queued or being written now. */
+  writing(): boolean;
   /** Waits for queued appends, completes tails, closes LevelDB. */
   close(): Promise<void>;
 }
@@ -351,6 +353,7 @@ async function startJournal<S>(store: Store, options: JournalOptions<S>, readOnl
     exportRange: (range, file) => writeExport(store, identity, head, range, file, clock.now()),
     stats: () => ({ ...stats, queuedCalls: commit.queued() }),
     settled: () => commit.idle(),
+    writing: () => commit.busy(),
     close() {
       closing ??= (async () => {
         await commit.idle();

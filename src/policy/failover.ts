@@ -12,9 +12,13 @@ export function decideFailover(state: ClusterState, job: JobView, _now: number):
   if (job.active !== self || job.phase !== "in") return null;
   const fault = findFault(job, self);
   if (!fault) return null;
-  if (job.lastDecision && job.lastDecision.at >= fault.since) return null;
   const to = job.nodes.find((n) => n !== self) ?? self;
   const peerConnected = membership.peerStatus === "connected";
+  // Decided once per fault; a move declined for want of the peer is decided again once it is back
+  // (found by the simulator, seed 210: the job stayed on a dead application for good).
+  const last = job.lastDecision;
+  const retry = last?.kind === "failover-declined" && peerConnected && membership.peerSinceSeq > last.seq;
+  if (last && last.at >= fault.since && !retry) return null;
   const reasons = [
     input("fault", { resource: fault.resource, kind: fault.kind, failures: fault.failures, restartMax: job.restartMax, error: fault.error ?? null }),
     check("peer-connected", peerConnected, membership.peerStatus),

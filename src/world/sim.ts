@@ -36,7 +36,8 @@ export function createVirtualWorld(startMs = 1_700_000_000_000) {
     queue.push(entry);
     return entry;
   };
-  const clock: Clock = { now: () => now, monotonic: () => now - startMs };
+  // Whole milliseconds, as Date.now(): journal times and reports carry integers in production.
+  const clock: Clock = { now: () => Math.floor(now), monotonic: () => now - startMs };
   const timers: Timers = {
     after(ms, fn): TimerHandle {
       const e = schedule(now + ms, fn);
@@ -64,7 +65,9 @@ export function createVirtualWorld(startMs = 1_700_000_000_000) {
     }
     now = until;
   }
-  return { clock, timers, advanceTo, advanceBy: (ms: number) => advanceTo(now + ms) };
+  /** When the next timer fires (null: none is waiting): a simulator steps from event to event. */
+  const nextAt = (): number | null => queue.reduce<number | null>((min, e) => (e.cancelled || (min !== null && e.at >= min) ? min : e.at), null);
+  return { clock, timers, advanceTo, advanceBy: (ms: number) => advanceTo(now + ms), nextAt };
 }
 
 /** FNV-1a of a string: a seed per address. */

@@ -257,6 +257,13 @@ describe("failover on local faults", () => {
     const [d] = given(created("manual", [], 0), started("a"), broughtIn("a"), monitorFailed(1)).on("a").decisions();
     expect(d).toMatchObject({ kind: "failover-declined", code: "failover-peer-not-connected" });
   });
+
+  it("a failover declined for want of the peer is decided once the peer is back (found by the simulator, seed 210)", () => {
+    const kept: DuetEvent = { type: "FailoverDeclined", data: { job: "web", node: "a", code: "failover-peer-not-connected", reasons: [] } };
+    const faulty = [created("manual", [], 0), started("a"), broughtIn("a"), monitorFailed(1), kept] as const;
+    expect(given(...faulty).on("a").decisions()).toEqual([]); // still alone: nothing new to decide
+    expect(given(...faulty, seenOnA).on("a").decisions()).toMatchObject([{ kind: "failover", code: "monitor-threshold", to: "b" }]);
+  });
 });
 
 describe("switchover gating", () => {

@@ -118,7 +118,9 @@ async function journalsOf(pair: Awaited<ReturnType<typeof startSimPair>>) {
 /** The injected faults and every described fact of both journals, by virtual time. */
 async function storyOf(pair: Awaited<ReturnType<typeof startSimPair>>, injected: { at: number; text: string }[]): Promise<string[]> {
   const t0 = pair.world.clock.now() - pair.world.clock.monotonic();
-  const facts = (await journalsOf(pair)).flatMap(({ node, events }) => events.flatMap((r) => (describe(r) ? [{ at: r.at - t0, text: `[${node}] ${describe(r)}` }] : [])));
+  const all = process.env.DUET_SIM_ALL_FACTS === "1";
+  const text = (r: Recorded) => describe(r) ?? (all ? `${r.type} ${JSON.stringify(r.data).slice(0, 300)}` : null);
+  const facts = (await journalsOf(pair)).flatMap(({ node, events }) => events.flatMap((r) => (text(r) ? [{ at: r.at - t0, text: `[${node}] ${text(r)}` }] : [])));
   return [...injected, ...facts].sort((x, y) => x.at - y.at).map((x) => `${String(Math.round(x.at)).padStart(6)} ms  ${x.text}`);
 }
 
