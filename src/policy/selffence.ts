@@ -43,7 +43,10 @@ export function decideResume(state: ClusterState, job: JobView, now: number): De
   const fence = job.lastDecision;
   // A resume the peer could not confirm (the job still out and fenced) is tried again once the peer is back since.
   if (!job.fencedHere || (fence?.kind !== "self-fence" && fence?.kind !== "resume") || job.phase !== "out" || job.active !== null) return null;
-  if (membership.peerStatus !== "connected" || membership.peerSinceSeq <= fence.seq) return null;
+  // After a self-fence: the peer back since. After a resume the peer could not confirm: the peer or
+  // a link back since (seed 252: a one-way cut left the peer heard, but the channel down).
+  const backSeq = fence.kind === "resume" ? Math.max(membership.peerSinceSeq, membership.linkUpSeq) : membership.peerSinceSeq;
+  if (membership.peerStatus !== "connected" || backSeq <= fence.seq) return null;
   const settleMs = membership.settings.deadtimeMs;
   const connectedForMs = now - (membership.peerSince ?? now);
   if (connectedForMs < settleMs) return null; // the reactor's tick decides again once it has passed

@@ -216,6 +216,9 @@ describe("self-fencing of an isolated active node", () => {
       expect(given(...unconfirmed).on("a").decisions(60_000)).toEqual([]);
       const [again] = given(...unconfirmed, suspected(), seenOnA).on("a").decisions(3000);
       expect(again).toMatchObject({ kind: "resume", job: "web", code: "peer-back" });
+      // The peer never went away, but its channel came back (seed 252): tried again too.
+      const tcpBack: DuetEvent = { type: "LinkUp", data: { node: "a", peer: "b", link: "tcp", kind: "tcp" } };
+      expect(given(...unconfirmed, tcpBack).on("a").decisions(3000)).toMatchObject([{ kind: "resume" }]);
       // Resumed for real: brought in, the claim ends.
       expect(given(...unconfirmed, broughtIn("a")).on("a").state.jobs.get("web")!.fencedHere).toBe(false);
     });
