@@ -175,6 +175,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // a hello may arrive during any await of the start-up below (once, one came while the
     // heartbeat thread started, and met these in their temporal dead zone).
     const resolving = new Set<string>();
+    /** Jobs found on both nodes and resolved since the peer channel last came up. */
+    const resolvedThisConnection = new Set<string>();
     const warnedConfigs = new Set<string>();
     const yielding = new Set<string>();
     let heartbeat: Awaited<ReturnType<typeof startHeartbeat>> | undefined;
@@ -195,6 +197,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       onRequest: (body) => onPeerRequest(body),
       onMessage: (topic, body) => void onPeerMessage(topic, body),
       onUp: () => {
+        resolvedThisConnection.clear();
         void sayHello();
         mirrors.onPeerUp();
       },
@@ -361,9 +364,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         });
       }
       for (const choice of bothActive) {
-        const decided = state().jobs.get(choice.job)?.lastDecision;
-        if (decided?.kind === "both-active" && decided.seq > state().membership.peerSinceSeq) continue;
+        // Both hellos of one connection report it: resolved once. A connection after that is a new
+        // episode (seed 13 of the simulator: a one-way cut never made this node lose its peer, and
+        // a resolution from an earlier episode suppressed this one, so both ran the job for good).
+        if (resolvedThisConnection.has(choice.job)) continue;
         await once(resolving, choice.job, async () => {
+          resolvedThisConnection.add(choice.job);
           await record([{ type: "BothActiveResolved", data: { job: choice.job, node: me.name, keeper: choice.keeper, other: choice.other, code: choice.code, reasons: choice.reasons, ...basis } }]);
           info(`job ${choice.job} was running on both nodes; ${choice.keeper} keeps it (${choice.code})`);
           if (choice.keeper === me.name) {

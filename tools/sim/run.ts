@@ -61,7 +61,9 @@ export async function runSeed(seed: number, kinds: readonly FaultKind[] = FAULT_
     let cut: (() => void) | null = null;
     const end = now() + FAULT_PHASE_MS;
     while (now() < end) {
-      await pair.run(200 + Math.floor(random() * 3000), check);
+      // Short faults (under the suspicion time) and long ones (past the deadtime and the
+      // tiebreaker, when the standby decides), half and half.
+      await pair.run(random() < 0.5 ? 200 + Math.floor(random() * 1500) : 3000 + Math.floor(random() * 6000), check);
       if (cut) {
         cut();
         cut = null;
