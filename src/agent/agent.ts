@@ -534,7 +534,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       closers.push(() => rm(localTokenFile(dataDir), { force: true }));
     }
 
-    const tick = world.timers.every(Math.max(100, Math.floor(config.heartbeat.intervalMs / 2)), () => reactor.poke());
+    const tick = world.timers.every(Math.max(100, Math.floor(config.heartbeat.intervalMs / 2)), () => {
+      if (!channel.connected() && state().membership.peerStatus === "connected") channel.nudge();
+      reactor.poke();
+    });
     closers.push(() => tick.cancel());
     reactor.poke();
     info(`agent ${me.name} started`, { api: server?.url ?? "none", peer: peer.name });

@@ -45,10 +45,13 @@ export function decideResume(state: ClusterState, job: JobView, now: number): De
   if (!job.fencedHere || (fence?.kind !== "self-fence" && fence?.kind !== "resume") || job.phase !== "out" || job.active !== null) return null;
   // After a self-fence: the peer back since. After a resume the peer could not confirm: the peer or
   // a link back since (seed 252: a one-way cut left the peer heard, but the channel down).
+  // After a stall: the peer never went away (it answered the check), so it is waited for from the
+  // fence on (seed 240: the peer let the job go too, and it ran nowhere for good).
+  const stalled = fence.kind === "self-fence" && fence.code === "stalled";
   const backSeq = fence.kind === "resume" ? Math.max(membership.peerSinceSeq, membership.linkUpSeq) : membership.peerSinceSeq;
-  if (membership.peerStatus !== "connected" || backSeq <= fence.seq) return null;
+  if (membership.peerStatus !== "connected" || (!stalled && backSeq <= fence.seq)) return null;
   const settleMs = membership.settings.deadtimeMs;
-  const connectedForMs = now - (membership.peerSince ?? now);
+  const connectedForMs = now - (stalled ? Math.max(membership.peerSince ?? fence.at, fence.at) : (membership.peerSince ?? now));
   if (connectedForMs < settleMs) return null; // the reactor's tick decides again once it has passed
   return {
     kind: "resume",

@@ -158,12 +158,21 @@ function createSimStreams(timers: Timers, open: (from: string, to: string) => bo
     ) {
       ends.add(this);
     }
+    /** Bytes and the close that arrived before anyone listened: a socket keeps them until read. */
+    private unread: { event: string; arg?: unknown }[] = [];
     on(event: string, listener: (arg: never) => void): this {
       this.handlers.set(event, [...(this.handlers.get(event) ?? []), listener as (arg?: unknown) => void]);
+      if (event === "data" || event === "close") {
+        const waiting = this.unread.filter((u) => u.event === event);
+        this.unread = this.unread.filter((u) => u.event !== event);
+        for (const u of waiting) (listener as (arg?: unknown) => void)(u.arg);
+      }
       return this;
     }
     emit(event: string, arg?: unknown): void {
-      for (const h of this.handlers.get(event) ?? []) h(arg);
+      const handlers = this.handlers.get(event) ?? [];
+      if (handlers.length === 0 && (event === "data" || event === "close")) this.unread.push({ event, arg });
+      for (const h of handlers) h(arg);
     }
     write(chunk: Uint8Array): boolean {
       if (this.destroyed) return false;

@@ -34,6 +34,8 @@ export interface ListenHandlers {
 }
 
 export interface DialHandlers {
+  /** A target answered and the handshake over it began: the dial can no longer be abandoned. */
+  handshaking?(target: string): void;
   connected(stream: PeerStream, target: string): void;
   /** No target answered, or the one that did failed to authenticate (`handshake` true: worth a log line). */
   failed(error: Error | null, handshake: boolean): void;
@@ -122,6 +124,7 @@ export function tlsPskStreams(options: TlsPskOptions): PeerStreams {
         won = true;
         giveUp.cancel();
         for (const other of attempts) if (other !== raw) other.destroy();
+        handlers.handshaking?.(`${target.address}:${target.port}`);
         handshake(raw, `${target.address}:${target.port}`, handlers);
       });
       raw.once("error", () => {
@@ -142,6 +145,7 @@ export function tlsPskStreams(options: TlsPskOptions): PeerStreams {
     });
     return {
       abandon() {
+        if (won) return; // a handshake under way runs on (its own timeout bounds it)
         won = true; // no late answer of these attempts is used
         giveUp.cancel();
         for (const raw of attempts) raw.destroy();

@@ -17,7 +17,9 @@ export const SETTLE_MS = 30_000;
  * A cut that hides the nodes from each other while both still reach the gateway (all of it, or
  * one way) leaves each unable to tell the other's death from the cut: without a witness (issue
  * 18) both may run the job until the cut heals. That overlap is allowed while such a cut is in
- * force and for this long after it heals (the both-active resolution); any other is a violation.
+ * force and for this long after it heals (the both-active resolution), a window that a pause of
+ * either node during it extends to the pause's end (a stopped agent cannot let go); any other
+ * overlap is a violation.
  */
 export const RESOLVE_AFTER_HEAL_MS = 5000;
 
@@ -42,12 +44,14 @@ export async function runSeed(seed: number, kinds: readonly FaultKind[] = FAULT_
   /** Since when a hiding cut has been in force (null: none), and when the last one healed. */
   let hidingSince: number | null = null;
   let hidingHealedAt = -Infinity;
+  /** A pause began while an overlap was allowed: it stays allowed until the node wakes. */
+  let pausedUnresolved = false;
   const check = () => {
     checks++;
     const holders = pair.hosts.holders(VIP);
     const running = pair.hosts.running("web");
     if (holders.length <= 1 && running.length <= 1) return;
-    if (hidingSince !== null || now() - hidingHealedAt <= RESOLVE_AFTER_HEAL_MS) return;
+    if (hidingSince !== null || pausedUnresolved || now() - hidingHealedAt <= RESOLVE_AFTER_HEAL_MS) return;
     if (violations.length < 5) violations.push(`at ${now()} ms: the VIP on ${holders.join(" and ") || "none"}, the application on ${running.join(" and ") || "none"}, with no cut hiding the nodes from each other (the last healed ${Math.round(now() - hidingHealedAt)} ms before)`);
   };
   const injected: { at: number; text: string }[] = [];
@@ -87,7 +91,13 @@ export async function runSeed(seed: number, kinds: readonly FaultKind[] = FAULT_
         cut = () => pair.heal();
       } else if (kind === "pause") {
         pair.pause(node);
-        cut = () => pair.resume(node);
+        // A node paused before it could resolve an overlap holds its address until it wakes.
+        pausedUnresolved = hidingSince !== null || now() - hidingHealedAt <= RESOLVE_AFTER_HEAL_MS;
+        cut = () => {
+          pair.resume(node);
+          if (pausedUnresolved) hidingHealedAt = now();
+          pausedUnresolved = false;
+        };
       } else if (kind === "app-crash") {
         const active = pair.job("a").active;
         if (active) pair.hosts.crashApp(active, "web");
