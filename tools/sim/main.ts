@@ -36,7 +36,7 @@ export function summaryLines(s: SimSummary, kinds: readonly FaultKind[]): string
     `seeds run: ${s.seeds}, failed: ${s.failed.length}`,
     `virtual time covered: ${(s.virtualMs / 1000).toFixed(0)} s in ${(s.realMs / 1000).toFixed(1)} s real (${(s.virtualMs / s.realMs).toFixed(0)}x real time), ${(s.seeds / (s.realMs / 1000)).toFixed(2)} seeds/s`,
     `faults injected: ${kinds.map((k) => `${k} ${s.faults[k] ?? 0}`).join(", ")}`,
-    `invariant checks: ${s.checks} (one VIP holder and one application per 5 ms step; liveness and exact replay per seed)`,
+    `invariant checks: ${s.checks} (one VIP holder and one application after every step of virtual time; liveness and exact replay per seed)`,
   ];
   for (const f of s.failed) {
     lines.push(`FAILED seed ${f.seed}: replay it with: npm run sim -- --seed ${f.seed} --seeds 1${kinds.length === FAULT_KINDS.length ? "" : ` --faults ${kinds.join(",")}`}`);
