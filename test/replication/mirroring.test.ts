@@ -243,7 +243,13 @@ describe("mirroring a job's data between two agents", () => {
     await until("in on a", 10_000, () => p.job("a").phase === "in");
     await writeFile(join(p.data("a"), "a-only.txt"), "only a wrote this");
     await writeFile(join(p.data("a"), "shared.txt"), "version 2 by a");
-    await until("a captured", 10_000, () => (p.agent("a").journal.state().replication.get("data")?.queue.batches ?? 0) > 0);
+    // Both writes captured before the bring-out: a bring-out with the peer away does not scan again
+    // (CI once saw only the first captured, and the selection then named 1 divergent path, not 2).
+    const capturedPaths = async () => new Set((await p.events("a")).flatMap((e) => (e.type === "BatchCaptured" ? e.data.ops.map((o) => o.path) : [])));
+    await until("a captured both writes", 10_000, async () => {
+      const paths = [...(await capturedPaths())];
+      return ["a-only.txt", "shared.txt"].every((name) => paths.some((path) => path.endsWith(name)));
+    });
     await a.post("/v1/jobs/data/bring-out", {});
     await until("out on a", 10_000, () => p.job("a").phase === "out");
     await p.stop("a");
