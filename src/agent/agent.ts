@@ -572,12 +572,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   }
 }
 
-/** The config's metrics section as the API takes it. */
 /** What the mirrors need of a job's definition. */
 function mirroredJob(job: JobSpec): MirroredJob {
   return { name: job.name, paths: job.mirrors.map((m) => m.path), snapshots: job.snapshots, syncMaxMiBps: job.syncMaxMiBps };
 }
 
+/** The config's metrics section as the API takes it. */
 function scrapeOf(config: Config) {
   const { allowFrom, scrapeTokenSha256 } = config.metrics;
   return { allowFrom, ...(scrapeTokenSha256 === undefined ? {} : { tokenSha256: scrapeTokenSha256 }) };
