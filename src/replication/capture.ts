@@ -229,6 +229,12 @@ export function createCapture(options: CaptureOptions) {
     }
   }
 
+  const cancelTimers = () => {
+    coalesce?.cancel();
+    rescan?.cancel();
+    coalesce = rescan = null;
+  };
+
   const schedule = () => {
     if (coalesce !== null || stopped) return;
     coalesce = options.timers.after(CAPTURE_COALESCE_MS, () => {
@@ -331,12 +337,19 @@ export function createCapture(options: CaptureOptions) {
       for (const i of roots.keys()) await scanRoot(i, undefined, undefined, false);
     },
 
+    /**
+     * Stops capture after a last scan of the paths the watcher reported, peer or no peer: a write
+     * made in the last coalesce window before a bring-out, fence or failed start must still become
+     * a batch, or lineage would not know this node holds it. The periodic full rescan is left to the
+     * next start, which scans everything first anyway.
+     */
     async stop(): Promise<void> {
-      stopped = true;
-      coalesce?.cancel();
-      rescan?.cancel();
-      coalesce = rescan = null;
       for (const w of watches.splice(0)) w.close();
+      cancelTimers();
+      fullPending = false;
+      await exclusive(scanPending).catch(options.onError);
+      stopped = true;
+      cancelTimers(); // a sender's resume() may have scheduled a scan meanwhile
       if (fillTimer !== null) {
         // Not begun yet: the index stays stat-only and the next open() fills it.
         fillTimer.cancel();

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { decodeBatch } from "../../src/replication/batch.ts";
 import { loadIndex, readManifest } from "../../src/replication/scan.ts";
 import { openJournal } from "../../src/journal/journal.ts";
-import { systemClock } from "../../src/world/clock.ts";
+import { systemClock, type Timers } from "../../src/world/clock.ts";
 import { captureRig } from "./capture-rig.ts";
 import { tree } from "./trees.ts";
 
@@ -59,6 +59,36 @@ describe("capture on a node that becomes the source without an index (switchover
     await capture.start();
     await capture.stop(); // a hang here (waiting out the delay) fails the test by its timeout
     expect((await loadIndex(join(dir, "capture", "index-0"))).get("a.bin")).toMatchObject({ blocks: [] });
+  });
+
+  it("a write the watcher reported just before a stop becomes a batch, though its coalesce window never ended", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "duet-capture-"));
+    dirs.push(dir);
+    // Timers that fire only when the test says: the coalesce window stays open until the stop.
+    const held: (() => void)[] = [];
+    let scheduled: () => void = () => undefined;
+    const timers: Timers = {
+      after: (_ms, fn) => {
+        let live = true;
+        held.push(() => live && fn());
+        scheduled();
+        return { cancel: () => void (live = false) };
+      },
+      every: () => ({ cancel: () => undefined }),
+    };
+    const { root, queue, capture, errors } = await captureRig(dir, { timers });
+    await capture.open();
+    await capture.start();
+    held.shift()!(); // the first full scan
+    await capture.flush();
+    const reported = new Promise<void>((resolve) => (scheduled = resolve));
+    await writeFile(join(root, "last.txt"), "written 1 ms before the bring-out");
+    await reported; // the watcher saw it and opened a coalesce window
+    await capture.stop();
+
+    const batches = await Promise.all(queue.numbers().map(async (n) => decodeBatch(Buffer.concat((await queue.get(n))!))));
+    expect(batches.flatMap((b) => b.ops).map((op) => op.path)).toContain("0/last.txt");
+    expect(errors).toEqual([]);
   });
 
   it("files appended to, overwritten and cut while capture scans them reach the replica exactly", async () => {
