@@ -25,7 +25,7 @@ import { udpTransport, type DatagramTransport } from "../world/transport.ts";
 import { systemReach, type TcpReach } from "../world/reach.ts";
 import { systemRandom, type RandomSource } from "../world/random.ts";
 import { createJobControl } from "./jobs.ts";
-import { jobsRunningHere, parseRelayedFact, reconcile } from "./peer-link.ts";
+import { helloUntilAnswered, jobsRunningHere, parseRelayedFact, reconcile } from "./peer-link.ts";
 import { configDiffers } from "../projections/membership.ts";
 import { isMirrorRequest, parsePeerRequest, type PeerRequest, type PeerResponse, peerResponse } from "./peer-protocol.ts";
 import { createMirrors, type MirroredJob } from "./mirrors.ts";
@@ -45,6 +45,7 @@ export const STALL_WATCH_MS = 100;
  */
 export const STALL_CHECK_TIMEOUT_MS = 400;
 const STALL_CHECK_POLL_MS = 10;
+const HELLO_TIMEOUT_MS = 10_000;
 
 /** A stall check's answer for one job, and how it came. */
 interface StallAnswer {
@@ -177,6 +178,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const resolving = new Set<string>();
     /** Jobs found on both nodes and resolved since the peer channel last came up. */
     const resolvedThisConnection = new Set<string>();
+    /** Peer-channel connections so far: a hello retried belongs to the connection it began on. */
+    let connections = 0;
     const warnedConfigs = new Set<string>();
     const yielding = new Set<string>();
     let heartbeat: Awaited<ReturnType<typeof startHeartbeat>> | undefined;
@@ -197,6 +200,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       onRequest: (body) => onPeerRequest(body),
       onMessage: (topic, body) => void onPeerMessage(topic, body),
       onUp: () => {
+        connections++;
         resolvedThisConnection.clear();
         void sayHello();
         mirrors.onPeerUp();
@@ -334,13 +338,17 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       return { type: "StallChecked", data: { node: me.name, answered, confirmedJobs, detail: detail.slice(0, 1024) } };
     }
 
-    async function sayHello(): Promise<void> {
-      try {
-        const answer = await peerPort.request({ kind: "hello", node: me.name, boot, jobs: jobsRunningHere(state()), configHash: configs.hash(), configVersion: configs.version() }, 10_000);
-        if (answer.ok && answer.jobs) await applyPeerJobs(answer.jobs, answer);
-      } catch (error) {
-        info(`hello to ${peer.name} failed: ${(error as Error).message}`);
-      }
+    function sayHello(): Promise<void> {
+      const connection = connections;
+      return helloUntilAnswered({
+        ask: () => peerPort.request({ kind: "hello", node: me.name, boot, jobs: jobsRunningHere(state()), configHash: configs.hash(), configVersion: configs.version() }, HELLO_TIMEOUT_MS),
+        apply: (jobs, answer) => applyPeerJobs(jobs, answer),
+        live: () => connection === connections && channel.connected(),
+        alert: async (message) => void (await record([{ type: "AlertRaised", data: { node: me.name, code: "hello-failed", message } }])),
+        log: info,
+        timers: world.timers,
+        peer: peer.name,
+      });
     }
 
     /** Runs WORK unless it already runs for KEY (the other hello's reports arrived meanwhile). */

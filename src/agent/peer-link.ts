@@ -1,6 +1,7 @@
 import { validateEvent, type DuetEvent } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
-import { relayedFact, type PeerRequest } from "./peer-protocol.ts";
+import { relayedFact, type PeerRequest, type PeerResponse } from "./peer-protocol.ts";
+import type { Timers } from "../world/clock.ts";
 import { chooseKeeper, decideYieldStart, startingHere } from "../policy/both-active.ts";
 import type { Decision } from "../policy/decision.ts";
 import { lineageView } from "../projections/lineage.ts";
@@ -62,4 +63,43 @@ export function parseRelayedFact(body: unknown, peer: string): DuetEvent {
   const node = data.node ?? data.from ?? data.on;
   if (node !== peer) throw new Error(`relayed fact ${event.type}: names node ${node}, expected the peer ${peer}`);
   return event;
+}
+
+/** A failed hello is tried again after 1, 2, 4 and 8 s, then every 10 s while its connection lasts. */
+export const HELLO_RETRY_MAX_MS = 10_000;
+
+export interface HelloHost {
+  /** Sends this node's hello; the answer is parsed (a bad one throws). */
+  ask(): Promise<PeerResponse>;
+  apply(jobs: JobReport[], answer: Extract<PeerResponse, { ok: true }>): Promise<void>;
+  /** The connection the hello began on is still up. */
+  live(): boolean;
+  alert(message: string): Promise<void>;
+  log(line: string): void;
+  timers: Timers;
+  peer: string;
+}
+
+/**
+ * Says hello until the peer answers. The hellos are what find a job running on both nodes, and
+ * the peer's own hello may have failed too: a failure (timed out, refused, or an answer that fails
+ * its schema) is raised once and tried again while the connection lasts; the next connection says
+ * hello anew.
+ */
+export async function helloUntilAnswered(host: HelloHost, attempt = 0): Promise<void> {
+  try {
+    const answer = await host.ask();
+    if (!answer.ok) throw new Error(`${answer.code}: ${answer.message}`);
+    // Taken as "runs nothing", an answer without its jobs would invent their bring-outs.
+    if (answer.jobs === undefined) throw new Error("the answer names no jobs");
+    await host.apply(answer.jobs, answer);
+  } catch (error) {
+    const message = `hello to ${host.peer} failed: ${(error as Error).message}`.slice(0, 1000);
+    host.log(message);
+    if (!host.live()) return;
+    if (attempt === 0) await host.alert(message).catch(() => undefined);
+    host.timers.after(Math.min(HELLO_RETRY_MAX_MS, 1000 * 2 ** attempt), () => {
+      if (host.live()) void helloUntilAnswered(host, attempt + 1);
+    });
+  }
 }

@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
 import type { DuetEvent } from "../../src/events/catalogue.ts";
 import { projectCluster } from "../../src/projections/cluster.ts";
-import { parseRelayedFact, reconcile } from "../../src/agent/peer-link.ts";
+import { helloUntilAnswered, parseRelayedFact, reconcile, type HelloHost } from "../../src/agent/peer-link.ts";
+import { peerResponse } from "../../src/agent/peer-protocol.ts";
+import { createVirtualWorld } from "../../src/world/sim.ts";
 import { chooseKeeper, type RunningSide } from "../../src/policy/both-active.ts";
 import { stamp } from "../arbitraries.ts";
 
@@ -82,5 +84,61 @@ describe("relayed facts", () => {
     expect(() => parseRelayedFact({ type: "JobBroughtIn", data: { job: "web", node: "a" } }, "b")).toThrow(/names node a, expected the peer b/);
     expect(() => parseRelayedFact({ type: "TakeoverDecided", data: {} }, "b")).toThrow(/relayed fact: expected/);
     expect(() => parseRelayedFact({ type: "JobBroughtIn", data: { job: 5, node: "b" } }, "b")).toThrow();
+  });
+});
+
+describe("saying hello to the peer (helloUntilAnswered)", () => {
+  const answer = { ok: true as const, jobs: [{ job: "web", phase: "in" as const, since: 5 }] };
+  /** A hello whose first answers fail as ANSWERS says, on a virtual clock. */
+  function rig(answers: (() => Promise<unknown>)[]) {
+    const world = createVirtualWorld();
+    const seen = { asked: [] as number[], applied: [] as unknown[], alerts: [] as string[], live: true };
+    const host: HelloHost = {
+      ask: async () => {
+        seen.asked.push(world.clock.monotonic());
+        return peerResponse.parse(await (answers.shift() ?? (async () => answer))());
+      },
+      apply: async (jobs) => void seen.applied.push(jobs),
+      live: () => seen.live,
+      alert: async (message) => void seen.alerts.push(message),
+      log: () => undefined,
+      timers: world.timers,
+      peer: "b",
+    };
+    return { world, seen, host };
+  }
+  const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+  it("an answer that fails its schema is raised once and tried again until one is good", async () => {
+    const bad = async () => ({ ok: true, jobs: [{ job: "web", phase: "in", since: 5.5 }] });
+    const { world, seen, host } = rig([bad, bad, async () => ({ ok: false, code: "busy", message: "try later" })]);
+    await helloUntilAnswered(host);
+    for (let ms = 0; ms < 8000; ms += 500) {
+      world.advanceBy(500);
+      await settle();
+    }
+    expect(seen.asked).toEqual([0, 1000, 3000, 7000]); // after 1, 2 and 4 s
+    expect(seen.alerts).toHaveLength(1);
+    expect(seen.alerts[0]).toMatch(/^hello to b failed: [\s\S]*since/);
+    expect(seen.applied).toEqual([answer.jobs]);
+  });
+
+  it("an answer without its jobs is a failure, not a peer that runs nothing", async () => {
+    const { world, seen, host } = rig([async () => ({ ok: true })]);
+    await helloUntilAnswered(host);
+    expect(seen.applied).toEqual([]);
+    expect(seen.alerts[0]).toMatch(/names no jobs/);
+    world.advanceBy(1000);
+    await settle();
+    expect(seen.applied).toEqual([answer.jobs]);
+  });
+
+  it("is not tried again once its connection is gone (the next one says hello anew)", async () => {
+    const { world, seen, host } = rig([async () => Promise.reject(new Error("timed out after 10000 ms"))]);
+    await helloUntilAnswered(host);
+    seen.live = false;
+    world.advanceBy(60_000);
+    await settle();
+    expect(seen.asked).toEqual([0]);
   });
 });
