@@ -439,8 +439,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
           }
         }
         if (old && job.mirrors.length > 0) mirrors.retune(job.name, { snapshots: job.snapshots, syncMaxMiBps: job.syncMaxMiBps });
+        const added = old ? job.mirrors.slice(old.mirrors.length).map((m) => m.path) : [];
+        if (added.length > 0) await mirrors.addPaths(job.name, added);
       }
-      if (plan.changes.some((c) => c.item === "snapshots" || (c.item === "(job)" && c.change === "added"))) {
+      if (plan.changes.some((c) => c.item === "snapshots" || c.item === "mirrors" || (c.item === "(job)" && c.change === "added"))) {
         await snapshotSchedule.cancel();
         snapshotSchedule = mirrors.scheduleSnapshots();
       }

@@ -5,7 +5,7 @@ import type { DuetEvent, Recorded } from "../events/catalogue.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { lineageSummary, lineageView, parseLineageSummary, type LineageSummary } from "../projections/lineage.ts";
 import { compareLineage, decideSourceSelection, type Paths } from "../policy/lineage.ts";
-import { planMirrorSession } from "../policy/mirror-session.ts";
+import { decideReleaseAddedPath, planMirrorSession, type SessionMode } from "../policy/mirror-session.ts";
 import { Refusal } from "../api/ports.ts";
 import { oldestUnackedAt } from "../projections/replication.ts";
 import { JoinedBytes } from "../cluster/peer-channel.ts";
@@ -149,6 +149,12 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
 
   // ---------------------------------------------------------------- source side
 
+  /** The job's roots whose paths were added to it and not yet verified against the peer. */
+  function heldRootsOf(job: string): number[] {
+    const added = new Set((host.state().replication.get(job)?.addedPaths ?? []).map((a) => a.path));
+    return (jobs.find((j) => j.name === job)?.paths ?? []).flatMap((path, i) => (added.has(path) ? [i] : []));
+  }
+
   async function startSource(job: string, temporary = false, mode: "normal" | "selected" = "normal"): Promise<void> {
     const jobRoots = roots.get(job);
     if (!jobRoots) return;
@@ -175,6 +181,7 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
       lastCaptured: Math.max(replication?.lastCaptured ?? 0, view(job).lastCaptured ?? 0, ...queue.numbers()),
       peerHasNothing: first,
       peerIndexes,
+      heldRoots: heldRootsOf(job),
       generation: async () => {
         const current = view(job).current;
         if (current === null) return newGeneration(job, "initial");
@@ -262,6 +269,7 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
       }
       if (plan.kind === "resume") {
         source.alone = false;
+        void verifyAddedPaths(job, source, live, mode);
         await pump(job, source, plan.next, live);
         return;
       }
@@ -273,7 +281,9 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
         await stopSource(job, false);
         return;
       }
-      if (live()) await pump(job, source, synced + 1, live);
+      if (!live()) return;
+      void verifyAddedPaths(job, source, live, mode);
+      await pump(job, source, synced + 1, live);
     } catch (error) {
       if (!live()) return;
       if (error instanceof PeerRefusedBatch && error.code === "refused") {
@@ -422,7 +432,8 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
     const syncing: Syncing = { as, started: host.now(), position: 0, target: Infinity, before: { blocks: 0, bytes: 0 }, acked: 0, pumping: Promise.resolve() };
     const progress = progressOf(job, source, syncing, () => source.capture.shipped().bytes - syncing.before.bytes);
     const fetched: ChangeIndex[] = [];
-    for (const [i, s] of scopes.entries()) fetched.push(s === "none" ? new Map() : await fetchManifest(job, i, s));
+    const held = new Set(source.capture.held()); // verified apart, once this sync is done
+    for (const [i, s] of scopes.entries()) fetched.push(s === "none" || held.has(i) ? new Map() : await fetchManifest(job, i, s));
     syncing.position = source.capture.lastCaptured();
     await source.queue.dropThrough(syncing.position);
     const reset = await ask({ kind: "mirror-reset", job, from: host.self, position: syncing.position });
@@ -516,6 +527,91 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
     await source.capture.stop();
     sources.delete(job);
     await reportQueue(job, source, true);
+  }
+
+  /**
+   * Paths a configuration change added to a job mirrored already (after its JobCreated is
+   * journaled). Both sides learn the new roots; where the job runs, capture holds them until the
+   * session verifies them (verifyAddedPaths), while the other paths stream on.
+   */
+  async function addPaths(job: string, added: readonly string[]): Promise<void> {
+    const index = jobs.findIndex((j) => j.name === job);
+    if (index < 0) throw new Error(`mirrors: job ${job} is not mirrored here`);
+    const paths = [...jobs[index]!.paths, ...added];
+    jobs[index] = { ...jobs[index]!, paths };
+    const jobRoots = mirrorRoots(paths, host.self);
+    const wasMirrored = roots.has(job);
+    roots.set(job, jobRoots);
+    const keep = jobs[index]!.snapshots.keep;
+    snapshotStores.set(job, createSnapshots({ job, node: host.self, roots: jobRoots, dir: snapshotDir(jobRoots), keep, report: (e) => report(e), now: host.now }));
+    // Appliers opened with the old roots reopen with the new ones, between two batches.
+    await serialStage(job, () =>
+      serialApply(job, async () => {
+        for (const [key, applier] of [...opened]) {
+          if (!key.startsWith(`${job}\u0000`)) continue;
+          opened.delete(key);
+          await (await applier).flush();
+        }
+      }),
+    );
+    const source = sources.get(job);
+    if (source) {
+      await source.capture.addRoots(mirrorRoots(added, host.self));
+      for (const root of jobRoots) await mkdir(root, { recursive: true });
+      source.token++; // a new session verifies the added paths while the others stream on
+      source.wake?.();
+      void runSession(job);
+      return;
+    }
+    const view = host.state().jobs.get(job);
+    if (!wasMirrored && view?.active === host.self && view.phase === "in") await startSource(job);
+  }
+
+  /** Resolves true once the replica acknowledged every batch up to `batch`; false if the session ended. */
+  async function acknowledged(source: Source, batch: number, live: () => boolean): Promise<boolean> {
+    while (live() && source.queue.stats().batches > 0 && source.queue.numbers()[0]! <= batch) {
+      await new Promise<void>((resolve) => host.timers.after(20, resolve));
+    }
+    return live();
+  }
+
+  /**
+   * Verifies the paths added to the running job, one at a time, while the session streams the
+   * others: once every batch captured so far is acknowledged (nothing of a held root is queued but
+   * what a release cut short by a restart left, and that lands first), the replica's copy is
+   * fetched, capture takes it as what the replica holds and ships what differs, and the path is
+   * verified when those batches are acknowledged. A replica whose copy may be the newer keeps the
+   * path held until an operator verifies (decideReleaseAddedPath).
+   */
+  async function verifyAddedPaths(job: string, source: Source, live: () => boolean, mode: SessionMode): Promise<void> {
+    for (const i of source.capture.held()) {
+      const path = jobs.find((j) => j.name === job)!.paths[i]!;
+      try {
+        if (!(await acknowledged(source, source.capture.lastCaptured(), live))) return;
+        const manifest = await fetchManifest(job, i, "all");
+        if (!live()) return;
+        const added = host.state().replication.get(job)?.addedPaths.find((a) => a.path === path);
+        const replicaFiles = [...manifest.values()].filter((e) => e.kind !== "dir").length;
+        const release = decideReleaseAddedPath(added, { peer: host.peer, mode, replicaFiles });
+        if (!release.ok) {
+          const why = `${host.peer} ran ${job} since ${path} was added and holds ${replicaFiles} file(s) there: either copy may be the newer`;
+          await host.record([{ type: "AlertRaised", data: { node: host.self, job, code: "mirror-path-held", message: `${path} of ${job} is not mirrored yet: ${why}; run duet job verify ${job} while it runs on the node whose copy is right` } }]);
+          continue;
+        }
+        await recordAndRelay({ type: "MirrorPathVerificationStarted", data: { job, node: host.self, path, reasons: release.reasons } });
+        const shipped = await source.capture.release(i, manifest);
+        source.wake?.();
+        if (!(await acknowledged(source, source.capture.lastCaptured(), live))) return;
+        await recordAndRelay({ type: "MirrorPathVerified", data: { job, node: host.self, path, differingBlocks: shipped.blocks, shippedBytes: shipped.bytes } });
+        host.log(`job ${job}: added path ${path} verified with ${host.peer}: ${shipped.bytes} bytes shipped`);
+      } catch (error) {
+        host.log(`job ${job}: verifying added path ${path} failed: ${(error as Error).message}; retrying in ${MIRROR_RETRY_MS} ms`);
+        host.timers.after(MIRROR_RETRY_MS, () => {
+          if (live() && host.connected()) void verifyAddedPaths(job, source, live, mode);
+        });
+        return;
+      }
+    }
   }
 
   // ---------------------------------------------------------------- replica side
@@ -827,10 +923,6 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
     },
     restoreSnapshot,
     /**
-     * A configuration change of a job's snapshot schedule or sync rate: the next sync is paced by
-     * it, and a schedule started after this (scheduleSnapshots again) follows it.
-     */
-    /**
      * A new job added by a configuration change: mirrored as one known at start. It is created
      * brought out, so its first bring-in starts its data's history and ships the tree whole.
      */
@@ -838,6 +930,11 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
       if (jobs.some((j) => j.name === job.name)) throw new Error(`mirrors: job ${job.name} is already mirrored here`);
       addJob(job);
     },
+    addPaths,
+    /**
+     * A configuration change of a job's snapshot schedule or sync rate: the next sync is paced by
+     * it, and a schedule started after this (scheduleSnapshots again) follows it.
+     */
     retune(job: string, settings: Pick<MirroredJob, "snapshots" | "syncMaxMiBps">): void {
       const index = jobs.findIndex((j) => j.name === job);
       if (index < 0) return;

@@ -62,6 +62,8 @@ export const RELAYED_FACTS = [
   "VerificationCompleted",
   "ResyncStarted",
   "ResyncCompleted",
+  "MirrorPathVerificationStarted",
+  "MirrorPathVerified",
   "DivergenceDetected",
   "OpRefused",
   // How far behind the replica is: a takeover states what it may lack.

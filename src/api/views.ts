@@ -51,6 +51,8 @@ export function jobView(state: ClusterState, job: JobView) {
       resync: replica?.resync ?? null,
       diverged: replica?.diverged ?? null,
       refused: replica?.refused ?? null,
+      /** Paths added to the job and not yet verified against the peer (not mirrored yet). */
+      addedPaths: replica?.addedPaths.map((a) => a.path) ?? [],
     },
     lineage: job.mirrors.length === 0 ? null : lineageOf(state, job),
     lastDecision: job.lastDecision,

@@ -33,6 +33,7 @@ export function renderStatus(c: ClusterJson, now = Date.now()): string {
       lines.push(`  data: ${j.mirrors.join(", ")}   ${progress}${r.resync ? `   resync ${r.resync.from} -> ${r.resync.to}` : ""}`);
       lines.push(`  lineage: ${j.lineage.local.node} ${g(j.lineage.local)}, ${j.lineage.peer?.node ?? "peer"} ${g(j.lineage.peer)}: ${j.lineage.newer === "equal" ? "same generation" : j.lineage.newer === null ? "unknown" : j.lineage.newer === "diverged" ? "DIVERGED (duet source select)" : `${j.lineage.newer} is newer`}`);
       if (r.refused) lines.push(`  refused: batch ${r.refused.batch} ${r.refused.path}: ${r.refused.reason}`);
+      if (r.addedPaths.length > 0) lines.push(`  added, not mirrored until verified: ${r.addedPaths.join(", ")}`);
     }
     if (j.lastDecision) lines.push(`  last decision: ${j.lastDecision.kind} (${j.lastDecision.code}) at ${new Date(j.lastDecision.at).toISOString()}, seq ${j.lastDecision.seq}`);
     if (j.lastDecision?.behind !== undefined) lines.push(`  ${behindLine(j.lastDecision.behind)}`);

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { generationId, jobId, millis, nodeId, user } from "./ids.ts";
+import { generationId, jobId, millis, nodeId, reason, user } from "./ids.ts";
 
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
 
@@ -38,6 +38,16 @@ export const replicationEvents = {
   VerificationStarted: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, files: z.number().int().nonnegative(), bytes: z.number().int().nonnegative() }) },
   VerificationProgress: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, doneBytes: z.number().int().nonnegative(), totalBytes: z.number().int().nonnegative(), differingBlocks: z.number().int().nonnegative() }) },
   VerificationCompleted: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, differingBlocks: z.number().int().nonnegative(), shippedBytes: z.number().int().nonnegative() }) },
+  /**
+   * The source made the replica's copy of a path added to the running job equal to its own (its
+   * batches acknowledged): the path streams like the others from now on. Relayed.
+   */
+  /** The source begins to make the replica's copy of an added path equal to its own: why it may. */
+  MirrorPathVerificationStarted: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, path: z.string().max(4096), reasons: z.array(reason) }) },
+  MirrorPathVerified: {
+    v: 1,
+    data: z.strictObject({ job: jobId, node: nodeId, path: z.string().max(4096), differingBlocks: z.number().int().nonnegative(), shippedBytes: z.number().int().nonnegative() }),
+  },
   GenerationStarted: {
     v: 1,
     data: z.strictObject({ job: jobId, node: nodeId, generation: generationId, parent: generationId.nullable(), reason: z.enum(["initial", "wrote-without-peer", "source-selected", "restored", "forced-bring-in"]) }),

@@ -117,7 +117,8 @@ function changedJob(old: JobSpec, job: JobSpec, where: { phase: string; active: 
   item("snapshots", old.snapshots, job.snapshots, "nothing: the snapshot schedule starts again from it");
   item("syncMaxMiBps", old.syncMaxMiBps, job.syncMaxMiBps, "nothing: the next verification or resync is paced by it");
   item("switchoverLagMaxMs", old.switchoverLagMaxMs, job.switchoverLagMaxMs, "nothing: the next switchover is gated by it");
-  item("mirrors", old.mirrors.map((m) => m.path), job.mirrors.map((m) => m.path), "", "mirror paths cannot be changed online yet (the mirror is set up when the agents start): restart both agents one at a time");
+  const [before, after] = [old.mirrors.map((m) => m.path), job.mirrors.map((m) => m.path)];
+  item("mirrors", before, after, mirrorsEffect(before, runsOn), mirrorsRefusal(before, after) ?? settled);
   for (const r of job.resources) {
     const before = old.resources.find((o) => o.name === r.name);
     item(`resources.${r.name}`, before, r, resourceEffect(before, r, runsOn), settled);
@@ -128,6 +129,19 @@ function changedJob(old: JobSpec, job: JobSpec, where: { phase: string; active: 
   const kept = names(job).filter((n) => names(old).includes(n));
   if (!same(kept, names(old).filter((n) => names(job).includes(n)))) item("resources (order)", names(old), names(job), "redefined: the job is out, nothing runs", onlyOut("the order of the resources"));
   return out;
+}
+
+/** What adding mirror paths does (see mirrorsRefusal for what it may not do). */
+function mirrorsEffect(before: readonly string[], runsOn: string | null): string {
+  if (before.length === 0) return runsOn ? `mirrored from now on: ${runsOn} verifies them against the other node, as a first bring-in does` : "mirrored from the next bring-in on, verified against the other node first";
+  const where = runsOn ? `on ${runsOn} now` : "at the next bring-in";
+  return `the added path(s) verified against the other node ${where}, shipping only what differs there; the other paths keep streaming; a switchover waits for it`;
+}
+
+/** Mirror paths are numbered by their place: one may be added after the others, never moved or dropped online. */
+function mirrorsRefusal(before: readonly string[], after: readonly string[]): string | undefined {
+  if (before.every((path, i) => after[i] === path)) return undefined;
+  return "mirror paths can only be added online, after the existing ones: removing or reordering them is not supported online";
 }
 
 /** What a resource's change does where the job runs (RUNSON; null: it runs nowhere). */

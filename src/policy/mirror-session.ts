@@ -1,5 +1,8 @@
 import type { JobView } from "../projections/jobs.ts";
+import type { Reason } from "../events/ids.ts";
 import type { LineageSummary } from "../projections/lineage.ts";
+import type { AddedPath } from "../projections/replication.ts";
+import { check } from "./decision.ts";
 import { compareLineage, mayReverseAutomatically, resyncPaths, type Paths } from "./lineage.ts";
 
 export type SessionMode = "normal" | "verify" | "selected";
@@ -99,4 +102,20 @@ export function planMirrorSession(facts: SessionFacts): SessionPlan {
 function writtenIn(local: LineageSummary): Paths {
   const entry = local.written.find(([generation]) => generation === local.current);
   return entry === undefined ? [] : entry[2] ? "all" : entry[1];
+}
+
+/**
+ * Whether the source may make the replica's copy of a path added to the running job equal to its
+ * own (pure). It may when the replica's copy is empty, when an operator asked (duet job verify on
+ * the side whose copy is right), or when the replica neither ran the job when the path was added
+ * nor brought it in since: its copy was never the application's. Otherwise either copy may be the
+ * newer, and the path stays held.
+ */
+export function decideReleaseAddedPath(added: AddedPath | undefined, facts: { peer: string; mode: SessionMode; replicaFiles: number }): { ok: boolean; reasons: Reason[] } {
+  const reasons = [
+    check("replica-copy-empty", facts.replicaFiles === 0, facts.replicaFiles),
+    check("operator-verify", facts.mode === "verify", facts.mode),
+    check("replica-never-ran-job-since-added", added !== undefined && !added.ranOn.includes(facts.peer), { peer: facts.peer, ranOn: added?.ranOn ?? null }),
+  ];
+  return { ok: reasons.some((r) => r.ok === true), reasons };
 }

@@ -40,6 +40,8 @@ export function decideSwitchover(state: ClusterState, jobName: string, to: strin
     reasons.push(
       check("data-link-green", colour === "green", colour),
       check("verification-done", view?.verification.state === "done", view?.verification.state ?? "none"),
+      // A path added to the running job and not yet verified: the peer's copy is not the job's.
+      check("added-paths-verified", (view?.addedPaths.length ?? 0) === 0, view?.addedPaths.map((a) => a.path) ?? []),
       queueCheck(view, now, job.switchoverLagMaxMs ?? SWITCHOVER_LAG_MAX_MS),
     );
   }

@@ -38,6 +38,24 @@ export interface ReplicationView {
   acked: { at: number; bytes: number }[];
   /** The other node's queue as it last relayed it (this node is its replica): what a takeover may lack. */
   peerQueue: PeerQueue | null;
+  /** The job's mirrored paths, as its last definition (JobCreated) gave them. */
+  mirrors: string[];
+  /**
+   * Paths a later definition added to a job that was mirrored already, not yet verified against
+   * the peer (MirrorPathVerified): the source holds them back until the replica's copy is made
+   * equal, and a switchover waits for it.
+   */
+  addedPaths: AddedPath[];
+  /** Where the job last came in and has not gone out since (JobBroughtIn, JobBroughtOut). */
+  runningOn: string | null;
+}
+
+export interface AddedPath {
+  path: string;
+  /** The seq of the definition that added it. */
+  seq: number;
+  /** Nodes that ran the job when the path was added or brought it in since: writers of their copy. */
+  ranOn: string[];
 }
 
 /** `at` is when this node recorded the report, on its own clock. */
@@ -61,7 +79,7 @@ export type ReplicationState = Map<string, ReplicationView>;
 export const initialReplication: ReplicationState = new Map();
 
 function fresh(job: string): ReplicationView {
-  return { job, lastCaptured: 0, lastApplied: 0, lastAcked: 0, queue: { batches: 0, bytes: 0 }, verification: { state: "none" }, resync: null, refused: null, diverged: null, sourceSelected: null, shippedBytes: 0, capturedBytes: 0, ackedBatches: 0, unacked: [], acked: [], lineageCompared: null, peerQueue: null };
+  return { job, lastCaptured: 0, lastApplied: 0, lastAcked: 0, queue: { batches: 0, bytes: 0 }, verification: { state: "none" }, resync: null, refused: null, diverged: null, sourceSelected: null, shippedBytes: 0, capturedBytes: 0, ackedBatches: 0, unacked: [], acked: [], lineageCompared: null, peerQueue: null, mirrors: [], addedPaths: [], runningOn: null };
 }
 
 export function evolveReplication(state: ReplicationState, event: Recorded, self: string): ReplicationState {
@@ -125,6 +143,22 @@ function evolveView(view: ReplicationView, event: Recorded, self: string): Repli
     case "ResyncCompleted":
       // A completed resync leaves both sides equal, as a verification would.
       return { ...view, resync: null, verification: { state: "done", at: event.at, differingBlocks: 0 }, shippedBytes: view.shippedBytes + event.data.shippedBytes };
+    case "JobCreated": {
+      const { mirrors } = event.data;
+      // A job's first mirrors begin with its first bring-in's verification; later ones are held.
+      const ranOn = view.runningOn === null ? [] : [view.runningOn];
+      const added = view.mirrors.length === 0 ? [] : mirrors.filter((p) => !view.mirrors.includes(p)).map((path) => ({ path, seq: event.seq, ranOn }));
+      return { ...view, mirrors, addedPaths: [...view.addedPaths.filter((a) => mirrors.includes(a.path)), ...added] };
+    }
+    case "JobBroughtIn": {
+      const { node } = event.data;
+      const addedPaths = view.addedPaths.map((a) => (a.ranOn.includes(node) ? a : { ...a, ranOn: [...a.ranOn, node] }));
+      return { ...view, runningOn: node, addedPaths };
+    }
+    case "JobBroughtOut":
+      return view.runningOn === event.data.node ? { ...view, runningOn: null } : view;
+    case "MirrorPathVerified":
+      return { ...view, addedPaths: view.addedPaths.filter((a) => a.path !== event.data.path) };
     case "GenerationStarted":
       // A new line of history on this side: what was verified before no longer describes the pair.
       return event.data.reason === "wrote-without-peer" ? { ...view, verification: { state: "none" } } : view;

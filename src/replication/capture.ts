@@ -73,6 +73,12 @@ export interface CaptureOptions {
   onError: (error: Error) => void;
   /** Default FILL_DELAY_MS. */
   fillDelayMs?: number;
+  /**
+   * Roots added to a running job and not yet verified against the peer: neither watched nor
+   * scanned until `release` gives the replica's manifest for them (their index would otherwise
+   * take the replica's copy as equal, and ship only what changes from now on).
+   */
+  heldRoots?: readonly number[];
 }
 
 /**
@@ -82,7 +88,9 @@ export interface CaptureOptions {
  * full rescan catches what the watcher missed. One scan runs at a time.
  */
 export function createCapture(options: CaptureOptions) {
-  const { roots, queue } = options;
+  const { queue } = options;
+  const roots = [...options.roots]; // grows when a configuration change adds a path
+  const held = new Set(options.heldRoots ?? []);
   const indexFile = (i: number) => join(options.stateDir, `index-${i}`);
   let indexes: ChangeIndex[] = [];
   let last = options.lastCaptured;
@@ -116,6 +124,7 @@ export function createCapture(options: CaptureOptions) {
    */
   async function fillIndexes(): Promise<void> {
     for (const [i, root] of roots.entries()) {
+      if (held.has(i)) continue;
       /** Checksums read, and the entry they were read for. */
       let found = new Map<string, { entry: FileEntry; sums: { blocks: string[]; pieces?: Buffer } }>();
       let bytes = 0;
@@ -221,12 +230,31 @@ export function createCapture(options: CaptureOptions) {
     const full = fullPending;
     fullPending = false;
     for (const [i, paths] of pending.entries()) {
-      if (!full && paths.size === 0) continue;
+      if (held.has(i) || (!full && paths.size === 0)) continue;
       const only = full ? undefined : [...paths].filter(([, how]) => how === "deep").map(([p]) => p);
       const shallow = full ? undefined : [...paths].filter(([, how]) => how === "shallow").map(([p]) => p);
       paths.clear();
       await scanRoot(i, only, shallow);
     }
+  }
+
+  async function watchRoot(i: number): Promise<void> {
+    const watched = await watchTree(
+      roots[i]!,
+      (events) => {
+        for (const e of events) {
+          // A write needs only its own path scanned; a create, remove or rename may carry a subtree.
+          if (e.structural || pending[i]!.get(e.path) !== "deep") pending[i]!.set(e.path, e.structural ? "deep" : "shallow");
+        }
+        schedule();
+      },
+      (reason) => {
+        options.onError(new Error(`watcher: ${reason}; rescanning`));
+        fullPending = true;
+        schedule();
+      },
+    );
+    watches.push(watched);
   }
 
   const cancelTimers = () => {
@@ -257,6 +285,10 @@ export function createCapture(options: CaptureOptions) {
     async open(): Promise<void> {
       indexes = [];
       for (const [i, root] of roots.entries()) {
+        if (held.has(i)) {
+          indexes.push(new Map()); // replaced by the replica's manifest when released
+          continue;
+        }
         const fromPeer = options.peerIndexes?.[i] ?? null;
         let index = fromPeer === null ? await loadIndex(indexFile(i)) : new Map();
         if (index.size === 0) {
@@ -277,24 +309,7 @@ export function createCapture(options: CaptureOptions) {
     /** Starts watching, with a full scan first (changes made while this node was not capturing). */
     async start(): Promise<void> {
       stopped = false;
-      for (const [i, root] of roots.entries()) {
-        const watched = await watchTree(
-          root,
-          (events) => {
-            for (const e of events) {
-              // A write needs only its own path scanned; a create, remove or rename may carry a subtree.
-              if (e.structural || pending[i]!.get(e.path) !== "deep") pending[i]!.set(e.path, e.structural ? "deep" : "shallow");
-            }
-            schedule();
-          },
-          (reason) => {
-            options.onError(new Error(`watcher: ${reason}; rescanning`));
-            fullPending = true;
-            schedule();
-          },
-        );
-        watches.push(watched);
-      }
+      for (const i of roots.keys()) if (!held.has(i)) await watchRoot(i);
       fullPending = true;
       schedule();
       if (fillNeeded) {
@@ -330,12 +345,44 @@ export function createCapture(options: CaptureOptions) {
      * exactly what differs. Called inside `exclusive` by resync and verification.
      */
     async adopt(manifests: ChangeIndex[], scopes: (readonly string[] | "all")[]): Promise<void> {
-      for (const [i, manifest] of manifests.entries()) indexes[i] = adoptManifest(indexes[i]!, manifest, scopes[i]!);
+      for (const [i, manifest] of manifests.entries()) if (!held.has(i)) indexes[i] = adoptManifest(indexes[i]!, manifest, scopes[i]!);
     },
-    /** A resync's or verification's full scan, inside an `exclusive` section. */
+    /** A resync's or verification's full scan, inside an `exclusive` section (held roots wait). */
     scanAll: async () => {
-      for (const i of roots.keys()) await scanRoot(i, undefined, undefined, false);
+      for (const i of roots.keys()) if (!held.has(i)) await scanRoot(i, undefined, undefined, false);
     },
+
+    /** Roots not yet released (see `heldRoots`). */
+    held: (): number[] => [...held].sort((x, y) => x - y),
+
+    /** Roots a configuration change added: held until released. Returns their indexes. */
+    addRoots: (added: readonly string[]) =>
+      exclusive(async () => {
+        const first = roots.length;
+        for (const root of added) {
+          held.add(roots.length);
+          roots.push(root);
+          pending.push(new Map());
+          indexes.push(new Map());
+        }
+        return added.map((_, k) => first + k);
+      }),
+
+    /**
+     * Takes the replica's manifest as what it holds under held root `i`, starts watching it and
+     * scans it: the batches queued ship exactly what differs. Returns the blocks and bytes queued.
+     */
+    release: (i: number, manifest: ChangeIndex) =>
+      exclusive(async () => {
+        if (!held.has(i)) throw new Error(`capture of ${options.job}: root ${i} is not held`);
+        const before = { blocks: blocksShipped, bytes: bytesShipped };
+        indexes[i] = new Map(manifest);
+        held.delete(i);
+        if (!stopped) await watchRoot(i);
+        await scanRoot(i, undefined);
+        await saveIndexes();
+        return { blocks: blocksShipped - before.blocks, bytes: bytesShipped - before.bytes };
+      }),
 
     /**
      * Stops capture after a last scan of the paths the watcher reported, peer or no peer: a write

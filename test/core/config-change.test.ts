@@ -84,7 +84,8 @@ describe("the plan of a configuration change, as a dry run prints it", () => {
       ["the heartbeat timing", `${running}heartbeat: { intervalMs: 250, deadtimeMs: 1500 }\n`, /heartbeat links and timings are fixed/],
       ["the ports", `${running}ports: { api: 7400 }\n`, /listen on them from the agents' start/],
       ["removing a job that runs", running.replace(/ {2}- name: web[\s\S]*?(?= {2}- name: batch)/, ""), /job web is in on alpha: bring it out first/],
-      ["a new mirror path", edit("[{ path: /srv/web }]", "[{ path: /srv/web }, { path: /srv/logs }]"), /mirror paths cannot be changed online yet/],
+      ["a mirror path put before the others", edit("[{ path: /srv/web }]", "[{ path: /srv/logs }, { path: /srv/web }]"), /mirror paths can only be added online, after the existing ones/],
+      ["a mirror path removed", edit("[{ path: /srv/web }]", "[]"), /removing or reordering them is not supported online/],
       ["the cluster key", edit("/etc/duet/cluster.key", "/etc/duet/other.key"), /keyed by the cluster's name and key/],
       ["the ping timeout", edit("targets: [10.0.0.254] }", "targets: [10.0.0.254], timeoutMs: 2000 }"), /the ping timeout sets when a node cut off fences itself/],
       ["no ping tiebreaker any more", edit("tiebreaker: { ping: { targets: [10.0.0.254] } }\n", ""), /the ping timeout sets when/],
@@ -95,6 +96,14 @@ describe("the plan of a configuration change, as a dry run prints it", () => {
       expect(p.changes.filter((c) => c.refused).map((c) => c.refused).join("\n"), what).toMatch(why);
       expect(planLines(p).join("\n"), what).toMatch(/REFUSED: /);
     }
+  });
+
+  it("a mirror path added after the others is verified where the job runs, alone", () => {
+    const p = plan(edit("[{ path: /srv/web }]", "[{ path: /srv/web }, { path: /srv/logs }]"));
+    expect(p.allowed).toBe(true);
+    expect(planLines(p)).toEqual([
+      expect.stringMatching(/^job web: mirrors changed .*: the added path\(s\) verified against the other node on alpha now, shipping only what differs there; the other paths keep streaming/),
+    ]);
   });
 
   it("deletes a job that is out on both nodes", () => {

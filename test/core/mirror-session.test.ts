@@ -1,7 +1,10 @@
 import { describe, expect, it } from "vitest";
 import type { JobView } from "../../src/projections/jobs.ts";
 import type { LineageSummary } from "../../src/projections/lineage.ts";
-import { planMirrorSession, type SessionFacts } from "../../src/policy/mirror-session.ts";
+import { decideReleaseAddedPath, planMirrorSession, type SessionFacts } from "../../src/policy/mirror-session.ts";
+import type { DuetEvent } from "../../src/events/catalogue.ts";
+import { projectCluster } from "../../src/projections/cluster.ts";
+import { stamp } from "../arbitraries.ts";
 
 const G1 = "1111111111111111";
 const G2 = "2222222222222222";
@@ -126,5 +129,37 @@ describe("what a mirror session does", () => {
     const aApart = summary("a", "3333333333333333", [G1], [["3333333333333333", ["0/a-only.txt"], false], [G1, [], false]]);
     expect(planMirrorSession(facts({ peerSummary: aApart }))).toMatchObject({ kind: "gray", why: expect.stringContaining("both nodes wrote") });
     expect(planMirrorSession(facts({ peerSummary: aApart, mode: "selected" }))).toMatchObject({ kind: "sync", scope: ["0/a-only.txt", "0/orders.txt"], as: "resync" });
+  });
+});
+
+describe("a mirror path added to a job that is mirrored already", () => {
+  const defined = (mirrors: string[]): DuetEvent => ({ type: "JobCreated", data: { job: "web", nodes: ["a", "b"], policy: "manual", reverseWhenConsistent: false, restartMax: 3, resources: [], mirrors } });
+  const brought = (type: "JobBroughtIn" | "JobBroughtOut", node: string): DuetEvent => ({ type, data: { job: "web", node } });
+  const added = (events: DuetEvent[]) => projectCluster("a", stamp(events, "a")).replication.get("web")!.addedPaths;
+
+  it("is held with the nodes that ran the job since; a job's first paths are not", () => {
+    expect(added([defined(["/srv/web"])])).toEqual([]);
+    expect(added([defined([]), defined(["/srv/web"])])).toEqual([]);
+    const held = added([defined(["/srv/web"]), brought("JobBroughtIn", "a"), defined(["/srv/web", "/srv/logs"])]);
+    expect(held).toEqual([{ path: "/srv/logs", seq: 3, ranOn: ["a"] }]);
+    // a takeover by b while it is held makes b's copy possibly the application's
+    const later = added([defined(["/srv/web"]), brought("JobBroughtIn", "a"), defined(["/srv/web", "/srv/logs"]), brought("JobBroughtOut", "a"), brought("JobBroughtIn", "b")]);
+    expect(later).toEqual([{ path: "/srv/logs", seq: 3, ranOn: ["a", "b"] }]);
+  });
+
+  it("is no longer held once verified, or once a definition drops it", () => {
+    const base = [defined(["/srv/web"]), defined(["/srv/web", "/srv/logs"])];
+    expect(added([...base, { type: "MirrorPathVerified", data: { job: "web", node: "a", path: "/srv/logs", differingBlocks: 0, shippedBytes: 0 } }])).toEqual([]);
+    expect(added([...base, defined(["/srv/web"])])).toEqual([]);
+  });
+
+  it("a copy is made the source's only when the replica's is empty, never the application's since, or an operator says so", () => {
+    const entry = { path: "/srv/logs", seq: 3, ranOn: ["a"] };
+    const may = (over: Partial<{ peer: string; mode: "normal" | "verify"; replicaFiles: number }>) => decideReleaseAddedPath(entry, { peer: "b", mode: "normal", replicaFiles: 5, ...over }).ok;
+    expect(may({})).toBe(true); // a ran it when it was added; b's copy was never written by it
+    expect(may({ peer: "a" })).toBe(false); // b releasing to a, which ran the job: a's copy may be newer
+    expect(may({ peer: "a", replicaFiles: 0 })).toBe(true);
+    expect(may({ peer: "a", mode: "verify" })).toBe(true);
+    expect(decideReleaseAddedPath(undefined, { peer: "b", mode: "normal", replicaFiles: 1 }).ok).toBe(false);
   });
 });

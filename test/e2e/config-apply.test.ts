@@ -189,5 +189,45 @@ describe("duet config apply on a running pair", () => {
     await pair.until("the write reached b", 20_000, async () => (await onB("after.log")) === "written while the job runs\n");
     const verified = (await pair.events("a")).filter((e) => e.type === "VerificationCompleted" && e.data.job === "logs");
     expect(verified).toHaveLength(1);
+    text = next;
+  });
+
+  it("a mirror path added to the running job is verified alone: b's copy made a's, the first path streaming on", async () => {
+    const dirOf = (node: PairNode, name: string) => join(pair.dir, node, name);
+    const of = (node: PairNode, type: string) => pair.events(node).then((events) => events.filter((e) => e.type === type && (e.data as { job?: string }).job === "logs"));
+    await mkdir(join(dirOf("a", "extra"), "sub"), { recursive: true });
+    await mkdir(dirOf("b", "extra"), { recursive: true });
+    await writeFile(join(dirOf("a", "extra"), "kept.txt"), "a's copy\n");
+    const deep = Buffer.alloc(300_000, 7);
+    await writeFile(join(dirOf("a", "extra"), "sub", "deep.bin"), deep);
+    await writeFile(join(dirOf("b", "extra"), "kept.txt"), "a stale copy on b\n");
+    await writeFile(join(dirOf("b", "extra"), "stale.txt"), "only on b\n");
+    const before = { verifications: (await of("a", "VerificationStarted")).length, resyncs: (await of("a", "ResyncStarted")).length, starts: await starts("a") };
+
+    const logsMirror = `      - path: ${join(pair.dir, "{node}", "logs")}\n`;
+    const next = text.replace(logsMirror, `${logsMirror}      - path: ${join(pair.dir, "{node}", "extra")}\n`);
+    const applied = await apply("a", next);
+    expect(applied).toMatchObject({ applied: true, peer: "applied" });
+    expect(applied.plan.changes).toEqual([expect.objectContaining({ scope: "job logs", item: "mirrors", effect: expect.stringMatching(/added path\(s\) verified against the other node on a now, shipping only what differs/) })]);
+    // The first path streams on meanwhile.
+    await writeFile(join(dirOf("a", "logs"), "during.log"), "written as the path was added\n");
+    await pair.until("a verified the added path", 30_000, async () => (await of("a", "MirrorPathVerified")).length === 1);
+    const onB = (name: string) => readFile(join(dirOf("b", "extra"), name)).catch(() => null);
+    expect((await onB("kept.txt"))?.toString()).toBe("a's copy\n");
+    expect((await onB("sub/deep.bin"))?.equals(deep)).toBe(true);
+    expect(await onB("stale.txt")).toBeNull();
+    expect(await readFile(join(dirOf("b", "logs"), "during.log"), "utf8")).toBe("written as the path was added\n");
+    const started = (await of("a", "MirrorPathVerificationStarted"))[0]?.data as { reasons: { name: string; ok?: boolean }[] };
+    expect(started.reasons).toContainEqual(expect.objectContaining({ name: "replica-never-ran-job-since-added", ok: true }));
+    // b's journal holds the outcome too, and the added path streams like the first from now on.
+    await pair.until("b heard it", 10_000, async () => (await of("b", "MirrorPathVerified")).length === 1);
+    await writeFile(join(dirOf("a", "extra"), "after.txt"), "written once verified\n");
+    await pair.until("the write reached b", 20_000, async () => (await onB("after.txt"))?.toString() === "written once verified\n");
+    // Only that path was verified: no verification or resync of the job, no resource restarted.
+    expect((await of("a", "VerificationStarted")).length).toBe(before.verifications);
+    expect((await of("a", "ResyncStarted")).length).toBe(before.resyncs);
+    expect(await starts("a")).toBe(before.starts);
+    expect(await jobOn("a", "logs")).toMatchObject({ phase: "in", active: "a" });
+    text = next;
   });
 });
