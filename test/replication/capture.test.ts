@@ -91,6 +91,41 @@ describe("capture on a node that becomes the source without an index (switchover
     expect(errors).toEqual([]);
   });
 
+  it("a root added to running capture is held, then released against the replica's copy: only what differs ships", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "duet-capture-"));
+    dirs.push(dir);
+    const { queue, capture, errors } = await captureRig(dir);
+    await capture.open();
+    await capture.start();
+    await capture.flush();
+    const [extra, replicaCopy] = [join(dir, "extra"), join(dir, "replica-extra")];
+    await mkdir(extra);
+    await mkdir(replicaCopy);
+    for (const root of [extra, replicaCopy]) await writeFile(join(root, "same.txt"), "on both");
+    await writeFile(join(extra, "new.txt"), "only on the source");
+    await writeFile(join(replicaCopy, "stale.txt"), "only on the replica");
+    const ops = async () => (await Promise.all(queue.numbers().map(async (n) => decodeBatch(Buffer.concat((await queue.get(n))!))))).flatMap((b) => b.ops);
+
+    expect(await capture.addRoots([extra])).toEqual([1]);
+    await writeFile(join(extra, "held.txt"), "written while held");
+    await capture.flush();
+    expect(capture.held()).toEqual([1]);
+    expect((await ops()).filter((op) => op.path.startsWith("1/"))).toEqual([]);
+
+    const shipped = await capture.release(1, await readManifest(replicaCopy, "all", { pieces: true }));
+    const released = (await ops()).filter((op) => op.path.startsWith("1/"));
+    expect(released.filter((op) => op.op === "write").map((op) => op.path).sort()).toEqual(["1/held.txt", "1/new.txt"]);
+    expect(released).toContainEqual({ op: "remove", path: "1/stale.txt" });
+    expect(shipped.bytes).toBeGreaterThan(0);
+    expect(capture.held()).toEqual([]);
+    // Watched from now on, like the first root.
+    await writeFile(join(extra, "after.txt"), "written once released");
+    await capture.flush();
+    expect((await ops()).map((op) => op.path)).toContain("1/after.txt");
+    await capture.stop();
+    expect(errors).toEqual([]);
+  });
+
   it("files appended to, overwritten and cut while capture scans them reach the replica exactly", async () => {
     const dir = await mkdtemp(join(tmpdir(), "duet-capture-"));
     dirs.push(dir);
