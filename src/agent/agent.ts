@@ -195,6 +195,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       connect: channelAddresses(config, peer.name).map((address) => ({ address, port: config.ports.peer })),
       dial: me.name < peer.name,
       keepaliveMs: config.heartbeat.intervalMs,
+      random: () => world.random.fraction(),
       timers: world.timers,
       clock: world.clock,
       onRequest: (body) => onPeerRequest(body),

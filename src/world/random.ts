@@ -8,6 +8,8 @@ import { randomBytes } from "node:crypto";
 export interface RandomSource {
   /** BYTES random bytes as lowercase hex. */
   hex(bytes: number): string;
+  /** A number in [0, 1): jitter (the peer channel's redial backoff). */
+  fraction(): number;
 }
 
-export const systemRandom: RandomSource = { hex: (bytes) => randomBytes(bytes).toString("hex") };
+export const systemRandom: RandomSource = { hex: (bytes) => randomBytes(bytes).toString("hex"), fraction: Math.random };

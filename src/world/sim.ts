@@ -18,8 +18,11 @@ export function seededRandom(seed: number) {
 /** Ids from a seeded sequence: the same seed names the same generations and boots. */
 export function seededIds(seed: number): RandomSource {
   const next = seededRandom(seed);
+  // Jitter draws from its own sequence: how often a node redials leaves its ids as they were.
+  const jitter = seededRandom(seed ^ 0x9e3779b9);
   return {
     hex: (bytes) => Array.from({ length: bytes }, () => Math.floor(next() * 256).toString(16).padStart(2, "0")).join(""),
+    fraction: jitter,
   };
 }
 
@@ -30,9 +33,9 @@ export function seededIds(seed: number): RandomSource {
 export function createVirtualWorld(startMs = 1_700_000_000_000) {
   let now = startMs;
   let nextId = 0;
-  const queue: { at: number; id: number; fn: () => void; every?: number; cancelled: boolean }[] = [];
+  const queue = timerHeap();
   const schedule = (at: number, fn: () => void, every?: number) => {
-    const entry = { at, id: nextId++, fn, every, cancelled: false };
+    const entry: TimerEntry = { at, id: nextId++, fn, every, cancelled: false };
     queue.push(entry);
     return entry;
   };
@@ -51,23 +54,79 @@ export function createVirtualWorld(startMs = 1_700_000_000_000) {
   /** Runs every timer due up to `until`, in order; events they schedule run too if due. */
   function advanceTo(until: number) {
     for (let steps = 0; steps < 10_000_000; steps++) {
-      queue.sort((x, y) => x.at - y.at || x.id - y.id);
-      const next = queue[0];
+      const next = queue.peek();
       if (!next || next.at > until) break;
-      queue.shift();
-      if (next.cancelled) continue;
+      queue.pop();
       now = next.at;
       next.fn();
       if (next.every !== undefined && !next.cancelled) {
-        next.at = now + next.every;
+        next.at = now + next.every; // keeps its id: ties run in the order first scheduled
         queue.push(next);
       }
     }
     now = until;
   }
   /** When the next timer fires (null: none is waiting): a simulator steps from event to event. */
-  const nextAt = (): number | null => queue.reduce<number | null>((min, e) => (e.cancelled || (min !== null && e.at >= min) ? min : e.at), null);
+  const nextAt = (): number | null => queue.peek()?.at ?? null;
   return { clock, timers, advanceTo, advanceBy: (ms: number) => advanceTo(now + ms), nextAt };
+}
+
+interface TimerEntry {
+  at: number;
+  id: number;
+  fn: () => void;
+  every?: number;
+  cancelled: boolean;
+}
+
+/**
+ * The virtual timers, earliest first (ties in the order scheduled): a binary heap, so a step
+ * costs log n, not a sort of every timer waiting. Cancelled entries are dropped as they surface.
+ */
+function timerHeap() {
+  const heap: TimerEntry[] = [];
+  const before = (x: TimerEntry, y: TimerEntry) => x.at < y.at || (x.at === y.at && x.id < y.id);
+  const swap = (i: number, j: number) => ([heap[i], heap[j]] = [heap[j]!, heap[i]!]);
+  function up(i: number) {
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!before(heap[i]!, heap[parent]!)) return;
+      swap(i, parent);
+      i = parent;
+    }
+  }
+  function down(i: number) {
+    for (;;) {
+      const [l, r] = [2 * i + 1, 2 * i + 2];
+      let least = i;
+      if (l < heap.length && before(heap[l]!, heap[least]!)) least = l;
+      if (r < heap.length && before(heap[r]!, heap[least]!)) least = r;
+      if (least === i) return;
+      swap(i, least);
+      i = least;
+    }
+  }
+  function pop(): TimerEntry | undefined {
+    const top = heap[0];
+    const last = heap.pop();
+    if (heap.length > 0 && last !== undefined) {
+      heap[0] = last;
+      down(0);
+    }
+    return top;
+  }
+  return {
+    push(entry: TimerEntry) {
+      heap.push(entry);
+      up(heap.length - 1);
+    },
+    /** The earliest timer not cancelled. */
+    peek(): TimerEntry | undefined {
+      while (heap[0]?.cancelled) pop();
+      return heap[0];
+    },
+    pop,
+  };
 }
 
 /** FNV-1a of a string: a seed per address. */

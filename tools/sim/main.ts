@@ -58,6 +58,26 @@ const faultList = (value: string): FaultKind[] => {
   return kinds as FaultKind[];
 };
 
+/**
+ * Progress on stderr as the seeds run: a failing seed at once (a long run stopped early still
+ * names it), and a count every 10 seeds on a terminal, or a line every 100 seeds to a log.
+ */
+function progress(total: number): (r: SeedResult) => void {
+  const started = performance.now();
+  let done = 0;
+  let failed = 0;
+  return (r) => {
+    done++;
+    if (r.violations.length > 0) {
+      failed++;
+      process.stderr.write(`${process.stderr.isTTY ? "\r" : ""}seed ${r.seed} FAILED: ${r.violations[0]}\n`);
+    }
+    const rate = (done / ((performance.now() - started) / 1000)).toFixed(2);
+    if (process.stderr.isTTY && done % 10 === 0) process.stderr.write(`\r${done}/${total}, ${failed} failed, ${rate} seeds/s`);
+    else if (!process.stderr.isTTY && (done % 100 === 0 || done === total)) process.stderr.write(`${done}/${total} seeds, ${failed} failed, ${rate} seeds/s\n`);
+  };
+}
+
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop()!)) {
   const program = new Command("sim")
     .option("--seeds <n>", "how many seeds to run", integer("--seeds"), 100)
@@ -65,11 +85,7 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop()
     .option("--faults <kinds>", `the faults to inject, from ${FAULT_KINDS.join(", ")}`, faultList, [...FAULT_KINDS])
     .parse();
   const { seeds, seed, faults } = program.opts<{ seeds: number; seed: number; faults: FaultKind[] }>();
-  let done = 0;
-  const summary = await runSeeds(seed, seeds, faults, () => {
-    done++;
-    if (process.stderr.isTTY && done % 10 === 0) process.stderr.write(`\r${done}/${seeds}`);
-  });
+  const summary = await runSeeds(seed, seeds, faults, progress(seeds));
   if (process.stderr.isTTY) process.stderr.write("\r");
   console.log(summaryLines(summary, faults).join("\n"));
   process.exit(summary.failed.length > 0 ? 1 : 0);
