@@ -72,6 +72,11 @@ interface Source {
   streaming: boolean;
   /** Started only to resync a selected source while the job runs nowhere: stops after the sync. */
   temporary: boolean;
+  /**
+   * Added paths released by capture (their batches queued through `through`) but not yet
+   * acknowledged: a session cut short here ends their verification in the next one.
+   */
+  released: Map<string, { through: number; blocks: number; bytes: number }>;
 }
 
 /**
@@ -167,7 +172,7 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
     const queue = createBatchQueue(join(jobDir(job), "queue"));
     await queue.open();
     const replication = host.state().replication.get(job);
-    const source: Source = { capture: undefined as unknown as Capture, queue, token: 0, wake: null, alone: false, lastQueueReport: 0, lastQueueRelay: { at: 0, waiting: false }, streaming: false, temporary };
+    const source: Source = { capture: undefined as unknown as Capture, queue, token: 0, wake: null, alone: false, lastQueueReport: 0, lastQueueRelay: { at: 0, waiting: false }, streaming: false, temporary, released: new Map() };
     // This node becomes the writer: a first bring-in starts the job's data history here.
     const first = view(job).current === null;
     if (first) await newGeneration(job, "initial");
@@ -584,9 +589,10 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
    * path held until an operator verifies (decideReleaseAddedPath).
    */
   async function verifyAddedPaths(job: string, source: Source, live: () => boolean, mode: SessionMode): Promise<void> {
-    for (const i of source.capture.held()) {
-      const path = jobs.find((j) => j.name === job)!.paths[i]!;
-      try {
+    let path = "";
+    try {
+      for (const i of source.capture.held()) {
+        path = jobs.find((j) => j.name === job)!.paths[i]!;
         if (!(await acknowledged(source, source.capture.lastCaptured(), live))) return;
         const manifest = await fetchManifest(job, i, "all");
         if (!live()) return;
@@ -600,17 +606,21 @@ export function createMirrors(host: MirrorHost, configured: readonly MirroredJob
         }
         await recordAndRelay({ type: "MirrorPathVerificationStarted", data: { job, node: host.self, path, reasons: release.reasons } });
         const shipped = await source.capture.release(i, manifest);
+        source.released.set(path, { through: source.capture.lastCaptured(), ...shipped });
         source.wake?.();
-        if (!(await acknowledged(source, source.capture.lastCaptured(), live))) return;
-        await recordAndRelay({ type: "MirrorPathVerified", data: { job, node: host.self, path, differingBlocks: shipped.blocks, shippedBytes: shipped.bytes } });
-        host.log(`job ${job}: added path ${path} verified with ${host.peer}: ${shipped.bytes} bytes shipped`);
-      } catch (error) {
-        host.log(`job ${job}: verifying added path ${path} failed: ${(error as Error).message}; retrying in ${MIRROR_RETRY_MS} ms`);
-        host.timers.after(MIRROR_RETRY_MS, () => {
-          if (live() && host.connected()) void verifyAddedPaths(job, source, live, mode);
-        });
-        return;
       }
+      for (const [released, shipped] of source.released) {
+        path = released;
+        if (!(await acknowledged(source, shipped.through, live))) return;
+        await recordAndRelay({ type: "MirrorPathVerified", data: { job, node: host.self, path, differingBlocks: shipped.blocks, shippedBytes: shipped.bytes } });
+        source.released.delete(path);
+        host.log(`job ${job}: added path ${path} verified with ${host.peer}: ${shipped.bytes} bytes shipped`);
+      }
+    } catch (error) {
+      host.log(`job ${job}: verifying added path ${path} failed: ${(error as Error).message}; retrying in ${MIRROR_RETRY_MS} ms`);
+      host.timers.after(MIRROR_RETRY_MS, () => {
+        if (live() && host.connected()) void verifyAddedPaths(job, source, live, mode);
+      });
     }
   }
 
