@@ -148,6 +148,9 @@ export function createSimNetwork(world: ReturnType<typeof createVirtualWorld>, o
   };
   const sockets = new Map<string, ((bytes: Buffer, from: { address: string; port: number }) => void)[]>();
   const cut = new Set<string>();
+  /** Addresses that neither send nor receive: a NIC down, a host crashed. A heal leaves them. */
+  const down = new Set<string>();
+  let dropRate = options.dropRate ?? 0;
   const key = (address: string, port: number) => `${address}:${port}`;
   const [minDelay, maxDelay] = options.delayMs ?? [0, 2];
   const transport: DatagramTransport = {
@@ -157,7 +160,7 @@ export function createSimNetwork(world: ReturnType<typeof createVirtualWorld>, o
       return {
         send(bytes, to, toPort) {
           const random = randomOf(address);
-          if (cut.has(`${address}|${to}`) || random() < (options.dropRate ?? 0)) return;
+          if (!open(address, to) || random() < dropRate) return;
           const copy = Buffer.from(bytes);
           world.timers.after(minDelay + random() * (maxDelay - minDelay), () => {
             for (const h of sockets.get(key(to, toPort)) ?? []) h(copy, { address, port });
@@ -168,7 +171,7 @@ export function createSimNetwork(world: ReturnType<typeof createVirtualWorld>, o
       };
     },
   };
-  const open = (from: string, to: string) => !cut.has(`${from}|${to}`);
+  const open = (from: string, to: string) => !cut.has(`${from}|${to}`) && !down.has(from) && !down.has(to);
   const delay = (from: string) => minDelay + randomOf(from)() * (maxDelay - minDelay);
   const streams = createSimStreams(world.timers, open, delay);
   return {
@@ -189,6 +192,18 @@ export function createSimNetwork(world: ReturnType<typeof createVirtualWorld>, o
       cut.clear();
       streams.resume();
     },
+    /** ADDRESS neither sends nor receives (up: false) until it is up again. */
+    setUp(address: string, up: boolean) {
+      if (up) down.delete(address);
+      else down.add(address);
+      if (up) streams.resume();
+    },
+    /** The share of datagrams lost from now on (streams lose nothing: TCP retransmits). */
+    setDropRate(rate: number) {
+      dropRate = rate;
+    },
+    /** The host with these addresses rebooted: its connections are gone, and the peers' ends learn it (RST). */
+    reset: (addresses: readonly string[]) => streams.reset(addresses),
   };
 }
 
@@ -335,6 +350,18 @@ function createSimStreams(timers: Timers, open: (from: string, to: string) => bo
     /** After a heal: what each stream held is sent on. */
     resume(): void {
       for (const end of ends) end.pump();
+    },
+    reset(addresses: readonly string[]): void {
+      for (const end of [...ends]) {
+        if (!addresses.includes(end.local)) continue;
+        end.destroyed = true;
+        ends.delete(end);
+        const peer = end.other;
+        if (peer.destroyed) continue;
+        peer.destroyed = true;
+        ends.delete(peer);
+        timers.after(delay(end.local), () => peer.emit("close"));
+      }
     },
   };
 }

@@ -13,18 +13,21 @@ export interface SimSummary {
   realMs: number;
   faults: Partial<Record<FaultKind, number>>;
   checks: number;
+  /** --story: the last seed's story, failing or not. */
+  story?: string[];
 }
 
-export async function runSeeds(first: number, count: number, kinds: readonly FaultKind[], onSeed?: (r: SeedResult) => void): Promise<SimSummary> {
+export async function runSeeds(first: number, count: number, kinds: readonly FaultKind[], onSeed?: (r: SeedResult) => void, options: { story?: boolean } = {}): Promise<SimSummary> {
   const started = performance.now();
   const summary: SimSummary = { seeds: 0, failed: [], virtualMs: 0, realMs: 0, faults: {}, checks: 0 };
   for (let seed = first; seed < first + count; seed++) {
-    const result = await runSeed(seed, kinds);
+    const result = await runSeed(seed, kinds, options);
     summary.seeds++;
     summary.virtualMs += result.virtualMs;
     summary.checks += result.checks;
     for (const [kind, n] of Object.entries(result.faults)) summary.faults[kind as FaultKind] = (summary.faults[kind as FaultKind] ?? 0) + n;
     if (result.violations.length > 0) summary.failed.push(result);
+    if (options.story) summary.story = result.story;
     onSeed?.(result);
   }
   summary.realMs = performance.now() - started;
@@ -43,6 +46,7 @@ export function summaryLines(s: SimSummary, kinds: readonly FaultKind[]): string
     for (const v of f.violations) lines.push(`  ${v}`);
     if (s.failed.length === 1) lines.push("  what happened:", ...f.story.map((line) => `    ${line}`));
   }
+  if (s.story && s.failed.length === 0) lines.push("what happened:", ...s.story.map((line) => `  ${line}`));
   return lines;
 }
 
@@ -83,9 +87,10 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop()
     .option("--seeds <n>", "how many seeds to run", integer("--seeds"), 100)
     .option("--seed <s>", "the first seed", integer("--seed"), 1)
     .option("--faults <kinds>", `the faults to inject, from ${FAULT_KINDS.join(", ")}`, faultList, [...FAULT_KINDS])
+    .option("--story", "print the last seed's story (faults and facts by virtual time) even when it passes")
     .parse();
-  const { seeds, seed, faults } = program.opts<{ seeds: number; seed: number; faults: FaultKind[] }>();
-  const summary = await runSeeds(seed, seeds, faults, progress(seeds));
+  const { seeds, seed, faults, story } = program.opts<{ seeds: number; seed: number; faults: FaultKind[]; story?: boolean }>();
+  const summary = await runSeeds(seed, seeds, faults, progress(seeds), { story: story === true });
   if (process.stderr.isTTY) process.stderr.write("\r");
   console.log(summaryLines(summary, faults).join("\n"));
   process.exit(summary.failed.length > 0 ? 1 : 0);

@@ -7,7 +7,7 @@ import { startAgent, type RunningAgent } from "../../src/agent/agent.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { createSimHosts } from "../../src/world/sim-host.ts";
 import { createSimNetwork, createVirtualWorld, seededIds } from "../../src/world/sim.ts";
-import type { Timers } from "../../src/world/clock.ts";
+import type { TimerHandle, Timers } from "../../src/world/clock.ts";
 import type { ProcessRunner } from "../../src/world/process.ts";
 import type { PeerStream, PeerStreams } from "../../src/world/streams.ts";
 import type { DatagramTransport } from "../../src/world/transport.ts";
@@ -46,6 +46,7 @@ jobs:
   - name: web
     policy: ${policy}
     resources:
+      - { name: uplink, nic: { interface: eth0 } }
       - { name: ip, vip: { address: ${VIP}/24, interface: eth0, arpCount: 1 } }
       - { name: app, script: { start: [app, start, web], stop: [app, stop, web], monitor: [app, status, web] } }
 users:
@@ -56,45 +57,68 @@ users:
 /**
  * A node's side of the world, which a pause stops as SIGSTOP would: its timers, the datagrams and
  * stream bytes it receives and its commands' results wait until it resumes, then run in order
- * (each periodic timer once). The clock goes on: the node sees that it stalled.
+ * (each periodic timer once). The clock goes on: the node sees that it stalled. A kill ends it as
+ * kill -9 would: nothing it waits for ever arrives, and nothing it sends leaves.
  */
-function pausable(world: ReturnType<typeof createVirtualWorld>, net: ReturnType<typeof createSimNetwork>, hosts: ReturnType<typeof createSimHosts>, node: Node) {
+function nodeSide(world: ReturnType<typeof createVirtualWorld>, net: ReturnType<typeof createSimNetwork>, hosts: ReturnType<typeof createSimHosts>, node: Node) {
   let paused = false;
+  let dead = false;
   const held: (() => void)[] = [];
+  const handles = new Set<TimerHandle>();
   const gate =
     <A extends unknown[]>(fn: (...args: A) => void) =>
     (...args: A): void => {
+      if (dead) return;
       if (paused) held.push(() => fn(...args));
       else fn(...args);
     };
+  const tracked = (handle: TimerHandle): TimerHandle => {
+    handles.add(handle);
+    return { cancel: () => (handle.cancel(), handles.delete(handle)) };
+  };
   const timers: Timers = {
-    after: (ms, fn) => world.timers.after(ms, gate(fn)),
+    after(ms, fn) {
+      const handle = world.timers.after(ms, () => {
+        handles.delete(handle);
+        gate(fn)();
+      });
+      return tracked(handle);
+    },
     every(ms, fn) {
       let waiting = false;
-      return world.timers.every(ms, () => {
-        if (!paused) return fn();
-        if (waiting) return;
-        waiting = true;
-        held.push(() => {
-          waiting = false;
-          fn();
-        });
-      });
+      return tracked(
+        world.timers.every(ms, () => {
+          if (dead) return;
+          if (!paused) return fn();
+          if (waiting) return;
+          waiting = true;
+          held.push(() => {
+            waiting = false;
+            fn();
+          });
+        }),
+      );
     },
   };
   const transport: DatagramTransport = {
     async bind(address, port) {
       const socket = await net.transport.bind(address, port);
-      return { ...socket, onMessage: (handler) => socket.onMessage(gate(handler)) };
+      return { ...socket, send: (...args) => void (dead || socket.send(...args)), onMessage: (handler) => socket.onMessage(gate(handler)) };
     },
   };
   const gated = (stream: PeerStream): PeerStream =>
-    new Proxy(stream, { get: (target, key) => (key === "on" ? (event: string, listener: (arg: never) => void) => target.on(event as "data", gate(listener) as (chunk: Buffer) => void) : Reflect.get(target, key)) });
+    new Proxy(stream, {
+      get: (target, key) => {
+        if (key === "on") return (event: string, listener: (arg: never) => void) => target.on(event as "data", gate(listener) as (chunk: Buffer) => void);
+        if (key === "write") return (chunk: Uint8Array) => !dead && target.write(chunk);
+        return Reflect.get(target, key);
+      },
+    });
   const streams = (addresses: readonly string[]): PeerStreams => {
     const inner = net.streamsFor(addresses);
     return {
       listen: (at, h) => inner.listen(at, { connected: gate((s, from) => h.connected(gated(s), from)), refused: gate(h.refused) }),
-      dial: (targets, h) => inner.dial(targets, { connected: gate((s, target) => h.connected(gated(s), target)), failed: gate(h.failed) }),
+      dial: (targets, h) => (dead ? { abandon() {} } : inner.dial(targets, { connected: gate((s, target) => h.connected(gated(s), target)), failed: gate(h.failed) })),
     };
   };
   const processes: ProcessRunner = { run: (argv, o) => new Promise((resolve) => void hosts.processes(node).run(argv, o).then(gate(resolve))) };
@@ -108,37 +132,56 @@ function pausable(world: ReturnType<typeof createVirtualWorld>, net: ReturnType<
       paused = false;
       for (const fn of held.splice(0)) fn();
     },
+    kill() {
+      dead = true;
+      held.length = 0;
+      for (const handle of handles) handle.cancel();
+      handles.clear();
+    },
   };
 }
 
 export async function startSimPair(seed: number, options: { policy?: string } = {}) {
   const world = createVirtualWorld();
   const net = createSimNetwork(world, { seed, delayMs: [0, 2] });
-  const hosts = createSimHosts({ timers: world.timers, addresses: PUBLIC, gateway: GATEWAY, open: net.open });
+  const hosts = createSimHosts({ timers: world.timers, addresses: PUBLIC, aliases: { a: [BACKUP.a], b: [BACKUP.b] }, gateway: GATEWAY, open: net.open });
   // In memory where the machine has it: the journals' fsyncs then cost nothing, and a seed's
   // outcome does not depend on the disk (virtual time never waits for real I/O anyway).
   const dir = await mkdtemp(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "duet-sim-"));
   const loaded = parseConfig(configText(dir, options.policy ?? "unconditional"), join(dir, "duet.yaml"));
   const agents = new Map<Node, RunningAgent>();
-  const sides = new Map(NODES.map((node) => [node, pausable(world, net, hosts, node)] as const));
+  const sides = new Map<Node, ReturnType<typeof nodeSide>>();
+  const boots = new Map<Node, number>(NODES.map((node) => [node, 0]));
   // DUET_SIM_LOG=info: the agents' own log lines on stderr, to follow a failing seed.
   const log = pino({ level: process.env.DUET_SIM_LOG ?? "silent", timestamp: () => `,"vt":${world.clock.monotonic()}` }, pino.destination(2));
-  for (const [i, node] of NODES.entries()) {
-    const side = sides.get(node)!;
+  /** Starts NODE's agent on a fresh side of the world (each boot draws its own ids). */
+  async function boot(node: Node): Promise<void> {
+    const side = nodeSide(world, net, hosts, node);
+    sides.set(node, side);
+    const n = boots.get(node)!;
+    boots.set(node, n + 1);
     const world_ = {
       clock: world.clock,
       timers: side.timers,
       transport: side.transport,
       processes: side.processes,
       reach: hosts.reach(node),
-      random: seededIds(seed * 2 + i),
+      random: seededIds(seed * 2 + NODES.indexOf(node) + 7919 * n),
       heartbeatThread: false,
       streams: side.streams,
       serveApi: false,
     };
     agents.set(node, await startAgent({ loaded, node, key: Buffer.alloc(32, 9), log: log.child({ node }), world: world_ }));
   }
+  for (const node of NODES) await boot(node);
+  /** Nodes whose agent is dead and not started again. */
+  const down = new Set<Node>();
+  /** Nodes whose host is down with their agent. */
+  const hostsDown = new Set<Node>();
+  const nicDown = new Set<Node>();
+  const paused = new Set<Node>();
   const agent = (node: Node) => agents.get(node)!;
+  const addressesOf = (node: Node) => [PUBLIC[node], BACKUP[node]];
 
   /**
    * Real I/O (the journals' appends) done, and what it resolved has run: the world is still. The
@@ -190,13 +233,71 @@ export async function startSimPair(seed: number, options: { policy?: string } = 
       net.cutOneWay(BACKUP[node], BACKUP[other]);
     },
     heal: () => net.heal(),
+    /**
+     * Whether the nodes cannot hear each other both ways on any link while each still reaches the
+     * gateway: neither can tell the other's death from the cut, and without a witness (issue 18)
+     * both may run the job until it heals.
+     */
+    hiddenFromEachOther() {
+      const both = (x: string, y: string) => net.open(x, y) && net.open(y, x);
+      const hidden = !both(PUBLIC.a, PUBLIC.b) && !both(BACKUP.a, BACKUP.b);
+      return hidden && NODES.every((node) => both(PUBLIC[node], GATEWAY));
+    },
+    /**
+     * NODE's agent dies as under kill -9, its journal kept as it was written (every append is
+     * synced before it resolves) and all else lost; with `host`, the host goes too (its addresses,
+     * its application, its connections), as in a power loss. restart() boots it again.
+     */
+    async crash(node: Node, options: { host: boolean }) {
+      const dying = agent(node);
+      sides.get(node)!.kill();
+      hosts.crash(node, options);
+      down.add(node);
+      if (options.host) {
+        hostsDown.add(node);
+        for (const address of addressesOf(node)) net.setUp(address, false);
+      } else net.reset(addressesOf(node)); // the kernel closes a dead process's sockets
+      // The dead agent's code may still be inside an await on its journal: what it appends from
+      // now on never completes (the process is gone), and the journal's lock is released.
+      (dying.journal as { append: unknown }).append = () => new Promise(() => undefined);
+      await dying.journal.close();
+    },
+    /** Boots NODE again after a crash: the host (if it was down) with nothing running, then the agent. */
+    async restart(node: Node) {
+      if (!down.has(node)) return;
+      if (hostsDown.delete(node)) {
+        net.reset(addressesOf(node));
+        for (const address of addressesOf(node)) if (!(nicDown.has(node) && address === PUBLIC[node])) net.setUp(address, true);
+        hosts.boot(node);
+      }
+      down.delete(node);
+      await boot(node);
+    },
+    isDown: (node: Node) => down.has(node),
+    /** NODE's public NIC loses its carrier (down) or regains it: the public network is gone for it, the backup link stays. */
+    setNic(node: Node, up: boolean) {
+      if (up) nicDown.delete(node);
+      else nicDown.add(node);
+      hosts.setNic(node, up);
+      if (!hostsDown.has(node)) net.setUp(PUBLIC[node], up);
+    },
+    setDropRate: (rate: number) => net.setDropRate(rate),
     /** NODE's agent stops as under SIGSTOP (its host still answers ARP); resume() wakes it. */
-    pause: (node: Node) => sides.get(node)!.pause(),
-    resume: (node: Node) => sides.get(node)!.resume(),
+    pause(node: Node) {
+      paused.add(node);
+      sides.get(node)!.pause();
+    },
+    resume(node: Node) {
+      paused.delete(node);
+      sides.get(node)!.resume();
+    },
+    /** Whether an operator can reach NODE's agent: not dead, not paused. */
+    answers: (node: Node) => !down.has(node) && !paused.has(node),
     job: (node: Node) => agent(node).journal.state().jobs.get("web")!,
     async close() {
       for (const side of sides.values()) side.resume();
       for (const node of NODES) {
+        if (down.has(node)) continue;
         const stopping = agent(node).stop("SIGTERM");
         // Stopping hands jobs over on virtual time: move it along until the agent has closed.
         let done = false;

@@ -4,24 +4,29 @@ import { describe, explainJournals } from "../replay/explain.ts";
 import { NODES, startSimPair, VIP, type Node } from "./pair.ts";
 
 /**
- * One seed of the simulator: two real agents, a seeded schedule of faults, and the invariants
- * checked at every 5 ms step and at the end. The same seed runs the same schedule again.
+ * One seed of the simulator: two real agents, a seeded schedule of faults (sometimes two at once),
+ * and the invariants checked at every 5 ms step and at the end. The same seed runs the same
+ * schedule again.
  */
-export const FAULT_KINDS = ["split", "isolate", "one-way", "app-crash", "switchover", "pause"] as const;
+export const FAULT_KINDS = ["split", "isolate", "one-way", "app-crash", "switchover", "pause", "host-crash", "agent-crash", "nic-down", "loss", "bring-out", "bring-in"] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
-/** The faults run for this long, then the network heals and the pair must settle within SETTLE_MS. */
+/** The faults run for this long, then everything heals and the pair must settle within SETTLE_MS. */
 export const FAULT_PHASE_MS = 30_000;
 export const SETTLE_MS = 30_000;
 /**
  * A cut that hides the nodes from each other while both still reach the gateway (all of it, or
  * one way) leaves each unable to tell the other's death from the cut: without a witness (issue
  * 18) both may run the job until the cut heals. That overlap is allowed while such a cut is in
- * force and for this long after it heals (the both-active resolution), a window that a pause of
- * either node during it extends to the pause's end (a stopped agent cannot let go); any other
- * overlap is a violation.
+ * force and for this long after it heals (the both-active resolution); a node that cannot let go
+ * meanwhile (paused, or its agent dead while its host holds the job) extends it until this long
+ * after it wakes. Any other overlap is a violation.
  */
 export const RESOLVE_AFTER_HEAL_MS = 5000;
+/** The share of seeds whose faults may overlap, and how likely a second fault is then. */
+const STACK_CHANCE = 0.35;
+/** The datagram loss a seed runs with all along, at most (its "loss" faults raise it for a while). */
+const BASE_LOSS_MAX = 0.05;
 
 export interface SeedResult {
   seed: number;
@@ -33,7 +38,57 @@ export interface SeedResult {
   story: string[];
 }
 
-export async function runSeed(seed: number, kinds: readonly FaultKind[] = FAULT_KINDS): Promise<SeedResult> {
+type Pair = Awaited<ReturnType<typeof startSimPair>>;
+/** A fault in force: what it holds (a node, the network) and how it ends. */
+interface Active {
+  kind: FaultKind;
+  node: Node;
+  endAt: number;
+  end(): Promise<void> | void;
+}
+
+/** What a fault on NODE needs to be free: one cut at a time, one state per node, one loss. */
+function blocks(active: readonly Active[], kind: FaultKind, node: Node): boolean {
+  const cuts: FaultKind[] = ["split", "isolate", "one-way"];
+  const holdsNode: FaultKind[] = ["pause", "host-crash", "agent-crash"];
+  return active.some(
+    (a) =>
+      (cuts.includes(a.kind) && cuts.includes(kind)) ||
+      (a.kind === kind && (kind === "loss" || a.node === node)) ||
+      (a.node === node && holdsNode.includes(a.kind) && holdsNode.includes(kind)) ||
+      // an operator works on the job while it is brought out: the bring-out ends with a bring-in
+      (a.kind === "bring-out" && (kind === "bring-out" || kind === "bring-in")),
+  );
+}
+
+/** The overlap rule above, fed after every step. */
+function overlapJudge(pair: Pair, now: () => number) {
+  let allowedAt = -Infinity;
+  let excused = false;
+  let wokeAt = -Infinity;
+  const frozen = new Set<Node>();
+  return {
+    freeze: (node: Node) => void frozen.add(node),
+    wake(node: Node) {
+      if (frozen.delete(node)) wokeAt = now();
+    },
+    /** null, or why the overlap now is not allowed. */
+    judge(): string | null {
+      if (pair.hiddenFromEachOther()) allowedAt = now();
+      const holders = pair.hosts.holders(VIP);
+      const running = pair.hosts.running("web");
+      if (holders.length <= 1 && running.length <= 1) {
+        excused = false;
+        return null;
+      }
+      if (now() - allowedAt <= RESOLVE_AFTER_HEAL_MS) excused = true;
+      if (excused && (now() - allowedAt <= RESOLVE_AFTER_HEAL_MS || frozen.size > 0 || now() - wokeAt <= RESOLVE_AFTER_HEAL_MS)) return null;
+      return `at ${now()} ms: the VIP on ${holders.join(" and ") || "none"}, the application on ${running.join(" and ") || "none"}, with no cut hiding the nodes from each other (the last ended ${Math.round(now() - allowedAt)} ms before)`;
+    },
+  };
+}
+
+export async function runSeed(seed: number, kinds: readonly FaultKind[] = FAULT_KINDS, options: { story?: boolean } = {}): Promise<SeedResult> {
   const random = seededRandom(seed ^ 0x5eed);
   const pick = <T,>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
   const pair = await startSimPair(seed);
@@ -41,83 +96,147 @@ export async function runSeed(seed: number, kinds: readonly FaultKind[] = FAULT_
   const violations: string[] = [];
   let checks = 0;
   const now = () => pair.world.clock.monotonic();
-  /** Since when a hiding cut has been in force (null: none), and when the last one healed. */
-  let hidingSince: number | null = null;
-  let hidingHealedAt = -Infinity;
-  /** A pause began while an overlap was allowed: it stays allowed until the node wakes. */
-  let pausedUnresolved = false;
+  const judge = overlapJudge(pair, now);
   const check = () => {
     checks++;
-    const holders = pair.hosts.holders(VIP);
-    const running = pair.hosts.running("web");
-    if (holders.length <= 1 && running.length <= 1) return;
-    if (hidingSince !== null || pausedUnresolved || now() - hidingHealedAt <= RESOLVE_AFTER_HEAL_MS) return;
-    if (violations.length < 5) violations.push(`at ${now()} ms: the VIP on ${holders.join(" and ") || "none"}, the application on ${running.join(" and ") || "none"}, with no cut hiding the nodes from each other (the last healed ${Math.round(now() - hidingHealedAt)} ms before)`);
+    const violation = judge.judge();
+    if (violation && violations.length < 5) violations.push(violation);
   };
   const injected: { at: number; text: string }[] = [];
-  const count = (kind: FaultKind, node: string) => {
-    faults[kind] = (faults[kind] ?? 0) + 1;
-    injected.push({ at: now(), text: `FAULT ${kind} (${node})` });
+  const note = (text: string) => {
+    injected.push({ at: now(), text });
+    if (process.env.DUET_SIM_LOG) process.stderr.write(`${JSON.stringify({ vt: now(), sim: text })}\n`);
   };
+  const stacking = random() < STACK_CHANCE;
+  const baseLoss = random() < 0.5 ? 0 : random() * BASE_LOSS_MAX;
+  pair.setDropRate(baseLoss);
+  const active: Active[] = [];
   try {
     await pair.run(1500, check);
     await pair.agent(pick(NODES)).control.bringIn("web", "sim", pick(NODES)).catch(() => undefined);
-    let cut: (() => void) | null = null;
     const end = now() + FAULT_PHASE_MS;
+    let nextStartAt = now() + gap(random);
     while (now() < end) {
-      // Short faults (under the suspicion time) and long ones (past the deadtime and the
-      // tiebreaker, when the standby decides), half and half.
-      await pair.run(random() < 0.5 ? 200 + Math.floor(random() * 1500) : 3000 + Math.floor(random() * 6000), check);
-      if (cut) {
-        cut();
-        cut = null;
-        injected.push({ at: now(), text: "FAULT ends" });
-        continue;
+      const target = Math.min(nextStartAt, end, ...active.map((a) => a.endAt));
+      await pair.run(Math.max(0, target - now()), check);
+      for (const a of active.filter((x) => x.endAt <= now())) {
+        active.splice(active.indexOf(a), 1);
+        note(`FAULT ${a.kind} (${a.node}) ends`);
+        await a.end();
       }
+      if (now() < nextStartAt) continue;
+      nextStartAt = now() + gap(random);
+      if (active.length > (stacking ? 1 : 0) || (active.length === 1 && random() > 0.5)) continue;
       const kind = pick(kinds);
       const node = pick(NODES);
-      count(kind, node);
-      if (kind === "split" || kind === "one-way") {
-        if (kind === "split") pair.split();
-        else pair.cutOneWay(node);
-        hidingSince = now();
-        cut = () => {
-          pair.heal();
-          hidingSince = null;
-          hidingHealedAt = now();
-        };
-      } else if (kind === "isolate") {
-        pair.isolate(node);
-        cut = () => pair.heal();
-      } else if (kind === "pause") {
-        pair.pause(node);
-        // A node paused before it could resolve an overlap holds its address until it wakes.
-        pausedUnresolved = hidingSince !== null || now() - hidingHealedAt <= RESOLVE_AFTER_HEAL_MS;
-        cut = () => {
-          pair.resume(node);
-          if (pausedUnresolved) hidingHealedAt = now();
-          pausedUnresolved = false;
-        };
-      } else if (kind === "app-crash") {
-        const active = pair.job("a").active;
-        if (active) pair.hosts.crashApp(active, "web");
-      } else if (kind === "switchover") {
-        await pair.agent(node).control.switchover("web", "sim").catch(() => undefined);
-      }
+      if (blocks(active, kind, node)) continue;
+      faults[kind] = (faults[kind] ?? 0) + 1;
+      note(`FAULT ${kind} (${node})`);
+      const ends = await inject(pair, kind, node, { judge, random, pick, baseLoss });
+      if (ends) active.push({ kind, node, endAt: now() + duration(random), end: ends });
     }
-    cut?.();
-    injected.push({ at: now(), text: "FAULT ends; the pair settles" });
-    await pair.run(SETTLE_MS, check);
+    for (const a of active.splice(0)) {
+      note(`FAULT ${a.kind} (${a.node}) ends`);
+      await a.end();
+    }
+    note("the faults end; the pair settles");
+    await pair.run(SETTLE_MS / 2, check);
+    await bringInIfOut(pair, pick, note);
+    await pair.run(SETTLE_MS / 2, check);
     violations.push(...liveness(pair), ...(await replayed(pair)));
   } catch (error) {
     violations.push(`the run failed: ${(error as Error).stack ?? String(error)}`);
   }
-  const story = violations.length > 0 ? await storyOf(pair, injected) : [];
+  const story = violations.length > 0 || options.story ? await storyOf(pair, injected) : [];
   await pair.close().catch((error: Error) => violations.push(`closing failed: ${error.message}`));
   return { seed, virtualMs: FAULT_PHASE_MS + SETTLE_MS + 1500, faults, checks, violations, story };
 }
 
-async function journalsOf(pair: Awaited<ReturnType<typeof startSimPair>>) {
+/** Time to the next fault: often within the suspicion time of the last, often after a quiet spell. */
+const gap = (random: () => number) => 300 + Math.floor(random() * 3500);
+/** Short faults (under the suspicion time) and long ones (past the deadtime and the tiebreaker), half and half. */
+const duration = (random: () => number) => (random() < 0.5 ? 200 + Math.floor(random() * 1500) : 3000 + Math.floor(random() * 6000));
+
+interface InjectTools {
+  judge: ReturnType<typeof overlapJudge>;
+  random: () => number;
+  pick: <T>(items: readonly T[]) => T;
+  baseLoss: number;
+}
+
+/** Starts fault KIND on NODE; returns how it ends, or null for a fault that is over at once. */
+async function inject(pair: Pair, kind: FaultKind, node: Node, tools: InjectTools): Promise<(() => Promise<void> | void) | null> {
+  const { judge, random, pick } = tools;
+  const up = NODES.filter((n) => !pair.isDown(n));
+  // An operator reaches an agent that answers: a paused or dead one's API does not.
+  const operator = (fn: (n: Node) => Promise<unknown>) => {
+    const answering = NODES.filter((n) => pair.answers(n));
+    const at = answering.includes(node) ? node : answering[0];
+    if (at) void fn(at).catch(() => undefined); // a refusal is an answer too; it takes virtual time
+  };
+  switch (kind) {
+    case "split":
+      pair.split();
+      return () => pair.heal();
+    case "one-way":
+      pair.cutOneWay(node);
+      return () => pair.heal();
+    case "isolate":
+      pair.isolate(node);
+      return () => pair.heal();
+    case "pause":
+      pair.pause(node);
+      judge.freeze(node);
+      return () => {
+        pair.resume(node);
+        judge.wake(node);
+      };
+    case "host-crash":
+    case "agent-crash":
+      if (pair.isDown(node)) return null;
+      // A dead agent whose host still holds the job cannot let it go, as a paused one cannot.
+      if (kind === "agent-crash") judge.freeze(node);
+      await pair.crash(node, { host: kind === "host-crash" });
+      return async () => {
+        await pair.restart(node);
+        judge.wake(node);
+      };
+    case "nic-down":
+      pair.setNic(node, false);
+      return () => pair.setNic(node, true);
+    case "loss":
+      pair.setDropRate(0.3 + random() * 0.65);
+      return () => pair.setDropRate(tools.baseLoss);
+    case "app-crash": {
+      const active = up.length > 0 ? pair.job(up[0]!).active : null;
+      if (active) pair.hosts.crashApp(active, "web");
+      return null;
+    }
+    case "switchover":
+      operator((n) => pair.agent(n).control.switchover("web", "sim"));
+      return null;
+    case "bring-in":
+      operator((n) => pair.agent(n).control.bringIn("web", "sim", pick(NODES), random() < 0.3));
+      return null;
+    case "bring-out":
+      operator((n) => pair.agent(n).control.bringOut("web", "sim"));
+      return () => {
+        const back = NODES.filter((n) => pair.answers(n));
+        if (back.length > 0) void pair.agent(pick(back)).control.bringIn("web", "sim", pick(NODES)).catch(() => undefined);
+      };
+  }
+}
+
+/** After the faults an operator brings in a job both nodes say is out (a bring-out, or a refused bring-in, left it so). */
+async function bringInIfOut(pair: Pair, pick: InjectTools["pick"], note: (text: string) => void): Promise<void> {
+  if (!NODES.every((n) => pair.job(n).phase === "out")) return;
+  // Every fault has ended: both agents answer.
+  const on = pick(NODES);
+  note(`the operator brings web in on ${on}`);
+  await pair.agent(on).control.bringIn("web", "sim", on).catch((error: Error) => note(`refused: ${error.message}`));
+}
+
+async function journalsOf(pair: Pair) {
   return Promise.all(
     NODES.map(async (node: Node) => {
       const events: Recorded[] = [];
@@ -128,7 +247,7 @@ async function journalsOf(pair: Awaited<ReturnType<typeof startSimPair>>) {
 }
 
 /** The injected faults and every described fact of both journals, by virtual time. */
-async function storyOf(pair: Awaited<ReturnType<typeof startSimPair>>, injected: { at: number; text: string }[]): Promise<string[]> {
+async function storyOf(pair: Pair, injected: { at: number; text: string }[]): Promise<string[]> {
   const t0 = pair.world.clock.now() - pair.world.clock.monotonic();
   const all = process.env.DUET_SIM_ALL_FACTS === "1";
   const text = (r: Recorded) => describe(r) ?? (all ? `${r.type} ${JSON.stringify(r.data).slice(0, 300)}` : null);
@@ -137,7 +256,7 @@ async function storyOf(pair: Awaited<ReturnType<typeof startSimPair>>, injected:
 }
 
 /** After the faults: the job runs on exactly one node, and both journals say which. */
-function liveness(pair: Awaited<ReturnType<typeof startSimPair>>): string[] {
+function liveness(pair: Pair): string[] {
   const holders = pair.hosts.holders(VIP);
   const running = pair.hosts.running("web");
   const views = NODES.map((n) => pair.job(n));
@@ -148,7 +267,7 @@ function liveness(pair: Awaited<ReturnType<typeof startSimPair>>): string[] {
 }
 
 /** Every automatic decision of both journals re-derived by replay at its basis. */
-async function replayed(pair: Awaited<ReturnType<typeof startSimPair>>): Promise<string[]> {
+async function replayed(pair: Pair): Promise<string[]> {
   return explainJournals(await journalsOf(pair))
     .filter((e) => !e.recheck.matches || !e.recheck.exact)
     .map((e) => `replay: ${e.kind} (${e.code}) of ${e.job} on ${e.node} at seq ${e.seq} ${e.recheck.matches ? "re-checked only approximately" : `does not follow: replayed ${e.recheck.replayed ? `${e.recheck.replayed.kind} (${e.recheck.replayed.code})` : "no decision"}${e.recheck.note ? ` (${e.recheck.note})` : ""}`}`);
