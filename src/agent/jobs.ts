@@ -163,7 +163,13 @@ export function createJobControl(host: JobHost) {
       } catch (error) {
         const message = (error as Error).message;
         const lost = /before the frame was sent|is not connected/.test(message) || (IDEMPOTENT.has(request.kind) && /before it answered/.test(message));
-        if (lost && host.now() < deadline) continue;
+        // Not at once: a connection destroyed whose close is not yet handled still counts as
+        // connected, and a retry in the same turn would spin until the deadline, starving the
+        // loop that handles the close (and renews the heartbeat's lease) — seed 71.
+        if (lost && host.now() < deadline) {
+          await new Promise<void>((r) => host.timers.after(PEER_RECONNECT_POLL_MS, r));
+          continue;
+        }
         return { ok: false, code: "peer-request-failed", message };
       }
     }

@@ -1,0 +1,47 @@
+import { describe, expect, it } from "vitest";
+import type { DuetEvent } from "../../src/events/catalogue.ts";
+import { projectCluster } from "../../src/projections/cluster.ts";
+import { createJobControl } from "../../src/agent/jobs.ts";
+import { createVirtualWorld } from "../../src/world/sim.ts";
+import { stamp } from "../arbitraries.ts";
+
+const created: DuetEvent = { type: "JobCreated", data: { job: "web", nodes: ["a", "b"], policy: "manual", reverseWhenConsistent: false, restartMax: 3, resources: [], mirrors: [] } };
+const started: DuetEvent = { type: "AgentStarted", data: { node: "a", version: "t", pid: 1, configHash: "h", heartbeatIntervalMs: 500, suspectMs: 1000, deadtimeMs: 3000, pingTimeoutMs: 500, selfFenceGraceMs: 1000, links: [] } };
+
+describe("asking the peer to act on a job", () => {
+  it("a connection destroyed but not yet seen closed is asked again after a pause, never in the same turn (found by the simulator, seed 71)", async () => {
+    const world = createVirtualWorld();
+    const state = projectCluster("a", stamp([created, started, { type: "PeerSeen", data: { node: "a", peer: "b" } }, { type: "JobBroughtIn", data: { job: "web", node: "b" } }], "a"));
+    let asked = 0;
+    const jobs = createJobControl({
+      self: "a",
+      state: () => state,
+      head: () => 4,
+      now: () => world.clock.now(),
+      timers: world.timers,
+      record: async (events) => events.map((_, i) => ({ seq: 5 + i })),
+      runner: () => undefined,
+      peer: {
+        // The channel still holds the connection, whose socket is already destroyed.
+        connected: () => true,
+        request: async () => {
+          // Before, the retry spun in microtasks until the deadline: stop it here so the test ends.
+          if (++asked > 1000) return { ok: true };
+          throw new Error("connection to b lost before the frame was sent: nothing heard from b for 1999 ms");
+        },
+        relay: () => undefined,
+      },
+      log: () => undefined,
+    });
+    await jobs.bringOut("web", "admin");
+    for (let i = 0; i < 5; i++) await Promise.resolve();
+    expect(asked, "requests made before any virtual time passed").toBe(1);
+    for (let ms = 0; ms < 3200; ms += 10) {
+      world.advanceBy(10);
+      for (let i = 0; i < 10; i++) await Promise.resolve();
+    }
+    // One every 50 ms until the deadline (a deadtime), then given up.
+    expect(asked).toBeGreaterThan(10);
+    expect(asked).toBeLessThanOrEqual(3000 / 50 + 2);
+  });
+});
