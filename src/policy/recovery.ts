@@ -15,6 +15,11 @@ import { check, input, peerGoneChecks, type Decision } from "./decision.ts";
 export function decideRecovery(state: ClusterState, job: JobView, _now: number): Decision | null {
   const { membership, self } = state;
   if (!job.recovering || job.active !== self) return null;
+  // Both reported the job after this restart and the resolution chose this node: the peer lets
+  // its copy go, and nothing runs here yet (this node only found the job in its journal).
+  const resolved = job.lastDecision;
+  if (resolved?.kind === "both-active" && resolved.keeper === self && resolved.seq > membership.startedSeq)
+    return { kind: "recover", job: job.name, code: "kept-after-both-active", reasons: [input("agent-started-seq", membership.startedSeq), input("both-active-resolved-seq", resolved.seq), check("this-node-keeps-it", true, { keeper: resolved.keeper, code: resolved.code })] };
   const report = membership.peerReport;
   if (report && report.seq > membership.startedSeq) {
     if (report.jobs.includes(job.name)) return null; // both run it: the hello's reconcile decides

@@ -20,7 +20,8 @@ export interface JobView {
   /** Per resource, per node: the last fact about it. */
   resourceStatus: Map<string, Map<string, ResourceStatus>>;
   /** behind: a takeover's statement of what the replica may have lacked (mirrored jobs). */
-  lastDecision: { kind: string; code: string; at: number; seq: number; behind?: ReplicaBehind | null } | null;
+  /** keeper: a both-active resolution's choice of the node that keeps the job. */
+  lastDecision: { kind: string; code: string; at: number; seq: number; behind?: ReplicaBehind | null; keeper?: string } | null;
   lastError: { node: string; resource: string; error: string; at: number } | null;
   /** The seq of the last phase change, and what started the current run: the decision journaled since the phase before (takeover, recover, resume), else "request" (an operator's or the peer's). */
   phaseSeq?: number;
@@ -122,7 +123,7 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
     case "ResumeDecided":
       return { ...job, lastDecision: { kind: "resume", code: "peer-back", at: event.at, seq: event.seq } };
     case "BothActiveResolved":
-      return { ...job, lastDecision: { kind: "both-active", code: event.data.code, at: event.at, seq: event.seq } };
+      return { ...job, lastDecision: { kind: "both-active", code: event.data.code, at: event.at, seq: event.seq, keeper: event.data.keeper } };
     case "StartAbandoned":
       return { ...job, lastDecision: { kind: "abandon-start", code: event.data.code, at: event.at, seq: event.seq } };
     case "RecoveryDecided":
@@ -191,11 +192,16 @@ function markRecovering(jobs: JobsState, node: string): JobsState {
   return next;
 }
 
-/** Whatever moves a recovering job (the peer reported, an operator, a start or stop anywhere) ends the recovery. */
+/**
+ * Whatever moves a recovering job (the peer reported, an operator, a start or stop anywhere) ends
+ * the recovery; the peer's bring-out of its own copy does not move the job from here (it is what
+ * the loser of a both-active resolution does while this node keeps the job, still to be started).
+ */
 const ENDS_RECOVERY = new Set(["BringInRequested", "BringOutRequested", "JobBroughtIn", "JobBroughtOut", "JobStartFailed", "JobDeleted", "TakeoverDecided", "FailoverDecided"]);
 function clearRecovering(jobs: JobsState, event: Recorded): JobsState {
   if (!ENDS_RECOVERY.has(event.type)) return jobs;
   const name = (event.data as { job?: string }).job;
   const job = name === undefined ? undefined : jobs.get(name);
+  if (event.type === "JobBroughtOut" && job?.active !== event.data.node) return jobs;
   return job?.recovering ? withJob(jobs, { ...job, recovering: false }) : jobs;
 }

@@ -454,6 +454,18 @@ describe("after this node's agent restarts with a job its journal says ran here"
   it("the peer is lost and this node reaches no ping target: declined", () => {
     expect(given(...before, started("b"), lost(), tiebreaker("isolated")).on("b").decisions(0)).toMatchObject([{ kind: "recovery-declined", code: "i-am-isolated" }]);
   });
+
+  it("both report it after restarts and the resolution keeps it here: restarted here, though the peer's bring-out came first (found by the simulator, seed 13)", () => {
+    // b's host crashed and came back; a, which had taken the job over, then restarted too: each
+    // found the job in its own journal, and the hello chose b. Before, b's recovery waited for a
+    // peer report without the job, and the peer's bring-out ended it: the job ran nowhere.
+    const resolved: DuetEvent = { type: "BothActiveResolved", data: { job: "web", node: "b", keeper: "b", other: "a", code: "ran-first", reasons: [], basisSeq: 1, decidedAt: 1 } };
+    const peerOut: DuetEvent = { type: "JobBroughtOut", data: { job: "web", node: "a" } };
+    expect(given(...before, started("b"), reported(["web"]), resolved, peerOut).on("b").decisions(0)).toMatchObject([{ kind: "recover", code: "kept-after-both-active" }]);
+    expect(given(...before, started("b"), reported(["web"]), resolved).on("b").decisions(0)).toMatchObject([{ kind: "recover", code: "kept-after-both-active" }]);
+    const lostIt: DuetEvent = { ...resolved, data: { ...resolved.data, keeper: "a", other: "b" } } as DuetEvent;
+    expect(given(...before, started("b"), reported(["web"]), lostIt).on("b").decisions(0)).toEqual([]);
+  });
 });
 
 describe("a job that failed to start here and runs nowhere", () => {
