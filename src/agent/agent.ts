@@ -603,12 +603,16 @@ export function channelAddresses(config: Config, node: string): string[] {
 /**
  * Where a standby looks for its peer before taking over: from each interface one of its VIPs would
  * use, the VIP itself (asked as duplicate-address detection) and every address the peer has in the
- * config (a Linux host answers ARP for any of its addresses on any interface).
+ * config (a Linux host answers ARP for any of its addresses on any interface); and on each
+ * heartbeat link's own network, the peer's address there, from the interface that reaches it. A
+ * host whose public NIC is down still answers on its interconnect: its agent may be dead with
+ * the job still running there. Only with a VIP, which is what makes arping a requirement.
  */
 export function arpTargetsOf(config: Config, self: string, peer: string): ArpTarget[] {
   const mine = config.nodes.findIndex((n) => n.name === self);
   const peerNode = config.nodes.find((n) => n.name === peer);
-  const peerAddresses = [peerNode?.address, ...config.heartbeat.links.map((l) => l.addresses[1 - mine])].filter((a): a is string => !!a && !a.includes(":") && !a.startsWith("127."));
+  const arpable = (a: string | undefined): a is string => !!a && !a.includes(":") && !a.startsWith("127.");
+  const peerAddresses = [peerNode?.address, ...config.heartbeat.links.map((l) => l.addresses[1 - mine])].filter(arpable);
   const targets = new Map<string, ArpTarget>();
   for (const job of config.jobs) {
     if (!job.nodes.includes(self)) continue;
@@ -620,6 +624,8 @@ export function arpTargetsOf(config: Config, self: string, peer: string): ArpTar
       for (const address of peerAddresses) targets.set(`${dev} ${address}`, { interface: dev, address, dad: false });
     }
   }
+  if (targets.size === 0) return [];
+  for (const address of config.heartbeat.links.map((l) => l.addresses[1 - mine]).filter(arpable)) targets.set(`route ${address}`, { interface: null, address, dad: false });
   return [...targets.values()];
 }
 

@@ -25,7 +25,8 @@ export interface TiebreakerOptions {
 
 /** One ARP question: does `address` answer on `interface`? `dad`: ask as duplicate-address detection (for a VIP). */
 export interface ArpTarget {
-  interface: string;
+  /** null: the interface the kernel routes `address` through (`ip route get`), a heartbeat link's own. */
+  interface: string | null;
   address: string;
   dad: boolean;
 }
@@ -88,13 +89,24 @@ export async function runTiebreaker(options: TiebreakerOptions): Promise<Result>
  * the start-up check makes sure it is installed wherever a VIP is configured.
  */
 export async function probePublicNetwork(processes: ProcessRunner, targets: readonly ArpTarget[]): Promise<NonNullable<Result["peerOnNetwork"]>> {
-  return Promise.all(
+  const asked = await Promise.all(
     targets.map(async (t) => {
-      const argv = ["timeout", "-s", "INT", String(ARP_LISTEN_MS / 1000), "arping", ...(t.dad ? ["-D"] : []), "-c", "1", "-w", "1", "-I", t.interface, t.address];
+      const dev = t.interface ?? (await routedInterface(processes, t.address));
+      if (dev === null) return null; // no route to a link's address: that network says nothing
+      const argv = ["timeout", "-s", "INT", String(ARP_LISTEN_MS / 1000), "arping", ...(t.dad ? ["-D"] : []), "-c", "1", "-w", "1", "-I", dev, t.address];
       const result = await runBounded(processes, argv, ARP_LISTEN_MS + PING_PROCESS_SLACK_MS);
-      return { interface: t.interface, address: t.address, answered: /Received [1-9]\d* response/.test(result.stdout) };
+      return { interface: dev, address: t.address, answered: /Received [1-9]\d* response/.test(result.stdout) };
     }),
   );
+  const seen = new Set<string>();
+  return asked.filter((a): a is NonNullable<typeof a> => a !== null && !seen.has(`${a.interface} ${a.address}`) && !!seen.add(`${a.interface} ${a.address}`));
+}
+
+/** The interface the kernel would send to ADDRESS from, when it is on a directly attached network. */
+async function routedInterface(processes: ProcessRunner, address: string): Promise<string | null> {
+  const result = await runBounded(processes, ["ip", "-o", "route", "get", address], ARP_LISTEN_MS + PING_PROCESS_SLACK_MS);
+  const route = result.code === 0 ? /^\S+ (?:dev (\S+))/.exec(result.stdout.trim()) : null;
+  return route?.[1] ?? null;
 }
 
 async function pingOnce(options: TiebreakerOptions, target: string, timeoutMs: number): Promise<{ target: Target; error: string | null }> {
