@@ -2,7 +2,12 @@ import { access, chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { runTiebreaker } from "../../src/cluster/tiebreak.ts";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { probePublicNetwork, runTiebreaker } from "../../src/cluster/tiebreak.ts";
+import { arpTargetsOf } from "../../src/agent/agent.ts";
+import { parseConfig } from "../../src/config/load.ts";
+import { createCabledNet } from "../e2e/cabled-net.ts";
 import { systemClock } from "../../src/world/clock.ts";
 import { inNamespace } from "../../src/world/netns-runner.ts";
 import { systemProcesses } from "../../src/world/process.ts";
@@ -117,5 +122,55 @@ describe("tiebreaker", () => {
   it("an empty ping target list counts as no tiebreaker, even in mode all", async () => {
     const result = await runTiebreaker({ ...base, ping: { targets: [], mode: "all", timeoutMs: 1000 }, fence: null });
     expect(result.verdict).toBe("failed");
+  });
+});
+
+describe("looking for the peer on the networks before a takeover", () => {
+  it("a peer whose public NIC is down still answers on the interconnect, asked from the interface that routes to it", async () => {
+    const prefix = `tl${process.pid % 10000}`;
+    const privateNet = `192.168.${(process.pid % 200) + 1}`;
+    const cabled = await createCabledNet({ prefix, subnet: `10.234.${process.pid % 200}`, privateNet });
+    try {
+      await promisify(execFile)("ip", ["-n", cabled.ns("a"), "link", "set", "eth0", "down"]);
+      const processes = inNamespace(cabled.ns("b"), systemProcesses);
+      const targets = [
+        { interface: "eth0", address: cabled.address("a"), dad: false },
+        { interface: null, address: `${privateNet}.1`, dad: false },
+        { interface: null, address: "198.51.100.7", dad: false }, // routed nowhere from b: not asked
+      ];
+      const found = await probePublicNetwork(processes, targets);
+      expect(found).toEqual([
+        { interface: "eth0", address: cabled.address("a"), answered: false },
+        { interface: "eth1", address: `${privateNet}.1`, answered: true },
+      ]);
+    } finally {
+      await cabled.destroy();
+    }
+  });
+
+  it("the targets: the VIP and the peer's addresses from the VIP's interface, and each link's peer address by route", () => {
+    const config = parseConfig(
+      `cluster: { name: t, keyFile: /k }
+nodes:
+  - { name: a, address: 10.0.0.1, dataDir: /a }
+  - { name: b, address: 10.0.0.2, dataDir: /b }
+heartbeat:
+  links:
+    - { name: private, port: 7340, addresses: [192.168.5.1, 192.168.5.2] }
+jobs:
+  - name: web
+    resources:
+      - { name: ip, vip: { address: 10.0.0.100/24, interface: eth0 } }
+users:
+  - { name: admin, role: admin, passwordHash: "scrypt$16384$8$1$zWaRi3AcgdHn9V+huDkQng==$0QDF4HPqaUX9VF6x2d7dAvqJNTTFTTDcz2zLU/wHCYg=" }
+`,
+      "/t.yaml",
+    ).config;
+    expect(arpTargetsOf(config, "b", "a")).toEqual([
+      { interface: "eth0", address: "10.0.0.100", dad: true },
+      { interface: "eth0", address: "10.0.0.1", dad: false },
+      { interface: "eth0", address: "192.168.5.1", dad: false },
+      { interface: null, address: "192.168.5.1", dad: false },
+    ]);
   });
 });
