@@ -13,7 +13,7 @@ export interface ReactorHost {
   head(): number;
   now(): number;
   record(events: DuetEvent[]): Promise<unknown>;
-  /** Asks the tiebreaker (or, on a suspicion, only the ping) and returns its verdict as a fact (never throws). */
+  /** Asks the tiebreaker (or, on a suspicion or a re-check, only the ping) and returns its verdict as a fact (never throws). */
   tiebreak(kind: "peer-lost" | "reachability"): Promise<DuetEvent>;
   /** After this agent's loop stalled: asks the peer which jobs it still sees running here (a StallChecked fact, never throws). */
   stallCheck(): Promise<DuetEvent>;
@@ -32,6 +32,7 @@ export function createReactor(host: ReactorHost) {
   let tiebreaking = false;
   let stallChecking = false;
   let stopped = false;
+  let lastRecheckAt = -Infinity;
 
   async function step(): Promise<void> {
     const state = host.state();
@@ -47,17 +48,26 @@ export function createReactor(host: ReactorHost) {
         });
     }
     const tiebreaker = tiebreakerNeeded(state);
+    const recheck = tiebreaker === "recheck";
+    // A re-check comes once a deadtime, and only a changed verdict is a new fact.
+    if (recheck && host.now() - lastRecheckAt < state.membership.settings.deadtimeMs) return decideNow(state);
     if (tiebreaker && !tiebreaking) {
       tiebreaking = true;
+      if (recheck) lastRecheckAt = host.now();
+      const before = state.membership.tiebreaker?.verdict;
       void host
-        .tiebreak(tiebreaker)
-        .then((verdict) => host.record([verdict]))
+        .tiebreak(recheck ? "reachability" : tiebreaker)
+        .then((verdict) => (recheck && verdict.type === "TiebreakerResult" && verdict.data.verdict === before ? undefined : host.record([verdict])))
         .catch((error: Error) => host.log(`tiebreaker failed: ${error.message}`))
         .finally(() => {
           tiebreaking = false;
           poke();
         });
     }
+    await decideNow(state);
+  }
+
+  async function decideNow(state: ClusterState): Promise<void> {
     const basis = { basisSeq: host.head(), decidedAt: host.now() };
     const decisions = decide(state, basis.decidedAt);
     if (decisions.length === 0) return;

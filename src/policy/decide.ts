@@ -26,11 +26,17 @@ export function decide(state: ClusterState, now: number): Decision[] {
  * Which tiebreaker the agent must ask now, if any. The peer lost and no verdict since: the whole
  * tiebreaker (ping, then the fence command). The peer suspected while jobs run here: only whether
  * this node still reaches its ping targets (a fence command never runs on a mere suspicion).
+ * "recheck": jobs run here, the peer is still silent, and this node last found it reaches its
+ * targets: it asks again now and then (the agent paces it and journals only a changed verdict),
+ * since a node cut off later may be the one the peer's clients no longer reach (seed 117).
  */
-export function tiebreakerNeeded(state: ClusterState): "peer-lost" | "reachability" | null {
+export function tiebreakerNeeded(state: ClusterState): "peer-lost" | "reachability" | "recheck" | null {
   const { membership, self } = state;
   if (membership.peerStatus === "lost" && verdictSinceLoss(membership) === null) return "peer-lost";
-  if (membership.peerStatus !== "suspected" || verdictSinceSilence(membership) !== null) return null;
+  if (membership.peerStatus !== "suspected" && membership.peerStatus !== "lost") return null;
   const activeHere = [...state.jobs.values()].some((job) => job.active === self && job.phase === "in");
-  return activeHere ? "reachability" : null;
+  if (!activeHere) return null;
+  const verdict = verdictSinceSilence(membership);
+  if (verdict === null) return membership.peerStatus === "suspected" ? "reachability" : null;
+  return verdict.verdict === "confirmed" ? "recheck" : null;
 }

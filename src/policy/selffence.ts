@@ -13,9 +13,13 @@ export function decideSelfFence(state: ClusterState, job: JobView, now: number):
   const { membership, self } = state;
   if (job.active !== self || job.phase !== "in") return null;
   if (membership.peerStatus !== "suspected" && membership.peerStatus !== "lost") return null;
-  if (job.lastDecision && job.lastDecision.seq > membership.silenceSeq) return null;
   const verdict = verdictSinceSilence(membership);
   if (verdict?.verdict !== "isolated") return null;
+  // A decision about the job since this verdict (a takeover, a resume) was made knowing it; one
+  // before it was not (a node that took the job over and was cut off afterwards fences too).
+  if (job.lastDecision && job.lastDecision.seq > verdict.seq) return null;
+  // Fenced already in this silence, its bring-out under way: once is enough.
+  if (job.lastDecision?.kind === "self-fence" && job.lastDecision.seq > membership.silenceSeq) return null;
   const graceMs = membership.settings.selfFenceGraceMs;
   if (now - verdict.at < graceMs) return null;
   return {

@@ -193,6 +193,17 @@ describe("self-fencing of an isolated active node", () => {
     expect(scene.decisions(0)).toEqual([]);
   });
 
+  it("while the peer stays silent and the job runs here, reachability is asked again; cut off later, the node fences (found by the simulator, seed 117)", () => {
+    // b took the job over during a split; the split healed and b was cut off from the gateway
+    // before the two heard each other again. Before, nothing asked again and b kept the job.
+    const takeover: DuetEvent = { type: "TakeoverDecided", data: { job: "web", by: "b", from: "a", policy: "unconditional", reasons: [] } };
+    const tookOver = [created("unconditional"), started("b", 0), peerSeen, broughtIn("a"), lost(), tiebreaker("confirmed"), takeover, broughtIn("b")];
+    expect(tiebreakerNeeded(given(...tookOver).on("b").state)).toBe("recheck");
+    const isolatedLater = given(...tookOver, tiebreaker("isolated", "b", "a", "reachability")).on("b");
+    expect(isolatedLater.decisions(0)).toMatchObject([{ kind: "self-fence", job: "web", code: "isolated" }]);
+    expect(tiebreakerNeeded(given(created(), started("b", 0), peerSeen, broughtIn("a"), lost(), tiebreaker("confirmed")).on("b").state), "a standby runs nothing: no re-check").toBeNull();
+  });
+
   describe("resuming after the outage", () => {
     const fence: DuetEvent = { type: "SelfFenceDecided", data: { node: "a", jobs: ["web"], graceMs: 0, reasons: [] } };
     const fencedOut: DuetEvent = { type: "JobBroughtOut", data: { job: "web", node: "a" } };
