@@ -251,6 +251,10 @@ export function createJobControl(host: JobHost) {
     async bringOut(name: string, by: string): Promise<{ seq: number }> {
       const job = jobOrThrow(name);
       if (job.phase === "out") throw new Refusal("job-not-in", `job ${name} is already brought out`);
+      // Only the node that runs it can stop it: asked here while that node is out of reach, the
+      // request would stop nothing and leave this node's view of the job stuck (seed 77).
+      if (job.active !== null && job.active !== host.self && job.phase === "in" && !host.peer.connected())
+        throw new Refusal("peer-not-connected", `job ${name} runs on ${job.active}, which is not connected to ${host.self}: bring it out on ${job.active}, or wait for the peer`);
       const [recorded] = await host.record([{ type: "BringOutRequested", data: { job: name, by } }]);
       // A failed or half-started job may have leftovers on either node: clean here, and ask the peer too.
       void serial(name, () => stopHere(name));

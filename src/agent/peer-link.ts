@@ -47,7 +47,9 @@ export function reconcile(state: ClusterState, peer: string, peerJobs: readonly 
     const yielding = theirs ? decideYieldStart(job.name, startingHere(state, job), { node: peer, ...theirs }) : null;
     if (yielding) yields.push(yielding);
     if (theirs && here) bothActive.push(chooseKeeper(job.name, { node: state.self, ...here }, { node: peer, ...theirs }));
-    else if (theirs && job.active !== peer) facts.push({ type: "JobBroughtIn", data: { job: job.name, node: peer } });
+    // The peer runs it: a view here that says otherwise (another node, or a phase left half-way
+    // by a request the peer never heard) is put right.
+    else if (theirs && (job.active !== peer || job.phase !== "in")) facts.push({ type: "JobBroughtIn", data: { job: job.name, node: peer } });
     else if (!theirs && job.active === peer) facts.push({ type: "JobBroughtOut", data: { job: job.name, node: peer } });
   }
   return { facts, bothActive, yields };

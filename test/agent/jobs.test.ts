@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import type { DuetEvent } from "../../src/events/catalogue.ts";
 import { projectCluster } from "../../src/projections/cluster.ts";
-import { createJobControl } from "../../src/agent/jobs.ts";
+import { createJobControl, type JobHost } from "../../src/agent/jobs.ts";
+import { Refusal } from "../../src/api/ports.ts";
 import { createVirtualWorld } from "../../src/world/sim.ts";
 import { stamp } from "../arbitraries.ts";
 
@@ -43,5 +44,26 @@ describe("asking the peer to act on a job", () => {
     // One every 50 ms until the deadline (a deadtime), then given up.
     expect(asked).toBeGreaterThan(10);
     expect(asked).toBeLessThanOrEqual(3000 / 50 + 2);
+  });
+
+  it("a bring-out asked here while the job runs on the peer, out of reach, is refused: it would stop nothing (found by the simulator, seed 77)", async () => {
+    const world = createVirtualWorld();
+    const state = projectCluster("a", stamp([created, started, { type: "JobBroughtIn", data: { job: "web", node: "b" } }], "a"));
+    const recorded: DuetEvent[] = [];
+    const host: JobHost = {
+      self: "a",
+      state: () => state,
+      head: () => 3,
+      now: () => world.clock.now(),
+      timers: world.timers,
+      record: async (events) => (recorded.push(...events), events.map((_, i) => ({ seq: 4 + i }))),
+      runner: () => undefined,
+      peer: { connected: () => false, request: async () => ({ ok: true }), relay: () => undefined },
+      log: () => undefined,
+    };
+    const refusal = await createJobControl(host).bringOut("web", "admin").catch((e: unknown) => e);
+    expect(refusal).toBeInstanceOf(Refusal);
+    expect(refusal).toMatchObject({ code: "peer-not-connected", message: expect.stringContaining("runs on b, which is not connected") });
+    expect(recorded).toEqual([]);
   });
 });

@@ -17,6 +17,13 @@ describe("reconciling with the peer after a reconnect", () => {
     expect(bothActive).toEqual([]);
   });
 
+  it("a view left half-way (a bring-out the peer never heard) is put right by the peer's report (found by the simulator, seed 77)", () => {
+    const stuck = stateOf([created, { type: "JobBroughtIn", data: { job: "web", node: "b" } }, { type: "BringOutRequested", data: { job: "web", by: "admin" } }]);
+    expect(stuck.jobs.get("web")).toMatchObject({ phase: "bringing-out", active: "b" });
+    const { facts } = reconcile(stuck, "b", [{ job: "web", phase: "in", since: 5 }]);
+    expect(facts).toEqual([{ type: "JobBroughtIn", data: { job: "web", node: "b" } }]);
+  });
+
   it("learns that the peer no longer runs a job", () => {
     const { facts } = reconcile(stateOf([created, { type: "JobBroughtIn", data: { job: "web", node: "b" } }]), "b", []);
     expect(facts).toEqual([{ type: "JobBroughtOut", data: { job: "web", node: "b" } }]);
