@@ -182,6 +182,8 @@ export async function startSimPair(seed: number, options: { policy?: string } = 
   const paused = new Set<Node>();
   const agent = (node: Node) => agents.get(node)!;
   const addressesOf = (node: Node) => [PUBLIC[node], BACKUP[node]];
+  const both = (x: string, y: string) => net.open(x, y) && net.open(y, x);
+  const cutOff = () => !both(PUBLIC.a, PUBLIC.b) && !both(BACKUP.a, BACKUP.b);
 
   /**
    * Real I/O (the journals' appends) done, and what it resolved has run: the world is still. The
@@ -239,10 +241,10 @@ export async function startSimPair(seed: number, options: { policy?: string } = 
      * both may run the job until it heals.
      */
     hiddenFromEachOther() {
-      const both = (x: string, y: string) => net.open(x, y) && net.open(y, x);
-      const hidden = !both(PUBLIC.a, PUBLIC.b) && !both(BACKUP.a, BACKUP.b);
-      return hidden && NODES.every((node) => both(PUBLIC[node], GATEWAY));
+      return cutOff() && NODES.every((node) => both(PUBLIC[node], GATEWAY));
     },
+    /** Whether no network carries frames (or ARP) both ways between the nodes. */
+    cutOff,
     /**
      * NODE's agent dies as under kill -9, its journal kept as it was written (every append is
      * synced before it resolves) and all else lost; with `host`, the host goes too (its addresses,

@@ -17,9 +17,10 @@ export const SETTLE_MS = 30_000;
 /**
  * A cut that hides the nodes from each other while both still reach the gateway (all of it, or
  * one way) leaves each unable to tell the other's death from the cut: without a witness (issue
- * 18) both may run the job until the cut heals. That overlap is allowed while such a cut is in
- * force and for this long after it heals (the both-active resolution); a node that cannot let go
- * meanwhile (paused, or its agent dead while its host holds the job) extends it until this long
+ * 18) both may run the job until the cut heals. So does a node that cannot let go (paused, or
+ * its agent dead while its host holds the job) hidden from its peer even by ARP: it looks dead.
+ * That overlap is allowed while such a state lasts and for this long after it ends (the
+ * both-active resolution, the woken node's stall check); a frozen node extends it until this long
  * after it wakes. Any other overlap is a violation.
  */
 export const RESOLVE_AFTER_HEAL_MS = 5000;
@@ -74,7 +75,9 @@ function overlapJudge(pair: Pair, now: () => number) {
     },
     /** null, or why the overlap now is not allowed. */
     judge(): string | null {
-      if (pair.hiddenFromEachOther()) allowedAt = now();
+      // A node that cannot let go (frozen), hidden from its peer even by ARP, looks dead to it:
+      // the peer takes over, and both hold the job until the frozen one wakes (its stall check).
+      if (pair.hiddenFromEachOther() || (frozen.size > 0 && pair.cutOff())) allowedAt = now();
       const holders = pair.hosts.holders(VIP);
       const running = pair.hosts.running("web");
       if (holders.length <= 1 && running.length <= 1) {
@@ -83,7 +86,8 @@ function overlapJudge(pair: Pair, now: () => number) {
       }
       if (now() - allowedAt <= RESOLVE_AFTER_HEAL_MS) excused = true;
       if (excused && (now() - allowedAt <= RESOLVE_AFTER_HEAL_MS || frozen.size > 0 || now() - wokeAt <= RESOLVE_AFTER_HEAL_MS)) return null;
-      return `at ${now()} ms: the VIP on ${holders.join(" and ") || "none"}, the application on ${running.join(" and ") || "none"}, with no cut hiding the nodes from each other (the last ended ${Math.round(now() - allowedAt)} ms before)`;
+      const last = allowedAt === -Infinity ? "none before" : `the last ended ${Math.round(now() - allowedAt)} ms before`;
+      return `at ${Math.round(now())} ms: the VIP on ${holders.join(" and ") || "none"}, the application on ${running.join(" and ") || "none"}, with no cut hiding the nodes from each other (${last})`;
     },
   };
 }
