@@ -41,6 +41,16 @@ describe("a start under way here while the peer runs the job (decideYieldStart)"
   const lost: DuetEvent[] = [created, { type: "JobBroughtIn", data: { job: "web", node: "b" } }, { type: "TakeoverDecided", data: { job: "web", by: "a", from: "b", policy: "manual", reasons: [] } }];
   const report = [{ job: "web", phase: "in" as const, since: 5, generation: "g1", ancestors: [], how: "request" }];
 
+  it("an operator's takeover still starting when the peer comes back running the job is abandoned too (found by the simulator, seed 411)", () => {
+    // The peer's agent died with its host holding the job; the operator brought it in here while
+    // the VIP kept answering there. Before, the journal kept saying the job ran on b, so the
+    // start was no one's and went on until a cut hid b's address: then both ran it.
+    const operator: DuetEvent[] = [created, { type: "JobBroughtIn", data: { job: "web", node: "b" } }, { type: "BringInRequested", data: { job: "web", on: "a", by: "admin" } }];
+    expect(stateOf(operator).jobs.get("web")).toMatchObject({ phase: "bringing-in", active: "a" });
+    const { yields } = reconcile(stateOf(operator), "b", [{ job: "web", phase: "in", since: 5, how: "recover" }]);
+    expect(yields).toMatchObject([{ kind: "abandon-start", job: "web", code: "peer-runs-job" }]);
+  });
+
   it("a takeover still starting when the peer comes back running the job is abandoned, and nothing else is decided", () => {
     const { yields, bothActive, facts } = reconcile(stateOf(lost), "b", report);
     expect(yields).toMatchObject([{ kind: "abandon-start", job: "web", code: "peer-runs-job" }]);
