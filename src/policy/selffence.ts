@@ -15,10 +15,10 @@ export function decideSelfFence(state: ClusterState, job: JobView, now: number):
   if (membership.peerStatus !== "suspected" && membership.peerStatus !== "lost") return null;
   const verdict = verdictSinceSilence(membership);
   if (verdict?.verdict !== "isolated") return null;
-  // A decision about the job since this verdict (a takeover, a resume) was made knowing it; one
-  // before it was not (a node that took the job over and was cut off afterwards fences too).
-  if (job.lastDecision && job.lastDecision.seq > verdict.seq) return null;
-  // Fenced already in this silence, its bring-out under way: once is enough.
+  // Fenced already in this silence (its bring-out under way, or an operator brought it back in
+  // since): once is enough. Any other decision leaves the fence to be made: a takeover before the
+  // cut (seed 117), a failover declined for want of the peer after it (seed 747). None that
+  // starts the job here can follow an isolated verdict: each needs a newer, confirming one.
   if (job.lastDecision?.kind === "self-fence" && job.lastDecision.seq > membership.silenceSeq) return null;
   const graceMs = membership.settings.selfFenceGraceMs;
   if (now - verdict.at < graceMs) return null;

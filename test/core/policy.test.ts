@@ -204,6 +204,12 @@ describe("self-fencing of an isolated active node", () => {
     expect(tiebreakerNeeded(given(created(), started("b", 0), peerSeen, broughtIn("a"), lost(), tiebreaker("confirmed")).on("b").state), "a standby runs nothing: no re-check").toBeNull();
   });
 
+  it("a failover declined for want of the peer does not hold off the fence of a node cut off (found by the simulator, seed 747)", () => {
+    const declined: DuetEvent = { type: "FailoverDeclined", data: { job: "web", node: "a", code: "failover-peer-not-connected", reasons: [], basisSeq: 5, decidedAt: 1 } };
+    const scene = given(created(), started("a", 0), seenOnA, broughtIn("a"), suspected(), tiebreaker("isolated", "a", "b", "reachability"), declined).on("a");
+    expect(scene.decisions(0)).toMatchObject([{ kind: "self-fence", code: "isolated" }]);
+  });
+
   describe("resuming after the outage", () => {
     const fence: DuetEvent = { type: "SelfFenceDecided", data: { node: "a", jobs: ["web"], graceMs: 0, reasons: [] } };
     const fencedOut: DuetEvent = { type: "JobBroughtOut", data: { job: "web", node: "a" } };
