@@ -2,6 +2,7 @@ import type { DuetEvent } from "../events/catalogue.ts";
 import type { Timers } from "../world/clock.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { decisionSincePhase, type JobView } from "../projections/jobs.ts";
+import { verdictSinceSilence } from "../projections/membership.ts";
 import { decideSwitchover, refusalText } from "../policy/switchover.ts";
 import type { BringInResult, JobRunner } from "../resources/runner.ts";
 import { Refusal } from "../api/ports.ts";
@@ -143,6 +144,13 @@ export function createJobControl(host: JobHost) {
     return { seq: alert!.seq };
   }
 
+  /** Why this node is cut off (its peer silent, its last tiebreaker verdict since: isolated), or null. */
+  function isolatedHere(): string | null {
+    const { membership } = host.state();
+    const verdict = verdictSinceSilence(membership);
+    return verdict?.verdict === "isolated" ? `${verdict.method} verdict at ${new Date(verdict.at).toISOString()}` : null;
+  }
+
   /**
    * A request to the peer. While a heartbeat link still hears it but the channel is down (its
    * network just failed; it reconnects over another link's addresses), the request waits up to a
@@ -234,6 +242,9 @@ export function createJobControl(host: JobHost) {
         }
       }
       if (runsElsewhere) return forcedBringIn(name, by, target, job.active!);
+      const cutOff = isolatedHere();
+      if (target === host.self && cutOff)
+        throw new Refusal("isolated", `${host.self} cannot hear ${otherNode(job)} and reaches none of its ping targets (${cutOff}): it may be the node cut off, while ${otherNode(job)} runs ${name}; bring it in there, or restore this node's network first`);
       // An operator's takeover: the job's node is lost (policy manual raised an alert and waits for this).
       const takeover = target === host.self && job.active !== null && job.active !== host.self && host.state().membership.peerStatus === "lost";
       if (job.phase !== "out" && job.phase !== "failed" && !takeover) throw new Refusal("job-not-out", `job ${name} is ${job.phase}${job.active ? ` on ${job.active}` : ""}; bring it out first`);

@@ -66,4 +66,33 @@ describe("asking the peer to act on a job", () => {
     expect(refusal).toMatchObject({ code: "peer-not-connected", message: expect.stringContaining("runs on b, which is not connected") });
     expect(recorded).toEqual([]);
   });
+
+  it("a bring-in on a node that cannot hear its peer and reaches no ping target is refused, forced or not (found by the simulator, seed 1347)", async () => {
+    const world = createVirtualWorld();
+    const cutOff: DuetEvent[] = [
+      created,
+      started,
+      { type: "PeerSeen", data: { node: "a", peer: "b" } },
+      { type: "PeerLost", data: { node: "a", peer: "b", lastHeardAt: 1, deadtimeMs: 3000 } },
+      { type: "TiebreakerResult", data: { node: "a", peer: "b", method: "ping", purpose: "peer-lost", verdict: "isolated", targets: [{ target: "10.0.0.254", ok: false }] } },
+    ];
+    const state = projectCluster("a", stamp(cutOff, "a"));
+    const recorded: DuetEvent[] = [];
+    const host: JobHost = {
+      self: "a",
+      state: () => state,
+      head: () => cutOff.length,
+      now: () => world.clock.now(),
+      timers: world.timers,
+      record: async (events) => (recorded.push(...events), events.map((_, i) => ({ seq: 10 + i }))),
+      runner: () => undefined,
+      peer: { connected: () => false, request: async () => ({ ok: true }), relay: () => undefined },
+      log: () => undefined,
+    };
+    for (const force of [false, true]) {
+      const refusal = await createJobControl(host).bringIn("web", "admin", "a", force).catch((e: unknown) => e);
+      expect(refusal).toMatchObject({ code: "isolated", message: expect.stringContaining("reaches none of its ping targets") });
+    }
+    expect(recorded).toEqual([]);
+  });
 });
