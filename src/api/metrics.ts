@@ -15,15 +15,29 @@ export interface MetricsLive {
 }
 
 /**
- * Prometheus metrics computed from the folded state at scrape time: nothing to keep in sync, and
- * a registry of its own so two agents in one process (tests, the simulator) never share series.
- * Counters folded from the journal survive restarts, as counters may.
+ * The process's own metrics (CPU, memory, event-loop lag, GC), collected once per process: they
+ * describe the process, and each collection holds an event-loop histogram and GC observers that
+ * are never let go, so one per agent leaked every agent of a process that runs many (the
+ * simulator: 0.8 MB each, most of a 10,000-seed run's memory).
  */
-export function createMetrics(journal: ApiJournal, live: MetricsLive = {}, now: () => number = Date.now) {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+let processRegistry: Registry | undefined;
+function processMetrics(): Registry {
+  if (processRegistry) return processRegistry;
+  processRegistry = new Registry();
+  collectDefaultMetrics({ register: processRegistry });
   // prom-client's gauges of live handles are named like counters, which promtool rejects.
-  for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) registry.removeSingleMetric(name);
+  for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) processRegistry.removeSingleMetric(name);
+  return processRegistry;
+}
+
+/**
+ * Prometheus metrics computed from the folded state at scrape time: nothing to keep in sync, and
+ * a registry of its own so two agents in one process (tests, the simulator) never share series;
+ * the process's metrics beside them. Counters folded from the journal survive restarts, as
+ * counters may.
+ */
+export function createMetrics(journal: ApiJournal, live: MetricsLive = {}, now: () => number = Date.now): { metrics(): Promise<string>; contentType: string } {
+  const registry = new Registry();
   const view = () => clusterView(journal.state());
   const mirrored = () => view().jobs.filter((j) => j.mirrors.length > 0);
   const gauge = (name: string, help: string, labelNames: string[], collect: (g: Gauge) => void) =>
@@ -88,5 +102,5 @@ export function createMetrics(journal: ApiJournal, live: MetricsLive = {}, now: 
   });
   counter("duet_logins_failed_total", "failed API logins since the agent started", [], (set) => set({}, live.loginsFailed?.() ?? 0));
   gauge("duet_journal_head_seq", "the journal's last sequence number", [], (g) => g.set(journal.head()));
-  return registry;
+  return { metrics: () => Registry.merge([processMetrics(), registry]).metrics(), contentType: registry.contentType };
 }
