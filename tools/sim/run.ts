@@ -44,8 +44,28 @@ type Pair = Awaited<ReturnType<typeof startSimPair>>;
 interface Active {
   kind: FaultKind;
   node: Node;
+  startedAt: number;
   endAt: number;
+  /** No other fault began while this one lasted. */
+  alone: boolean;
+  /** The node the job ran on when the fault began (both journals agreeing), or null. */
+  ranOn: Node | null;
   end(): Promise<void> | void;
+}
+
+/**
+ * A public NIC that failed alone on the node running the job: within this long the job must be
+ * served by the other node over the interconnect (the monitor's interval, the failover through
+ * the peer channel on the backup link's addresses, the start there).
+ */
+export const NIC_FAILOVER_MS = 8000;
+
+/** The NIC fault A, ending now, left the job unserved where the other node could serve it. */
+function nicFailoverMissed(pair: Pair, a: Active, now: number): string | null {
+  if (a.kind !== "nic-down" || !a.alone || a.ranOn !== a.node || now - a.startedAt < NIC_FAILOVER_MS) return null;
+  const other = NODES.find((n) => n !== a.node)!;
+  if (pair.hosts.holders(VIP).join() === other && pair.hosts.running("web").join() === other) return null;
+  return `availability: ${a.node}'s public NIC failed at ${Math.round(a.startedAt)} ms while it ran the job, and ${Math.round(now - a.startedAt)} ms later the job was not served by ${other} (VIP on [${pair.hosts.holders(VIP).join(", ")}], application on [${pair.hosts.running("web").join(", ")}])`;
 }
 
 /** What a fault on NODE needs to be free: one cut at a time, one state per node, one loss. */
@@ -125,6 +145,8 @@ export async function runSeed(seed: number, kinds: readonly FaultKind[] = FAULT_
       await pair.run(Math.max(0, target - now()), check);
       for (const a of active.filter((x) => x.endAt <= now())) {
         active.splice(active.indexOf(a), 1);
+        const missed = nicFailoverMissed(pair, a, now());
+        if (missed && violations.length < 5) violations.push(missed);
         note(`FAULT ${a.kind} (${a.node}) ends`);
         await a.end();
       }
@@ -137,7 +159,8 @@ export async function runSeed(seed: number, kinds: readonly FaultKind[] = FAULT_
       faults[kind] = (faults[kind] ?? 0) + 1;
       note(`FAULT ${kind} (${node})`);
       const ends = await inject(pair, kind, node, { judge, random, pick, baseLoss });
-      if (ends) active.push({ kind, node, endAt: now() + duration(random), end: ends });
+      for (const a of active) a.alone = false;
+      if (ends) active.push({ kind, node, startedAt: now(), endAt: now() + duration(random), alone: active.length === 0, ranOn: runsOn(pair), end: ends });
     }
     for (const a of active.splice(0)) {
       note(`FAULT ${a.kind} (${a.node}) ends`);
@@ -154,6 +177,13 @@ export async function runSeed(seed: number, kinds: readonly FaultKind[] = FAULT_
   const story = violations.length > 0 || options.story ? await storyOf(pair, injected) : [];
   await pair.close().catch((error: Error) => violations.push(`closing failed: ${error.message}`));
   return { seed, virtualMs: FAULT_PHASE_MS + SETTLE_MS + 1500, faults, checks, violations, story };
+}
+
+/** Where both journals say the job runs, if they agree and it does. */
+function runsOn(pair: Pair): Node | null {
+  if (NODES.some((n) => !pair.answers(n))) return null;
+  const [a, b] = NODES.map((n) => pair.job(n));
+  return a!.phase === "in" && b!.phase === "in" && a!.active === b!.active ? (a!.active as Node | null) : null;
 }
 
 /** Time to the next fault: often within the suspicion time of the last, often after a quiet spell. */
