@@ -3,6 +3,7 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { DuetEvent, Recorded } from "../events/catalogue.ts";
 import { openJournal, type Journal } from "../journal/journal.ts";
+import type { OpenDatabase } from "../journal/store.ts";
 import { clusterProjection, type ClusterState } from "../projections/cluster.ts";
 import { decideSwitchover } from "../policy/switchover.ts";
 import type { Config, JobSpec } from "../config/schema.ts";
@@ -69,6 +70,8 @@ export interface AgentWorld {
   streams?: (addresses: readonly string[]) => PeerStreams;
   /** false: no HTTP API (a simulated agent is driven through RunningAgent.control). */
   serveApi?: boolean;
+  /** The journal's database (absent: LevelDB in the data directory; the simulator's is in memory). */
+  journalDatabase?: OpenDatabase;
 }
 
 export interface AgentOptions {
@@ -106,7 +109,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const hlc = createHlc(world.clock);
   // The journal's lock refuses a second agent on this data directory with a clear error.
-  const journal = await openJournal({ dir: join(dataDir, "journal"), node: me.name, clock: world.clock, hlc, projection: clusterProjection(me.name), warn: (m) => log.warn(m) });
+  const journal = await openJournal({ dir: join(dataDir, "journal"), node: me.name, clock: world.clock, hlc, projection: clusterProjection(me.name), warn: (m) => log.warn(m), ...(world.journalDatabase ? { database: world.journalDatabase } : {}) });
   const boot = world.random.hex(8);
   const closers: (() => Promise<void> | void)[] = [() => journal.close()];
   try {

@@ -24,7 +24,7 @@ import { chainHash, decodeEnvelope, encodeEnvelope, keySeq, RECORD_MAX_BYTES, sa
 import { exportRange as writeExport, type ExportResult } from "./export.ts";
 import { createGroupCommit } from "./group-commit.ts";
 import { decodeRecord, JournalRecordError, rawChunks, readChunks, READ_CHUNK_RECORDS } from "./read.ts";
-import { decodeHead, decodeIdentity, encodeHead, encodeIdentity, HEAD_KEY, IDENTITY_KEY, newIdentity, openStore, type JournalIdentity, type Op, type Store } from "./store.ts";
+import { decodeHead, decodeIdentity, encodeHead, encodeIdentity, HEAD_KEY, IDENTITY_KEY, newIdentity, openStore, type JournalIdentity, type OpenDatabase, type Op, type Store } from "./store.ts";
 import { tailFrom } from "./tail.ts";
 
 export type { VerifyReport } from "./chain.ts";
@@ -56,6 +56,8 @@ export interface JournalOptions<S> {
   readOnly?: boolean;
   /** Where non-fatal problems go (a checkpoint ignored, a failed checkpoint write). */
   warn?: (message: string) => void;
+  /** The database to keep it in (absent: LevelDB in `dir`). */
+  database?: OpenDatabase;
 }
 
 export interface JournalStats {
@@ -113,7 +115,7 @@ function checkOptions<S>(options: JournalOptions<S>): void {
 export async function openJournal<S = undefined>(options: JournalOptions<S>): Promise<Journal<S>> {
   checkOptions(options);
   const readOnly = options.readOnly ?? false;
-  const store = await openStore(options.dir, readOnly);
+  const store = await openStore(options.dir, readOnly, options.database);
   try {
     return await startJournal(store, options, readOnly);
   } catch (err) {

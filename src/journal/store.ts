@@ -58,9 +58,12 @@ function openError(dir: string, err: unknown, readOnly: boolean): Error {
   return new Error(`journal ${dir} could not be opened: ${cause?.message ?? (err as Error).message}`, { cause: err });
 }
 
-export async function openStore(dir: string, readOnly: boolean): Promise<Store> {
-  if (!readOnly) await mkdir(dir, { recursive: true });
-  const db = new Level<Buffer, Buffer>(dir, { keyEncoding: "buffer", valueEncoding: "buffer", createIfMissing: !readOnly }) as unknown as Db;
+/** The database under a journal, by its directory: LevelDB there in production; the simulator keeps its own in memory. */
+export type OpenDatabase = (dir: string) => Db;
+
+export async function openStore(dir: string, readOnly: boolean, database?: OpenDatabase): Promise<Store> {
+  if (!readOnly && !database) await mkdir(dir, { recursive: true });
+  const db = database ? database(dir) : (new Level<Buffer, Buffer>(dir, { keyEncoding: "buffer", valueEncoding: "buffer", createIfMissing: !readOnly }) as unknown as Db);
   try {
     await db.open();
   } catch (err) {

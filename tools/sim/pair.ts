@@ -3,7 +3,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
+import { MemoryLevel } from "memory-level";
 import { startAgent, type RunningAgent } from "../../src/agent/agent.ts";
+import type { Db } from "../../src/journal/store.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { createSimHosts } from "../../src/world/sim-host.ts";
 import { createSimNetwork, createVirtualWorld, seededIds } from "../../src/world/sim.ts";
@@ -13,8 +15,9 @@ import type { PeerStream, PeerStreams } from "../../src/world/streams.ts";
 import type { DatagramTransport } from "../../src/world/transport.ts";
 
 /**
- * Two real agents in one process on a virtual clock: journal (real LevelDB), reactor, policy, job
- * runner and peer channel, over the simulated network and hosts. A VIP and an application
+ * Two real agents in one process on a virtual clock: journal (the real code on an in-memory
+ * LevelDB, memory-level), reactor, policy, job runner and peer channel, over the simulated network
+ * and hosts. A VIP and an application
  * script make job "web"; the ping tiebreaker asks the gateway. Time moves only in step().
  */
 export const NODES = ["a", "b"] as const;
@@ -145,10 +148,19 @@ export async function startSimPair(seed: number, options: { policy?: string } = 
   const world = createVirtualWorld();
   const net = createSimNetwork(world, { seed, delayMs: [0, 2] });
   const hosts = createSimHosts({ timers: world.timers, addresses: PUBLIC, aliases: { a: [BACKUP.a], b: [BACKUP.b] }, gateway: GATEWAY, open: net.open });
-  // In memory where the machine has it: the journals' fsyncs then cost nothing, and a seed's
-  // outcome does not depend on the disk (virtual time never waits for real I/O anyway).
+  // The agents' files (configuration, job state) in memory where the machine has it.
   const dir = await mkdtemp(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "duet-sim-"));
   const loaded = parseConfig(configText(dir, options.policy ?? "unconditional"), join(dir, "duet.yaml"));
+  // The journals in memory: no real I/O, so a step settles on microtasks alone and a seed's
+  // outcome never depends on the disk's timing (with LevelDB on tmpfs it could, by a few checks).
+  // Each node's database outlives its agent (a crash keeps what was appended, every append being
+  // whole before it resolves) and is opened again at its restart.
+  const databases = new Map<string, Db>();
+  const journalDatabase = (path: string): Db => {
+    let db = databases.get(path);
+    if (!db) databases.set(path, (db = new MemoryLevel<Buffer, Buffer>({ keyEncoding: "buffer", valueEncoding: "buffer" }) as unknown as Db));
+    return db;
+  };
   const agents = new Map<Node, RunningAgent>();
   const sides = new Map<Node, ReturnType<typeof nodeSide>>();
   const boots = new Map<Node, number>(NODES.map((node) => [node, 0]));
@@ -170,6 +182,7 @@ export async function startSimPair(seed: number, options: { policy?: string } = 
       heartbeatThread: false,
       streams: side.streams,
       serveApi: false,
+      journalDatabase,
     };
     agents.set(node, await startAgent({ loaded, node, key: Buffer.alloc(32, 9), log: log.child({ node }), world: world_ }));
   }
