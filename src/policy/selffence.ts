@@ -20,8 +20,13 @@ export function decideSelfFence(state: ClusterState, job: JobView, now: number):
   // cut (seed 117), a failover declined for want of the peer after it (seed 747). None that
   // starts the job here can follow an isolated verdict: each needs a newer, confirming one.
   if (job.lastDecision?.kind === "self-fence" && job.lastDecision.seq > membership.silenceSeq) return null;
-  const graceMs = membership.settings.selfFenceGraceMs;
-  if (now - verdict.at < graceMs) return null;
+  // The grace runs from the verdict, but never past what the peer counts on (peerReleasedAfterMs):
+  // its ping given up after a suspicion that began with the silence. A verdict that came later (a
+  // job started here while the peer was already silent, seed 1983) or came again (the loss's own
+  // tiebreaker) leaves that deadline where it was.
+  const { selfFenceGraceMs: graceMs, suspectMs, deadtimeMs, pingTimeoutMs } = membership.settings;
+  const fenceAt = Math.min(verdict.at, membership.peerLastHeardAt + Math.min(suspectMs, deadtimeMs) + pingTimeoutMs) + graceMs;
+  if (now < fenceAt) return null;
   return {
     kind: "self-fence",
     job: job.name,
@@ -30,7 +35,7 @@ export function decideSelfFence(state: ClusterState, job: JobView, now: number):
       input("peer-silent-since", membership.peerLastHeardAt),
       input("peer-status", membership.peerStatus),
       check("tiebreaker-reaches-targets", false, { verdict: verdict.verdict, method: verdict.method, at: verdict.at }),
-      check("grace-elapsed", true, { graceMs, isolatedForMs: now - verdict.at }),
+      check("grace-elapsed", true, { graceMs, isolatedForMs: now - verdict.at, fenceAt }),
     ],
   };
 }

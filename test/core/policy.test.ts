@@ -168,10 +168,23 @@ describe("takeover when the active node is lost", () => {
 describe("self-fencing of an isolated active node", () => {
   const seenOnA: DuetEvent = { type: "PeerSeen", data: { node: "a", peer: "b" } };
 
+  // stamp() dates these at 1_000_000 + 100 ms each: the suspicion (5th) at 1_000_400, the verdict at 1_000_500.
   it("brings the job out once the grace period has passed, not before", () => {
-    const scene = given(created("when-consistent"), started("a", 5000), seenOnA, broughtIn("a"), lost("a", "b"), tiebreaker("isolated", "a", "b")).on("a");
+    const scene = given(created("when-consistent"), started("a", 5000), seenOnA, broughtIn("a"), suspected("a", "b", 999_400), tiebreaker("isolated", "a", "b", "reachability")).on("a");
     expect(scene.decisions(4999)).toEqual([]);
     expect(scene.decisions(5000)[0]).toMatchObject({ kind: "self-fence", job: "web", code: "isolated" });
+  });
+
+  it("a verdict that came late ends the grace no later than the peer counts on: the silence's start, the ping's timeout, the grace (found by the simulator, seed 1983)", () => {
+    // The job came back here (a failover the peer could not take) while the peer was already
+    // silent, so the check ran late; the peer takes over 3.5 s after its last frame.
+    const scene = given(created("when-consistent"), started("a", 1000), seenOnA, broughtIn("a"), lost("a", "b", 997_400), tiebreaker("isolated", "a", "b")).on("a");
+    // The last frame at 997_400: suspected at 998_400, the ping given up by 998_900, the grace until 999_900.
+    expect(scene.decisions(0)[0]).toMatchObject({ kind: "self-fence", code: "isolated" });
+    const prompt = given(created("when-consistent"), started("a", 1000), seenOnA, broughtIn("a"), lost("a", "b", 999_000), tiebreaker("isolated", "a", "b")).on("a");
+    // Last frame at 999_000: the peer's count ends at 1_001_500; the verdict's grace at 1_001_500 too.
+    expect(prompt.decisions(999)).toEqual([]);
+    expect(prompt.decisions(1000)[0]).toMatchObject({ kind: "self-fence", code: "isolated" });
   });
 
   it("on a mere suspicion, the node running a job checks its own reachability; cut off, it brings the job out at once", () => {
