@@ -311,19 +311,24 @@ export async function startSimPair(seed: number, options: { policy?: string } = 
     job: (node: Node) => agent(node).journal.state().jobs.get("web")!,
     async close() {
       for (const side of sides.values()) side.resume();
-      for (const node of NODES) {
-        if (down.has(node)) continue;
-        const stopping = agent(node).stop("SIGTERM");
-        // Stopping hands jobs over on virtual time: move it along until the agent has closed.
-        let done = false;
-        void stopping.finally(() => (done = true));
-        for (let i = 0; i < 4000 && !done; i++) {
-          world.advanceBy(STEP_MS);
-          await settle();
+      try {
+        for (const node of NODES) {
+          if (down.has(node)) continue;
+          const stopping = agent(node).stop("SIGTERM");
+          // Stopping hands jobs over on virtual time: move it along until the agent has closed.
+          let done = false;
+          void stopping.finally(() => (done = true));
+          for (let i = 0; i < 4000 && !done; i++) {
+            world.advanceBy(STEP_MS);
+            await settle();
+          }
+          // An agent that does not stop is a finding, not a hang of the simulator.
+          if (!done) throw new Error(`agent ${node} did not stop within ${(4000 * STEP_MS) / 1000} s of virtual time after SIGTERM`);
+          await stopping;
         }
-        await stopping;
+      } finally {
+        await rm(dir, { recursive: true, force: true });
       }
-      await rm(dir, { recursive: true, force: true });
     },
   };
 }
