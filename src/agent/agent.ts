@@ -548,8 +548,23 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       closers.push(() => rm(localTokenFile(dataDir), { force: true }));
     }
 
+    /**
+     * A job awaiting recovery here that the peer's frames say it holds: journaled once per claim,
+     * so the policy can let go of what the crash left running even without a hello (decideRecovery).
+     */
+    let claimed = "";
+    const reportClaims = () => {
+      const claims = heartbeat?.peerHolds();
+      if (!claims) return;
+      const mine = [...state().jobs.values()].filter((j) => j.recovering && j.active === me.name && claims.jobs.includes(j.name));
+      const said = claims.jobs.join(",");
+      if (mine.length === 0 || said === claimed) return;
+      claimed = said;
+      void record([{ type: "PeerClaimsHeard", data: { node: me.name, peer: peer.name, jobs: claims.jobs } }]).then(() => reactor.poke());
+    };
     const tick = world.timers.every(Math.max(100, Math.floor(config.heartbeat.intervalMs / 2)), () => {
       if (!channel.connected() && state().membership.peerStatus === "connected") channel.nudge();
+      reportClaims();
       reactor.poke();
     });
     closers.push(() => tick.cancel());

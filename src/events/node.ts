@@ -35,6 +35,11 @@ export const nodeEvents = {
   /** configHash: the hash of the peer's configuration file, as its hello said (absent from older agents). */
   PeerJobsReported: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, jobs: z.array(jobId).max(1000), configHash: z.string().max(64).optional(), configVersion: z.number().int().nonnegative().optional() }) },
   /**
+   * The peer's heartbeat frames say it holds these jobs, while a job among them awaits recovery
+   * here (the peer channel may be down: a one-way cut carries frames, not a hello).
+   */
+  PeerClaimsHeard: { v: 1, data: z.strictObject({ node: nodeId, peer: nodeId, jobs: z.array(jobId).max(1000) }) },
+  /**
    * This agent's own loop was held up longer than the suspicion time (GC, a blocked loop, a paused
    * VM, SIGSTOP), measured on the monotonic clock: the peer may have taken its jobs over meanwhile.
    */

@@ -34,5 +34,5 @@ export function projectCluster(self: string, events: Iterable<Recorded>): Cluste
 
 /** The projection the journal checkpoints; rename it when evolve or the state's shape changes. */
 export function clusterProjection(self: string) {
-  return { name: "cluster@9", initial: initialCluster(self), evolve: evolveCluster };
+  return { name: "cluster@10", initial: initialCluster(self), evolve: evolveCluster };
 }

@@ -30,7 +30,11 @@ export interface MembershipState {
   linkUpSeq: number;
   /** The seq of this agent's AgentStarted, and the jobs the peer said it runs in the last hello since. */
   startedSeq: number;
+  /** When this agent started (its AgentStarted). */
+  startedAt: number;
   peerReport: { seq: number; jobs: string[]; configHash?: string; configVersion?: number } | null;
+  /** What the peer's frames said it holds, journaled since this agent started (PeerClaimsHeard). */
+  peerClaims: { seq: number; jobs: string[] } | null;
   /** The hash of this node's configuration file, from its AgentStarted. */
   configHash: string | null;
   /** The last configuration this node journaled as in force (ConfigChanged); null before any. */
@@ -67,8 +71,10 @@ export function initialMembership(self: string): MembershipState {
     peerLastHeardAt: 0,
     tiebreaker: null,
     startedSeq: 0,
+    startedAt: 0,
     linkUpSeq: 0,
     peerReport: null,
+    peerClaims: null,
     configHash: null,
     config: null,
     stall: null,
@@ -85,7 +91,7 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
       // A restart forgets link state: every configured link is down until it proves itself again.
       const { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } = event.data;
       const links = new Map(event.data.links.map((l) => [l.link, { link: l.link, kind: l.kind, up: false, since: event.at }]));
-      return { ...state, links, stall: null, startedSeq: event.seq, peerReport: null, configHash: event.data.configHash, peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, silenceSeq: event.seq, settings: { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } };
+      return { ...state, links, stall: null, startedSeq: event.seq, startedAt: event.at, peerReport: null, peerClaims: null, configHash: event.data.configHash, peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, silenceSeq: event.seq, settings: { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } };
     case "JobCreated": {
       const peer = event.data.nodes.find((n) => n !== state.self);
       return peer !== undefined && state.peer === null && event.data.nodes.includes(state.self) ? { ...state, peer } : state;
@@ -111,6 +117,9 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
     case "TiebreakerResult":
       if (event.data.node !== state.self) return state;
       return { ...state, tiebreaker: { verdict: event.data.verdict, method: event.data.method, purpose: event.data.purpose ?? "peer-lost", at: event.at, seq: event.seq, ...(event.data.verdict === "failed" && event.data.output ? { why: event.data.output } : {}), ...(event.data.peerOnNetwork ? { peerOnNetwork: event.data.peerOnNetwork } : {}) } };
+    case "PeerClaimsHeard":
+      if (event.data.node !== state.self) return state;
+      return { ...state, peerClaims: { seq: event.seq, jobs: event.data.jobs } };
     case "PeerJobsReported":
       if (event.data.node !== state.self) return state;
       return { ...state, peerReport: { seq: event.seq, jobs: event.data.jobs, ...(event.data.configHash === undefined ? {} : { configHash: event.data.configHash }), ...(event.data.configVersion === undefined ? {} : { configVersion: event.data.configVersion }) } };

@@ -485,6 +485,21 @@ describe("after this node's agent restarts with a job its journal says ran here"
     expect(given(...before, started("b"), lost(), tiebreaker("isolated")).on("b").decisions(0)).toMatchObject([{ kind: "recovery-declined", code: "i-am-isolated" }]);
   });
 
+  it("the peer's frames say it holds the job: declined, brought out here, with no hello needed (found by the simulator, seed 2874)", () => {
+    const claims: DuetEvent = { type: "PeerClaimsHeard", data: { node: "b", peer: "a", jobs: ["web"] } };
+    expect(given(...before, started("b"), claims).on("b").decisions(0)).toMatchObject([{ kind: "recovery-declined", code: "peer-holds-it" }]);
+  });
+
+  it("the peer's frames heard but its channel down for a deadtime: declined, since the peer may not hear this node (found by the simulator, seed 2874)", () => {
+    const heard = given(...before, started("b"), { type: "PeerSeen", data: { node: "b", peer: "a" } } as DuetEvent).on("b");
+    // stamp() puts the restart 100 ms before the PeerSeen, the last event.
+    expect(heard.decisions(2899)).toEqual([]);
+    expect(heard.decisions(2900)).toMatchObject([{ kind: "recovery-declined", code: "peer-heard-but-unanswered" }]);
+    expect(given(...before, started("b"), { type: "PeerSeen", data: { node: "b", peer: "a" } } as DuetEvent, reported([])).on("b").decisions(5000)).toMatchObject([{ kind: "recover", code: "peer-does-not-run-it" }]);
+    const channelUp: DuetEvent = { type: "LinkUp", data: { node: "b", peer: "a", link: "tcp", kind: "tcp" } };
+    expect(given(...before, started("b"), { type: "PeerSeen", data: { node: "b", peer: "a" } } as DuetEvent, channelUp).on("b").decisions(5000), "a slow hello over a channel that is up").toEqual([]);
+  });
+
   it("both report it after restarts and the resolution keeps it here: restarted here, though the peer's bring-out came first (found by the simulator, seed 13)", () => {
     // b's host crashed and came back; a, which had taken the job over, then restarted too: each
     // found the job in its own journal, and the hello chose b. Before, b's recovery waited for a

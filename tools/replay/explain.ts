@@ -350,6 +350,8 @@ export function describe(r: Recorded): string | null {
       return `peer ${r.data.peer} suspected: every link silent for ${r.data.suspectMs} ms (last frame ${r.data.lastHeardAt ? clock(r.data.lastHeardAt) : "never"}); a node running jobs checks its own reachability`;
     case "PeerSeen":
       return `peer ${r.data.peer} seen`;
+    case "PeerClaimsHeard":
+      return `${r.data.peer}'s frames say it holds ${r.data.jobs.join(", ")}`;
     case "TiebreakerResult":
       return `${r.data.purpose === "reachability" ? "reachability check" : "tiebreaker"} (${r.data.method}): ${r.data.verdict}${r.data.targets.length ? `; targets ${r.data.targets.map((t) => `${t.target} ${t.ok ? "answered" : "silent"}`).join(", ")}` : ""}${r.data.output ? `; ${r.data.output.trim().slice(0, 120)}` : ""}`;
     case "BringInRequested":
