@@ -46,17 +46,24 @@ function findFault(job: JobView, self: string) {
 }
 
 /**
+ * How long a job that failed on both nodes waits before it is tried again when nothing journaled
+ * changed: a fault that clears by itself (a NIC back within the deadtime, so no link went down)
+ * leaves no fact behind (simulator seed 2995: both NICs failed for under a second).
+ */
+export const FAILED_RETRY_MS = 10_000;
+
+/**
  * A job that failed to start here and runs nowhere, while the peer is connected: asked of the
  * peer again (it may be able to run it: this node's NIC may be the fault) whenever something
- * changed since the last attempt (the peer reconnected, a link came back), never in a loop. A job
- * is never left failed on both nodes while one of them could run it.
+ * changed since the last attempt (the peer reconnected, a link came back), and at most every
+ * FAILED_RETRY_MS otherwise. A job is never left failed on both nodes while one of them could run it.
  */
-export function decideRetryElsewhere(state: ClusterState, job: JobView, _now: number): Decision | null {
+export function decideRetryElsewhere(state: ClusterState, job: JobView, now: number): Decision | null {
   const { self, membership } = state;
   if (job.phase !== "failed" || job.active !== null || job.lastError?.node !== self) return null;
   if (membership.peerStatus !== "connected") return null;
   const changedSeq = Math.max(membership.peerSinceSeq, membership.linkUpSeq);
-  if (job.lastDecision && job.lastDecision.seq > changedSeq) return null;
+  if (job.lastDecision && job.lastDecision.seq > changedSeq && now - job.lastDecision.at < FAILED_RETRY_MS) return null;
   const to = job.nodes.find((n) => n !== self) ?? self;
   return {
     kind: "failover",
@@ -66,7 +73,7 @@ export function decideRetryElsewhere(state: ClusterState, job: JobView, _now: nu
     reasons: [
       input("failed-here", { resource: job.lastError.resource, error: job.lastError.error, at: job.lastError.at }),
       check("peer-connected", true, membership.peerStatus),
-      check("changed-since-last-attempt", true, { lastAttemptSeq: job.lastDecision?.seq ?? null, changedSeq }),
+      check("changed-or-waited-since-last-attempt", true, { lastAttemptSeq: job.lastDecision?.seq ?? null, changedSeq, lastAttemptAt: job.lastDecision?.at ?? null, retryAfterMs: FAILED_RETRY_MS }),
     ],
   };
 }

@@ -528,6 +528,13 @@ describe("a job that failed to start here and runs nowhere", () => {
     expect(given(created("manual"), started("b"), seenByB, startFailed, attempt, startFailed, linkUp).on("b").decisions(0)).toMatchObject([{ kind: "failover", code: "start-failed" }]);
   });
 
+  it("with nothing journaled since, tried again after FAILED_RETRY_MS: a fault that cleared by itself left no fact (found by the simulator, seed 2995)", () => {
+    const both = given(created("manual"), started("b"), seenByB, startFailed, attempt, startFailed).on("b");
+    // The attempt was journaled 100 ms before the last failure.
+    expect(both.decisions(9899)).toEqual([]);
+    expect(both.decisions(9900)).toMatchObject([{ kind: "failover", code: "start-failed", to: "a" }]);
+  });
+
   it("not while the peer is lost", () => {
     expect(given(created("manual"), started("b"), seenByB, startFailed, lost()).on("b").decisions(0).filter((d) => d.kind === "failover")).toEqual([]);
   });
