@@ -5,14 +5,21 @@ import type { Timers } from "../world/clock.ts";
 import { chooseKeeper, decideYieldStart, startingHere } from "../policy/both-active.ts";
 import type { Decision } from "../policy/decision.ts";
 import { lineageView } from "../projections/lineage.ts";
+import { decisionSincePhase } from "../projections/jobs.ts";
 
 type JobReport = Extract<PeerRequest, { kind: "hello" }>["jobs"][number];
 
-/** The jobs this node runs, as the peer should hear them. */
+/**
+ * The jobs this node runs, as the peer should hear them: not one it is letting go of (a self-fence
+ * decided, its bring-out under way), which the peer would otherwise be asked to give up for it
+ * (simulator seed 3227: the fencing node was chosen to keep the job, the other let go, and it ran
+ * nowhere).
+ */
 export function jobsRunningHere(state: ClusterState): JobReport[] {
   const reports: JobReport[] = [];
   for (const job of state.jobs.values()) {
     if (job.active !== state.self || job.phase !== "in") continue;
+    if (decisionSincePhase(job)?.kind === "self-fence") continue;
     const line = lineageView(state.lineage, job.name, state.self);
     reports.push({ job: job.name, phase: "in", since: job.phaseSince, generation: line.current, ancestors: line.ancestors.slice(0, 16), how: job.recovering ? "recover" : (job.startedBy ?? "unknown") });
   }

@@ -49,14 +49,19 @@ export function decideSelfFence(state: ClusterState, job: JobView, now: number):
  */
 export function decideResume(state: ClusterState, job: JobView, now: number): Decision | null {
   const { membership } = state;
-  const fence = job.lastDecision;
+  const last = job.lastDecision;
+  // A resolution that chose this node to keep the job while it was letting go of it (its hello
+  // left before the fence): the other let go too, so the job is resumed here like after a fence.
+  const keptWhileFencing = last?.kind === "both-active" && last.keeper === state.self;
+  const fence = keptWhileFencing ? { ...last, kind: "self-fence" } : last;
   // A resume the peer could not confirm (the job still out and fenced) is tried again once the peer is back since.
   if (!job.fencedHere || (fence?.kind !== "self-fence" && fence?.kind !== "resume") || job.phase !== "out" || job.active !== null) return null;
   // After a self-fence: the peer back since. After a resume the peer could not confirm: the peer or
   // a link back since (seed 252: a one-way cut left the peer heard, but the channel down).
-  // After a stall: the peer never went away (it answered the check), so it is waited for from the
-  // fence on (seed 240: the peer let the job go too, and it ran nowhere for good).
-  const stalled = fence.kind === "self-fence" && fence.code === "stalled";
+  // After a stall, or a resolution that kept the job here: the peer never went away (it answered),
+  // so it is waited for from the fence, or the resolution, on (seed 240: the peer let the job go
+  // too, and it ran nowhere for good; seed 3227 the same after a resolution).
+  const stalled = (fence.kind === "self-fence" && fence.code === "stalled") || keptWhileFencing;
   const backSeq = fence.kind === "resume" ? Math.max(membership.peerSinceSeq, membership.linkUpSeq) : membership.peerSinceSeq;
   if (membership.peerStatus !== "connected" || (!stalled && backSeq <= fence.seq)) return null;
   const settleMs = membership.settings.deadtimeMs;

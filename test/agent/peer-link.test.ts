@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { DuetEvent } from "../../src/events/catalogue.ts";
 import { projectCluster } from "../../src/projections/cluster.ts";
-import { helloUntilAnswered, parseRelayedFact, reconcile, type HelloHost } from "../../src/agent/peer-link.ts";
+import { helloUntilAnswered, jobsRunningHere, parseRelayedFact, reconcile, type HelloHost } from "../../src/agent/peer-link.ts";
 import { peerResponse } from "../../src/agent/peer-protocol.ts";
 import { createVirtualWorld } from "../../src/world/sim.ts";
 import { chooseKeeper, type RunningSide } from "../../src/policy/both-active.ts";
@@ -22,6 +22,12 @@ describe("reconciling with the peer after a reconnect", () => {
     expect(stuck.jobs.get("web")).toMatchObject({ phase: "bringing-out", active: "b" });
     const { facts } = reconcile(stuck, "b", [{ job: "web", phase: "in", since: 5 }]);
     expect(facts).toEqual([{ type: "JobBroughtIn", data: { job: "web", node: "b" } }]);
+  });
+
+  it("a job this node is letting go of (a self-fence decided, its bring-out under way) is not reported as run here (found by the simulator, seed 3227)", () => {
+    const fencing = stateOf([created, { type: "JobBroughtIn", data: { job: "web", node: "a" } }, { type: "SelfFenceDecided", data: { node: "a", jobs: ["web"], graceMs: 0, reasons: [] } }]);
+    expect(fencing.jobs.get("web")).toMatchObject({ phase: "in", active: "a" });
+    expect(jobsRunningHere(fencing)).toEqual([]);
   });
 
   it("learns that the peer no longer runs a job", () => {

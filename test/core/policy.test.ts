@@ -238,6 +238,15 @@ describe("self-fencing of an isolated active node", () => {
       expect(given(...fenced, seenOnA, resumed).on("a").decisions(60_000)).toEqual([]);
     });
 
+    it("chosen to keep the job by a resolution while it was letting it go: resumed a deadtime after the resolution (found by the simulator, seed 3227)", () => {
+      // Its hello left before the fence; the peer let go as the loser: it ran nowhere for good.
+      const kept: DuetEvent = { type: "BothActiveResolved", data: { job: "web", node: "a", keeper: "a", other: "b", code: "ran-first", reasons: [], basisSeq: 1, decidedAt: 1 } };
+      const peerOut: DuetEvent = { type: "JobBroughtOut", data: { job: "web", node: "b" } };
+      const scene = given(...fenced, seenOnA, kept, peerOut).on("a");
+      expect(scene.decisions(2899)).toEqual([]);
+      expect(scene.decisions(2900)).toMatchObject([{ kind: "resume", code: "peer-back" }]);
+    });
+
     it("a resume the peer could not confirm is tried again when the peer is back again, not before (found by the simulator, seed 21)", () => {
       const resumed: DuetEvent = { type: "ResumeDecided", data: { job: "web", node: "a", reasons: [] } };
       // The job stayed out: the confirmation did not get through (an alert said so), nothing else happened.
