@@ -85,10 +85,11 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
     case "BringInRequested":
       // The node it is starting on counts as active from now on: if that node is lost mid-start,
       // the standby's takeover policy applies to it (its resources may be partly up there). So
-      // does a node asked to start it while the journal says it runs on the other, lost (an
-      // operator's takeover): its start is one, and yields if that node turns out to run it (seed 411).
+      // does a node asked to start it while the journal says it runs on the other, lost, or is
+      // being brought out there (an operator's takeover): its start is one, and yields if that node
+      // turns out to run it (seeds 411, 4474).
       // Its phaseSeq stays: the decision that let the operator start it (a decline) is how the run began.
-      if (job.phase === "in" && job.active !== event.data.on) return { ...job, phase: "bringing-in", phaseSince: event.at, active: event.data.on, runSeq: event.seq };
+      if ((job.phase === "in" || job.phase === "bringing-out") && job.active !== event.data.on) return { ...job, phase: "bringing-in", phaseSince: event.at, active: event.data.on, runSeq: event.seq };
       return job.phase === "out" || job.phase === "failed" ? { ...phase("bringing-in", event.data.on), runSeq: event.seq } : job;
     case "BringOutRequested":
       return job.phase === "in" ? phase("bringing-out") : job;

@@ -352,6 +352,8 @@ function createSimStreams(timers: Timers, open: (from: string, to: string) => bo
       for (const end of ends) end.pump();
     },
     reset(addresses: readonly string[]): void {
+      // The dead process's listening sockets are gone too: a connect is refused (RST).
+      for (const key of [...listeners.keys()]) if (addresses.includes(key.slice(0, key.lastIndexOf(":")))) listeners.delete(key);
       for (const end of [...ends]) {
         if (!addresses.includes(end.local)) continue;
         end.destroyed = true;

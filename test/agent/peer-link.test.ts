@@ -55,6 +55,9 @@ describe("a start under way here while the peer runs the job (decideYieldStart)"
     expect(stateOf(operator).jobs.get("web")).toMatchObject({ phase: "bringing-in", active: "a" });
     const { yields } = reconcile(stateOf(operator), "b", [{ job: "web", phase: "in", since: 5, how: "recover" }]);
     expect(yields).toMatchObject([{ kind: "abandon-start", job: "web", code: "peer-runs-job" }]);
+    // The same after a bring-out asked of b that never reached it (seed 4474).
+    const afterBringOut: DuetEvent[] = [created, { type: "JobBroughtIn", data: { job: "web", node: "b" } }, { type: "BringOutRequested", data: { job: "web", by: "admin" } }, { type: "BringInRequested", data: { job: "web", on: "a", by: "admin" } }];
+    expect(stateOf(afterBringOut).jobs.get("web")).toMatchObject({ phase: "bringing-in", active: "a" });
   });
 
   it("a takeover still starting when the peer comes back running the job is abandoned, and nothing else is decided", () => {
