@@ -151,6 +151,8 @@ export function createSimNetwork(world: ReturnType<typeof createVirtualWorld>, o
   /** Addresses that neither send nor receive: a NIC down, a host crashed. A heal leaves them. */
   const down = new Set<string>();
   let dropRate = options.dropRate ?? 0;
+  /** Datagrams sent by these addresses, as an eavesdropper on the wire keeps them. */
+  const recording = new Map<string, { to: string; port: number; fromPort: number; bytes: Buffer }[]>();
   const key = (address: string, port: number) => `${address}:${port}`;
   const [minDelay, maxDelay] = options.delayMs ?? [0, 2];
   const transport: DatagramTransport = {
@@ -162,6 +164,7 @@ export function createSimNetwork(world: ReturnType<typeof createVirtualWorld>, o
           const random = randomOf(address);
           if (!open(address, to) || random() < dropRate) return;
           const copy = Buffer.from(bytes);
+          recording.get(address)?.push({ to, port: toPort, fromPort: port, bytes: copy });
           world.timers.after(minDelay + random() * (maxDelay - minDelay), () => {
             for (const h of sockets.get(key(to, toPort)) ?? []) h(copy, { address, port });
           });
@@ -201,6 +204,17 @@ export function createSimNetwork(world: ReturnType<typeof createVirtualWorld>, o
     /** The share of datagrams lost from now on (streams lose nothing: TCP retransmits). */
     setDropRate(rate: number) {
       dropRate = rate;
+    },
+    /** Keeps every datagram ADDRESS sends from now on; returns them as they are kept. */
+    record(address: string) {
+      const kept: { to: string; port: number; fromPort: number; bytes: Buffer }[] = [];
+      recording.set(address, kept);
+      return kept;
+    },
+    /** A datagram replayed with FROM as its source by an attacker on TO's network (FROM itself may be down). */
+    inject(from: { address: string; port: number }, to: { address: string; port: number }, bytes: Buffer) {
+      if (down.has(to.address)) return;
+      for (const h of sockets.get(key(to.address, to.port)) ?? []) h(Buffer.from(bytes), from);
     },
     /** The host with these addresses rebooted: its connections are gone, and the peers' ends learn it (RST). */
     reset: (addresses: readonly string[]) => streams.reset(addresses),

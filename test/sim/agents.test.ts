@@ -64,3 +64,40 @@ describe("two real agents on a virtual clock", () => {
     }
   }, 60_000);
 });
+
+describe("heartbeat frames replayed by an attacker", () => {
+  it("a's frames captured, then a dead and b restarted: replayed to b, they are refused, and b takes the job over (issue 13 item 7)", async () => {
+    const pair = await startSimPair(7);
+    try {
+      await pair.run(1500);
+      await pair.agent("a").control.bringIn("web", "sim", "a");
+      await pair.run(2000);
+      expect(pair.hosts.running("web")).toEqual(["a"]);
+      const kept = pair.addressesOf("a").map((address) => pair.net.record(address));
+      await pair.run(5000);
+      const frames = kept.flatMap((list, i) => list.map((d) => ({ ...d, from: pair.addressesOf("a")[i]! })));
+      expect(frames.length, "a's frames on both links for 5 s").toBeGreaterThanOrEqual(20);
+      // a's host dies; b's agent restarts (its memory of a's sequence numbers is gone).
+      await pair.crash("a", { host: true });
+      await pair.crash("b", { host: false });
+      await pair.restart("b");
+      const restartedAt = pair.world.clock.monotonic();
+      let servedAt: number | null = null;
+      // The attacker replays the frames in a loop, one every 25 ms, for 12 s.
+      for (let sent = 0; sent < 480; sent++) {
+        const f = frames[sent % frames.length]!;
+        pair.net.inject({ address: f.from, port: f.fromPort }, { address: f.to, port: f.port }, f.bytes);
+        await pair.run(25);
+        if (servedAt === null && pair.hosts.holders(VIP).join() === "b" && pair.hosts.running("web").join() === "b") servedAt = pair.world.clock.monotonic();
+      }
+      const seen: string[] = [];
+      for await (const r of pair.agent("b").journal.read()) if (r.type === "PeerSeen" && r.seq > pair.agent("b").journal.state().membership.startedSeq) seen.push(String(r.seq));
+      expect(seen, "b never took the replayed frames for a's").toEqual([]);
+      expect(servedAt, "b serves the job").not.toBeNull();
+      // Recovered as standby: the deadtime, the tiebreaker and the self-fence grace it waits for.
+      expect(servedAt! - restartedAt).toBeLessThan(8000);
+    } finally {
+      await pair.close();
+    }
+  }, 120_000);
+});

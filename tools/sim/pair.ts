@@ -289,6 +289,8 @@ export async function startSimPair(seed: number, options: { policy?: string } = 
       await boot(node);
     },
     isDown: (node: Node) => down.has(node),
+    /** NODE's addresses: public, then backup. */
+    addressesOf,
     /** NODE's public NIC loses its carrier (down) or regains it: the public network is gone for it, the backup link stays. */
     setNic(node: Node, up: boolean) {
       if (up) nicDown.delete(node);
