@@ -26,6 +26,13 @@ export interface ReactorHost {
  * facts and on a timer (decisions that wait for time, like the self-fence grace). Runs never
  * overlap; a request arriving during a run makes one more run afterwards.
  */
+/** A re-check found what the verdict it re-checks said: the verdict, and who answered on the network. */
+function sameAnswer(verdict: DuetEvent, before: ClusterState["membership"]["tiebreaker"]): boolean {
+  if (verdict.type !== "TiebreakerResult" || !before || verdict.data.verdict !== before.verdict) return false;
+  const answered = (list: readonly { address: string; interface: string; answered: boolean }[] | undefined) => (list ?? []).filter((p) => p.answered).map((p) => `${p.address}@${p.interface}`).sort().join();
+  return answered(verdict.data.peerOnNetwork) === answered(before.peerOnNetwork);
+}
+
 export function createReactor(host: ReactorHost) {
   let running: Promise<void> | null = null;
   let again = false;
@@ -48,16 +55,16 @@ export function createReactor(host: ReactorHost) {
         });
     }
     const tiebreaker = tiebreakerNeeded(state);
-    const recheck = tiebreaker === "recheck";
+    const recheck = tiebreaker === "recheck" || tiebreaker === "peer-lost-recheck";
     // A re-check comes once a deadtime, and only a changed verdict is a new fact.
     if (recheck && host.now() - lastRecheckAt < state.membership.settings.deadtimeMs) return decideNow(state);
     if (tiebreaker && !tiebreaking) {
       tiebreaking = true;
       if (recheck) lastRecheckAt = host.now();
-      const before = state.membership.tiebreaker?.verdict;
+      const before = state.membership.tiebreaker;
       void host
-        .tiebreak(recheck ? "reachability" : tiebreaker)
-        .then((verdict) => (recheck && verdict.type === "TiebreakerResult" && verdict.data.verdict === before ? undefined : host.record([verdict])))
+        .tiebreak(tiebreaker === "recheck" ? "reachability" : tiebreaker === "peer-lost-recheck" ? "peer-lost" : tiebreaker)
+        .then((verdict) => (recheck && sameAnswer(verdict, before) ? undefined : host.record([verdict])))
         .catch((error: Error) => host.log(`tiebreaker failed: ${error.message}`))
         .finally(() => {
           tiebreaking = false;

@@ -29,10 +29,18 @@ export function decide(state: ClusterState, now: number): Decision[] {
  * "recheck": jobs run here, the peer is still silent, and this node last found it reaches its
  * targets: it asks again now and then (the agent paces it and journals only a changed verdict),
  * since a node cut off later may be the one the peer's clients no longer reach (seed 117).
+ * "peer-lost-recheck": the whole tiebreaker again, after a takeover declined for a peer that
+ * answered on the network, paced and journaled the same way.
  */
-export function tiebreakerNeeded(state: ClusterState): "peer-lost" | "reachability" | "recheck" | null {
+export function tiebreakerNeeded(state: ClusterState): "peer-lost" | "peer-lost-recheck" | "reachability" | "recheck" | null {
   const { membership, self } = state;
-  if (membership.peerStatus === "lost" && verdictSinceLoss(membership) === null) return "peer-lost";
+  const sinceLoss = verdictSinceLoss(membership);
+  if (membership.peerStatus === "lost" && sinceLoss === null) return "peer-lost";
+  // A takeover declined because the lost peer still answered on the network is looked at again
+  // while it stays lost (paced by the agent, journaled only when the answer changes): its host
+  // may die afterwards, and nothing else would ask (seed 7071: the job stayed down).
+  const declinedAlive = [...state.jobs.values()].some((job) => job.active === membership.peer && job.nodes.includes(self) && job.lastDecision?.kind === "decline" && job.lastDecision.code === "peer-alive-on-public-network" && sinceLoss !== null && job.lastDecision.seq > sinceLoss.seq);
+  if (membership.peerStatus === "lost" && declinedAlive) return "peer-lost-recheck";
   if (membership.peerStatus !== "suspected" && membership.peerStatus !== "lost") return null;
   const activeHere = [...state.jobs.values()].some((job) => job.active === self && job.phase === "in");
   if (!activeHere) return null;

@@ -18,9 +18,10 @@ export function decideTakeover(state: ClusterState, job: JobView, now: number): 
   const peer = membership.peer;
   if (membership.peerStatus !== "lost" || peer === null) return null;
   if (job.active !== peer || !job.nodes.includes(self)) return null;
-  if (job.lastDecision && job.lastDecision.seq > membership.peerSinceSeq) return null;
   const verdict = verdictSinceLoss(membership);
   if (!verdict) return null; // the agent runs the tiebreaker on PeerLost; decide once it reports
+  // Decided once per verdict: a decline is decided again only on a newer one (tiebreakerNeeded).
+  if (job.lastDecision && job.lastDecision.seq > verdict.seq) return null;
 
   const replica = state.replication.get(job.name);
   const behind = replicaBehind(replica, peer, now);

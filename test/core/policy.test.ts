@@ -463,6 +463,16 @@ describe("before a takeover: the peer looked for on the public network", () => {
     const [d] = given(created("unconditional"), started("b"), peerSeen, broughtIn("a"), verified, lost(), withArp(false)).on("b").decisions();
     expect(d).toMatchObject({ kind: "takeover", to: "b" });
   });
+
+  it("declined for a peer that answered: asked again while it stays lost, and taken over once it no longer answers (found by the simulator, seed 7071)", () => {
+    // a's agent died (its host answered ARP); a's host died a second later: before, nothing asked
+    // again and the job stayed down until a came back.
+    const declined: DuetEvent = { type: "TakeoverDeclined", data: { job: "web", by: "b", from: "a", policy: "unconditional", code: "peer-alive-on-public-network", reasons: [] } };
+    const scene = [created("unconditional"), started("b"), peerSeen, broughtIn("a"), verified, lost(), withArp(true), declined] as const;
+    expect(tiebreakerNeeded(given(...scene).on("b").state)).toBe("peer-lost-recheck");
+    expect(given(...scene).on("b").decisions()).toEqual([]);
+    expect(given(...scene, withArp(false)).on("b").decisions()).toMatchObject([{ kind: "takeover", to: "b" }]);
+  });
 });
 
 describe("after this node's agent restarts with a job its journal says ran here", () => {
