@@ -402,7 +402,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       const differs = peerHash !== undefined && peerHash !== configs.hash() && !warnedConfigs.has(peerHash) && !(peerVersion !== undefined && peerVersion !== configs.version());
       if (differs) warnedConfigs.add(peerHash);
       const alert: DuetEvent[] = differs ? [{ type: "AlertRaised", data: { node: me.name, code: "config-differs", message: configDiffers(me.name, { hash: configs.hash(), version: configs.version() }, peer.name, { hash: peerHash, ...(peerVersion === undefined ? {} : { version: peerVersion }) }) } }] : [];
-      await record([...facts, reported, ...alert]);
+      // A job resolved on this connection is settled by the resolution and the facts it relays: a
+      // report that crossed it (the other hello, made before) would undo it (seed 3855).
+      const settled = facts.filter((f) => !resolvedThisConnection.has((f.data as { job: string }).job));
+      await record([...settled, reported, ...alert]);
       reactor.poke();
       if (peerVersion !== undefined && peerVersion > configs.version()) void catchUpConfig(peerVersion, peerHash);
     }

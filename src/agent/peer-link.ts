@@ -13,13 +13,13 @@ type JobReport = Extract<PeerRequest, { kind: "hello" }>["jobs"][number];
  * The jobs this node runs, as the peer should hear them: not one it is letting go of (a self-fence
  * decided, its bring-out under way), which the peer would otherwise be asked to give up for it
  * (simulator seed 3227: the fencing node was chosen to keep the job, the other let go, and it ran
- * nowhere).
+ * nowhere). `fencing`: those too, as a hello sent before the fence described them.
  */
-export function jobsRunningHere(state: ClusterState): JobReport[] {
+export function jobsRunningHere(state: ClusterState, options: { fencing?: boolean } = {}): JobReport[] {
   const reports: JobReport[] = [];
   for (const job of state.jobs.values()) {
     if (job.active !== state.self || job.phase !== "in") continue;
-    if (decisionSincePhase(job)?.kind === "self-fence") continue;
+    if (decisionSincePhase(job)?.kind === "self-fence" && !options.fencing) continue;
     const line = lineageView(state.lineage, job.name, state.self);
     reports.push({ job: job.name, phase: "in", since: job.phaseSince, generation: line.current, ancestors: line.ancestors.slice(0, 16), how: job.recovering ? "recover" : (job.startedBy ?? "unknown") });
   }
@@ -45,7 +45,11 @@ export function reconcile(state: ClusterState, peer: string, peerJobs: readonly 
   const facts: DuetEvent[] = [];
   const bothActive: Reconciliation["bothActive"] = [];
   const yields: Decision[] = [];
-  const mine = new Map(jobsRunningHere(state).map((r) => [r.job, r]));
+  // A job this node is letting go of counts: the peer may have judged by a hello sent before the
+  // fence, and both must resolve alike (seed 2528: the peer chose this node and let go, while this
+  // node, fencing, took the peer's claim as a plain fact; the job ran nowhere). The chosen keeper
+  // resumes it after its fence (decideResume).
+  const mine = new Map(jobsRunningHere(state, { fencing: true }).map((r) => [r.job, r]));
   const peerRuns = new Map(peerJobs.filter((j) => j.phase === "in").map((j) => [j.job, j]));
   for (const job of state.jobs.values()) {
     if (!job.nodes.includes(peer)) continue;

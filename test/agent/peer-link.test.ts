@@ -28,6 +28,10 @@ describe("reconciling with the peer after a reconnect", () => {
     const fencing = stateOf([created, { type: "JobBroughtIn", data: { job: "web", node: "a" } }, { type: "SelfFenceDecided", data: { node: "a", jobs: ["web"], graceMs: 0, reasons: [] } }]);
     expect(fencing.jobs.get("web")).toMatchObject({ phase: "in", active: "a" });
     expect(jobsRunningHere(fencing)).toEqual([]);
+    // But the peer may have judged by a hello sent before the fence: reconciled as both running it (seed 2528).
+    const { bothActive, facts } = reconcile(fencing, "b", [{ job: "web", phase: "in", since: 5, how: "request" }]);
+    expect(facts).toEqual([]);
+    expect(bothActive).toMatchObject([{ job: "web" }]);
   });
 
   it("learns that the peer no longer runs a job", () => {
