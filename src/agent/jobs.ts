@@ -11,6 +11,8 @@ import type { JobRequest, PeerRequest, PeerResponse } from "./peer-protocol.ts";
 /** How long a peer gets to start or stop a job it was asked to: the slowest resource timeouts, with margin. */
 export const PEER_JOB_REQUEST_TIMEOUT_MS = 120_000;
 const PEER_RECONNECT_POLL_MS = 50;
+/** What job-where answers for a job this node is resuming itself (resumeHere). */
+const RESUMING = "resuming";
 /** Requests the peer answers the same when asked twice: bring-in finds the job running, bring-out stopped. */
 const IDEMPOTENT = new Set<PeerRequest["kind"]>(["bring-in", "bring-out", "job-where"]);
 
@@ -107,9 +109,27 @@ export function createJobControl(host: JobHost) {
     if (!result.ok) host.log(`job ${name} brought out with stop failures`, { failed: result.failed });
   }
 
+  /**
+   * Jobs this node is resuming, under their lock while it asks the peer. A peer resuming the same
+   * job asks under its own lock: each would wait for the other's (seed 3453: both fenced, both
+   * resumed, each stuck for the request's timeout). The question is answered at once instead, as
+   * "resuming", and the node with the lower name goes on.
+   */
+  const resuming = new Set<string>();
+
   async function resumeHere(name: string): Promise<boolean> {
-    const answer = await askPeer({ kind: "job-where", job: name });
+    resuming.add(name);
+    let answer: PeerResponse;
+    try {
+      answer = await askPeer({ kind: "job-where", job: name });
+    } finally {
+      resuming.delete(name);
+    }
     const peer = otherNode(jobOrThrow(name));
+    if (answer.ok && answer.where?.phase === RESUMING && host.self > peer) {
+      host.log(`job ${name}: not resumed here: ${peer} resumes it too, and the lower name goes on`);
+      return false;
+    }
     if (!answer.ok || !answer.where) {
       const why = answer.ok ? "no answer" : answer.message;
       await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: "resume-unconfirmed", message: `${host.self} brought ${name} out when it seemed cut off; ${peer} could not confirm it does not run the job (${why}), so it stays out: duet job bring-in ${name}` } }]);
@@ -316,6 +336,7 @@ export function createJobControl(host: JobHost) {
           await serial(request.job, () => stopHere(request.job, request.urgent === true));
           return { ok: true };
         case "job-where":
+          if (resuming.has(request.job)) return { ok: true, where: { active: null, phase: RESUMING } };
           return serial(request.job, async () => {
             const now = host.state().jobs.get(request.job)!;
             return { ok: true, where: { active: now.active, phase: now.phase } };

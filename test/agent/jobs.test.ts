@@ -95,4 +95,43 @@ describe("asking the peer to act on a job", () => {
     }
     expect(recorded).toEqual([]);
   });
+
+  it("two fenced nodes resuming a job at once: each answers the other's question at once, and only the lower name starts it (found by the simulator, seed 3453)", async () => {
+    // Before, each asked under its own job lock for the other's: both waited for the request's
+    // timeout (120 s), and the job stayed down meanwhile.
+    const world = createVirtualWorld();
+    const fenced = (self: string): DuetEvent[] => [
+      created,
+      { ...started, data: { ...started.data, node: self } } as DuetEvent,
+      { type: "PeerSeen", data: { node: self, peer: self === "a" ? "b" : "a" } },
+    ];
+    const starts: string[] = [];
+    const controls = new Map<string, ReturnType<typeof createJobControl>>();
+    for (const self of ["a", "b"]) {
+      const state = projectCluster(self, stamp(fenced(self), self));
+      const other = self === "a" ? "b" : "a";
+      controls.set(
+        self,
+        createJobControl({
+          self,
+          state: () => state,
+          head: () => 3,
+          now: () => world.clock.now(),
+          timers: world.timers,
+          record: async (events) => events.map((_, i) => ({ seq: 4 + i })),
+          runner: () => ({ bringIn: async () => (starts.push(self), { ok: true }) }) as never,
+          peer: { connected: () => true, request: (req) => controls.get(other)!.onPeerRequest(req as never), relay: () => undefined },
+          log: () => undefined,
+        }),
+      );
+    }
+    const both = Promise.all([controls.get("a")!.resumeHere("web"), controls.get("b")!.resumeHere("web")]);
+    for (let i = 0; i < 200; i++) {
+      world.advanceBy(10);
+      for (let j = 0; j < 10; j++) await Promise.resolve();
+    }
+    const outcome = await Promise.race([both, new Promise((r) => setTimeout(() => r("stuck"), 2000))]);
+    expect(outcome, "neither waits for the other's lock").not.toBe("stuck");
+    expect(starts).toEqual(["a"]);
+  });
 });
