@@ -9,30 +9,38 @@ import { stamp } from "../arbitraries.ts";
 const created: DuetEvent = { type: "JobCreated", data: { job: "web", nodes: ["a", "b"], policy: "manual", reverseWhenConsistent: false, restartMax: 3, resources: [], mirrors: [] } };
 const started: DuetEvent = { type: "AgentStarted", data: { node: "a", version: "t", pid: 1, configHash: "h", heartbeatIntervalMs: 500, suspectMs: 1000, deadtimeMs: 3000, pingTimeoutMs: 500, selfFenceGraceMs: 1000, links: [] } };
 
+/**
+ * A job control for node SELF on the journal EVENTS, with the world's timers; what it journals is
+ * kept in `recorded`. PEER: how the peer answers (default: not connected).
+ */
+function controlOn(self: string, events: DuetEvent[], peer: Partial<JobHost["peer"]> = {}, world = createVirtualWorld()) {
+  const state = projectCluster(self, stamp(events, self));
+  const recorded: DuetEvent[] = [];
+  const jobs = createJobControl({
+    self,
+    state: () => state,
+    head: () => events.length,
+    now: () => world.clock.now(),
+    timers: world.timers,
+    record: async (batch) => (recorded.push(...batch), batch.map((_, i) => ({ seq: events.length + recorded.length - batch.length + i + 1 }))),
+    runner: () => undefined,
+    peer: { connected: () => false, request: async () => ({ ok: true }), relay: () => undefined, ...peer },
+    log: () => undefined,
+  });
+  return { jobs, recorded, world };
+}
+
 describe("asking the peer to act on a job", () => {
   it("a connection destroyed but not yet seen closed is asked again after a pause, never in the same turn (found by the simulator, seed 71)", async () => {
-    const world = createVirtualWorld();
-    const state = projectCluster("a", stamp([created, started, { type: "PeerSeen", data: { node: "a", peer: "b" } }, { type: "JobBroughtIn", data: { job: "web", node: "b" } }], "a"));
     let asked = 0;
-    const jobs = createJobControl({
-      self: "a",
-      state: () => state,
-      head: () => 4,
-      now: () => world.clock.now(),
-      timers: world.timers,
-      record: async (events) => events.map((_, i) => ({ seq: 5 + i })),
-      runner: () => undefined,
-      peer: {
-        // The channel still holds the connection, whose socket is already destroyed.
-        connected: () => true,
-        request: async () => {
-          // Before, the retry spun in microtasks until the deadline: stop it here so the test ends.
-          if (++asked > 1000) return { ok: true };
-          throw new Error("connection to b lost before the frame was sent: nothing heard from b for 1999 ms");
-        },
-        relay: () => undefined,
+    const { jobs, world } = controlOn("a", [created, started, { type: "PeerSeen", data: { node: "a", peer: "b" } }, { type: "JobBroughtIn", data: { job: "web", node: "b" } }], {
+      // The channel still holds the connection, whose socket is already destroyed.
+      connected: () => true,
+      request: async () => {
+        // Before, the retry spun in microtasks until the deadline: stop it here so the test ends.
+        if (++asked > 1000) return { ok: true };
+        throw new Error("connection to b lost before the frame was sent: nothing heard from b for 1999 ms");
       },
-      log: () => undefined,
     });
     await jobs.bringOut("web", "admin");
     for (let i = 0; i < 5; i++) await Promise.resolve();
@@ -47,28 +55,14 @@ describe("asking the peer to act on a job", () => {
   });
 
   it("a bring-out asked here while the job runs on the peer, out of reach, is refused: it would stop nothing (found by the simulator, seed 77)", async () => {
-    const world = createVirtualWorld();
-    const state = projectCluster("a", stamp([created, started, { type: "JobBroughtIn", data: { job: "web", node: "b" } }], "a"));
-    const recorded: DuetEvent[] = [];
-    const host: JobHost = {
-      self: "a",
-      state: () => state,
-      head: () => 3,
-      now: () => world.clock.now(),
-      timers: world.timers,
-      record: async (events) => (recorded.push(...events), events.map((_, i) => ({ seq: 4 + i }))),
-      runner: () => undefined,
-      peer: { connected: () => false, request: async () => ({ ok: true }), relay: () => undefined },
-      log: () => undefined,
-    };
-    const refusal = await createJobControl(host).bringOut("web", "admin").catch((e: unknown) => e);
+    const { jobs, recorded } = controlOn("a", [created, started, { type: "JobBroughtIn", data: { job: "web", node: "b" } }]);
+    const refusal = await jobs.bringOut("web", "admin").catch((e: unknown) => e);
     expect(refusal).toBeInstanceOf(Refusal);
     expect(refusal).toMatchObject({ code: "peer-not-connected", message: expect.stringContaining("runs on b, which is not connected") });
     expect(recorded).toEqual([]);
   });
 
   it("a bring-in on a node that cannot hear its peer and reaches no ping target is refused, forced or not (found by the simulator, seed 1347)", async () => {
-    const world = createVirtualWorld();
     const cutOff: DuetEvent[] = [
       created,
       started,
@@ -76,21 +70,9 @@ describe("asking the peer to act on a job", () => {
       { type: "PeerLost", data: { node: "a", peer: "b", lastHeardAt: 1, deadtimeMs: 3000 } },
       { type: "TiebreakerResult", data: { node: "a", peer: "b", method: "ping", purpose: "peer-lost", verdict: "isolated", targets: [{ target: "10.0.0.254", ok: false }] } },
     ];
-    const state = projectCluster("a", stamp(cutOff, "a"));
-    const recorded: DuetEvent[] = [];
-    const host: JobHost = {
-      self: "a",
-      state: () => state,
-      head: () => cutOff.length,
-      now: () => world.clock.now(),
-      timers: world.timers,
-      record: async (events) => (recorded.push(...events), events.map((_, i) => ({ seq: 10 + i }))),
-      runner: () => undefined,
-      peer: { connected: () => false, request: async () => ({ ok: true }), relay: () => undefined },
-      log: () => undefined,
-    };
+    const { jobs, recorded } = controlOn("a", cutOff);
     for (const force of [false, true]) {
-      const refusal = await createJobControl(host).bringIn("web", "admin", "a", force).catch((e: unknown) => e);
+      const refusal = await jobs.bringIn("web", "admin", "a", force).catch((e: unknown) => e);
       expect(refusal).toMatchObject({ code: "isolated", message: expect.stringContaining("reaches none of its ping targets") });
     }
     expect(recorded).toEqual([]);
