@@ -24,7 +24,10 @@ export function decideSelfFence(state: ClusterState, job: JobView, now: number):
   // its ping given up after a suspicion that began with the silence. A verdict that came later (a
   // job started here while the peer was already silent, seed 1983) or came again (the loss's own
   // tiebreaker) leaves that deadline where it was.
-  const { selfFenceGraceMs: graceMs, suspectMs, deadtimeMs, pingTimeoutMs } = membership.settings;
+  // What an agent's crash left running (a job awaiting recovery) has no grace: the peer has counted
+  // this node's silence since the crash, not since the restart (seed 5765).
+  const { suspectMs, deadtimeMs, pingTimeoutMs } = membership.settings;
+  const graceMs = job.recovering ? 0 : membership.settings.selfFenceGraceMs;
   const fenceAt = Math.min(verdict.at, membership.peerLastHeardAt + Math.min(suspectMs, deadtimeMs) + pingTimeoutMs) + graceMs;
   if (now < fenceAt) return null;
   return {

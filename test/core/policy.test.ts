@@ -175,6 +175,12 @@ describe("self-fencing of an isolated active node", () => {
     expect(scene.decisions(5000)[0]).toMatchObject({ kind: "self-fence", job: "web", code: "isolated" });
   });
 
+  it("a job awaiting recovery after the agent's restart (its leftovers) is brought out as soon as the node finds itself cut off, without a grace (found by the simulator, seed 5765)", () => {
+    const restarted = [created("when-consistent"), started("a", 5000), seenOnA, broughtIn("a"), started("a", 5000), seenOnA, suspected("a", "b", 999_600), tiebreaker("isolated", "a", "b", "reachability")];
+    expect(given(...restarted).on("a").state.jobs.get("web")).toMatchObject({ recovering: true });
+    expect(given(...restarted).on("a").decisions(0)).toMatchObject([{ kind: "self-fence", code: "isolated" }]);
+  });
+
   it("a verdict that came late ends the grace no later than the peer counts on: the silence's start, the ping's timeout, the grace (found by the simulator, seed 1983)", () => {
     // The job came back here (a failover the peer could not take) while the peer was already
     // silent, so the check ran late; the peer takes over 3.5 s after its last frame.
