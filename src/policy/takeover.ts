@@ -66,7 +66,11 @@ export function decideTakeover(state: ClusterState, job: JobView, now: number): 
     if (verdict!.method !== "fence") {
       const neededMs = peerReleasedAfterMs(membership.settings);
       // Never heard since this agent started: the silence began at its start, a deadtime before the loss.
-      const silentSince = membership.peerLastHeardAt || (membership.peerSince ?? now) - membership.settings.deadtimeMs;
+      // After a decline because the peer's host still answered: it may have been cut off only just
+      // before this verdict, its agent back and about to fence what it runs (seed 2011), so the
+      // wait counts from the verdict that found it silent.
+      const afterAlive = job.lastDecision?.kind === "decline" && job.lastDecision.code === "peer-alive-on-public-network" && job.lastDecision.seq > membership.peerSinceSeq;
+      const silentSince = afterAlive ? verdict!.at : membership.peerLastHeardAt || (membership.peerSince ?? now) - membership.settings.deadtimeMs;
       if (now - silentSince < neededMs) return null; // the reactor's tick decides again once it has passed
       reasons.push(check("peer-had-time-to-fence-itself", true, { silentForMs: now - silentSince, neededMs }));
     }
