@@ -200,22 +200,25 @@ describe("API errors", () => {
   });
 
   it("a flood of failed logins is a few journal records with counts, no user names and no reasons; the log names the address", async () => {
+    // Each login costs a scrypt hash (tens of ms): 300 show the aggregation as well as 600 did,
+    // in half the time (600 took 27 s beside busy loops, then 30 s beside three: the timeout).
+    const FLOOD = 300;
     const head = journal.head();
     const names = ["admin", "p4ssw0rd-typed-as-a-name", "nosuchuser"];
     const began = Date.now();
-    for (let i = 0; i < 600; i++) await from("127.0.0.4", "POST", "/v1/login", { user: names[i % 3], password: `wrong-${i}` });
+    for (let i = 0; i < FLOOD; i++) await from("127.0.0.4", "POST", "/v1/login", { user: names[i % 3], password: `wrong-${i}` });
     const floodMs = Date.now() - began;
     const failed: Recorded[] = [];
     const counted = () => failed.reduce((sum, e) => sum + (e.data as { count: number }).count, 0);
     // Every failure is counted in a record of its period: wait for the count, not for a time.
-    for (const deadline = Date.now() + 10_000; counted() < 600 && Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
+    for (const deadline = Date.now() + 10_000; counted() < FLOOD && Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
       failed.length = 0;
       for await (const e of journal.read(head + 1)) if (e.type === "LoginsFailed" || e.type === "LoginFailed") failed.push(e);
     }
-    expect(counted()).toBe(600);
+    expect(counted()).toBe(FLOOD);
     // One record per 500 ms period at most, however long the flood took (beside busy loops, 10 s).
     expect(failed.length).toBeLessThanOrEqual(Math.ceil(floodMs / 500) + 2);
-    expect(failed.length).toBeLessThan(60);
+    expect(failed.length, "far fewer records than failures").toBeLessThan(FLOOD / 2);
     expect(failed.every((e) => e.type === "LoginsFailed")).toBe(true);
     const text = JSON.stringify(failed);
     for (const name of names) expect(text).not.toContain(name);
@@ -224,7 +227,7 @@ describe("API errors", () => {
     expect(logLines).toContain("warn: authentication failure for user admin from 127.0.0.4");
     expect(logLines).toContain("warn: authentication failure for an unknown user from 127.0.0.4");
     expect(logLines.join("\n")).not.toContain("p4ssw0rd-typed-as-a-name");
-  });
+  }, 90_000);
 
   it("metrics are Prometheus text that promtool accepts: counters named _total, process_* and build info", async () => {
     const text = await (await call("GET", "/metrics", "local-cli-token")).text();
