@@ -367,7 +367,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     }
     async function applyPeerJobs(peerJobs: Extract<PeerRequest, { kind: "hello" }>["jobs"], peerConfig: { configHash?: string; configVersion?: number }): Promise<void> {
       const basis = { basisSeq: journal.head(), decidedAt: world.clock.now() };
-      const { facts, bothActive, yields } = reconcile(state(), peer.name, peerJobs);
+      const { facts, bothActive, yields } = reconcile(state(), peer.name, peerJobs, resolvedThisConnection);
       for (const d of yields) {
         await once(yielding, d.job, async () => {
           await record([{ type: "StartAbandoned", data: { job: d.job, node: me.name, code: d.code, reasons: d.reasons, ...basis } }]);
@@ -402,10 +402,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       const differs = peerHash !== undefined && peerHash !== configs.hash() && !warnedConfigs.has(peerHash) && !(peerVersion !== undefined && peerVersion !== configs.version());
       if (differs) warnedConfigs.add(peerHash);
       const alert: DuetEvent[] = differs ? [{ type: "AlertRaised", data: { node: me.name, code: "config-differs", message: configDiffers(me.name, { hash: configs.hash(), version: configs.version() }, peer.name, { hash: peerHash, ...(peerVersion === undefined ? {} : { version: peerVersion }) }) } }] : [];
-      // A job resolved on this connection is settled by the resolution and the facts it relays: a
-      // report that crossed it (the other hello, made before) would undo it (seed 3855).
-      const settled = facts.filter((f) => !resolvedThisConnection.has((f.data as { job: string }).job));
-      await record([...settled, reported, ...alert]);
+      await record([...facts, reported, ...alert]);
       reactor.poke();
       if (peerVersion !== undefined && peerVersion > configs.version()) void catchUpConfig(peerVersion, peerHash);
     }
@@ -559,9 +556,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const reportClaims = () => {
       const claims = heartbeat?.peerHolds();
       if (!claims) return;
-      const mine = [...state().jobs.values()].filter((j) => j.recovering && j.active === me.name && claims.jobs.includes(j.name));
+      const recoveringClaimed = [...state().jobs.values()].some((j) => j.recovering && j.active === me.name && claims.jobs.includes(j.name));
       const said = claims.jobs.join(",");
-      if (mine.length === 0 || said === claimed) return;
+      if (!recoveringClaimed || said === claimed) return;
       claimed = said;
       void record([{ type: "PeerClaimsHeard", data: { node: me.name, peer: peer.name, jobs: claims.jobs } }]).then(() => reactor.poke());
     };
@@ -633,7 +630,8 @@ export function arpTargetsOf(config: Config, self: string, peer: string): ArpTar
   const mine = config.nodes.findIndex((n) => n.name === self);
   const peerNode = config.nodes.find((n) => n.name === peer);
   const arpable = (a: string | undefined): a is string => !!a && !a.includes(":") && !a.startsWith("127.");
-  const peerAddresses = [peerNode?.address, ...config.heartbeat.links.map((l) => l.addresses[1 - mine])].filter(arpable);
+  const peerOnLinks = config.heartbeat.links.map((l) => l.addresses[1 - mine]).filter(arpable);
+  const peerAddresses = [peerNode?.address, ...peerOnLinks].filter(arpable);
   const targets = new Map<string, ArpTarget>();
   for (const job of config.jobs) {
     if (!job.nodes.includes(self)) continue;
@@ -646,7 +644,7 @@ export function arpTargetsOf(config: Config, self: string, peer: string): ArpTar
     }
   }
   if (targets.size === 0) return [];
-  for (const address of config.heartbeat.links.map((l) => l.addresses[1 - mine]).filter(arpable)) targets.set(`route ${address}`, { interface: null, address, dad: false });
+  for (const address of peerOnLinks) targets.set(`route ${address}`, { interface: null, address, dad: false });
   return [...targets.values()];
 }
 

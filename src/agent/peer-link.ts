@@ -39,9 +39,11 @@ export interface Reconciliation {
  * Compares what the peer says it runs with what this node believes, after a reconnect (relayed
  * facts may have been lost while the link was down). A job both run (a partition without fencing)
  * is left to chooseKeeper, from the two reports alone, so both nodes reach the same answer; a job
- * the peer runs while this node is still starting it is left to decideYieldStart.
+ * the peer runs while this node is still starting it is left to decideYieldStart. A job resolved
+ * on this connection (RESOLVED) is settled by the resolution and the facts it relays: a report
+ * that crossed it (the other hello, made before) yields no fact that would undo it (seed 3855).
  */
-export function reconcile(state: ClusterState, peer: string, peerJobs: readonly JobReport[]): Reconciliation {
+export function reconcile(state: ClusterState, peer: string, peerJobs: readonly JobReport[], resolved: ReadonlySet<string> = new Set()): Reconciliation {
   const facts: DuetEvent[] = [];
   const bothActive: Reconciliation["bothActive"] = [];
   const yields: Decision[] = [];
@@ -58,6 +60,7 @@ export function reconcile(state: ClusterState, peer: string, peerJobs: readonly 
     const yielding = theirs ? decideYieldStart(job.name, startingHere(state, job), { node: peer, ...theirs }) : null;
     if (yielding) yields.push(yielding);
     if (theirs && here) bothActive.push(chooseKeeper(job.name, { node: state.self, ...here }, { node: peer, ...theirs }));
+    else if (resolved.has(job.name)) continue;
     // The peer runs it: a view here that says otherwise (another node, or a phase left half-way
     // by a request the peer never heard) is put right.
     else if (theirs && (job.active !== peer || job.phase !== "in")) facts.push({ type: "JobBroughtIn", data: { job: job.name, node: peer } });

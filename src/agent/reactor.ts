@@ -21,11 +21,6 @@ export interface ReactorHost {
   log(message: string, fields?: Record<string, unknown>): void;
 }
 
-/**
- * The control loop: fold → decide → journal the decision → execute. It runs after every batch of
- * facts and on a timer (decisions that wait for time, like the self-fence grace). Runs never
- * overlap; a request arriving during a run makes one more run afterwards.
- */
 /** A re-check found what the verdict it re-checks said: the verdict, and who answered on the network. */
 function sameAnswer(verdict: DuetEvent, before: ClusterState["membership"]["tiebreaker"]): boolean {
   if (verdict.type !== "TiebreakerResult" || !before || verdict.data.verdict !== before.verdict) return false;
@@ -33,6 +28,11 @@ function sameAnswer(verdict: DuetEvent, before: ClusterState["membership"]["tieb
   return answered(verdict.data.peerOnNetwork) === answered(before.peerOnNetwork);
 }
 
+/**
+ * The control loop: fold → decide → journal the decision → execute. It runs after every batch of
+ * facts and on a timer (decisions that wait for time, like the self-fence grace). Runs never
+ * overlap; a request arriving during a run makes one more run afterwards.
+ */
 export function createReactor(host: ReactorHost) {
   let running: Promise<void> | null = null;
   let again = false;
@@ -57,8 +57,8 @@ export function createReactor(host: ReactorHost) {
     const tiebreaker = tiebreakerNeeded(state);
     const recheck = tiebreaker === "recheck" || tiebreaker === "peer-lost-recheck";
     // A re-check comes once a deadtime, and only a changed verdict is a new fact.
-    if (recheck && host.now() - lastRecheckAt < state.membership.settings.deadtimeMs) return decideNow(state);
-    if (tiebreaker && !tiebreaking) {
+    const due = tiebreaker !== null && !(recheck && host.now() - lastRecheckAt < state.membership.settings.deadtimeMs);
+    if (due && !tiebreaking) {
       tiebreaking = true;
       if (recheck) lastRecheckAt = host.now();
       const before = state.membership.tiebreaker;
@@ -71,10 +71,6 @@ export function createReactor(host: ReactorHost) {
           poke();
         });
     }
-    await decideNow(state);
-  }
-
-  async function decideNow(state: ClusterState): Promise<void> {
     const basis = { basisSeq: host.head(), decidedAt: host.now() };
     const decisions = decide(state, basis.decidedAt);
     if (decisions.length === 0) return;

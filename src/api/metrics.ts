@@ -102,5 +102,7 @@ export function createMetrics(journal: ApiJournal, live: MetricsLive = {}, now: 
   });
   counter("duet_logins_failed_total", "failed API logins since the agent started", [], (set) => set({}, live.loginsFailed?.() ?? 0));
   gauge("duet_journal_head_seq", "the journal's last sequence number", [], (g) => g.set(journal.head()));
-  return { metrics: () => Registry.merge([processMetrics(), registry]).metrics(), contentType: registry.contentType };
+  // Merged once: the merged registry holds the same metric objects, collected at each scrape.
+  const merged = Registry.merge([processMetrics(), registry]);
+  return { metrics: () => merged.metrics(), contentType: registry.contentType };
 }

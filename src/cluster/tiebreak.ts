@@ -98,8 +98,10 @@ export async function probePublicNetwork(processes: ProcessRunner, targets: read
       return { interface: dev, address: t.address, answered: /Received [1-9]\d* response/.test(result.stdout) };
     }),
   );
-  const seen = new Set<string>();
-  return asked.filter((a): a is NonNullable<typeof a> => a !== null && !seen.has(`${a.interface} ${a.address}`) && !!seen.add(`${a.interface} ${a.address}`));
+  // A link on the public network routes through the VIP's interface: that question was asked once.
+  const unique = new Map<string, NonNullable<(typeof asked)[number]>>();
+  for (const a of asked) if (a !== null && !unique.has(`${a.interface} ${a.address}`)) unique.set(`${a.interface} ${a.address}`, a);
+  return [...unique.values()];
 }
 
 /** The interface the kernel would send to ADDRESS from, when it is on a directly attached network. */

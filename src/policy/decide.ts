@@ -3,7 +3,7 @@ import { verdictSinceLoss, verdictSinceSilence } from "../projections/membership
 import type { Decision } from "./decision.ts";
 import { decideFailover, decideRetryElsewhere } from "./failover.ts";
 import { decideResume, decideSelfFence, decideStallFence } from "./selffence.ts";
-import { decideTakeover } from "./takeover.ts";
+import { declinedForLivePeer, decideTakeover } from "./takeover.ts";
 import { decideRecovery } from "./recovery.ts";
 
 /**
@@ -39,7 +39,7 @@ export function tiebreakerNeeded(state: ClusterState): "peer-lost" | "peer-lost-
   // A takeover declined because the lost peer still answered on the network is looked at again
   // while it stays lost (paced by the agent, journaled only when the answer changes): its host
   // may die afterwards, and nothing else would ask (seed 7071: the job stayed down).
-  const declinedAlive = [...state.jobs.values()].some((job) => job.active === membership.peer && job.nodes.includes(self) && job.lastDecision?.kind === "decline" && job.lastDecision.code === "peer-alive-on-public-network" && sinceLoss !== null && job.lastDecision.seq > sinceLoss.seq);
+  const declinedAlive = sinceLoss !== null && [...state.jobs.values()].some((job) => job.active === membership.peer && job.nodes.includes(self) && declinedForLivePeer(job, sinceLoss.seq));
   if (membership.peerStatus === "lost" && declinedAlive) return "peer-lost-recheck";
   if (membership.peerStatus !== "suspected" && membership.peerStatus !== "lost") return null;
   const activeHere = [...state.jobs.values()].some((job) => job.active === self && job.phase === "in");

@@ -1,6 +1,6 @@
 import type { ClusterState } from "../projections/cluster.ts";
 import type { JobView } from "../projections/jobs.ts";
-import { peerReleasedAfterMs, verdictSinceSilence } from "../projections/membership.ts";
+import { peerReleasedAfterMs, pingGivenUpAfterMs, verdictSinceSilence } from "../projections/membership.ts";
 import { check, input, type Decision } from "./decision.ts";
 
 /**
@@ -26,9 +26,8 @@ export function decideSelfFence(state: ClusterState, job: JobView, now: number):
   // tiebreaker) leaves that deadline where it was.
   // What an agent's crash left running (a job awaiting recovery) has no grace: the peer has counted
   // this node's silence since the crash, not since the restart (seed 5765).
-  const { suspectMs, deadtimeMs, pingTimeoutMs } = membership.settings;
   const graceMs = job.recovering ? 0 : membership.settings.selfFenceGraceMs;
-  const fenceAt = Math.min(verdict.at, membership.peerLastHeardAt + Math.min(suspectMs, deadtimeMs) + pingTimeoutMs) + graceMs;
+  const fenceAt = Math.min(verdict.at, membership.peerLastHeardAt + pingGivenUpAfterMs(membership.settings)) + graceMs;
   if (now < fenceAt) return null;
   return {
     kind: "self-fence",

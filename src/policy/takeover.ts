@@ -69,13 +69,22 @@ export function decideTakeover(state: ClusterState, job: JobView, now: number): 
       // After a decline because the peer's host still answered: it may have been cut off only just
       // before this verdict, its agent back and about to fence what it runs (seed 2011), so the
       // wait counts from the verdict that found it silent.
-      const afterAlive = job.lastDecision?.kind === "decline" && job.lastDecision.code === "peer-alive-on-public-network" && job.lastDecision.seq > membership.peerSinceSeq;
-      const silentSince = afterAlive ? verdict!.at : membership.peerLastHeardAt || (membership.peerSince ?? now) - membership.settings.deadtimeMs;
+      const silentSince = declinedForLivePeer(job, membership.peerSinceSeq) ? verdict!.at : membership.peerLastHeardAt || (membership.peerSince ?? now) - membership.settings.deadtimeMs;
       if (now - silentSince < neededMs) return null; // the reactor's tick decides again once it has passed
       reasons.push(check("peer-had-time-to-fence-itself", true, { silentForMs: now - silentSince, neededMs }));
     }
     return { kind: "takeover", job: job.name, code: "takeover", to: self, reasons, ...lag };
   }
+}
+
+/**
+ * The job's last decision declined its takeover because the lost peer still answered on the
+ * network, after seq AFTER: such a decline is looked at again while the peer stays lost
+ * (tiebreakerNeeded), and a takeover after it waits from the verdict that found the peer silent.
+ */
+export function declinedForLivePeer(job: JobView, after: number): boolean {
+  const last = job.lastDecision;
+  return last?.kind === "decline" && last.code === "peer-alive-on-public-network" && last.seq > after;
 }
 
 /** What the lost peer's last queue report said the replica lacked, aged to `now`. */

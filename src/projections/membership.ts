@@ -180,6 +180,14 @@ export function selfFenceSlackMs(settings: Pick<MembershipSettings, "pingTimeout
 }
 
 /**
+ * How long after its last frame from the peer a node cut off from everything has given up its
+ * ping: its suspicion, then the ping's timeout. Its self-fence grace runs from there at the latest.
+ */
+export function pingGivenUpAfterMs(settings: Pick<MembershipSettings, "suspectMs" | "deadtimeMs" | "pingTimeoutMs">): number {
+  return Math.min(settings.suspectMs, settings.deadtimeMs) + settings.pingTimeoutMs;
+}
+
+/**
  * How long after its last frame reached us a peer that is cut off from everything has certainly
  * released its jobs, if its agent runs: its suspicion, then selfFenceSlackMs. A standby confirmed
  * only by ping takes over no sooner (1500 + 500 + 0 + 500 + 500 = 3000 ms with the config defaults:

@@ -34,6 +34,12 @@ describe("reconciling with the peer after a reconnect", () => {
     expect(bothActive).toMatchObject([{ job: "web" }]);
   });
 
+  it("a report that crossed a resolution on this connection yields no fact about the job it settled (found by the simulator, seed 3855)", () => {
+    const kept = stateOf([created, { type: "JobBroughtIn", data: { job: "web", node: "a" } }, { type: "JobBroughtOut", data: { job: "web", node: "a" } }]);
+    expect(reconcile(kept, "b", [{ job: "web", phase: "in", since: 5 }]).facts).toEqual([{ type: "JobBroughtIn", data: { job: "web", node: "b" } }]);
+    expect(reconcile(kept, "b", [{ job: "web", phase: "in", since: 5 }], new Set(["web"])).facts).toEqual([]);
+  });
+
   it("learns that the peer no longer runs a job", () => {
     const { facts } = reconcile(stateOf([created, { type: "JobBroughtIn", data: { job: "web", node: "b" } }]), "b", []);
     expect(facts).toEqual([{ type: "JobBroughtOut", data: { job: "web", node: "b" } }]);

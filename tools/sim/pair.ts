@@ -77,7 +77,12 @@ function nodeSide(world: ReturnType<typeof createVirtualWorld>, net: ReturnType<
     };
   const tracked = (handle: TimerHandle): TimerHandle => {
     handles.add(handle);
-    return { cancel: () => (handle.cancel(), handles.delete(handle)) };
+    return {
+      cancel() {
+        handle.cancel();
+        handles.delete(handle);
+      },
+    };
   };
   const timers: Timers = {
     after(ms, fn) {
