@@ -6,13 +6,15 @@ import { openJournal, type Journal } from "../journal/journal.ts";
 import type { OpenDatabase } from "../journal/store.ts";
 import { clusterProjection, type ClusterState } from "../projections/cluster.ts";
 import { decideSwitchover } from "../policy/switchover.ts";
-import type { Config, JobSpec } from "../config/schema.ts";
+import type { Config, JobSpec, WitnessSpec } from "../config/schema.ts";
 import type { ConfigPlan } from "../policy/config-change.ts";
 import { peerOf, selfNode, type LoadedConfig } from "../config/load.ts";
 import { localTokenFile } from "../config/self.ts";
 import { startHeartbeat, TCP_LINK } from "../cluster/heartbeat.ts";
 import { startPeerChannel } from "../cluster/peer-channel.ts";
 import { runTiebreaker, type ArpTarget } from "../cluster/tiebreak.ts";
+import { createWitnessSession, type WitnessStore } from "../cluster/witness.ts";
+import { etcdGateway } from "../cluster/etcd-gateway.ts";
 import { createJobRunner, type JobRunner } from "../resources/runner.ts";
 import { createApi } from "../api/app.ts";
 import { startApiServer } from "../api/server.ts";
@@ -70,6 +72,8 @@ export interface AgentWorld {
   streams?: (addresses: readonly string[]) => PeerStreams;
   /** false: no HTTP API (a simulated agent is driven through RunningAgent.control). */
   serveApi?: boolean;
+  /** The witness's store (absent: etcd through its JSON gateway, as tiebreaker.witness says). */
+  witness?: (spec: WitnessSpec) => WitnessStore;
   /** The journal's database (absent: LevelDB in the data directory; the simulator's is in memory). */
   journalDatabase?: OpenDatabase;
 }
@@ -136,6 +140,36 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       options.loaded,
     );
     await configs.atStart();
+
+    // Journaled before the policy runs: with a witness, no takeover without its key.
+    const witnessSpec = config.tiebreaker.witness;
+    const witness = witnessSpec
+      ? createWitnessSession({
+          self: me.name,
+          spec: witnessSpec,
+          store: world.witness?.(witnessSpec) ?? etcdGateway(witnessSpec.etcd),
+          clock: world.clock,
+          timers: world.timers,
+          report: (fact) => record([fact]).then(() => pokeReactor()),
+          onNewLease: () => void reclaimRunning(),
+          log: info,
+        })
+      : null;
+    // Under a new lease the keys of the jobs running here are asked for again: one held by the
+    // peer meanwhile fences the job (policy decideWitnessFence).
+    const reclaimRunning = async () => {
+      for (const job of state().jobs.values()) {
+        if (job.active !== me.name || job.phase !== "in" || !witness) continue;
+        await record([await witness.claim(job.name, "renew")]);
+      }
+      pokeReactor();
+    };
+    // The reactor is made further on; the witness reports from its start.
+    let pokeReactor = () => {};
+    if (witness) {
+      closers.push(() => witness.stop());
+      await witness.start();
+    }
 
     // The loop's own stalls, measured first among this agent's timers: a stall past the suspicion
     // time is journaled before anything else, and the reactor asks the peer before it acts again.
@@ -251,7 +285,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     let snapshotSchedule = mirrors.scheduleSnapshots();
     closers.push(() => snapshotSchedule.cancel());
 
-    const jobs = createJobControl({ self: me.name, state, head: () => journal.head(), now: () => world.clock.now(), timers: world.timers, record, runner: (j) => runners.get(j), peer: peerPort, log: info, mirrors });
+    const jobs = createJobControl({ self: me.name, state, head: () => journal.head(), now: () => world.clock.now(), timers: world.timers, record, runner: (j) => runners.get(j), peer: peerPort, log: info, mirrors, ...(witness ? { witness } : {}) });
 
     const reactor = createReactor({
       self: me.name,
@@ -262,12 +296,14 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       jobs,
       log: info,
       stallCheck: () => checkAfterStall(),
+      ...(witness ? { claim: (job: string) => witness.claim(job, "takeover") } : {}),
       tiebreak: async (purpose) => ({
         type: "TiebreakerResult",
         data: await runTiebreaker({ self: me.name, peer: peer.name, purpose, ping: config.tiebreaker.ping ?? null, fence: config.tiebreaker.fence ?? null, processes: world.processes, reach: world.reach, clock: world.clock, arpTargets: arpTargetsOf(config, me.name, peer.name) }),
       }),
     });
     closers.push(() => reactor.stop());
+    pokeReactor = () => reactor.poke();
 
     heartbeat = await startHeartbeat({
       self: me.name,

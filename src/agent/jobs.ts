@@ -1,4 +1,4 @@
-import type { DuetEvent } from "../events/catalogue.ts";
+import type { DuetEvent, EventOf } from "../events/catalogue.ts";
 import type { Timers } from "../world/clock.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { decisionSincePhase, type JobView } from "../projections/jobs.ts";
@@ -31,6 +31,11 @@ export interface JobHost {
     relay(event: DuetEvent): void;
   };
   log(message: string, fields?: Record<string, unknown>): void;
+  /** The witness (tiebreaker.witness): no start here without the job's holder key; given back after a stop. */
+  witness?: {
+    claim(job: string, purpose: "takeover" | "start" | "renew"): Promise<EventOf<"WitnessClaimed">>;
+    release(job: string): Promise<EventOf<"WitnessReleased"> | null>;
+  };
   /** Mirroring: capture starts before the job's resources and stops after them. */
   mirrors?: {
     startSource(job: string): Promise<void>;
@@ -72,6 +77,7 @@ export function createJobControl(host: JobHost) {
       host.log(`job ${name}: start abandoned before it began (${job.active ?? "the peer"} runs it)`);
       return false;
     }
+    if (!(await witnessAllows(name))) return false;
     const abandon = new AbortController();
     starting.set(name, abandon);
     try {
@@ -97,6 +103,23 @@ export function createJobControl(host: JobHost) {
     }
   }
 
+  /**
+   * With a witness, a start needs the job's holder key (the peer's lease expired, or it gave the
+   * key back): without it the start fails here, and the witness's answer is journaled.
+   */
+  async function witnessAllows(name: string): Promise<boolean> {
+    if (!host.witness) return true;
+    const claim = await host.witness.claim(name, "start");
+    await host.record([claim]);
+    if (claim.data.won) return true;
+    const why = claim.data.error ? `the witness did not answer (${claim.data.error})` : `the witness says ${claim.data.holder ?? "another node"} holds it (revision ${claim.data.revision})`;
+    const fact: DuetEvent = { type: "JobStartFailed", data: { job: name, node: host.self, resource: "witness", error: `no start without the job's key: ${why}` } };
+    await host.record([fact]);
+    host.peer.relay(fact);
+    host.log(`job ${name} not started here: ${why}`);
+    return false;
+  }
+
   async function stopHere(name: string, urgent = false): Promise<void> {
     const runner = host.runner(name);
     if (!runner) return;
@@ -107,6 +130,9 @@ export function createJobControl(host: JobHost) {
     await host.record([fact]);
     host.peer.relay(fact);
     if (!result.ok) host.log(`job ${name} brought out with stop failures`, { failed: result.failed });
+    // The key goes back only once everything stopped: what failed to stop may still serve.
+    const released = result.ok ? await host.witness?.release(name) : null;
+    if (released) await host.record([released]);
   }
 
   /**

@@ -1,4 +1,6 @@
-import type { DuetEvent } from "../events/catalogue.ts";
+import type { DuetEvent, EventOf } from "../events/catalogue.ts";
+import { verdictSinceLoss } from "../projections/membership.ts";
+import { witnessClaimNeeded } from "../policy/takeover.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { decide, tiebreakerNeeded } from "../policy/decide.ts";
 import { stallCheckNeeded } from "../policy/selffence.ts";
@@ -18,6 +20,8 @@ export interface ReactorHost {
   /** After this agent's loop stalled: asks the peer which jobs it still sees running here (a StallChecked fact, never throws). */
   stallCheck(): Promise<DuetEvent>;
   jobs: JobControl;
+  /** With a witness: asks for a job's holder key before a takeover (a WitnessClaimed fact, never throws). */
+  claim?(job: string): Promise<EventOf<"WitnessClaimed">>;
   log(message: string, fields?: Record<string, unknown>): void;
 }
 
@@ -26,6 +30,14 @@ function sameAnswer(verdict: DuetEvent, before: ClusterState["membership"]["tieb
   if (verdict.type !== "TiebreakerResult" || !before || verdict.data.verdict !== before.verdict) return false;
   const answered = (list: readonly { address: string; interface: string; answered: boolean }[] | undefined) => (list ?? []).filter((p) => p.answered).map((p) => `${p.address}@${p.interface}`).sort().join();
   return answered(verdict.data.peerOnNetwork) === answered(before.peerOnNetwork);
+}
+
+/** A refused claim that says what the one the policy counts said (same holder, or again no answer). */
+function sameClaim(fact: EventOf<"WitnessClaimed">, state: ClusterState, job: string): boolean {
+  const before = state.jobs.get(job)?.claim;
+  const verdict = verdictSinceLoss(state.membership);
+  if (fact.data.won || !before || before.won || before.purpose !== "takeover" || verdict === null || before.seq < verdict.seq) return false;
+  return before.holder === fact.data.holder && (before.error === null) === (fact.data.error === undefined);
 }
 
 /**
@@ -40,6 +52,8 @@ export function createReactor(host: ReactorHost) {
   let stallChecking = false;
   let stopped = false;
   let lastRecheckAt = -Infinity;
+  const claiming = new Set<string>();
+  const nextClaimAt = new Map<string, number>();
 
   async function step(): Promise<void> {
     const state = host.state();
@@ -71,12 +85,39 @@ export function createReactor(host: ReactorHost) {
           poke();
         });
     }
+    askWitness(state);
     const basis = { basisSeq: host.head(), decidedAt: host.now() };
     const decisions = decide(state, basis.decidedAt);
     if (decisions.length === 0) return;
     // Journaled before anything is done: the journal must say why even if the action then hangs.
     await host.record(decisionEvents(decisions, state, basis));
     for (const d of decisions) execute(d);
+  }
+
+  /**
+   * The holder keys a takeover waits for, asked one at a time per job. The same answer again (the
+   * peer still holds the key) is not journaled; it is asked again once the peer's lease could have
+   * run out (holderTtlMs), or a second later when the witness did not answer.
+   */
+  function askWitness(state: ClusterState): void {
+    if (!host.claim) return;
+    const now = host.now();
+    for (const job of witnessClaimNeeded(state, now)) {
+      if (claiming.has(job) || now < (nextClaimAt.get(job) ?? -Infinity)) continue;
+      claiming.add(job);
+      void host
+        .claim(job)
+        .then((fact) => {
+          nextClaimAt.set(job, host.now() + Math.max(1000, fact.data.holderTtlMs ?? 0));
+          const latest = host.state();
+          return sameClaim(fact, latest, job) ? undefined : host.record([fact]);
+        })
+        .catch((error: Error) => host.log(`witness claim failed: ${error.message}`))
+        .finally(() => {
+          claiming.delete(job);
+          poke();
+        });
+    }
   }
 
   function execute(d: Decision): void {

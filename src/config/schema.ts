@@ -68,6 +68,29 @@ export const jobSpec = z.strictObject({
     .default({ keep: SNAPSHOTS_KEPT_DEFAULT }),
 });
 
+/** etcd's smallest lease (1.5 election timeouts, rounded up to a second): a shorter one is granted longer. */
+export const WITNESS_LEASE_MIN_MS = 2000;
+export const WITNESS_LEASE_DEFAULT_MS = 10_000;
+
+/**
+ * A third party for the pair: each job's holder key on an etcd lease (tiebreaker.witness). The
+ * endpoints are etcd's client URLs; its v3 JSON gateway is what duet speaks.
+ */
+export const witnessSpec = z.strictObject({
+  etcd: z.strictObject({
+    endpoints: z.array(z.string().regex(/^https?:\/\/(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "expected an etcd client URL like http://10.0.0.9:2379")).min(1, "expected at least one etcd endpoint"),
+    prefix: z.string().regex(/^\/[A-Za-z0-9_./-]*$/, "expected a key prefix like /duet").default("/duet"),
+    auth: z.strictObject({ user: z.string().min(1), password: z.string().min(1) }).optional(),
+    tls: z.strictObject({ ca: absolutePath.optional(), cert: absolutePath.optional(), key: absolutePath.optional() }).optional(),
+  }),
+  leaseMs: durationMs(WITNESS_LEASE_MIN_MS)
+    .refine((ms) => ms % 1000 === 0, "expected a whole number of seconds in milliseconds, like 10000 (etcd's leases count seconds)")
+    .default(WITNESS_LEASE_DEFAULT_MS),
+  /** When the active cannot renew: self-fence before the lease can have expired; keep-running only while the peer is heard (Patroni's failsafe). */
+  unreachable: z.enum(["self-fence", "keep-running"]).default("self-fence"),
+});
+export type WitnessSpec = z.infer<typeof witnessSpec>;
+
 export const userSpec = z.strictObject({
   name,
   role: z.enum(["admin", "monitor"]),
@@ -93,6 +116,7 @@ export const configSchema = z.strictObject({
       ping: z.strictObject({ targets: z.array(pingTarget).min(1, "expected at least one ping target"), mode: z.enum(["any", "all"]).default("any"), timeoutMs: durationMs(50).default(DEFAULT_PING_TIMEOUT_MS) }).optional(),
       fence: z.strictObject({ command: z.array(z.string().min(1)).min(1, "expected a command as a list"), timeoutMs: durationMs(100).default(30_000) }).optional(),
       selfFenceGraceMs: durationMs(0).default(0),
+      witness: witnessSpec.optional(),
     })
     .default({ selfFenceGraceMs: 0 }),
   jobs: z.array(jobSpec).default([]),

@@ -69,6 +69,47 @@ export const nodeEvents = {
       peerOnNetwork: z.array(z.strictObject({ interface: z.string(), address: z.string(), answered: z.boolean() })).max(64).optional(),
     }),
   },
+  /**
+   * This node's lease on the witness (etcd), journaled when its state changes. granting: the agent
+   * started with a witness configured; held: granted or renewed; renew-failing: a renewal failed,
+   * the lease lasts in etcd's eyes at least until validUntil (the last renewal's send time plus
+   * its TTL); expired: etcd no longer has it, or validUntil passed. `unreachable`: the configured
+   * rule for the active once it cannot renew (policy decideWitnessFence).
+   */
+  WitnessLease: {
+    v: 1,
+    data: z.strictObject({
+      node: nodeId,
+      state: z.enum(["granting", "held", "renew-failing", "expired"]),
+      leaseId: z.string().regex(/^\d{1,20}$/).optional(),
+      ttlMs: millis.optional(),
+      validUntil: millis.optional(),
+      revision: z.number().int().nonnegative().optional(),
+      unreachable: z.enum(["self-fence", "keep-running"]),
+      error: z.string().max(1024).optional(),
+    }),
+  },
+  /**
+   * A job's holder key on the witness asked for by this node: before any start here (start), when
+   * the takeover policy waits for it (takeover), or under a new lease for a job running here
+   * (renew). won: the key is this node's, on its lease, at `revision`; otherwise `holder` has it
+   * for holderTtlMs more at most, or `error` says why the witness did not answer.
+   */
+  WitnessClaimed: {
+    v: 1,
+    data: z.strictObject({
+      node: nodeId,
+      job: jobId,
+      purpose: z.enum(["takeover", "start", "renew"]),
+      won: z.boolean(),
+      holder: nodeId.nullable(),
+      revision: z.number().int().nonnegative(),
+      holderTtlMs: millis.optional(),
+      error: z.string().max(1024).optional(),
+    }),
+  },
+  /** This node gave a job's holder key back after the job stopped here, so the peer can take it at once. */
+  WitnessReleased: { v: 1, data: z.strictObject({ node: nodeId, job: jobId, revision: z.number().int().nonnegative() }) },
   /** Frames that failed authentication or replayed an old sequence; journaled at a bounded rate. */
   FramesRejected: {
     v: 1,
@@ -76,6 +117,6 @@ export const nodeEvents = {
   },
   /** The node cannot confirm it is connected while it has lost the peer: it brings its jobs out. */
   /** code: isolated (cut off from peer and ping targets) or stalled (this agent's loop stalled); absent in older journals: isolated. */
-  SelfFenceDecided: { v: 1, data: z.strictObject({ node: nodeId, jobs: z.array(jobId), graceMs: millis, reasons: z.array(reason), code: z.enum(["isolated", "stalled"]).optional(), ...decisionBasis }) },
+  SelfFenceDecided: { v: 1, data: z.strictObject({ node: nodeId, jobs: z.array(jobId), graceMs: millis, reasons: z.array(reason), code: z.enum(["isolated", "stalled", "witness-lease-lost", "witness-held-by-peer"]).optional(), ...decisionBasis }) },
   AlertRaised: { v: 1, data: z.strictObject({ node: nodeId, job: jobId.optional(), code: z.string(), message: z.string() }) },
 } as const;

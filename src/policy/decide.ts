@@ -5,6 +5,7 @@ import { decideFailover, decideRetryElsewhere } from "./failover.ts";
 import { decideResume, decideSelfFence, decideStallFence } from "./selffence.ts";
 import { declinedForLivePeer, decideTakeover } from "./takeover.ts";
 import { decideRecovery } from "./recovery.ts";
+import { decideWitnessFence } from "./witness.ts";
 
 /**
  * Every automatic decision this node should take now, in a stable order (by job name, then
@@ -16,7 +17,7 @@ export function decide(state: ClusterState, now: number): Decision[] {
   const names = [...state.jobs.keys()].sort();
   for (const name of names) {
     const job = state.jobs.get(name)!;
-    const decision = decideRecovery(state, job, now) ?? decideStallFence(state, job, now) ?? decideSelfFence(state, job, now) ?? decideResume(state, job, now) ?? decideFailover(state, job, now) ?? decideRetryElsewhere(state, job, now) ?? decideTakeover(state, job, now);
+    const decision = decideRecovery(state, job, now) ?? decideStallFence(state, job, now) ?? decideWitnessFence(state, job, now) ?? decideSelfFence(state, job, now) ?? decideResume(state, job, now) ?? decideFailover(state, job, now) ?? decideRetryElsewhere(state, job, now) ?? decideTakeover(state, job, now);
     if (decision) decisions.push(decision);
   }
   return decisions;

@@ -13,10 +13,10 @@ export function decisionEvents(decisions: readonly Decision[], state: ClusterSta
   const self = state.self;
   const peer = state.membership.peer ?? "unknown";
   const events = decisions.filter((d) => d.kind !== "self-fence").map((d) => decisionEvent(d, state, peer, basis));
-  for (const code of ["stalled", "isolated"] as const) {
+  for (const code of ["stalled", "isolated", "witness-lease-lost", "witness-held-by-peer"] as const) {
     const fenced = decisions.filter((d) => d.kind === "self-fence" && d.code === code);
     if (fenced.length === 0) continue;
-    const graceMs = code === "stalled" ? 0 : state.membership.settings.selfFenceGraceMs;
+    const graceMs = code === "isolated" ? state.membership.settings.selfFenceGraceMs : 0;
     events.push({ type: "SelfFenceDecided", data: { node: self, jobs: fenced.map((d) => d.job), graceMs, reasons: fenced[0]!.reasons, code, ...basis } });
   }
   for (const d of decisions) {
@@ -64,6 +64,11 @@ function declineMessage(d: Decision, self: string, peer: string): string | null 
     const seen = d.reasons.find((r) => r.name === "peer-silent-on-public-network")?.value as { answered?: string[] } | undefined;
     return `node ${peer} is silent on every link but answers on the public network (${seen?.answered?.join(", ") ?? "ARP"}): its agent may be hung or the link between the nodes cut, and it may still run job ${d.job}; not taken over. If ${peer} is really down: duet job bring-in ${d.job} --on ${self}`;
   }
+  if (d.code === "witness-held-by-peer") {
+    const claim = d.reasons.find((r) => r.name === "witness-key-won")?.value as { holder?: string; revision?: number } | undefined;
+    return `node ${peer} is silent on every link, but the witness says ${claim?.holder ?? peer} still holds job ${d.job} (revision ${claim?.revision ?? "?"}): its lease is being renewed, so it is alive and may run the job; not taken over while it holds the key`;
+  }
+  if (d.code === "witness-unreachable") return `node ${peer} is lost and job ${d.job} was not taken over: the witness did not answer, and no node takes a job over without winning its key; asked again in a second`;
   if (d.code === "tiebreaker-failed") return `node ${peer} is lost and job ${d.job} was not taken over: the tiebreaker could not run (${why ?? "no output"}); to take it over: duet job bring-in ${d.job} --on ${self}`;
   const lag = d.behind === undefined ? "" : ` (${behindLine(d.behind)})`;
   return `node ${peer} is lost and job ${d.job} was not taken over (${d.code}); to take it over: duet job bring-in ${d.job} --on ${self}${lag}`;

@@ -5,6 +5,7 @@ import { linksState, peerReleasedAfterMs, verdictSinceLoss } from "../projection
 import type { ReplicationView } from "../projections/replication.ts";
 import type { ReplicaBehind } from "../events/job.ts";
 import { check, input, peerGoneChecks, type Decision } from "./decision.ts";
+import { claimFacts, claimSince } from "./witness.ts";
 
 /**
  * The standby's answer when the node active for a job is lost (DESIGN.md's table). Every policy
@@ -14,14 +15,35 @@ import { check, input, peerGoneChecks, type Decision } from "./decision.ts";
  * still pending, or this loss already decided).
  */
 export function decideTakeover(state: ClusterState, job: JobView, now: number): Decision | null {
+  const stage = takeoverStage(state, job, now);
+  return stage === "claim" ? null : stage;
+}
+
+/**
+ * The jobs whose takeover waits for this node to ask the witness for their holder key (the agent
+ * asks, and journals the answer as WitnessClaimed): every other condition of the takeover holds.
+ */
+export function witnessClaimNeeded(state: ClusterState, now: number): string[] {
+  return [...state.jobs.values()].filter((job) => takeoverStage(state, job, now) === "claim").map((job) => job.name);
+}
+
+const WITNESS_DECLINES = new Set(["witness-held-by-peer", "witness-unreachable"]);
+
+/** decideTakeover, or "claim": a takeover that waits for the witness's holder key. */
+function takeoverStage(state: ClusterState, job: JobView, now: number): Decision | "claim" | null {
   const { membership, self } = state;
   const peer = membership.peer;
   if (membership.peerStatus !== "lost" || peer === null) return null;
   if (job.active !== peer || !job.nodes.includes(self)) return null;
   const verdict = verdictSinceLoss(membership);
   if (!verdict) return null; // the agent runs the tiebreaker on PeerLost; decide once it reports
-  // Decided once per verdict: a decline is decided again only on a newer one (tiebreakerNeeded).
-  if (job.lastDecision && job.lastDecision.seq > verdict.seq) return null;
+  // Decided once per verdict (and per witness answer): a decline is decided again only on a newer
+  // one (tiebreakerNeeded), or when the peer's key may have expired since the witness refused it.
+  const witness = membership.witness === null ? null : claimSince(job, verdict.seq, now);
+  const last = job.lastDecision;
+  if (last && last.seq > Math.max(verdict.seq, witness?.claim?.seq ?? 0)) {
+    if (!(witness?.retry && last.kind === "decline" && WITNESS_DECLINES.has(last.code))) return null;
+  }
 
   const replica = state.replication.get(job.name);
   const behind = replicaBehind(replica, peer, now);
@@ -62,8 +84,14 @@ export function decideTakeover(state: ClusterState, job: JobView, now: number): 
   // cut off from everything runs the job until it fences itself. The standby takes over only once
   // that has certainly happened (usually already by the deadtime); a fence command that confirmed
   // the peer is off needs no wait.
-  function takeover(job: JobView, self: string, reasons: Reason[]): Decision | null {
-    if (verdict!.method !== "fence") {
+  function takeover(job: JobView, self: string, reasons: Reason[]): Decision | "claim" | null {
+    // With a witness the peer's expired lease is the proof that it let go (it fences itself before
+    // then): no wait for its self-fence, but no start without the key.
+    if (witness !== null) {
+      if (witness.claim === null || witness.retry) return "claim";
+      reasons.push(check("witness-key-won", witness.claim.won, claimFacts(witness.claim)));
+      if (!witness.claim.won) return decline(witness.claim.error !== null ? "witness-unreachable" : "witness-held-by-peer");
+    } else if (verdict!.method !== "fence") {
       const neededMs = peerReleasedAfterMs(membership.settings);
       // Never heard since this agent started: the silence began at its start, a deadtime before the loss.
       // After a decline because the peer's host still answered: it may have been cut off only just

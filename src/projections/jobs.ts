@@ -43,6 +43,19 @@ export interface JobView {
    * a recovery decision (policy decideRecovery), which waits for the peer's word or its loss.
    */
   recovering?: boolean;
+  /** This node's last ask for the job's holder key on the witness (WitnessClaimed), if any. */
+  claim?: WitnessClaim;
+}
+
+export interface WitnessClaim {
+  won: boolean;
+  holder: string | null;
+  purpose: "takeover" | "start" | "renew";
+  revision: number;
+  holderTtlMs: number | null;
+  error: string | null;
+  at: number;
+  seq: number;
 }
 
 export type JobsState = Map<string, JobView>;
@@ -117,6 +130,10 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
     case "MonitorRecovered":
     case "ResourceRestarted":
       return withResource(event.type === "ResourceRestarted" ? { ...job, restarts: job.restarts + 1 } : job, event.data.resource, event.data.node, { status: "started", failures: failuresOf(job, event.data.resource, event.data.node), since: event.at });
+    case "WitnessClaimed": {
+      const d = event.data;
+      return { ...job, claim: { won: d.won, holder: d.holder, purpose: d.purpose, revision: d.revision, holderTtlMs: d.holderTtlMs ?? null, error: d.error ?? null, at: event.at, seq: event.seq } };
+    }
     case "TakeoverDecided":
       return { ...job, takeovers: job.takeovers + 1, lastDecision: { kind: "takeover", code: "takeover", at: event.at, seq: event.seq, ...(event.data.behind === undefined ? {} : { behind: event.data.behind }) } };
     case "TakeoverDeclined":

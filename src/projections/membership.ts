@@ -41,9 +41,22 @@ export interface MembershipState {
   config: { version: number; hash: string } | null;
   /** The last stall of this agent's loop, and what the peer said after it (null: not asked yet). */
   stall: { at: number; seq: number; stalledMs: number; check: { answered: boolean; confirmedJobs: string[]; seq: number } | null } | null;
+  /** This node's lease on the witness, from its last WitnessLease; null: no witness configured. */
+  witness: WitnessView | null;
   framesRejected: Map<string, number>;
   alerts: { at: number; code: string; message: string; job?: string }[];
   settings: MembershipSettings;
+}
+
+export interface WitnessView {
+  state: "granting" | "held" | "renew-failing" | "expired";
+  leaseId: string | null;
+  ttlMs: number;
+  /** Until when etcd keeps the lease at least (the last renewal's send time plus its TTL); 0: never held. */
+  validUntil: number;
+  unreachable: "self-fence" | "keep-running";
+  at: number;
+  seq: number;
 }
 
 /** The timings in force, from this node's AgentStarted (both nodes run one cluster config). */
@@ -78,6 +91,7 @@ export function initialMembership(self: string): MembershipState {
     configHash: null,
     config: null,
     stall: null,
+    witness: null,
     framesRejected: new Map(),
     alerts: [],
     settings: defaultSettings,
@@ -91,7 +105,7 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
       // A restart forgets link state: every configured link is down until it proves itself again.
       const { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } = event.data;
       const links = new Map(event.data.links.map((l) => [l.link, { link: l.link, kind: l.kind, up: false, since: event.at }]));
-      return { ...state, links, stall: null, startedSeq: event.seq, startedAt: event.at, peerReport: null, peerClaims: null, configHash: event.data.configHash, peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, silenceSeq: event.seq, settings: { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } };
+      return { ...state, links, stall: null, witness: null, startedSeq: event.seq, startedAt: event.at, peerReport: null, peerClaims: null, configHash: event.data.configHash, peerStatus: "unknown", peerSince: event.at, peerSinceSeq: event.seq, silenceSeq: event.seq, settings: { heartbeatIntervalMs, suspectMs, deadtimeMs, pingTimeoutMs, selfFenceGraceMs } };
     case "JobCreated": {
       const peer = event.data.nodes.find((n) => n !== state.self);
       return peer !== undefined && state.peer === null && event.data.nodes.includes(state.self) ? { ...state, peer } : state;
@@ -117,6 +131,13 @@ export function evolveMembership(state: MembershipState, event: Recorded): Membe
     case "TiebreakerResult":
       if (event.data.node !== state.self) return state;
       return { ...state, tiebreaker: { verdict: event.data.verdict, method: event.data.method, purpose: event.data.purpose ?? "peer-lost", at: event.at, seq: event.seq, ...(event.data.verdict === "failed" && event.data.output ? { why: event.data.output } : {}), ...(event.data.peerOnNetwork ? { peerOnNetwork: event.data.peerOnNetwork } : {}) } };
+    case "WitnessLease": {
+      if (event.data.node !== state.self) return state;
+      const d = event.data;
+      const before = d.state === "granting" ? null : state.witness;
+      const witness: WitnessView = { state: d.state, leaseId: d.leaseId ?? before?.leaseId ?? null, ttlMs: d.ttlMs ?? before?.ttlMs ?? 0, validUntil: d.validUntil ?? before?.validUntil ?? 0, unreachable: d.unreachable, at: event.at, seq: event.seq };
+      return { ...state, witness };
+    }
     case "PeerClaimsHeard":
       if (event.data.node !== state.self) return state;
       return { ...state, peerClaims: { seq: event.seq, jobs: event.data.jobs } };

@@ -1,4 +1,4 @@
-import type { Hlc, Recorded, RecordedOf } from "../../src/events/catalogue.ts";
+import type { EventData, Hlc, Recorded, RecordedOf } from "../../src/events/catalogue.ts";
 import type { Reason } from "../../src/events/ids.ts";
 import type { ClusterState } from "../../src/projections/cluster.ts";
 import { mirrorColour, type MirrorColour } from "../../src/projections/replication.ts";
@@ -385,9 +385,7 @@ export function describe(r: Recorded): string | null {
     case "FailoverDeclined":
       return `${r.data.node} keeps ${r.data.job} despite its fault: ${r.data.code}`;
     case "SelfFenceDecided":
-      return r.data.code === "stalled"
-        ? `${r.data.node}'s own loop stalled and its peer did not confirm ${r.data.jobs.join(", ")} still ran there: brought out at once`
-        : `${r.data.node} is isolated and brings out ${r.data.jobs.join(", ")} after ${r.data.graceMs} ms grace`;
+      return selfFenceLine(r.data);
     case "LoopStalled":
       return `${r.data.node}'s own loop stalled for ${r.data.stalledMs} ms (the peer may have taken its jobs over meanwhile)`;
     case "StallChecked":
@@ -431,7 +429,43 @@ export function describe(r: Recorded): string | null {
       return `resync of ${r.data.job} from ${r.data.from} to ${r.data.to} done: ${r.data.shippedBytes} bytes in ${r.data.ms} ms`;
     case "SourceSelected":
       return `${r.data.by} chose ${r.data.from} as the source of ${r.data.job}${r.data.force ? " (forced)" : ""}; the other side's ${r.data.losingPaths > 0 ? `${r.data.losingPaths} divergent path(s)` : "data"} ${r.data.keptSnapshot ? `kept in snapshot ${r.data.keptSnapshot}` : "not kept"}`;
+    case "WitnessLease":
+      return witnessLeaseLine(r.data);
+    case "WitnessClaimed":
+      return r.data.won
+        ? `${r.data.node} holds ${r.data.job}'s key on the witness (revision ${r.data.revision}, for a ${r.data.purpose})`
+        : `${r.data.node} asked for ${r.data.job}'s key on the witness (for a ${r.data.purpose}): ${r.data.error ? `no answer (${r.data.error})` : `${r.data.holder} holds it${r.data.holderTtlMs === undefined ? "" : ` for ${r.data.holderTtlMs} ms more at most`}`}`;
+    case "WitnessReleased":
+      return `${r.data.node} gave ${r.data.job}'s key on the witness back (revision ${r.data.revision})`;
     default:
       return null;
+  }
+}
+
+function selfFenceLine(d: EventData<"SelfFenceDecided">): string {
+  const jobs = d.jobs.join(", ");
+  switch (d.code) {
+    case "stalled":
+      return `${d.node}'s own loop stalled and its peer did not confirm ${jobs} still ran there: brought out at once`;
+    case "witness-lease-lost":
+      return `${d.node} could not renew its lease on the witness and brings out ${jobs} before the lease can expire`;
+    case "witness-held-by-peer":
+      return `${d.node} found ${jobs}'s holder key on the witness held by its peer and brings it out`;
+    default:
+      return `${d.node} is isolated and brings out ${jobs} after ${d.graceMs} ms grace`;
+  }
+}
+
+function witnessLeaseLine(d: EventData<"WitnessLease">): string {
+  const until = d.validUntil === undefined ? "" : `, valid until ${new Date(d.validUntil).toISOString()}`;
+  switch (d.state) {
+    case "granting":
+      return `${d.node} asks the witness for a lease (when it cannot renew: ${d.unreachable})`;
+    case "held":
+      return `${d.node} holds lease ${d.leaseId} on the witness (${d.ttlMs} ms)`;
+    case "renew-failing":
+      return `${d.node} could not renew its lease on the witness${until}${d.error ? `: ${d.error}` : ""}`;
+    case "expired":
+      return `${d.node}'s lease on the witness is gone${d.error ? `: ${d.error}` : ""}`;
   }
 }
