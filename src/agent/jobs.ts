@@ -11,6 +11,9 @@ import type { JobRequest, PeerRequest, PeerResponse } from "./peer-protocol.ts";
 /** How long a peer gets to start or stop a job it was asked to: the slowest resource timeouts, with margin. */
 export const PEER_JOB_REQUEST_TIMEOUT_MS = 120_000;
 const PEER_RECONNECT_POLL_MS = 50;
+/** A start waits at most this long for a key the peer holds to expire (its lease's TTL: configs keep it short). */
+const WITNESS_WAIT_MAX_MS = 60_000;
+const WITNESS_WAIT_SLACK_MS = 100;
 /** What job-where answers for a job this node is resuming itself (resumeHere). */
 const RESUMING = "resuming";
 /** Requests the peer answers the same when asked twice: bring-in finds the job running, bring-out stopped. */
@@ -77,7 +80,11 @@ export function createJobControl(host: JobHost) {
       host.log(`job ${name}: start abandoned before it began (${job.active ?? "the peer"} runs it)`);
       return false;
     }
-    if (!(await witnessAllows(name))) return false;
+    if (!(await witnessAllows(name))) {
+      // What an agent's crash left running here (a recovery) must not outlive the refusal.
+      if (job?.recovering) await runner.bringOut({ urgent: true });
+      return false;
+    }
     const abandon = new AbortController();
     starting.set(name, abandon);
     try {
@@ -88,6 +95,10 @@ export function createJobControl(host: JobHost) {
       );
       const result: BringInResult = capture ? { ok: false, resource: "mirror", error: `capture could not start: ${capture.message}` } : await runner.bringIn({ signal: abandon.signal });
       if (!result.ok) await host.mirrors?.stopSource(name, false);
+      // A start that did not happen gives its key back (the runner stopped what it had started):
+      // held by a node that runs nothing, it would let that node take over beside a run elsewhere.
+      const released = result.ok ? null : await host.witness?.release(name);
+      if (released) await host.record([released]);
       // Abandoned: what it had started is stopped again, and it ran nowhere here.
       const fact: DuetEvent = result.ok
         ? { type: "JobBroughtIn", data: { job: name, node: host.self } }
@@ -109,8 +120,16 @@ export function createJobControl(host: JobHost) {
    */
   async function witnessAllows(name: string): Promise<boolean> {
     if (!host.witness) return true;
-    const claim = await host.witness.claim(name, "start");
+    let claim = await host.witness.claim(name, "start");
     await host.record([claim]);
+    // The peer stopped the job but could not give the key back (its NIC failed, so it fails the
+    // job over): the key is free once its lease runs out. Waited for once, then asked again.
+    const waitMs = claim.data.holderTtlMs;
+    if (!claim.data.won && claim.data.holder !== host.self && waitMs !== undefined && waitMs <= WITNESS_WAIT_MAX_MS) {
+      await new Promise<void>((r) => host.timers.after(waitMs + WITNESS_WAIT_SLACK_MS, r));
+      claim = await host.witness.claim(name, "start");
+      await host.record([claim]);
+    }
     if (claim.data.won) return true;
     const why = claim.data.error ? `the witness did not answer (${claim.data.error})` : `the witness says ${claim.data.holder ?? "another node"} holds it (revision ${claim.data.revision})`;
     const fact: DuetEvent = { type: "JobStartFailed", data: { job: name, node: host.self, resource: "witness", error: `no start without the job's key: ${why}` } };

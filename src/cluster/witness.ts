@@ -1,6 +1,7 @@
 import type { EventOf } from "../events/catalogue.ts";
 import type { WitnessSpec } from "../config/schema.ts";
 import type { Clock, Timers } from "../world/clock.ts";
+import { witnessRenewMs } from "../policy/witness.ts";
 
 /**
  * The witness's operations, as etcd gives them (etcd-gateway.ts) and as the simulator models them
@@ -49,7 +50,7 @@ export function holderKey(prefix: string, job: string): string {
  */
 export function createWitnessSession(options: WitnessSessionOptions) {
   const { self, spec, store, clock, timers } = options;
-  const renewMs = Math.max(250, Math.floor(spec.leaseMs / 4));
+  const renewMs = witnessRenewMs(spec.leaseMs);
   const base = { node: self, unreachable: spec.unreachable };
   let lease: { id: string; ttlMs: number; validUntilMono: number } | null = null;
   let reported: LeaseFact["data"]["state"] | null = null;
@@ -57,6 +58,8 @@ export function createWitnessSession(options: WitnessSessionOptions) {
   let busy = false;
   let stopped = false;
   let timer: { cancel(): void } | null = null;
+  /** Claims waiting for the first grant's answer. */
+  const firstGrant: (() => void)[] = [];
 
   const wallOf = (mono: number) => Math.max(0, Math.round(clock.now() + (mono - clock.monotonic())));
   const report = (data: Omit<LeaseFact["data"], "node" | "unreachable">) => {
@@ -72,6 +75,7 @@ export function createWitnessSession(options: WitnessSessionOptions) {
       else await renew(lease);
     } finally {
       busy = false;
+      for (const waiting of firstGrant.splice(0)) waiting();
     }
   }
 
@@ -109,15 +113,20 @@ export function createWitnessSession(options: WitnessSessionOptions) {
   }
 
   return {
-    /** Journals that a witness is in force (before the policy may decide anything), then asks for the lease. */
+    /**
+     * Journals that a witness is in force (before the policy may decide anything), then asks for
+     * the lease without waiting for it: a start needs the lease, the agent's start does not.
+     */
     async start(): Promise<void> {
       await report({ state: "granting", ttlMs: spec.leaseMs });
-      await tick();
+      void tick();
       timer = timers.every(renewMs, () => void tick());
     },
     /** Asks for JOB's holder key on this node's lease: the fact to journal (never throws). */
     async claim(job: string, purpose: ClaimFact["data"]["purpose"]): Promise<ClaimFact> {
       const fact = (data: Partial<ClaimFact["data"]>): ClaimFact => ({ type: "WitnessClaimed", data: { node: self, job, purpose, won: false, holder: null, revision: 0, ...data } });
+      // Asked while the first lease is being granted (a recovery right after the agent's start): it waits for it.
+      if (lease === null && granted === 0 && busy) await new Promise<void>((r) => firstGrant.push(r));
       const held = lease;
       if (held === null || clock.monotonic() >= held.validUntilMono) return fact({ error: "this node holds no lease on the witness" });
       try {

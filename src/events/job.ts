@@ -48,7 +48,7 @@ export const jobEvents = {
   /** The active node gives the job up because of a local fault (monitor threshold, NIC down). */
   FailoverDecided: {
     v: 1,
-    data: z.strictObject({ job: jobId, from: nodeId, to: nodeId, cause: z.enum(["monitor-threshold", "nic-down", "start-failed"]), reasons: z.array(reason), ...decisionBasis }),
+    data: z.strictObject({ job: jobId, from: nodeId, to: nodeId, cause: z.enum(["monitor-threshold", "nic-down", "start-failed", "witness-lost"]), reasons: z.array(reason), ...decisionBasis }),
   },
   /** The active node keeps a job despite a local fault: moving it would stop the service (the peer is not connected). */
   FailoverDeclined: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, code: z.string(), reasons: z.array(reason), ...decisionBasis }) },

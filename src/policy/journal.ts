@@ -50,8 +50,8 @@ function decisionEvent(d: Decision, state: ClusterState, peer: string, basis: De
   }
 }
 
-function failoverCause(code: string): "nic-down" | "start-failed" | "monitor-threshold" {
-  return code === "nic-down" || code === "start-failed" ? code : "monitor-threshold";
+function failoverCause(code: string): "nic-down" | "start-failed" | "monitor-threshold" | "witness-lost" {
+  return code === "nic-down" || code === "start-failed" || code === "witness-lost" ? code : "monitor-threshold";
 }
 
 /** The sentence an operator reads for a decision that leaves a job where it is; null for the others. */

@@ -12,6 +12,11 @@ export function witnessFenceMarginMs(ttlMs: number): number {
   return 500 + Math.ceil(ttlMs * 0.05);
 }
 
+/** How often a lease is renewed: a quarter of its TTL (the witness session and the policy agree on it here). */
+export function witnessRenewMs(ttlMs: number): number {
+  return Math.max(250, Math.floor(ttlMs / 4));
+}
+
 /** When the active must have fenced its jobs if its lease is not renewed by then. */
 export function witnessFenceAt(witness: WitnessView): number {
   return witness.validUntil - witnessFenceMarginMs(witness.ttlMs);
@@ -29,15 +34,26 @@ export function decideWitnessFence(state: ClusterState, job: JobView, now: numbe
   const witness = membership.witness;
   if (witness === null || job.active !== self || (job.phase !== "in" && job.phase !== "bringing-in")) return null;
   if (job.lastDecision?.kind === "self-fence" && job.lastDecision.seq > Math.max(witness.seq, job.runSeq ?? 0)) return null;
-  const lost = job.claim && job.claim.seq > (job.runSeq ?? 0) && !job.claim.won && job.claim.holder !== null && job.claim.holder !== self ? job.claim : null;
+  // Only a renewal's answer: a start's own refusal is the start's to handle (it waits, then fails).
+  const claim = job.claim?.purpose === "renew" && job.claim.seq > (job.runSeq ?? 0) ? job.claim : null;
+  const lost = claim && !claim.won && claim.holder !== null && claim.holder !== self ? claim : null;
   if (lost) {
     return { kind: "self-fence", job: job.name, code: "witness-held-by-peer", reasons: [input("witness-lease", leaseFacts(witness)), check("holder-key-ours", false, { holder: lost.holder, revision: lost.revision, at: lost.at })] };
   }
   if (witness.state === "held" || witness.state === "granting") return null;
   const fenceAt = witnessFenceAt(witness);
-  if (now < fenceAt) return null;
   const peerHeard = membership.peerStatus === "connected";
   if (witness.unreachable === "keep-running" && peerHeard) return null;
+  // The peer is connected and may reach the witness (this node's NIC, or its path to etcd, is the
+  // fault): the job moves there while there is time for a graceful stop, a renewal period before
+  // the fence. The peer starts it once the key is free (given back, or this lease run out).
+  const moveAt = fenceAt - witnessRenewMs(witness.ttlMs);
+  const moved = job.lastDecision?.kind === "failover" && job.lastDecision.seq > witness.seq;
+  if (peerHeard && !moved && now >= moveAt && job.phase === "in") {
+    const to = job.nodes.find((n) => n !== self) ?? self;
+    return { kind: "failover", job: job.name, code: "witness-lost", to, reasons: [input("witness-lease", leaseFacts(witness)), check("lease-renewed", false, { state: witness.state, since: witness.at }), check("peer-connected", true, membership.peerStatus), check("move-before-the-fence", true, { moveAt, fenceAt })] };
+  }
+  if (now < fenceAt) return null;
   return {
     kind: "self-fence",
     job: job.name,

@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError } from "commander";
-import { FAULT_KINDS, runSeed, type FaultKind, type SeedResult } from "./run.ts";
+import { FAULT_KINDS, runSeed, type FaultKind, type SeedOptions, type SeedResult } from "./run.ts";
 
 /**
  * `npm run sim -- --seeds N [--seed S] [--faults split,isolate,...]`: runs seeds S..S+N-1 of the
@@ -17,7 +17,7 @@ export interface SimSummary {
   story?: string[];
 }
 
-export async function runSeeds(first: number, count: number, kinds: readonly FaultKind[], onSeed?: (r: SeedResult) => void, options: { story?: boolean } = {}): Promise<SimSummary> {
+export async function runSeeds(first: number, count: number, kinds: readonly FaultKind[], onSeed?: (r: SeedResult) => void, options: SeedOptions = {}): Promise<SimSummary> {
   const started = performance.now();
   const summary: SimSummary = { seeds: 0, failed: [], virtualMs: 0, realMs: 0, faults: {}, checks: 0 };
   for (let seed = first; seed < first + count; seed++) {
@@ -34,21 +34,23 @@ export async function runSeeds(first: number, count: number, kinds: readonly Fau
   return summary;
 }
 
-export function summaryLines(s: SimSummary, kinds: readonly FaultKind[]): string[] {
+export function summaryLines(s: SimSummary, kinds: readonly FaultKind[], witness: SeedOptions["witness"] = null): string[] {
   const lines = [
-    `seeds run: ${s.seeds}, failed: ${s.failed.length}`,
+    `seeds run: ${s.seeds}, failed: ${s.failed.length}${witness ? `, with a witness (lease ${witness.leaseMs} ms, unreachable: ${witness.unreachable})` : ""}`,
     `virtual time covered: ${(s.virtualMs / 1000).toFixed(0)} s in ${(s.realMs / 1000).toFixed(1)} s real (${(s.virtualMs / s.realMs).toFixed(0)}x real time), ${(s.seeds / (s.realMs / 1000)).toFixed(2)} seeds/s`,
     `faults injected: ${kinds.map((k) => `${k} ${s.faults[k] ?? 0}`).join(", ")}`,
     `invariant checks: ${s.checks} (one VIP holder and one application after every step of virtual time; liveness and exact replay per seed)`,
   ];
   for (const f of s.failed) {
-    lines.push(`FAILED seed ${f.seed}: replay it with: npm run sim -- --seed ${f.seed} --seeds 1${kinds.length === FAULT_KINDS.length ? "" : ` --faults ${kinds.join(",")}`}`);
+    lines.push(`FAILED seed ${f.seed}: replay it with: npm run sim -- --seed ${f.seed} --seeds 1${kinds.length === FAULT_KINDS.length ? "" : ` --faults ${kinds.join(",")}`}${witnessFlags(witness)}`);
     for (const v of f.violations) lines.push(`  ${v}`);
     if (s.failed.length === 1) lines.push("  what happened:", ...f.story.map((line) => `    ${line}`));
   }
   if (s.story && s.failed.length === 0) lines.push("what happened:", ...s.story.map((line) => `  ${line}`));
   return lines;
 }
+
+const witnessFlags = (w: SeedOptions["witness"]) => (w ? ` --witness ${w.leaseMs}${w.unreachable === "keep-running" ? " --witness-keep-running" : ""}` : "");
 
 const integer = (name: string) => (value: string) => {
   const n = Number(value);
@@ -88,10 +90,14 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop()
     .option("--seed <s>", "the first seed", integer("--seed"), 1)
     .option("--faults <kinds>", `the faults to inject, from ${FAULT_KINDS.join(", ")}`, faultList, [...FAULT_KINDS])
     .option("--story", "print the last seed's story (faults and facts by virtual time) even when it passes")
+    .option("--witness <leaseMs>", "give the pair a witness (etcd at the gateway) with this lease", integer("--witness"))
+    .option("--witness-keep-running", "with --witness: unreachable: keep-running (default self-fence)")
     .parse();
-  const { seeds, seed, faults, story } = program.opts<{ seeds: number; seed: number; faults: FaultKind[]; story?: boolean }>();
-  const summary = await runSeeds(seed, seeds, faults, progress(seeds), { story: story === true });
+  const opts = program.opts<{ seeds: number; seed: number; faults: FaultKind[]; story?: boolean; witness?: number; witnessKeepRunning?: boolean }>();
+  const { seeds, seed, faults, story } = opts;
+  const witness = opts.witness === undefined ? null : { leaseMs: opts.witness, unreachable: opts.witnessKeepRunning ? ("keep-running" as const) : ("self-fence" as const) };
+  const summary = await runSeeds(seed, seeds, faults, progress(seeds), { story: story === true, witness });
   if (process.stderr.isTTY) process.stderr.write("\r");
-  console.log(summaryLines(summary, faults).join("\n"));
+  console.log(summaryLines(summary, faults, witness).join("\n"));
   process.exit(summary.failed.length > 0 ? 1 : 0);
 }

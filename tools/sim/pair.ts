@@ -8,7 +8,8 @@ import { startAgent, type RunningAgent } from "../../src/agent/agent.ts";
 import type { Db } from "../../src/journal/store.ts";
 import { parseConfig } from "../../src/config/load.ts";
 import { createSimHosts } from "../../src/world/sim-host.ts";
-import { createSimNetwork, createVirtualWorld, seededIds } from "../../src/world/sim.ts";
+import { createSimNetwork, createVirtualWorld, seededIds, seededRandom } from "../../src/world/sim.ts";
+import { createSimWitness } from "../../src/world/sim-witness.ts";
 import type { TimerHandle, Timers } from "../../src/world/clock.ts";
 import type { ProcessRunner } from "../../src/world/process.ts";
 import type { PeerStream, PeerStreams } from "../../src/world/streams.ts";
@@ -30,7 +31,13 @@ const STEP_MS = 5;
 // A valid scrypt hash: the simulated agents serve no API, so nobody logs in with it.
 const HASH = "scrypt$16384$8$1$zWaRi3AcgdHn9V+huDkQng==$0QDF4HPqaUX9VF6x2d7dAvqJNTTFTTDcz2zLU/wHCYg=";
 
-function configText(dir: string, policy: string): string {
+/** A witness (etcd at the gateway) for the pair, as tiebreaker.witness configures it. */
+export interface SimWitnessConfig {
+  leaseMs: number;
+  unreachable: "self-fence" | "keep-running";
+}
+
+function configText(dir: string, policy: string, witness: SimWitnessConfig | null): string {
   return `cluster: { name: sim, keyFile: ${join(dir, "cluster.key")} }
 nodes:
   - { name: a, address: ${PUBLIC.a}, dataDir: ${join(dir, "a")} }
@@ -45,7 +52,7 @@ heartbeat:
 tiebreaker:
   ping: { targets: [${GATEWAY}], mode: any, timeoutMs: 500 }
   selfFenceGraceMs: 1000
-jobs:
+${witness ? `  witness: { etcd: { endpoints: ["http://${GATEWAY}:2379"] }, leaseMs: ${witness.leaseMs}, unreachable: ${witness.unreachable} }\n` : ""}jobs:
   - name: web
     policy: ${policy}
     resources:
@@ -149,13 +156,26 @@ function nodeSide(world: ReturnType<typeof createVirtualWorld>, net: ReturnType<
   };
 }
 
-export async function startSimPair(seed: number, options: { policy?: string } = {}) {
+export async function startSimPair(seed: number, options: { policy?: string; witness?: SimWitnessConfig | null } = {}) {
   const world = createVirtualWorld();
   const net = createSimNetwork(world, { seed, delayMs: [0, 2] });
+  const witnessConfig = options.witness ?? null;
+  const delays = new Map<string, () => number>();
+  const witness = createSimWitness({
+    clock: world.clock,
+    timers: world.timers,
+    address: GATEWAY,
+    open: net.open,
+    delay: (from) => {
+      let r = delays.get(from);
+      if (!r) delays.set(from, (r = seededRandom(seed ^ 0xe7cd ^ from.split(".").reduce((h, p) => h * 31 + Number(p), 7))));
+      return r() * 2;
+    },
+  });
   const hosts = createSimHosts({ timers: world.timers, addresses: PUBLIC, aliases: { a: [BACKUP.a], b: [BACKUP.b] }, gateway: GATEWAY, open: net.open });
   // The agents' files (configuration, job state) in memory where the machine has it.
   const dir = await mkdtemp(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "duet-sim-"));
-  const loaded = parseConfig(configText(dir, options.policy ?? "unconditional"), join(dir, "duet.yaml"));
+  const loaded = parseConfig(configText(dir, options.policy ?? "unconditional", witnessConfig), join(dir, "duet.yaml"));
   // The journals in memory: no real I/O, so a step settles on microtasks alone and a seed's
   // outcome never depends on the disk's timing (with LevelDB on tmpfs it could, by a few checks).
   // Each node's database outlives its agent (a crash keeps what was appended, every append being
@@ -188,6 +208,7 @@ export async function startSimPair(seed: number, options: { policy?: string } = 
       streams: side.streams,
       serveApi: false,
       journalDatabase,
+      witness: () => witness.storeFor(PUBLIC[node], side.timers),
     };
     agents.set(node, await startAgent({ loaded, node, key: Buffer.alloc(32, 9), log: log.child({ node }), world: world_ }));
   }
@@ -234,6 +255,9 @@ export async function startSimPair(seed: number, options: { policy?: string } = 
     world,
     net,
     hosts,
+    /** The witness configured for this pair, or null; and the simulated etcd itself. */
+    witnessConfig,
+    witness,
     agent,
     run,
     /** Cuts NODE off from everything: its peer on every link and the gateway. */

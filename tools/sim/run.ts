@@ -1,7 +1,7 @@
 import type { Recorded } from "../../src/events/catalogue.ts";
 import { seededRandom } from "../../src/world/sim.ts";
 import { describe, explainJournals } from "../replay/explain.ts";
-import { NODES, startSimPair, VIP, type Node } from "./pair.ts";
+import { NODES, startSimPair, VIP, type Node, type SimWitnessConfig } from "./pair.ts";
 
 /**
  * One seed of the simulator: two real agents, a seeded schedule of faults (sometimes two at once),
@@ -16,8 +16,8 @@ export const FAULT_PHASE_MS = 30_000;
 export const SETTLE_MS = 30_000;
 /**
  * A cut that hides the nodes from each other while both still reach the gateway (all of it, or
- * one way) leaves each unable to tell the other's death from the cut: without a witness (issue
- * 18) both may run the job until the cut heals. So does a node that cannot let go (paused, or
+ * one way) leaves each unable to tell the other's death from the cut: without a witness both
+ * may run the job until the cut heals (with one, never). So does a node that cannot let go (paused, or
  * its agent dead while its host holds the job) hidden from its peer even by ARP: it looks dead.
  * That overlap is allowed while such a state lasts and for this long after it ends (the
  * both-active resolution, the woken node's stall check); a frozen node extends it until this long
@@ -99,7 +99,9 @@ function overlapJudge(pair: Pair, now: () => number) {
     judge(): string | null {
       // A node that cannot let go (frozen), hidden from its peer even by ARP, looks dead to it:
       // the peer takes over, and both hold the job until the frozen one wakes (its stall check).
-      if (pair.hiddenFromEachOther() || (frozen.size > 0 && pair.cutOff())) allowedAt = now();
+      // With a witness the cut excuses nothing: the lease decides who may run the job.
+      const hidden = pair.witnessConfig === null && pair.hiddenFromEachOther();
+      if (hidden || (frozen.size > 0 && pair.cutOff())) allowedAt = now();
       const holders = pair.hosts.holders(VIP);
       const running = pair.hosts.running("web");
       if (holders.length <= 1 && running.length <= 1) {
@@ -114,10 +116,16 @@ function overlapJudge(pair: Pair, now: () => number) {
   };
 }
 
-export async function runSeed(seed: number, kinds: readonly FaultKind[] = FAULT_KINDS, options: { story?: boolean } = {}): Promise<SeedResult> {
+export interface SeedOptions {
+  story?: boolean;
+  /** A witness (etcd at the gateway) for the pair: a split no longer excuses two actives. */
+  witness?: SimWitnessConfig | null;
+}
+
+export async function runSeed(seed: number, kinds: readonly FaultKind[] = FAULT_KINDS, options: SeedOptions = {}): Promise<SeedResult> {
   const random = seededRandom(seed ^ 0x5eed);
   const pick = <T,>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
-  const pair = await startSimPair(seed);
+  const pair = await startSimPair(seed, { witness: options.witness ?? null });
   const faults: SeedResult["faults"] = {};
   const violations: string[] = [];
   let checks = 0;
