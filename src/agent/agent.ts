@@ -155,8 +155,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
           log: info,
         })
       : null;
-    // Under a new lease the keys of the jobs running here are asked for again: one held by the
-    // peer meanwhile fences the job (policy decideWitnessFence).
+    // Under each new lease the keys of the jobs the journal says run here are asked for again
+    // (after a restart, what the crash left running among them: the key guards it from a
+    // takeover at once); one the peer holds meanwhile fences the job (policy decideWitnessFence).
     const reclaimRunning = async () => {
       for (const job of state().jobs.values()) {
         if (job.active !== me.name || job.phase !== "in" || !witness) continue;

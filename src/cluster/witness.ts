@@ -30,7 +30,10 @@ export interface WitnessSessionOptions {
   timers: Timers;
   /** Journals a change of the lease's state (the policy fences on it); resolves once durable. */
   report(fact: LeaseFact): Promise<unknown>;
-  /** A new lease was granted after the last one was lost: the jobs running here ask for their keys again. */
+  /**
+   * A lease was granted (at start, or after the last one was lost): the jobs the journal says run
+   * here (what a crash left running among them) ask for their keys on it at once.
+   */
   onNewLease(): void;
   log(message: string): void;
 }
@@ -86,7 +89,7 @@ export function createWitnessSession(options: WitnessSessionOptions) {
       lease = { id: g.leaseId, ttlMs: g.ttlMs, validUntilMono: sentAt + g.ttlMs };
       granted++;
       await report({ state: "held", leaseId: g.leaseId, ttlMs: g.ttlMs, validUntil: wallOf(lease.validUntilMono), revision: g.revision });
-      if (granted > 1) options.onNewLease();
+      options.onNewLease();
     } catch (error) {
       if (reported !== "expired") await report({ state: "expired", validUntil: 0, error: messageOf(error) });
     }
