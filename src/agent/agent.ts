@@ -575,7 +575,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       localTokens: [{ token: cliToken, user: "local-cli", role: "admin" }],
       scrape: scrapeOf(config),
       log: (level, message) => log[level](message),
-      live: { heartbeatAgesMs: () => heartbeatAges(heartbeat, world.clock) },
+      live: { heartbeatAgesMs: () => heartbeatAges(heartbeat, world.clock), ...(witness ? { witnessRemainingMs: () => witness.remainingMs() } : {}) },
     });
     const server = world.serveApi === false ? null : await startApiServer(api, { address: me.address, port: config.ports.api });
     if (server) closers.push(() => server.close());

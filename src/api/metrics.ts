@@ -12,6 +12,8 @@ export interface MetricsLive {
   heartbeatAgesMs?: () => { link: string; kind: string; ageMs: number | null }[];
   /** Failed logins since the agent started. */
   loginsFailed?: () => number;
+  /** How long etcd keeps this node's lease at least, from its last renewal (null: no lease). */
+  witnessRemainingMs?: () => number | null;
 }
 
 /**
@@ -101,6 +103,17 @@ export function createMetrics(journal: ApiJournal, live: MetricsLive = {}, now: 
     for (const r of view().framesRejected) set({ reason: r.reason }, r.count);
   });
   counter("duet_logins_failed_total", "failed API logins since the agent started", [], (set) => set({}, live.loginsFailed?.() ?? 0));
+  gauge("duet_witness_lease_held", "1 while this node holds a renewed lease on the witness (absent: no witness configured)", [], (g) => {
+    const w = view().witness;
+    if (w) g.set(w.state === "held" ? 1 : 0);
+  });
+  gauge("duet_witness_lease_remaining_seconds", "how long etcd keeps this node's lease at least, from its last renewal", [], (g) => {
+    const remaining = live.witnessRemainingMs?.();
+    if (remaining !== undefined) g.set(Math.max(0, remaining ?? 0) / 1000);
+  });
+  gauge("duet_witness_key_held", "1 when this node last won the job's holder key on the witness", ["job"], (g) => {
+    for (const j of view().jobs) if (j.witnessKey) g.set({ job: j.name }, j.witnessKey.won ? 1 : 0);
+  });
   gauge("duet_journal_head_seq", "the journal's last sequence number", [], (g) => g.set(journal.head()));
   // Merged once: the merged registry holds the same metric objects, collected at each scrape.
   const merged = Registry.merge([processMetrics(), registry]);

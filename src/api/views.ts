@@ -16,6 +16,8 @@ export function clusterView(state: ClusterState) {
     linksState: linksState(m),
     links: [...m.links.values()].map((l) => ({ link: l.link, kind: l.kind, up: l.up, since: l.since })),
     tiebreaker: m.tiebreaker,
+    /** This node's lease on the witness (null: none configured); validUntil is when etcd keeps it at least. */
+    witness: m.witness === null ? null : { state: m.witness.state, leaseId: m.witness.leaseId, ttlMs: m.witness.ttlMs, validUntil: m.witness.validUntil, unreachable: m.witness.unreachable, since: m.witness.at },
     /** This node's configuration (version, hash) and the peer's, as its last hello said (null: not heard since this agent started). */
     config: { version: m.config?.version ?? 0, hash: m.configHash, peerVersion: m.peerReport?.configVersion ?? null, peerHash: m.peerReport?.configHash ?? null },
     framesRejected: [...m.framesRejected.entries()].map(([reason, count]) => ({ reason, count })),
@@ -56,6 +58,8 @@ export function jobView(state: ClusterState, job: JobView) {
     },
     lineage: job.mirrors.length === 0 ? null : lineageOf(state, job),
     lastDecision: job.lastDecision,
+    /** The job's holder key on the witness, as this node last asked for it (null: never asked). */
+    witnessKey: witnessKeyView(job),
     lastError: job.lastError,
     takeovers: job.takeovers,
   };
@@ -84,4 +88,13 @@ function lineageOf(state: ClusterState, job: JobView) {
   const verdict = theirs === null ? null : compareLineage(lineageSummary(mine), lineageSummary(theirs));
   const newer = verdict === null ? null : verdict.kind === "source" ? verdict.from : verdict.kind === "in-sync" ? "equal" : verdict.kind;
   return { local: side(mine), peer: theirs === null ? null : side(theirs), newer, basis: "this-node" };
+}
+
+/** The job's key as this node last knew it: its last claim's answer, or given back since. */
+function witnessKeyView(job: JobView) {
+  const claim = job.claim;
+  if (!claim) return null;
+  const released = job.keyReleased !== undefined && job.keyReleased.seq > claim.seq;
+  if (released) return { won: false, holder: null, revision: claim.revision, purpose: claim.purpose, at: job.keyReleased!.at, error: null, givenBack: true };
+  return { won: claim.won, holder: claim.holder, revision: claim.revision, purpose: claim.purpose, at: claim.at, error: claim.error, givenBack: false };
 }

@@ -17,6 +17,7 @@ export function renderStatus(c: ClusterJson, now = Date.now()): string {
   if (c.config.hash !== null && c.config.peerHash !== null && c.config.hash !== c.config.peerHash)
     lines.push(`  WARNING: ${configDiffers(c.node, { hash: c.config.hash, version: c.config.version }, c.peer ?? "the peer", { hash: c.config.peerHash, ...(c.config.peerVersion === null ? {} : { version: c.config.peerVersion }) })}`);
   if (c.tiebreaker) lines.push(`  tiebreaker: ${c.tiebreaker.verdict} (${c.tiebreaker.method}) at ${new Date(c.tiebreaker.at).toISOString()}`);
+  if (c.witness) lines.push(`  ${witnessLine(c.witness, now)}`);
   lines.push("");
   if (c.jobs.length === 0) lines.push("no jobs configured");
   for (const j of c.jobs) {
@@ -37,6 +38,7 @@ export function renderStatus(c: ClusterJson, now = Date.now()): string {
     }
     if (j.lastDecision) lines.push(`  last decision: ${j.lastDecision.kind} (${j.lastDecision.code}) at ${new Date(j.lastDecision.at).toISOString()}, seq ${j.lastDecision.seq}`);
     if (j.lastDecision?.behind !== undefined) lines.push(`  ${behindLine(j.lastDecision.behind)}`);
+    if (j.witnessKey) lines.push(`  witness key: ${keyLine(c.node, j.witnessKey)}`);
     if (j.lastError) lines.push(`  last error on ${j.lastError.node}: ${j.lastError.resource}: ${j.lastError.error}`);
   }
   if (c.alerts.length > 0) {
@@ -46,3 +48,26 @@ export function renderStatus(c: ClusterJson, now = Date.now()): string {
   return lines.join("\n");
 }
 
+
+function witnessLine(w: NonNullable<ClusterJson["witness"]>, now: number): string {
+  const left = Math.max(0, Math.round((w.validUntil - now) / 1000));
+  const rule = `when it cannot renew: ${w.unreachable}`;
+  switch (w.state) {
+    case "granting":
+      return `witness: asking for a lease (${rule})`;
+    case "held":
+      return `witness: lease ${w.leaseId} held, ${w.ttlMs / 1000} s, renewed (${rule})`;
+    case "renew-failing":
+      return `witness: UNREACHABLE, lease ${w.leaseId} valid ${left} s more at most (${rule})`;
+    case "expired":
+      return `witness: NO LEASE since ${new Date(w.since).toISOString()}: no job starts here (${rule})`;
+  }
+}
+
+function keyLine(self: string, k: NonNullable<ClusterJson["jobs"][number]["witnessKey"]>): string {
+  const when = `at ${new Date(k.at).toISOString()}`;
+  if (k.givenBack) return `given back by ${self} ${when}`;
+  if (k.won) return `held by ${self} (revision ${k.revision}, ${when})`;
+  if (k.error) return `not answered (${k.error}, ${when})`;
+  return `held by ${k.holder ?? "nobody"} (revision ${k.revision}, ${when})`;
+}

@@ -149,6 +149,10 @@ export function createWitnessSession(options: WitnessSessionOptions) {
         return null;
       }
     },
+    /** How long etcd keeps the lease at least, from the last renewal's send time; null without a lease. */
+    remainingMs(): number | null {
+      return lease === null ? null : Math.max(0, Math.round(lease.validUntilMono - clock.monotonic()));
+    },
     /** Stops renewing. The lease is not revoked: a job left running here keeps its key until the lease runs out, as after a crash. */
     stop(): void {
       stopped = true;

@@ -45,6 +45,8 @@ export interface JobView {
   recovering?: boolean;
   /** This node's last ask for the job's holder key on the witness (WitnessClaimed), if any. */
   claim?: WitnessClaim;
+  /** When this node last gave the key back (WitnessReleased). */
+  keyReleased?: { at: number; seq: number };
 }
 
 export interface WitnessClaim {
@@ -134,6 +136,8 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
       const d = event.data;
       return { ...job, claim: { won: d.won, holder: d.holder, purpose: d.purpose, revision: d.revision, holderTtlMs: d.holderTtlMs ?? null, error: d.error ?? null, at: event.at, seq: event.seq } };
     }
+    case "WitnessReleased":
+      return { ...job, keyReleased: { at: event.at, seq: event.seq } };
     case "TakeoverDecided":
       return { ...job, takeovers: job.takeovers + 1, lastDecision: { kind: "takeover", code: "takeover", at: event.at, seq: event.seq, ...(event.data.behind === undefined ? {} : { behind: event.data.behind }) } };
     case "TakeoverDeclined":

@@ -69,6 +69,8 @@ describe("the witness's lease protocol, against a real etcd", () => {
     const b = node("b", etcd.endpoints, prefix);
     await Promise.all([a.session.start(), b.session.start()]);
     try {
+      // The agent's start does not wait for the lease; the first claim would.
+      await Promise.all([a.reported("held"), b.reported("held")]);
       expect(a.reports.map((r) => r.state)).toEqual(["granting", "held"]);
       expect((await a.session.claim("web", "start")).data).toMatchObject({ won: true, holder: "a" });
       // Asked again by its holder (a restart's recovery, a new lease): still its own.

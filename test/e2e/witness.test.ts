@@ -33,6 +33,10 @@ const ns = (host: string) => `${prefix}${host}`;
 
 type Job = { name: string; phase: string; active: string | null; lastDecision: { kind: string; code: string } | null };
 const web = async (host: string) => ((await duet(host, "status")) as { jobs: Job[] }).jobs.find((j) => j.name === "web")!;
+const metrics = async (host: string) =>
+  net.exec(host, [process.execPath, "-e", `
+    const fs=require("fs");const t=fs.readFileSync(${JSON.stringify(join(dir, host, "cli.token"))},"utf8").trim();
+    fetch("http://${privateNet}.${host === "a" ? 1 : 2}:7320/metrics",{headers:{authorization:"Bearer "+t}}).then(r=>r.text()).then(t=>console.log(t))`]);
 const events = async (host: string, type: string) => {
   const out = await net.exec(host, [process.execPath, "-e", `
     const fs=require("fs");const t=fs.readFileSync(${JSON.stringify(join(dir, host, "cli.token"))},"utf8").trim();
@@ -148,6 +152,23 @@ describe("a pair with a witness on etcd", () => {
     await until("the pair connected again", 15_000, async () => (await duet("b", "status")).peerStatus === "connected");
     expect(await kit.servedBy()).toBe("a");
   }, 60_000);
+
+  it("status and /metrics show the lease and who holds the job's key", async () => {
+    const a = await duet("a", "status");
+    expect(a.witness).toMatchObject({ state: "held", ttlMs: LEASE_MS, unreachable: "self-fence" });
+    expect(a.jobs[0].witnessKey).toMatchObject({ won: true, holder: "a", givenBack: false });
+    const b = await duet("b", "status");
+    expect(b.jobs[0].witnessKey).toMatchObject({ won: false, holder: "a" });
+    const human = await net.exec("a", [process.execPath, join(ROOT, "bin/duet.js"), "status", "--config", join(dir, "duet.yaml"), "--node", "a"]);
+    expect(human).toMatch(/witness: lease \d+ held, 3 s, renewed \(when it cannot renew: self-fence\)/);
+    expect(human).toMatch(/witness key: held by a \(revision \d+/);
+    const text = await metrics("a");
+    expect(text).toMatch(/^duet_witness_lease_held 1$/m);
+    expect(text).toMatch(/^duet_witness_key_held\{job="web"\} 1$/m);
+    const remaining = Number(/^duet_witness_lease_remaining_seconds (\S+)$/m.exec(text)?.[1]);
+    expect(remaining).toBeGreaterThan(0);
+    expect(remaining).toBeLessThanOrEqual(LEASE_MS / 1000);
+  }, 30_000);
 
   it("the active's host dies: the standby wins the key once the lease has expired, never before, and serves", async () => {
     const crashedAt = Date.now();
