@@ -27,7 +27,8 @@ const DUET = join(ROOT, "bin/duet.js");
  * 1000 ms, deadtime 3000 ms, ping 500 ms, no self-fence grace), a VIP and an HTTP app, and a client
  * polling the VIP.
  */
-export async function startDuetPair(net: TestNet, options: { vip: string; writesPerS?: number }) {
+export async function startDuetPair(net: TestNet, options: { vip: string; writesPerS?: number; witness?: { endpoint: string; leaseMs: number } }) {
+  const witness = options.witness ? `\n  witness: { etcd: { endpoints: [${options.witness.endpoint}], prefix: /duet-bench-${process.pid} }, leaseMs: ${options.witness.leaseMs} }` : "";
   const dir = mkdtempSync(join(tmpdir(), "duet-bench-pair-"));
   const app = join(ROOT, "examples/demo-app.mjs");
   const { configFile } = await initConfig({
@@ -38,7 +39,7 @@ export async function startDuetPair(net: TestNet, options: { vip: string; writes
       { name: "b", address: net.address("b"), dataDir: join(dir, "b") },
     ],
     password: "bench-password-1234",
-    tiebreakerYaml: `  ping: { targets: [${net.address("client")}], mode: any }`,
+    tiebreakerYaml: `  ping: { targets: [${net.address("client")}], mode: any }${witness}`,
     jobsYaml: `  - name: web
     policy: unconditional
     restart: { max: 0, windowMs: 60000 }

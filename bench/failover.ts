@@ -1,6 +1,6 @@
 // bench:failover — time from a fault to the client being served again on the VIP, duet beside
 // keepalived in the same namespaces, and false peer losses while both CPUs are saturated.
-// Then a switchover of a job whose application writes 100 lines a second into its mirror: the
+// The host crash again with a witness on etcd (etcd-server). Then a switchover of a job whose application writes 100 lines a second into its mirror: the
 // client's outage, and no line lost. Needs root (network namespaces) and keepalived.
 // Usage: npm run bench:failover [-- --runs N --saturate-s S --switchovers N]
 import { spawn } from "node:child_process";
@@ -10,6 +10,7 @@ import { startDuetPair } from "./duet-pair.ts";
 import { measureKeepalivedHostCrash } from "./keepalived-pair.ts";
 import { createTargets, needPrograms, needRoot } from "./bench-kit.ts";
 import { summarize } from "./vip-client.ts";
+import { startEtcd } from "../test/cluster/etcd-server.ts";
 
 const arg = (name: string, fallback: number) => (process.argv.includes(name) ? Number(process.argv[process.argv.indexOf(name) + 1]) : fallback);
 const runs = arg("--runs", 10);
@@ -25,6 +26,7 @@ needPrograms("bench:failover", [
   { program: "arping", package: "iputils-arping" },
   { program: "ping", package: "iputils-ping" },
   { program: "nft", package: "nftables" },
+  { program: "etcd", package: "etcd-server" },
 ]);
 const targets = createTargets("bench:failover");
 await removeStaleNamespaces(prefix);
@@ -56,6 +58,7 @@ try {
   } finally {
     await pair.stop();
   }
+  await measureWithWitness(k.median);
 
   // A switchover while the application writes 100 lines a second into the mirrored directory.
   const busy = await startDuetPair(net, { vip, writesPerS: 100 });
@@ -77,3 +80,23 @@ try {
   await net.destroy();
 }
 targets.exit();
+
+/**
+ * The same host crash with a witness: etcd in the client's namespace, a lease as long as the
+ * deadtime. The standby takes over once it has the key (the lease is the proof the old active
+ * let go), after the peer is lost and its tiebreaker (ping, ARP) answered.
+ */
+async function measureWithWitness(keepalivedMedian: number): Promise<void> {
+  const etcd = await startEtcd({ host: net.address("client"), netns: net.ns("client") });
+  const pair = await startDuetPair(net, { vip, witness: { endpoint: etcd.endpoints[0]!, leaseMs: deadtimeMs } });
+  try {
+    const host: number[] = [];
+    for (let i = 0; i < runs; i++) host.push(await pair.hostCrash());
+    const w = summarize(`duet with a witness (lease ${deadtimeMs} ms) host crash -> served`, host, deadtimeMs);
+    const budget = deadtimeMs + 500;
+    console.log(`duet with a witness: median ${w.median} ms (target <= lease + 500 = ${budget} ms ${targets.check("witness host crash median <= lease + 500 ms", w.median <= budget)}); /keepalived median ratio = ${(w.median / keepalivedMedian).toFixed(2)} (target < 1 ${targets.check("witness duet/keepalived < 1", w.median / keepalivedMedian < 1)})`);
+  } finally {
+    await pair.stop();
+    await etcd.stop();
+  }
+}
