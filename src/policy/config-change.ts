@@ -51,6 +51,7 @@ function clusterChanges(running: Config, next: Config): PlannedChange[] {
   fixed("ports", running.ports, next.ports, "the API and the peer channel listen on them from the agents' start");
   fixed("heartbeat", running.heartbeat, next.heartbeat, "heartbeat links and timings are fixed when the agents start, and both must change them together");
   fixed("tiebreaker.selfFenceGraceMs", running.tiebreaker.selfFenceGraceMs, next.tiebreaker.selfFenceGraceMs, "the self-fence grace sets when a standby may take over, which both agents fixed at their start");
+  fixed("tiebreaker.witness", running.tiebreaker.witness, next.tiebreaker.witness, "each agent keeps its lease and its jobs' keys on the witness it started with, and a witness only protects the pair if both use it");
   const live = (item: string, from: unknown, to: unknown, effect: string) => {
     if (!same(from, to)) out.push({ scope: "cluster", item, change: from === undefined ? "added" : to === undefined ? "removed" : "changed", from: show(from), to: show(to), effect });
   };

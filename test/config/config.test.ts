@@ -70,6 +70,11 @@ describe("config errors name the key path and what was expected", () => {
     ["a plain-text password", `${base}users:\n  - { name: admin, role: admin, passwordHash: secret }\n`, "users[0].passwordHash", /scrypt hash/],
     ["an unknown role", `${base}users:\n  - { name: bob, role: root, passwordHash: "scrypt$1$1$1$a$b" }\n`, "users[0].role", /admin.*monitor/],
     ["an env name that is not a variable name", job(`    resources:\n      - name: app\n        process: { command: [x], env: { "__proto__": "1" } }\n`), "jobs.resources.process.env.__proto__", /not allowed as a key/],
+    ["a witness endpoint that is not a URL", `${base}tiebreaker: { witness: { etcd: { endpoints: [10.0.0.9:2379] } } }\n`, "tiebreaker.witness.etcd.endpoints[0]", /etcd client URL like http:\/\/10\.0\.0\.9:2379/],
+    ["a witness with no endpoint", `${base}tiebreaker: { witness: { etcd: { endpoints: [] } } }\n`, "tiebreaker.witness.etcd.endpoints", /at least one etcd endpoint/],
+    ["a witness lease in fractions of a second", `${base}tiebreaker: { witness: { etcd: { endpoints: [http://10.0.0.9:2379] }, leaseMs: 2500 } }\n`, "tiebreaker.witness.leaseMs", /whole number of seconds.*etcd's leases count seconds/],
+    ["a witness lease shorter than etcd grants", `${base}tiebreaker: { witness: { etcd: { endpoints: [http://10.0.0.9:2379] }, leaseMs: 1000 } }\n`, "tiebreaker.witness.leaseMs", /at least 2000 ms/],
+    ["an unknown rule for an unreachable witness", `${base}tiebreaker: { witness: { etcd: { endpoints: [http://10.0.0.9:2379] }, unreachable: ignore } }\n`, "tiebreaker.witness.unreachable", /self-fence.*keep-running/],
     ["a link with one address", `${base}heartbeat:\n  links:\n    - { name: lan, port: 7340, addresses: [10.0.0.1] }\n`, "heartbeat.links[0].addresses", /two addresses/],
   ];
   it.each(table)("%s", (_name, text, path, message) => {

@@ -89,6 +89,7 @@ describe("the plan of a configuration change, as a dry run prints it", () => {
       ["the cluster key", edit("/etc/duet/cluster.key", "/etc/duet/other.key"), /keyed by the cluster's name and key/],
       ["the ping timeout", edit("targets: [10.0.0.254] }", "targets: [10.0.0.254], timeoutMs: 2000 }"), /the ping timeout sets when a node cut off fences itself/],
       ["no ping tiebreaker any more", edit("tiebreaker: { ping: { targets: [10.0.0.254] } }\n", ""), /the ping timeout sets when/],
+      ["a witness added", edit("tiebreaker: { ping: { targets: [10.0.0.254] } }", "tiebreaker: { ping: { targets: [10.0.0.254] }, witness: { etcd: { endpoints: [http://10.0.0.9:2379] } } }"), /keeps its lease and its jobs' keys on the witness it started with/],
     ];
     for (const [what, next, why] of refusals) {
       const p = plan(next);
