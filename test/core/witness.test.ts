@@ -3,7 +3,7 @@ import type { DuetEvent } from "../../src/events/catalogue.ts";
 import { projectCluster } from "../../src/projections/cluster.ts";
 import { decide } from "../../src/policy/decide.ts";
 import { witnessClaimNeeded } from "../../src/policy/takeover.ts";
-import { witnessFenceMarginMs } from "../../src/policy/witness.ts";
+import { witnessFenceMarginMs, witnessRenewMs } from "../../src/policy/witness.ts";
 import { stamp } from "../arbitraries.ts";
 
 // stamp() dates the first event at 1_000_000 and each next one 100 ms later.
@@ -92,9 +92,11 @@ describe("the active's lease", () => {
     expect(active().at(60_000)).toEqual([]);
   });
 
-  it("renewals failing: fences before the lease can have expired, by the margin, not later", () => {
+  const silent: DuetEvent = { type: "PeerSuspected", data: { node: "a", peer: "b", lastHeardAt: T0, suspectMs: 1000 } };
+
+  it("renewals failing, the peer silent: fences before the lease can have expired, by the margin, not later", () => {
     const validUntil = T0 + 20_000;
-    const s = active(lease("a", "renew-failing", validUntil));
+    const s = active(silent, lease("a", "renew-failing", validUntil));
     const fenceAt = validUntil - witnessFenceMarginMs(10_000);
     expect(s.at(fenceAt - s.last - 1)).toEqual([]);
     const [d] = s.at(fenceAt - s.last);
@@ -102,8 +104,22 @@ describe("the active's lease", () => {
     expect(witnessFenceMarginMs(10_000)).toBe(1000);
   });
 
-  it("expired (etcd no longer has it): fenced at once", () => {
-    expect(active(lease("a", "expired", 0)).at(0)[0]).toMatchObject({ kind: "self-fence", code: "witness-lease-lost" });
+  it("renewals failing, the peer connected: the job moves there a renewal period before the fence would be due", () => {
+    const validUntil = T0 + 20_000;
+    const s = active(lease("a", "renew-failing", validUntil));
+    const moveAt = validUntil - witnessFenceMarginMs(10_000) - witnessRenewMs(10_000);
+    expect(s.at(moveAt - s.last - 1)).toEqual([]);
+    const [d] = s.at(moveAt - s.last);
+    expect(d).toMatchObject({ kind: "failover", code: "witness-lost", to: "b" });
+    // Decided once: after it, the fence still comes by its deadline if the job has not moved.
+    const moved: DuetEvent = { type: "FailoverDecided", data: { job: "web", from: "a", to: "b", cause: "witness-lost", reasons: [] } };
+    const after = active(lease("a", "renew-failing", validUntil), moved);
+    expect(after.at(1)).toEqual([]);
+    expect(after.at(validUntil - witnessFenceMarginMs(10_000) - after.last)[0]).toMatchObject({ kind: "self-fence", code: "witness-lease-lost" });
+  });
+
+  it("expired (etcd no longer has it), the peer silent: fenced at once", () => {
+    expect(active(silent, lease("a", "expired", 0)).at(0)[0]).toMatchObject({ kind: "self-fence", code: "witness-lease-lost" });
   });
 
   it("keep-running: the job stays while the peer is heard, and is fenced once it is not", () => {
