@@ -153,6 +153,29 @@ describe("a pair with a witness on etcd", () => {
     expect(await kit.servedBy()).toBe("a");
   }, 60_000);
 
+  it("a one-way cut (b hears nothing from a, ARP included; a hears b) while both reach etcd: a keeps the VIP in every sample", async () => {
+    const declinedBefore = (await events("b", "TakeoverDeclined")).length;
+    const stopSampling = sampleVip();
+    const [va, vb] = [`${prefix}v1`, `${prefix}v2`];
+    await nftIn(`${prefix}sw`, `table bridge duet_oneway {\n chain forward_cut {\n type filter hook forward priority 0;\n iifname "${va}" oifname "${vb}" drop\n }\n}\n`);
+    // On the interconnect, a's output to b (arping reads replies off a packet socket, before b's filters).
+    await nftIn(ns("a"), `table inet duet_oneway {\n chain out {\n type filter hook output priority 0;\n ip daddr ${privateNet}.2 drop\n }\n}\ntable arp duet_oneway_arp {\n chain out {\n type filter hook output priority 0;\n arp daddr ip ${privateNet}.2 drop\n }\n}\n`);
+    try {
+      await until("b lost a", 10_000, async () => (await duet("b", "status")).peerStatus === "lost");
+      await new Promise((r) => setTimeout(r, 2 * LEASE_MS));
+    } finally {
+      await run("ip", ["netns", "exec", `${prefix}sw`, "nft", "delete", "table", "bridge", "duet_oneway"]);
+      await run("ip", ["netns", "exec", ns("a"), "nft", "delete", "table", "inet", "duet_oneway"]);
+      await run("ip", ["netns", "exec", ns("a"), "nft", "delete", "table", "arp", "duet_oneway_arp"]);
+    }
+    const rounds = await stopSampling();
+    expect(rounds.length).toBeGreaterThan(100);
+    expect(rounds.filter((r) => !r.a || r.b)).toEqual([]);
+    const declined = (await events("b", "TakeoverDeclined")).slice(declinedBefore);
+    expect(declined.map((d) => d.data.code), JSON.stringify(declined.map((d) => d.data.reasons))).toContain("witness-held-by-peer");
+    await until("the pair connected again", 15_000, async () => (await duet("b", "status")).peerStatus === "connected");
+  }, 60_000);
+
   it("status and /metrics show the lease and who holds the job's key", async () => {
     const a = await duet("a", "status");
     expect(a.witness).toMatchObject({ state: "held", ttlMs: LEASE_MS, unreachable: "self-fence" });
