@@ -162,6 +162,15 @@ export function createJobControl(host: JobHost) {
    */
   const resuming = new Set<string>();
 
+  /**
+   * Jobs this node is moving to the peer, under their lock while it asks the peer to start them.
+   * Both nodes may do so at once (both failed to start it and both retry when a link comes back):
+   * each would wait for the other's lock until the request's timeout (sim seed 6 with a witness).
+   * The node with the higher name refuses the peer's request at once; the lower one's move is
+   * refused, it brings the job back in itself, and the higher one's request then finds it running.
+   */
+  const moving = new Set<string>();
+
   async function resumeHere(name: string): Promise<boolean> {
     resuming.add(name);
     let answer: PeerResponse;
@@ -264,7 +273,13 @@ export function createJobControl(host: JobHost) {
       if (failBack) await startHere(name);
       return false;
     }
-    const answer = await askPeer({ kind: "bring-in", job: name, by, cause });
+    moving.add(name);
+    let answer: PeerResponse;
+    try {
+      answer = await askPeer({ kind: "bring-in", job: name, by, cause });
+    } finally {
+      moving.delete(name);
+    }
     if (answer.ok) return true;
     const then = failBack ? `bringing it back in on ${host.self}` : `it stays out: ${host.self} is stopping`;
     await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: `${cause}-failed`, message: `node ${peer} could not start job ${name} (${answer.code}: ${answer.message}); ${then}` } }]);
@@ -367,6 +382,7 @@ export function createJobControl(host: JobHost) {
       switch (request.kind) {
         case "bring-in": {
           if (job.active === host.self && job.phase === "in") return { ok: true };
+          if (moving.has(request.job) && host.self > otherNode(job)) return { ok: false, code: "crossing", message: `${host.self} is moving ${request.job} to ${otherNode(job)} at the same time: ${otherNode(job)} keeps it` };
           const requested: DuetEvent = { type: "BringInRequested", data: { job: request.job, on: host.self, by: request.by } };
           await host.record([requested]);
           host.peer.relay(requested);

@@ -41,6 +41,10 @@ export function decideWitnessFence(state: ClusterState, job: JobView, now: numbe
     return { kind: "self-fence", job: job.name, code: "witness-held-by-peer", reasons: [input("witness-lease", leaseFacts(witness)), check("holder-key-ours", false, { holder: lost.holder, revision: lost.revision, at: lost.at })] };
   }
   if (witness.state === "held" || witness.state === "granting") return null;
+  // A start still waiting for its key fails by itself without one: nothing to fence (sim seed 108:
+  // that fence's clean-up turned the failed start into "out" on the peer, and nobody retried).
+  const keyedRun = job.claim !== undefined && job.claim.won && job.claim.seq > (job.runSeq ?? 0);
+  if (job.phase === "bringing-in" && !keyedRun) return null;
   const fenceAt = witnessFenceAt(witness);
   const peerHeard = membership.peerStatus === "connected";
   if (witness.unreachable === "keep-running" && peerHeard) return null;

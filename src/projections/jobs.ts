@@ -114,7 +114,11 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
       return { ...phase("in", event.data.node), startedBy: cause, runSeq };
     }
     case "JobBroughtOut":
-      // A bring-out on the node that is not active (a clean-up, a refused start) changes nothing.
+      // A bring-out on the node that is not active (a clean-up, a refused start) changes nothing;
+      // nor does one node's clean-up after the other's failed start: the job stays failed, so the
+      // node whose start failed asks its peer again (sim seed 141 with a witness: the clean-up of
+      // a move turned the peer's failure into "out", and neither node tried again).
+      if (job.phase === "failed" && job.lastError !== null && job.lastError.node !== event.data.node) return job;
       return job.active === event.data.node || job.active === null ? phase("out", null) : job;
     case "JobStartFailed": {
       const failed = { ...job, lastError: { node: event.data.node, resource: event.data.resource, error: event.data.error, at: event.at } };

@@ -26,6 +26,8 @@ export function createSimWitness(options: SimWitnessOptions) {
   const keys = new Map<string, { value: string; lease: string }>();
   let revision = 1;
   let nextLease = 1;
+  /** Down: no request is answered, and no lease expires (nothing runs). */
+  let down = false;
 
   /** Leases past their time are gone, and their keys with them (etcd's lessor). */
   function expire(): void {
@@ -87,6 +89,7 @@ export function createSimWitness(options: SimWitnessOptions) {
         timers.after(timeoutMs, () => finish(() => reject(new Error(`etcd ${address}${what}: no answer within ${timeoutMs} ms`))));
         if (!options.open(from, address)) return;
         options.timers.after(options.delay(from), () => {
+          if (down) return;
           expire();
           const answer = apply();
           if (!options.open(address, from)) return;
@@ -107,6 +110,15 @@ export function createSimWitness(options: SimWitnessOptions) {
 
   return {
     storeFor,
+    /**
+     * etcd stops (every member) or starts again. Back, it refreshes every lease it kept to a whole
+     * TTL from now, as etcd's lessor does when a leader takes over: a holder is never cut short by
+     * an outage it could not renew through.
+     */
+    setDown(value: boolean) {
+      if (down && !value) for (const lease of leases.values()) lease.expiresAt = clock.now() + lease.ttlMs;
+      down = value;
+    },
     /** Who holds KEY now, as the server sees it (for the simulator's checks). */
     holder(key: string): string | null {
       expire();

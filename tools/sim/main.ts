@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError } from "commander";
-import { FAULT_KINDS, runSeed, type FaultKind, type SeedOptions, type SeedResult } from "./run.ts";
+import { FAULT_KINDS, runSeed, WITNESS_FAULT_KINDS, type FaultKind, type SeedOptions, type SeedResult } from "./run.ts";
 
 /**
  * `npm run sim -- --seeds N [--seed S] [--faults split,isolate,...]`: runs seeds S..S+N-1 of the
@@ -42,7 +42,8 @@ export function summaryLines(s: SimSummary, kinds: readonly FaultKind[], witness
     `invariant checks: ${s.checks} (one VIP holder and one application after every step of virtual time; liveness and exact replay per seed)`,
   ];
   for (const f of s.failed) {
-    lines.push(`FAILED seed ${f.seed}: replay it with: npm run sim -- --seed ${f.seed} --seeds 1${kinds.length === FAULT_KINDS.length ? "" : ` --faults ${kinds.join(",")}`}${witnessFlags(witness)}`);
+    const all = kinds.length === (witness ? WITNESS_FAULT_KINDS : FAULT_KINDS).length;
+    lines.push(`FAILED seed ${f.seed}: replay it with: npm run sim -- --seed ${f.seed} --seeds 1${all ? "" : ` --faults ${kinds.join(",")}`}${witnessFlags(witness)}`);
     for (const v of f.violations) lines.push(`  ${v}`);
     if (s.failed.length === 1) lines.push("  what happened:", ...f.story.map((line) => `    ${line}`));
   }
@@ -59,8 +60,8 @@ const integer = (name: string) => (value: string) => {
 };
 const faultList = (value: string): FaultKind[] => {
   const kinds = value.split(",").map((k) => k.trim());
-  const unknown = kinds.filter((k) => !(FAULT_KINDS as readonly string[]).includes(k));
-  if (unknown.length > 0) throw new InvalidArgumentError(`--faults: unknown ${unknown.join(", ")}; expected some of ${FAULT_KINDS.join(", ")}`);
+  const unknown = kinds.filter((k) => !(WITNESS_FAULT_KINDS as readonly string[]).includes(k));
+  if (unknown.length > 0) throw new InvalidArgumentError(`--faults: unknown ${unknown.join(", ")}; expected some of ${WITNESS_FAULT_KINDS.join(", ")} (the etcd ones with --witness)`);
   return kinds as FaultKind[];
 };
 
@@ -88,14 +89,15 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split("/").pop()
   const program = new Command("sim")
     .option("--seeds <n>", "how many seeds to run", integer("--seeds"), 100)
     .option("--seed <s>", "the first seed", integer("--seed"), 1)
-    .option("--faults <kinds>", `the faults to inject, from ${FAULT_KINDS.join(", ")}`, faultList, [...FAULT_KINDS])
+    .option("--faults <kinds>", `the faults to inject, from ${WITNESS_FAULT_KINDS.join(", ")} (default: all; the etcd ones only with --witness)`, faultList)
     .option("--story", "print the last seed's story (faults and facts by virtual time) even when it passes")
     .option("--witness <leaseMs>", "give the pair a witness (etcd at the gateway) with this lease", integer("--witness"))
     .option("--witness-keep-running", "with --witness: unreachable: keep-running (default self-fence)")
     .parse();
-  const opts = program.opts<{ seeds: number; seed: number; faults: FaultKind[]; story?: boolean; witness?: number; witnessKeepRunning?: boolean }>();
-  const { seeds, seed, faults, story } = opts;
+  const opts = program.opts<{ seeds: number; seed: number; faults?: FaultKind[]; story?: boolean; witness?: number; witnessKeepRunning?: boolean }>();
+  const { seeds, seed, story } = opts;
   const witness = opts.witness === undefined ? null : { leaseMs: opts.witness, unreachable: opts.witnessKeepRunning ? ("keep-running" as const) : ("self-fence" as const) };
+  const faults = opts.faults ?? [...(witness ? WITNESS_FAULT_KINDS : FAULT_KINDS)];
   const summary = await runSeeds(seed, seeds, faults, progress(seeds), { story: story === true, witness });
   if (process.stderr.isTTY) process.stderr.write("\r");
   console.log(summaryLines(summary, faults, witness).join("\n"));

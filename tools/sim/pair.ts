@@ -25,6 +25,8 @@ export const NODES = ["a", "b"] as const;
 export type Node = (typeof NODES)[number];
 export const VIP = "10.0.0.100";
 export const GATEWAY = "10.0.0.254";
+/** etcd, on the public network beside the gateway: a node can lose it and keep the gateway. */
+export const ETCD = "10.0.0.250";
 const PUBLIC = { a: "10.0.0.1", b: "10.0.0.2" };
 const BACKUP = { a: "10.1.0.1", b: "10.1.0.2" };
 const STEP_MS = 5;
@@ -52,7 +54,7 @@ heartbeat:
 tiebreaker:
   ping: { targets: [${GATEWAY}], mode: any, timeoutMs: 500 }
   selfFenceGraceMs: 1000
-${witness ? `  witness: { etcd: { endpoints: ["http://${GATEWAY}:2379"] }, leaseMs: ${witness.leaseMs}, unreachable: ${witness.unreachable} }\n` : ""}jobs:
+${witness ? `  witness: { etcd: { endpoints: ["http://${ETCD}:2379"] }, leaseMs: ${witness.leaseMs}, unreachable: ${witness.unreachable} }\n` : ""}jobs:
   - name: web
     policy: ${policy}
     resources:
@@ -164,7 +166,7 @@ export async function startSimPair(seed: number, options: { policy?: string; wit
   const witness = createSimWitness({
     clock: world.clock,
     timers: world.timers,
-    address: GATEWAY,
+    address: ETCD,
     open: net.open,
     delay: (from) => {
       let r = delays.get(from);
@@ -260,9 +262,9 @@ export async function startSimPair(seed: number, options: { policy?: string; wit
     witness,
     agent,
     run,
-    /** Cuts NODE off from everything: its peer on every link and the gateway. */
+    /** Cuts NODE off from everything: its peer on every link, the gateway and etcd. */
     isolate(node: Node) {
-      for (const other of [PUBLIC[node === "a" ? "b" : "a"], GATEWAY]) net.partition(PUBLIC[node], other);
+      for (const other of [PUBLIC[node === "a" ? "b" : "a"], GATEWAY, ETCD]) net.partition(PUBLIC[node], other);
       net.partition(BACKUP.a, BACKUP.b);
     },
     /** Cuts the nodes from each other on every link; both still reach the gateway. */
@@ -277,6 +279,10 @@ export async function startSimPair(seed: number, options: { policy?: string; wit
       net.cutOneWay(BACKUP[node], BACKUP[other]);
     },
     heal: () => net.heal(),
+    /** NODE no longer reaches etcd; its peer and the gateway it still does. */
+    cutFromWitness(node: Node) {
+      net.partition(PUBLIC[node], ETCD);
+    },
     /**
      * Whether the nodes cannot hear each other both ways on any link while each still reaches the
      * gateway: neither can tell the other's death from the cut, and without a witness (issue 18)

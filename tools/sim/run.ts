@@ -9,7 +9,9 @@ import { NODES, startSimPair, VIP, type Node, type SimWitnessConfig } from "./pa
  * schedule again.
  */
 export const FAULT_KINDS = ["split", "isolate", "one-way", "app-crash", "switchover", "pause", "host-crash", "agent-crash", "nic-down", "loss", "bring-out", "bring-in"] as const;
-export type FaultKind = (typeof FAULT_KINDS)[number];
+/** With a witness, also: a node cut from etcd alone (it keeps the gateway), and etcd down for both. */
+export const WITNESS_FAULT_KINDS = [...FAULT_KINDS, "etcd-cut", "etcd-down"] as const;
+export type FaultKind = (typeof WITNESS_FAULT_KINDS)[number];
 
 /** The faults run for this long, then everything heals and the pair must settle within SETTLE_MS. */
 export const FAULT_PHASE_MS = 30_000;
@@ -63,16 +65,18 @@ export const FAILOVER_WITHIN_MS = 8000;
 
 /** The fault A, ending now, left the job unserved where the other node could serve it. */
 function failoverMissed(pair: Pair, a: Active, now: number): string | null {
-  if ((a.kind !== "nic-down" && a.kind !== "host-crash") || !a.alone || a.ranOn !== a.node || now - a.startedAt < FAILOVER_WITHIN_MS) return null;
+  // etcd lost by the active alone, under unreachable: self-fence: the job moves to the peer.
+  const movesOnEtcd = a.kind === "etcd-cut" && pair.witnessConfig?.unreachable === "self-fence";
+  if ((a.kind !== "nic-down" && a.kind !== "host-crash" && !movesOnEtcd) || !a.alone || a.ranOn !== a.node || now - a.startedAt < FAILOVER_WITHIN_MS) return null;
   const other = NODES.find((n) => n !== a.node)!;
   if (pair.hosts.holders(VIP).join() === other && pair.hosts.running("web").join() === other) return null;
-  const what = a.kind === "nic-down" ? `${a.node}'s public NIC failed` : `${a.node}'s host crashed`;
+  const what = a.kind === "nic-down" ? `${a.node}'s public NIC failed` : a.kind === "etcd-cut" ? `${a.node} lost etcd` : `${a.node}'s host crashed`;
   return `availability: ${what} at ${Math.round(a.startedAt)} ms while it ran the job, and ${Math.round(now - a.startedAt)} ms later the job was not served by ${other} (VIP on [${pair.hosts.holders(VIP).join(", ")}], application on [${pair.hosts.running("web").join(", ")}])`;
 }
 
 /** What a fault on NODE needs to be free: one cut at a time, one state per node, one loss. */
 function blocks(active: readonly Active[], kind: FaultKind, node: Node): boolean {
-  const cuts: FaultKind[] = ["split", "isolate", "one-way"];
+  const cuts: FaultKind[] = ["split", "isolate", "one-way", "etcd-cut"];
   const holdsNode: FaultKind[] = ["pause", "host-crash", "agent-crash"];
   return active.some(
     (a) =>
@@ -123,6 +127,7 @@ export interface SeedOptions {
 }
 
 export async function runSeed(seed: number, kinds: readonly FaultKind[] = FAULT_KINDS, options: SeedOptions = {}): Promise<SeedResult> {
+  if (!options.witness && kinds.some((k) => k === "etcd-cut" || k === "etcd-down")) throw new Error("the etcd faults need a witness (--witness)");
   const random = seededRandom(seed ^ 0x5eed);
   const pick = <T,>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
   const pair = await startSimPair(seed, { witness: options.witness ?? null });
@@ -246,6 +251,12 @@ async function inject(pair: Pair, kind: FaultKind, node: Node, tools: InjectTool
         await pair.restart(node);
         judge.wake(node);
       };
+    case "etcd-cut":
+      pair.cutFromWitness(node);
+      return () => pair.heal();
+    case "etcd-down":
+      pair.witness.setDown(true);
+      return () => pair.witness.setDown(false);
     case "nic-down":
       pair.setNic(node, false);
       return () => pair.setNic(node, true);
