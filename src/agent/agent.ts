@@ -298,9 +298,20 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       log: info,
       stallCheck: () => checkAfterStall(),
       ...(witness ? { claim: (job: string) => witness.claim(job, "takeover") } : {}),
-      tiebreak: async (purpose) => ({
+      tiebreak: async (kind) => ({
         type: "TiebreakerResult",
-        data: await runTiebreaker({ self: me.name, peer: peer.name, purpose, ping: config.tiebreaker.ping ?? null, fence: config.tiebreaker.fence ?? null, processes: world.processes, reach: world.reach, clock: world.clock, arpTargets: arpTargetsOf(config, me.name, peer.name) }),
+        data: await runTiebreaker({
+          self: me.name,
+          peer: peer.name,
+          // A suspicion never runs the fence command: the peer may be there.
+          purpose: kind === "reachability" ? "reachability" : "peer-lost",
+          ping: config.tiebreaker.ping ?? null,
+          fence: kind === "peer-lost" ? (config.tiebreaker.fence ?? null) : null,
+          processes: world.processes,
+          reach: world.reach,
+          clock: world.clock,
+          arpTargets: arpTargetsOf(config, me.name, peer.name),
+        }),
       }),
     });
     closers.push(() => reactor.stop());

@@ -163,13 +163,24 @@ export function createJobControl(host: JobHost) {
   const resuming = new Set<string>();
 
   /**
-   * Jobs this node is moving to the peer, under their lock while it asks the peer to start them.
-   * Both nodes may do so at once (both failed to start it and both retry when a link comes back):
-   * each would wait for the other's lock until the request's timeout (sim seed 6 with a witness).
-   * The node with the higher name refuses the peer's request at once; the lower one's move is
-   * refused, it brings the job back in itself, and the higher one's request then finds it running.
+   * Jobs this node is moving to the peer (queued or under way: under their lock it asks the peer
+   * to start them). Both nodes may do so at once (both failed to start it and both retry when a
+   * link comes back): each would wait for the other's lock until the request's timeout (sim seeds
+   * 6 and 557 with a witness). The node with the higher name refuses the peer's request at once;
+   * the lower one's move is refused, it brings the job back in itself, and the higher one's
+   * request then finds it running.
    */
-  const moving = new Set<string>();
+  const moving = new Map<string, number>();
+  const movingWhile = async <T,>(name: string, work: () => Promise<T>): Promise<T> => {
+    moving.set(name, (moving.get(name) ?? 0) + 1);
+    try {
+      return await work();
+    } finally {
+      const left = (moving.get(name) ?? 1) - 1;
+      if (left === 0) moving.delete(name);
+      else moving.set(name, left);
+    }
+  };
 
   async function resumeHere(name: string): Promise<boolean> {
     resuming.add(name);
@@ -273,13 +284,7 @@ export function createJobControl(host: JobHost) {
       if (failBack) await startHere(name);
       return false;
     }
-    moving.add(name);
-    let answer: PeerResponse;
-    try {
-      answer = await askPeer({ kind: "bring-in", job: name, by, cause });
-    } finally {
-      moving.delete(name);
-    }
+    const answer = await askPeer({ kind: "bring-in", job: name, by, cause });
     if (answer.ok) return true;
     const then = failBack ? `bringing it back in on ${host.self}` : `it stays out: ${host.self} is stopping`;
     await host.record([{ type: "AlertRaised", data: { node: host.self, job: name, code: `${cause}-failed`, message: `node ${peer} could not start job ${name} (${answer.code}: ${answer.message}); ${then}` } }]);
@@ -303,7 +308,7 @@ export function createJobControl(host: JobHost) {
     /** A resume after a self-fence (policy): started here only if the peer, asked under its job lock, does not run the job. */
     resumeHere: (name: string) => serial(name, () => resumeHere(name)),
     /** failBack false when this agent is stopping: a job the peer cannot take stays out rather than outliving its agent. */
-    moveToPeer: (name: string, by: string, cause: "switchover" | "failover", failBack = true) => serial(name, () => moveToPeer(name, by, cause, failBack)),
+    moveToPeer: (name: string, by: string, cause: "switchover" | "failover", failBack = true) => movingWhile(name, () => serial(name, () => moveToPeer(name, by, cause, failBack))),
 
     /** Operator: start the job on `on` (default: its first node). Answers once the request is journaled. */
     async bringIn(name: string, by: string, on?: string, force = false): Promise<{ seq: number }> {
@@ -363,7 +368,7 @@ export function createJobControl(host: JobHost) {
         await host.record([{ type: "SwitchoverRefused", data: { job: name, to: target, by, reasons: gate.reasons, ...basis } }]);
         throw new Refusal("switchover-refused", `switchover of ${name} to ${target} refused: ${refusalText(gate.reasons)}`, gate.reasons);
       }
-      if (job.active === host.self) void serial(name, () => moveToPeer(name, by, "switchover"));
+      if (job.active === host.self) void movingWhile(name, () => serial(name, () => moveToPeer(name, by, "switchover")));
       else void askPeer({ kind: "switchover", job: name, to: target, by }).then((answer) => reportPeerFailure(name, answer));
       return { seq: requested!.seq };
     },

@@ -1,6 +1,7 @@
 import type { DuetEvent, EventOf } from "../events/catalogue.ts";
 import { verdictSinceLoss } from "../projections/membership.ts";
 import { witnessClaimNeeded } from "../policy/takeover.ts";
+import { claimRetryMs } from "../policy/witness.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { decide, tiebreakerNeeded } from "../policy/decide.ts";
 import { stallCheckNeeded } from "../policy/selffence.ts";
@@ -16,7 +17,8 @@ export interface ReactorHost {
   now(): number;
   record(events: DuetEvent[]): Promise<unknown>;
   /** Asks the tiebreaker (or, on a suspicion or a re-check, only the ping) and returns its verdict as a fact (never throws). */
-  tiebreak(kind: "peer-lost" | "reachability"): Promise<DuetEvent>;
+  /** peer-suspected: the whole tiebreaker but the fence command, asked by a standby with a witness. */
+  tiebreak(kind: "peer-lost" | "peer-suspected" | "reachability"): Promise<DuetEvent>;
   /** After this agent's loop stalled: asks the peer which jobs it still sees running here (a StallChecked fact, never throws). */
   stallCheck(): Promise<DuetEvent>;
   jobs: JobControl;
@@ -108,7 +110,7 @@ export function createReactor(host: ReactorHost) {
       void host
         .claim(job)
         .then((fact) => {
-          nextClaimAt.set(job, host.now() + Math.max(1000, fact.data.holderTtlMs ?? 0));
+          nextClaimAt.set(job, host.now() + claimRetryMs(fact.data));
           const latest = host.state();
           return sameClaim(fact, latest, job) ? undefined : host.record([fact]);
         })

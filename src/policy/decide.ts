@@ -1,5 +1,5 @@
 import type { ClusterState } from "../projections/cluster.ts";
-import { verdictSinceLoss, verdictSinceSilence } from "../projections/membership.ts";
+import { peerGoneVerdict, verdictSinceLoss, verdictSinceSilence } from "../projections/membership.ts";
 import type { Decision } from "./decision.ts";
 import { decideFailover, decideRetryElsewhere } from "./failover.ts";
 import { decideResume, decideSelfFence, decideStallFence } from "./selffence.ts";
@@ -33,10 +33,14 @@ export function decide(state: ClusterState, now: number): Decision[] {
  * "peer-lost-recheck": the whole tiebreaker again, after a takeover declined for a peer that
  * answered on the network, paced and journaled the same way.
  */
-export function tiebreakerNeeded(state: ClusterState): "peer-lost" | "peer-lost-recheck" | "reachability" | "recheck" | null {
+export function tiebreakerNeeded(state: ClusterState): "peer-lost" | "peer-suspected" | "peer-lost-recheck" | "reachability" | "recheck" | null {
   const { membership, self } = state;
   const sinceLoss = verdictSinceLoss(membership);
   if (membership.peerStatus === "lost" && sinceLoss === null) return "peer-lost";
+  // With a witness a standby looks on the suspicion (ping and ARP, never a fence command): its
+  // takeover waits for the key, not for the deadtime.
+  const standby = [...state.jobs.values()].some((job) => job.active === membership.peer && job.nodes.includes(self));
+  if (membership.peerStatus === "suspected" && membership.witness !== null && standby && peerGoneVerdict(membership) === null) return "peer-suspected";
   // A takeover declined because the lost peer still answered on the network is looked at again
   // while it stays lost (paced by the agent, journaled only when the answer changes): its host
   // may die afterwards, and nothing else would ask (seed 7071: the job stayed down).

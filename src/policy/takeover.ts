@@ -1,7 +1,7 @@
 import type { Reason } from "../events/ids.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import type { JobView } from "../projections/jobs.ts";
-import { linksState, peerReleasedAfterMs, verdictSinceLoss } from "../projections/membership.ts";
+import { linksState, peerGoneVerdict, peerReleasedAfterMs, verdictSinceLoss } from "../projections/membership.ts";
 import type { ReplicationView } from "../projections/replication.ts";
 import type { ReplicaBehind } from "../events/job.ts";
 import { check, input, peerGoneChecks, type Decision } from "./decision.ts";
@@ -16,7 +16,11 @@ import { claimFacts, claimSince } from "./witness.ts";
  */
 export function decideTakeover(state: ClusterState, job: JobView, now: number): Decision | null {
   const stage = takeoverStage(state, job, now);
-  return stage === "claim" ? null : stage;
+  if (stage === "claim") return null;
+  // With a witness the standby already looks on a suspicion, but only a takeover is decided then:
+  // a blip of the network must not journal a decline.
+  if (stage?.kind === "decline" && state.membership.peerStatus === "suspected") return null;
+  return stage;
 }
 
 /**
@@ -33,10 +37,13 @@ const WITNESS_DECLINES = new Set(["witness-held-by-peer", "witness-unreachable"]
 function takeoverStage(state: ClusterState, job: JobView, now: number): Decision | "claim" | null {
   const { membership, self } = state;
   const peer = membership.peer;
-  if (membership.peerStatus !== "lost" || peer === null) return null;
+  // With a witness a suspicion is enough to look: the key, free only once the peer's lease has
+  // run out, is the proof the loss's deadtime would otherwise stand in for.
+  const looking = membership.peerStatus === "lost" || (membership.witness !== null && membership.peerStatus === "suspected");
+  if (!looking || peer === null) return null;
   if (job.active !== peer || !job.nodes.includes(self)) return null;
-  const verdict = verdictSinceLoss(membership);
-  if (!verdict) return null; // the agent runs the tiebreaker on PeerLost; decide once it reports
+  const verdict = membership.witness !== null ? peerGoneVerdict(membership) : verdictSinceLoss(membership);
+  if (!verdict) return null; // the agent runs the tiebreaker on PeerLost (with a witness: PeerSuspected); decide once it reports
   // Decided once per verdict (and per witness answer): a decline is decided again only on a newer
   // one (tiebreakerNeeded), or when the peer's key may have expired since the witness refused it.
   const witness = membership.witness === null ? null : claimSince(job, verdict.seq, now);
@@ -89,6 +96,7 @@ function takeoverStage(state: ClusterState, job: JobView, now: number): Decision
     // then): no wait for its self-fence, but no start without the key.
     if (witness !== null) {
       if (witness.claim === null || witness.retry) return "claim";
+      if (!witness.claim.won && membership.peerStatus === "suspected") return null; // asked again at claimRetryMs
       reasons.push(check("witness-key-won", witness.claim.won, claimFacts(witness.claim)));
       if (!witness.claim.won) return decline(witness.claim.error !== null ? "witness-unreachable" : "witness-held-by-peer");
     } else if (verdict!.method !== "fence") {

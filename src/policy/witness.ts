@@ -79,7 +79,17 @@ export function decideWitnessFence(state: ClusterState, job: JobView, now: numbe
 export function claimSince(job: JobView, since: number, now: number): { claim: WitnessClaim | null; retry: boolean } {
   const claim = job.claim && job.claim.seq > since && job.claim.purpose === "takeover" ? job.claim : null;
   if (claim === null || claim.won) return { claim, retry: false };
-  return { claim, retry: now >= claim.at + Math.max(1000, claim.holderTtlMs ?? 0) };
+  return { claim, retry: now >= claim.at + claimRetryMs(claim) };
+}
+
+/**
+ * When a refused claim is worth asking again: just after the holder's lease can have run out
+ * (etcd revokes expired leases every 500 ms, so a key just past its TTL is asked for every 100 ms),
+ * or a second later when the witness did not answer.
+ */
+export function claimRetryMs(claim: { holderTtlMs?: number | null; error?: string | null }): number {
+  if (claim.error) return 1000;
+  return Math.max(100, (claim.holderTtlMs ?? 900) + 100);
 }
 
 export function claimFacts(claim: WitnessClaim) {

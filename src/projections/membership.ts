@@ -182,6 +182,15 @@ export function verdictSinceLoss(state: MembershipState) {
   return state.tiebreaker.seq > state.peerSinceSeq ? state.tiebreaker : null;
 }
 
+/**
+ * The whole tiebreaker's verdict (ping and ARP: purpose peer-lost) since the peer went silent:
+ * with a witness the standby asks it on a suspicion already, and a takeover counts it.
+ */
+export function peerGoneVerdict(state: MembershipState) {
+  const verdict = verdictSinceSilence(state);
+  return verdict?.purpose === "peer-lost" ? verdict : null;
+}
+
 /** The verdict recorded since the peer went silent (suspected or lost), if any. */
 export function verdictSinceSilence(state: MembershipState) {
   if ((state.peerStatus !== "suspected" && state.peerStatus !== "lost") || !state.tiebreaker) return null;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { DuetEvent } from "../../src/events/catalogue.ts";
 import { projectCluster } from "../../src/projections/cluster.ts";
-import { decide } from "../../src/policy/decide.ts";
+import { decide, tiebreakerNeeded } from "../../src/policy/decide.ts";
 import { witnessClaimNeeded } from "../../src/policy/takeover.ts";
 import { witnessFenceMarginMs, witnessRenewMs } from "../../src/policy/witness.ts";
 import { stamp } from "../arbitraries.ts";
@@ -54,12 +54,13 @@ describe("the standby's takeover with a witness", () => {
     const [d] = held.at(1);
     expect(d).toMatchObject({ kind: "decline", code: "witness-held-by-peer" });
     expect(held.claims(1)).toEqual([]);
-    expect(held.claims(4000)).toEqual(["web"]);
+    expect(held.claims(4099)).toEqual([]);
+    expect(held.claims(4100)).toEqual(["web"]); // the holder's TTL, and 100 ms for etcd to revoke it
     const declined: DuetEvent = { type: "TakeoverDeclined", data: { job: "web", by: "b", from: "a", policy: "unconditional", code: "witness-held-by-peer", reasons: [] } };
     const after = scene("b", ...standby, claim(false, { holderTtlMs: 4000 }), declined);
     expect(after.at(1)).toEqual([]);
-    expect(after.claims(3899)).toEqual([]);
-    expect(after.claims(3900)).toEqual(["web"]); // the claim was 100 ms before the decline
+    expect(after.claims(3999)).toEqual([]);
+    expect(after.claims(4000)).toEqual(["web"]); // the claim was 100 ms before the decline
     // The answer that came next: won, so it takes over.
     expect(scene("b", ...standby, claim(false, { holderTtlMs: 4000 }), declined, claim(true)).at(1)[0]).toMatchObject({ kind: "takeover" });
   });
@@ -82,6 +83,31 @@ describe("the standby's takeover with a witness", () => {
     const s = scene("b", created, started("b"), lease("b", "held", T0 + 10_000), peerSeen("b", "a"), broughtIn("a"), lost, isolated);
     expect(s.claims(1)).toEqual([]);
     expect(s.at(1)[0]).toMatchObject({ kind: "decline", code: "i-am-isolated" });
+  });
+});
+
+describe("the standby on a suspicion, with a witness", () => {
+  const suspected: DuetEvent = { type: "PeerSuspected", data: { node: "b", peer: "a", lastHeardAt: T0, suspectMs: 1000 } };
+  const looked: DuetEvent = { type: "TiebreakerResult", data: { node: "b", peer: "a", method: "ping", purpose: "peer-lost", verdict: "confirmed", targets: [{ target: "10.0.0.254", ok: true }], peerOnNetwork: [{ interface: "eth0", address: "10.0.0.100", answered: false }] } };
+  const base = [created, started("b"), lease("b", "granting"), lease("b", "held", T0 + 10_000), peerSeen("b", "a"), broughtIn("a"), suspected];
+
+  it("asks the whole tiebreaker but the fence at once, then the key; without a witness it waits for the loss", () => {
+    expect(tiebreakerNeeded(scene("b", ...base).state)).toBe("peer-suspected");
+    expect(scene("b", ...base, looked).claims(1)).toEqual(["web"]);
+    const plain = scene("b", created, started("b"), peerSeen("b", "a"), broughtIn("a"), suspected);
+    expect(tiebreakerNeeded(plain.state)).toBeNull();
+  });
+
+  it("takes over on the key alone, before the deadtime", () => {
+    expect(scene("b", ...base, looked, claim(true)).at(1)[0]).toMatchObject({ kind: "takeover", to: "b" });
+  });
+
+  it("a refused key, or a policy that would decline, journals nothing while the peer is only suspected", () => {
+    expect(scene("b", ...base, looked, claim(false, { holderTtlMs: 3000 })).at(1)).toEqual([]);
+    const manual: DuetEvent = { ...created, data: { ...(created.data as object), policy: "manual" } } as DuetEvent;
+    const s = scene("b", manual, ...base.slice(1), looked);
+    expect(s.at(1)).toEqual([]);
+    expect(s.claims(1)).toEqual([]);
   });
 });
 

@@ -61,7 +61,7 @@ async function runScenario(seed: number, dropRate: number) {
     for (const [self, n] of nodes) {
       const needed = tiebreakerNeeded(n.state);
       // A re-check that finds what it re-checks is not journaled (the agent's reactor).
-      const purpose = needed === "recheck" || needed === "peer-lost-recheck" ? null : needed;
+      const purpose = needed === "recheck" || needed === "peer-lost-recheck" ? null : needed === "peer-suspected" ? "peer-lost" : needed;
       if (purpose) record(self, [{ type: "TiebreakerResult", data: { node: self, peer: self === "a" ? "b" : "a", method: "ping", purpose, verdict: "confirmed", targets: [{ target: "10.0.0.254", ok: true }] } }]);
       for (const d of decide(n.state, world.clock.now())) {
         if (d.kind !== "takeover") continue;
