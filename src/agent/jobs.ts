@@ -4,6 +4,7 @@ import type { ClusterState } from "../projections/cluster.ts";
 import { decisionSincePhase, type JobView } from "../projections/jobs.ts";
 import { verdictSinceSilence } from "../projections/membership.ts";
 import { decideSwitchover, refusalText } from "../policy/switchover.ts";
+import { claimRetryMs } from "../policy/witness.ts";
 import type { BringInResult, JobRunner } from "../resources/runner.ts";
 import { Refusal } from "../api/ports.ts";
 import type { JobRequest, PeerRequest, PeerResponse } from "./peer-protocol.ts";
@@ -13,7 +14,8 @@ export const PEER_JOB_REQUEST_TIMEOUT_MS = 120_000;
 const PEER_RECONNECT_POLL_MS = 50;
 /** A start waits at most this long for a key the peer holds to expire (its lease's TTL: configs keep it short). */
 const WITNESS_WAIT_MAX_MS = 60_000;
-const WITNESS_WAIT_SLACK_MS = 100;
+/** Beyond the TTL etcd stated: its rounding down to a second, and its revoking every 500 ms. */
+const WITNESS_WAIT_SLACK_MS = 2000;
 /** What job-where answers for a job this node is resuming itself (resumeHere). */
 const RESUMING = "resuming";
 /** Requests the peer answers the same when asked twice: bring-in finds the job running, bring-out stopped. */
@@ -122,13 +124,18 @@ export function createJobControl(host: JobHost) {
     if (!host.witness) return true;
     let claim = await host.witness.claim(name, "start");
     await host.record([claim]);
-    // The peer stopped the job but could not give the key back (its NIC failed, so it fails the
-    // job over): the key is free once its lease runs out. Waited for once, then asked again.
+    // The peer stopped the job but could not give the key back (its path to etcd failed, so it
+    // moved the job here): the key is free once its lease has run out, which etcd states in whole
+    // seconds and revokes within 500 ms. Asked again until then; a changed answer is journaled.
     const waitMs = claim.data.holderTtlMs;
     if (!claim.data.won && claim.data.holder !== host.self && waitMs !== undefined && waitMs <= WITNESS_WAIT_MAX_MS) {
-      await new Promise<void>((r) => host.timers.after(waitMs + WITNESS_WAIT_SLACK_MS, r));
-      claim = await host.witness.claim(name, "start");
-      await host.record([claim]);
+      const deadline = host.now() + waitMs + WITNESS_WAIT_SLACK_MS;
+      while (!claim.data.won && claim.data.holderTtlMs !== undefined && host.now() < deadline) {
+        await new Promise<void>((r) => host.timers.after(claimRetryMs(claim.data), r));
+        const again = await host.witness.claim(name, "start");
+        if (again.data.won || again.data.holder !== claim.data.holder || again.data.error !== claim.data.error) await host.record([again]);
+        claim = again;
+      }
     }
     if (claim.data.won) return true;
     const why = claim.data.error ? `the witness did not answer (${claim.data.error})` : `the witness says ${claim.data.holder ?? "another node"} holds it (revision ${claim.data.revision})`;
