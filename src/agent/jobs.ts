@@ -73,7 +73,8 @@ export function createJobControl(host: JobHost) {
   const starting = new Map<string, AbortController>();
 
   /** Starts the job's resources here and records the outcome for both journals. */
-  async function startHere(name: string): Promise<boolean> {
+  /** askedByPeer: the peer asked for this start, so it stopped the job: a key it could not give back is waited for. */
+  async function startHere(name: string, askedByPeer = false): Promise<boolean> {
     const runner = host.runner(name);
     if (!runner) throw new Refusal("not-found", `job ${name}: not configured on node ${host.self}`);
     // Abandoned while queued behind another operation on the job: it never begins.
@@ -82,7 +83,7 @@ export function createJobControl(host: JobHost) {
       host.log(`job ${name}: start abandoned before it began (${job.active ?? "the peer"} runs it)`);
       return false;
     }
-    if (!(await witnessAllows(name))) {
+    if (!(await witnessAllows(name, askedByPeer))) {
       // What an agent's crash left running here (a recovery) must not outlive the refusal.
       if (job?.recovering) await runner.bringOut({ urgent: true });
       return false;
@@ -120,15 +121,18 @@ export function createJobControl(host: JobHost) {
    * With a witness, a start needs the job's holder key (the peer's lease expired, or it gave the
    * key back): without it the start fails here, and the witness's answer is journaled.
    */
-  async function witnessAllows(name: string): Promise<boolean> {
+  async function witnessAllows(name: string, askedByPeer: boolean): Promise<boolean> {
     if (!host.witness) return true;
     let claim = await host.witness.claim(name, "start");
     await host.record([claim]);
-    // The peer stopped the job but could not give the key back (its path to etcd failed, so it
-    // moved the job here): the key is free once its lease has run out, which etcd states in whole
-    // seconds and revokes within 500 ms. Asked again until then; a changed answer is journaled.
+    // The peer asked for this start, so it stopped the job, but it could not give the key back
+    // (its path to etcd failed, so it moved the job here): the key is free once its lease has run
+    // out, which etcd states in whole seconds and revokes within 500 ms. Asked again until then;
+    // a changed answer is journaled. Any other start is refused at once: the peer holding the key
+    // may be running the job (sim seed 88: a move's fail-back waited for the key of a peer that
+    // had taken the job over, and started beside it once that peer froze).
     const waitMs = claim.data.holderTtlMs;
-    if (!claim.data.won && claim.data.holder !== host.self && waitMs !== undefined && waitMs <= WITNESS_WAIT_MAX_MS) {
+    if (askedByPeer && !claim.data.won && claim.data.holder !== host.self && waitMs !== undefined && waitMs <= WITNESS_WAIT_MAX_MS) {
       const deadline = host.now() + waitMs + WITNESS_WAIT_SLACK_MS;
       while (!claim.data.won && claim.data.holderTtlMs !== undefined && host.now() < deadline) {
         await new Promise<void>((r) => host.timers.after(claimRetryMs(claim.data), r));
@@ -401,7 +405,7 @@ export function createJobControl(host: JobHost) {
           // Asked twice (the asker's connection dropped before the answer): the second finds it running.
           const ok = await serial(request.job, async () => {
             const now = host.state().jobs.get(request.job);
-            return now?.active === host.self && now.phase === "in" ? true : startHere(request.job);
+            return now?.active === host.self && now.phase === "in" ? true : startHere(request.job, true);
           });
           return ok ? { ok: true } : { ok: false, code: "start-failed", message: host.state().jobs.get(request.job)?.lastError?.error ?? "start failed" };
         }
