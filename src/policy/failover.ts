@@ -63,7 +63,11 @@ export function decideRetryElsewhere(state: ClusterState, job: JobView, now: num
   if (job.phase !== "failed" || job.active !== null || job.lastError?.node !== self) return null;
   if (membership.peerStatus !== "connected") return null;
   const changedSeq = Math.max(membership.peerSinceSeq, membership.linkUpSeq);
-  if (job.lastDecision && job.lastDecision.seq > changedSeq && now - job.lastDecision.at < FAILED_RETRY_MS) return null;
+  // The last attempt is the last move decided; the decision that led to the failed start (a
+  // recovery, a resume) is not one (sim seed 1537 with a witness: a recovery's start failed on a
+  // dead NIC, and the move to the peer waited 10 s).
+  const last = job.lastDecision?.kind === "failover" ? job.lastDecision : null;
+  if (last && last.seq > changedSeq && now - last.at < FAILED_RETRY_MS) return null;
   const to = job.nodes.find((n) => n !== self) ?? self;
   return {
     kind: "failover",
@@ -73,7 +77,7 @@ export function decideRetryElsewhere(state: ClusterState, job: JobView, now: num
     reasons: [
       input("failed-here", { resource: job.lastError.resource, error: job.lastError.error, at: job.lastError.at }),
       check("peer-connected", true, membership.peerStatus),
-      check("changed-or-waited-since-last-attempt", true, { lastAttemptSeq: job.lastDecision?.seq ?? null, changedSeq, lastAttemptAt: job.lastDecision?.at ?? null, retryAfterMs: FAILED_RETRY_MS }),
+      check("changed-or-waited-since-last-attempt", true, { lastAttemptSeq: last?.seq ?? null, changedSeq, lastAttemptAt: last?.at ?? null, retryAfterMs: FAILED_RETRY_MS }),
     ],
   };
 }

@@ -283,9 +283,15 @@ async function inject(pair: Pair, kind: FaultKind, node: Node, tools: InjectTool
   }
 }
 
-/** After the faults an operator brings in a job both nodes say is out (a bring-out, or a refused bring-in, left it so). */
+/**
+ * After the faults an operator brings in a job that runs nowhere and that a node says is out (a
+ * bring-out, or a refused bring-in, left it so; the other may still say its start failed, having
+ * missed the bring-out during a cut: sim seed 830 with a witness). A job both nodes say failed is
+ * the policy's to try again, not the operator's.
+ */
 async function bringInIfOut(pair: Pair, pick: InjectTools["pick"], note: (text: string) => void): Promise<void> {
-  if (!NODES.every((n) => pair.job(n).phase === "out")) return;
+  const phases = NODES.map((n) => pair.job(n).phase);
+  if (!phases.every((p) => p === "out" || p === "failed") || !phases.includes("out")) return;
   // Every fault has ended: both agents answer.
   const on = pick(NODES);
   note(`the operator brings web in on ${on}`);
