@@ -17,6 +17,7 @@ const runs = arg("--runs", 10);
 const saturateS = arg("--saturate-s", 60);
 const switchovers = arg("--switchovers", 6);
 const deadtimeMs = 3000; // duet's default, and keepalived tuned to the same detection budget
+const WITNESS_LEASE_MS = 2000; // etcd's shortest lease
 const prefix = `bf${process.pid % 10000}`;
 
 needRoot("bench:failover", "network namespaces");
@@ -83,10 +84,9 @@ targets.exit();
 
 /**
  * The same host crash with a witness: etcd in the client's namespace, etcd's shortest lease
- * (2 s), the same 3 s deadtime. The standby looks on its suspicion (ping, ARP) and takes over as
- * soon as it wins the key: the expired lease is the proof the old active let go.
+ * (WITNESS_LEASE_MS), the same deadtime. The standby looks on its suspicion (ping, ARP) and
+ * takes over as soon as it wins the key: the expired lease is the proof the old active let go.
  */
-const WITNESS_LEASE_MS = 2000;
 async function measureWithWitness(keepalivedMedian: number): Promise<void> {
   const etcd = await startEtcd({ host: net.address("client"), netns: net.ns("client") });
   const pair = await startDuetPair(net, { vip, witness: { endpoint: etcd.endpoints[0]!, leaseMs: WITNESS_LEASE_MS } });
