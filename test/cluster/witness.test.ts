@@ -51,6 +51,19 @@ async function waitFor(ok: () => boolean, timeoutMs: number): Promise<boolean> {
   return ok();
 }
 
+/** Nodes a and b on ENDPOINTS under a prefix of their own, both sessions started. */
+async function pairOn(endpoints: string[]) {
+  const prefix = freshPrefix();
+  const a = node("a", endpoints, prefix);
+  const b = node("b", endpoints, prefix);
+  await Promise.all([a.session.start(), b.session.start()]);
+  const stop = () => {
+    a.session.stop();
+    b.session.stop();
+  };
+  return { prefix, a, b, stop };
+}
+
 let etcd: EtcdCluster;
 beforeAll(async () => {
   etcd = await startEtcd();
@@ -64,10 +77,7 @@ const freshPrefix = () => `/duet-test-${process.pid}-${++prefixes}`;
 
 describe("the witness's lease protocol, against a real etcd", () => {
   it("grants a lease, gives a free key to the first asker, and refuses it to the other while the holder renews", async () => {
-    const prefix = freshPrefix();
-    const a = node("a", etcd.endpoints, prefix);
-    const b = node("b", etcd.endpoints, prefix);
-    await Promise.all([a.session.start(), b.session.start()]);
+    const { prefix, a, b, stop } = await pairOn(etcd.endpoints);
     try {
       // The agent's start does not wait for the lease; the first claim would.
       await Promise.all([a.reported("held"), b.reported("held")]);
@@ -89,16 +99,12 @@ describe("the witness's lease protocol, against a real etcd", () => {
       expect(asked).toBeGreaterThan(10);
       expect(a.reports.map((r) => r.state)).toEqual(["granting", "held"]);
     } finally {
-      a.session.stop();
-      b.session.stop();
+      stop();
     }
   }, 30_000);
 
   it("a released key goes to the peer at once; a release by the node that no longer holds it does nothing", async () => {
-    const prefix = freshPrefix();
-    const a = node("a", etcd.endpoints, prefix);
-    const b = node("b", etcd.endpoints, prefix);
-    await Promise.all([a.session.start(), b.session.start()]);
+    const { prefix, a, b, stop } = await pairOn(etcd.endpoints);
     try {
       await a.session.claim("web", "start");
       const released = await a.session.release("web");
@@ -107,16 +113,12 @@ describe("the witness's lease protocol, against a real etcd", () => {
       expect(await a.session.release("web")).toBeNull();
       expect(await etcdGateway(a.spec.etcd).holder(holderKey(prefix, "web"), 1000)).toBe("b");
     } finally {
-      a.session.stop();
-      b.session.stop();
+      stop();
     }
   }, 30_000);
 
   it("the standby wins the key only after the holder's own deadline: the holder stopped renewing (its agent died)", async () => {
-    const prefix = freshPrefix();
-    const a = node("a", etcd.endpoints, prefix);
-    const b = node("b", etcd.endpoints, prefix);
-    await Promise.all([a.session.start(), b.session.start()]);
+    const { prefix, a, b, stop } = await pairOn(etcd.endpoints);
     try {
       await a.session.claim("web", "start");
       // Wait for one renewal, then a stops renewing: its lease lasts until its last renewal's send + TTL.
@@ -136,8 +138,7 @@ describe("the witness's lease protocol, against a real etcd", () => {
       expect(wonAt).toBeGreaterThanOrEqual(lastValid);
       expect(wonAt - stoppedAt).toBeLessThan(2000 + 1500);
     } finally {
-      a.session.stop();
-      b.session.stop();
+      stop();
     }
   }, 30_000);
 });

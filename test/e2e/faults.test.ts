@@ -8,7 +8,7 @@ import { initConfig } from "../../src/config/init.ts";
 import { runReplay } from "../../tools/replay/main.ts";
 import type { TestNet } from "./netns.ts";
 import { createCabledNet, destroyCabledNet } from "./cabled-net.ts";
-import { createPairKit } from "./pair-kit.ts";
+import { createPairKit, demoResourcesYaml } from "./pair-kit.ts";
 
 /**
  * Faults on a real pair: a public network (eth0, with the VIP and the client, which is also the
@@ -64,7 +64,6 @@ function watchVip() {
 beforeAll(async () => {
   net = await createCabledNet({ prefix, subnet, privateNet });
   dir = await mkdtemp(join(tmpdir(), "duet-faults-"));
-  const app = join(ROOT, "examples/demo-app.mjs");
   ({ configFile } = await initConfig({
     dir,
     cluster: "faults",
@@ -78,14 +77,7 @@ beforeAll(async () => {
     policy: when-consistent
     restart: { max: 1, windowMs: 60000 }
     resources:
-      - name: ip
-        vip: { address: ${vip}/24, interface: eth0, arpCount: 2 }
-        startTimeoutMs: 6000
-      - name: app
-        process:
-          command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(app)}, ${vip}, "8080", ${JSON.stringify(dir)}]
-          health: { http: "http://${vip}:8080/" }
-        monitor: { intervalMs: 300, timeoutMs: 1000 }
+${demoResourcesYaml(vip, dir)}
       - name: public
         nic: { interface: eth0 }
         monitor: { intervalMs: 300, timeoutMs: 1000 }`,

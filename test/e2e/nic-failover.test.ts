@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { initConfig } from "../../src/config/init.ts";
 import type { TestNet } from "./netns.ts";
 import { createCabledNet, destroyCabledNet } from "./cabled-net.ts";
-import { createPairKit } from "./pair-kit.ts";
+import { createPairKit, demoResourcesYaml } from "./pair-kit.ts";
 
 /**
  * The pair as the outside test cabled it: the node addresses (and so the peer channel) on the
@@ -30,7 +30,6 @@ const web = async (host: string) => ((await kit.duet(host, "status")) as { jobs:
 beforeAll(async () => {
   net = await createCabledNet({ prefix, subnet, privateNet });
   dir = await mkdtemp(join(tmpdir(), "duet-nic-"));
-  const app = join(ROOT, "examples/demo-app.mjs");
   const { configFile } = await initConfig({
     dir,
     cluster: "nic",
@@ -46,14 +45,7 @@ beforeAll(async () => {
       - name: public
         nic: { interface: eth0 }
         monitor: { intervalMs: 300, timeoutMs: 1000 }
-      - name: ip
-        vip: { address: ${vip}/24, interface: eth0, arpCount: 2 }
-        startTimeoutMs: 6000
-      - name: app
-        process:
-          command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(app)}, ${vip}, "8080", ${JSON.stringify(dir)}]
-          health: { http: "http://${vip}:8080/" }
-        monitor: { intervalMs: 300, timeoutMs: 1000 }`,
+${demoResourcesYaml(vip, dir)}`,
   });
   const text = (await readFile(configFile, "utf8"))
     .replace("intervalMs: 500", "intervalMs: 200")

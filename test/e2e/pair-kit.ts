@@ -77,3 +77,16 @@ await new Promise((r)=>setTimeout(r,20))}})();`;
   };
   return kit;
 }
+
+/** The job's VIP and the demo HTTP application answering on it, as resources (6 spaces in). */
+export function demoResourcesYaml(vip: string, dir: string): string {
+  const app = join(resolve(import.meta.dirname, "../.."), "examples/demo-app.mjs");
+  return `      - name: ip
+        vip: { address: ${vip}/24, interface: eth0, arpCount: 2 }
+        startTimeoutMs: 6000
+      - name: app
+        process:
+          command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(app)}, ${vip}, "8080", ${JSON.stringify(dir)}]
+          health: { http: "http://${vip}:8080/" }
+        monitor: { intervalMs: 300, timeoutMs: 1000 }`;
+}

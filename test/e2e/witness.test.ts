@@ -8,7 +8,7 @@ import { initConfig } from "../../src/config/init.ts";
 import { startEtcd, type EtcdCluster } from "../cluster/etcd-server.ts";
 import type { TestNet } from "./netns.ts";
 import { createCabledNet, destroyCabledNet } from "./cabled-net.ts";
-import { createPairKit } from "./pair-kit.ts";
+import { createPairKit, demoResourcesYaml } from "./pair-kit.ts";
 
 /**
  * A real pair with a witness: etcd runs in the client's namespace on the public network (beside
@@ -91,7 +91,6 @@ beforeAll(async () => {
   net = await createCabledNet({ prefix, subnet, privateNet });
   etcd = await startEtcd({ host: net.address("client"), netns: ns("client") });
   dir = await mkdtemp(join(tmpdir(), "duet-witness-"));
-  const app = join(ROOT, "examples/demo-app.mjs");
   const { configFile } = await initConfig({
     dir,
     cluster: "witness",
@@ -105,14 +104,7 @@ beforeAll(async () => {
     jobsYaml: `  - name: web
     policy: unconditional
     resources:
-      - name: ip
-        vip: { address: ${vip}/24, interface: eth0, arpCount: 2 }
-        startTimeoutMs: 6000
-      - name: app
-        process:
-          command: [${JSON.stringify(process.execPath)}, ${JSON.stringify(app)}, ${vip}, "8080", ${JSON.stringify(dir)}]
-          health: { http: "http://${vip}:8080/" }
-        monitor: { intervalMs: 300, timeoutMs: 1000 }`,
+${demoResourcesYaml(vip, dir)}`,
   });
   const text = (await readFile(configFile, "utf8"))
     .replace("intervalMs: 500", "intervalMs: 200")
