@@ -4,7 +4,10 @@ import { createWitnessSession, holderKey } from "../../src/cluster/witness.ts";
 import { witnessSpec } from "../../src/config/schema.ts";
 import type { EventOf } from "../../src/events/catalogue.ts";
 import { systemClock, systemTimers } from "../../src/world/clock.ts";
-import { startEtcd, type EtcdCluster } from "./etcd-server.ts";
+import { makeCertificates, startEtcd, type EtcdCluster } from "./etcd-server.ts";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 type LeaseFact = EventOf<"WitnessLease">["data"];
 
@@ -139,6 +142,56 @@ describe("the witness's lease protocol, against a real etcd", () => {
       expect(wonAt - stoppedAt).toBeLessThan(2000 + 1500);
     } finally {
       stop();
+    }
+  }, 30_000);
+});
+
+describe("etcd with authentication", () => {
+  it("a user and password get a token and the lease; a wrong password is refused naming the user", async () => {
+    const own = await startEtcd();
+    const gateway = async (path: string, body: unknown, token?: string) => {
+      const answer = await fetch(`${own.endpoints[0]}${path}`, { method: "POST", body: JSON.stringify(body), headers: token ? { authorization: token } : {} });
+      return (await answer.json()) as Record<string, unknown>;
+    };
+    try {
+      await gateway("/v3/auth/user/add", { name: "root", password: "root-secret" });
+      await gateway("/v3/auth/user/grant", { user: "root", role: "root" });
+      await gateway("/v3/auth/enable", {});
+      const spec = witnessSpec.parse({ etcd: { endpoints: own.endpoints, prefix: freshPrefix(), auth: { user: "root", password: "root-secret" } }, leaseMs: 2000 });
+      const store = etcdGateway(spec.etcd);
+      const lease = await store.grant(2000, 2000);
+      expect((await store.claim(holderKey(spec.etcd.prefix, "web"), "a", lease.leaseId, 2000)).won).toBe(true);
+      expect(await store.holder(holderKey(spec.etcd.prefix, "web"), 2000)).toBe("a");
+      const wrong = etcdGateway({ ...spec.etcd, auth: { user: "root", password: "nope" } });
+      await expect(wrong.grant(2000, 2000)).rejects.toThrow(/authentication as root failed/);
+      // Without credentials etcd refuses the keys (leases it grants to anyone), and the error says what etcd said.
+      const anonymous = etcdGateway({ ...spec.etcd, auth: undefined });
+      const anonymousLease = await anonymous.grant(2000, 2000);
+      await expect(anonymous.claim(holderKey(spec.etcd.prefix, "web"), "b", anonymousLease.leaseId, 2000)).rejects.toThrow(/etcd .*\/v3\/kv\/txn: .*(user name|token|permission)/i);
+    } finally {
+      await own.stop();
+    }
+  }, 30_000);
+});
+
+describe("etcd over TLS with client certificates", () => {
+  it("the lease and the keys over https with duet's certificate; without one etcd refuses the connection", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "duet-etcd-tls-"));
+    const certs = makeCertificates(dir, "127.0.0.1");
+    const own = await startEtcd({ tls: { ca: certs.ca, cert: certs.serverCert, key: certs.serverKey } });
+    try {
+      expect(own.endpoints[0]).toMatch(/^https:/);
+      const spec = witnessSpec.parse({ etcd: { endpoints: own.endpoints, prefix: freshPrefix(), tls: { ca: certs.ca, cert: certs.clientCert, key: certs.clientKey } }, leaseMs: 2000 });
+      const store = etcdGateway(spec.etcd);
+      const lease = await store.grant(2000, 2000);
+      expect(lease.ttlMs).toBe(2000);
+      expect((await store.claim(holderKey(spec.etcd.prefix, "web"), "a", lease.leaseId, 2000)).won).toBe(true);
+      expect((await store.keepAlive(lease.leaseId, 2000)).ttlMs).toBe(2000);
+      const noCert = etcdGateway({ ...spec.etcd, tls: { ca: certs.ca } });
+      await expect(noCert.grant(2000, 2000)).rejects.toThrow();
+    } finally {
+      await own.stop();
+      await rm(dir, { recursive: true, force: true });
     }
   }, 30_000);
 });
