@@ -143,7 +143,8 @@ export function createJobControl(host: JobHost) {
     }
     if (claim.data.won) return true;
     const why = claim.data.error ? `the witness did not answer (${claim.data.error})` : `the witness says ${claim.data.holder ?? "another node"} holds it (revision ${claim.data.revision})`;
-    const fact: DuetEvent = { type: "JobStartFailed", data: { job: name, node: host.self, resource: "witness", error: `no start without the job's key: ${why}` } };
+    const heldBy = claim.data.error === undefined && claim.data.holder !== null && claim.data.holder !== host.self ? { heldBy: claim.data.holder } : {};
+    const fact: DuetEvent = { type: "JobStartFailed", data: { job: name, node: host.self, resource: "witness", error: `no start without the job's key: ${why}`, ...heldBy } };
     await host.record([fact]);
     host.peer.relay(fact);
     host.log(`job ${name} not started here: ${why}`);
@@ -328,7 +329,11 @@ export function createJobControl(host: JobHost) {
       if (!job.nodes.includes(target)) throw new Refusal("bad-request", `on: expected one of the job's nodes (${job.nodes.join(", ")}), got "${target}"`);
       // The job runs on the other node, which is still there: moving it is a switchover (stop the
       // application, drain the queue), gated like one; --force moves it anyway and says what is lost.
-      const runsElsewhere = job.active !== null && job.active !== target && job.phase === "in" && host.state().membership.peerStatus !== "lost";
+      // Running here, it is one whatever the peer's status (sim seed 2872 with a witness: asked
+      // here to start it on a peer still counted lost, this node asked the peer to start it beside
+      // its own run).
+      const peerThere = job.active === host.self || host.state().membership.peerStatus !== "lost";
+      const runsElsewhere = job.active !== null && job.active !== target && job.phase === "in" && peerThere;
       if (runsElsewhere && !force) {
         try {
           return await this.switchover(name, by, target);

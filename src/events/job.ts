@@ -44,7 +44,8 @@ export const jobEvents = {
   JobBroughtIn: { v: 1, data: z.strictObject({ job: jobId, node: nodeId }) },
   JobBroughtOut: { v: 1, data: z.strictObject({ job: jobId, node: nodeId }) },
   /** The node could not start the job; the job goes back where it was, and this says why. */
-  JobStartFailed: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, resource: resourceName, error: z.string() }) },
+  /** heldBy: the start was refused by the witness because this node holds the job's key (it runs the job, or may). */
+  JobStartFailed: { v: 1, data: z.strictObject({ job: jobId, node: nodeId, resource: resourceName, error: z.string(), heldBy: nodeId.optional() }) },
   /** The active node gives the job up because of a local fault (monitor threshold, NIC down). */
   FailoverDecided: {
     v: 1,

@@ -122,6 +122,11 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
       return job.active === event.data.node || job.active === null ? phase("out", null) : job;
     case "JobStartFailed": {
       const failed = { ...job, lastError: { node: event.data.node, resource: event.data.resource, error: event.data.error, at: event.at } };
+      // Refused because the other node holds the job's key: the witness says who may run it, and
+      // a request that reached this node late must not leave the job "failed" where it runs (sim
+      // seed 2872: a bring-in asked before a split reached the peer after this node took over).
+      const holder = event.data.heldBy;
+      if (holder !== undefined && holder !== event.data.node && job.active === event.data.node) return { ...failed, phase: "in", phaseSince: event.at, phaseSeq: event.seq, active: holder };
       return job.active === event.data.node || job.active === null ? { ...failed, phase: "failed", phaseSince: event.at, active: null } : failed;
     }
     case "ResourceStarted":
