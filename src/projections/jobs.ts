@@ -45,6 +45,11 @@ export interface JobView {
   recovering?: boolean;
   /** This node's last ask for the job's holder key on the witness (WitnessClaimed), if any. */
   claim?: WitnessClaim;
+  /**
+   * The node whose run a bring-in request displaced (the request reached a node while the other
+   * ran the job): if that start fails, the job is still in there.
+   */
+  displaced?: string;
   /** When this node last gave the key back (WitnessReleased). */
   keyReleased?: { at: number; seq: number };
 }
@@ -93,7 +98,7 @@ export function decisionSincePhase(job: JobView): JobView["lastDecision"] {
 }
 
 function evolveJob(job: JobView, event: Recorded): JobView | null {
-  const phase = (p: JobPhase, active: string | null = job.active): JobView => ({ ...job, phase: p, phaseSince: event.at, phaseSeq: event.seq, active });
+  const phase = (p: JobPhase, active: string | null = job.active): JobView => ({ ...job, phase: p, phaseSince: event.at, phaseSeq: event.seq, active, displaced: undefined });
   switch (event.type) {
     case "JobDeleted":
       return null;
@@ -104,7 +109,10 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
       // being brought out there (an operator's takeover): its start is one, and yields if that node
       // turns out to run it (seeds 411, 4474).
       // Its phaseSeq stays: the decision that let the operator start it (a decline) is how the run began.
-      if ((job.phase === "in" || job.phase === "bringing-out") && job.active !== event.data.on) return { ...job, phase: "bringing-in", phaseSince: event.at, active: event.data.on, runSeq: event.seq };
+      if ((job.phase === "in" || job.phase === "bringing-out") && job.active !== event.data.on) {
+        const displaced = job.phase === "in" && job.active !== null ? job.active : undefined;
+        return { ...job, phase: "bringing-in", phaseSince: event.at, active: event.data.on, runSeq: event.seq, displaced };
+      }
       return job.phase === "out" || job.phase === "failed" ? { ...phase("bringing-in", event.data.on), runSeq: event.seq } : job;
     case "BringOutRequested":
       return job.phase === "in" ? phase("bringing-out") : job;
@@ -114,6 +122,10 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
       return { ...phase("in", event.data.node), startedBy: cause, runSeq };
     }
     case "JobBroughtOut":
+      // The run a late request displaced has stopped after all; or the node that was to start
+      // instead stopped without having started it: the displaced run goes on (seed 3720).
+      if (job.displaced === event.data.node) return { ...job, displaced: undefined };
+      if (job.displaced !== undefined && job.phase === "bringing-in" && job.active === event.data.node) return { ...phase("in", job.displaced) };
       // A bring-out on the node that is not active (a clean-up, a refused start) changes nothing;
       // nor does one node's clean-up after the other's failed start: the job stays failed, so the
       // node whose start failed asks its peer again (sim seed 141 with a witness: the clean-up of
@@ -125,8 +137,9 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
       // Refused because the other node holds the job's key: the witness says who may run it, and
       // a request that reached this node late must not leave the job "failed" where it runs (sim
       // seed 2872: a bring-in asked before a split reached the peer after this node took over).
-      const holder = event.data.heldBy;
-      if (holder !== undefined && holder !== event.data.node && job.active === event.data.node) return { ...failed, phase: "in", phaseSince: event.at, phaseSeq: event.seq, active: holder };
+      // So with a run a late request displaced: nothing stopped it, and the start that was to take over did not happen (seed 3720).
+      const holder = event.data.heldBy ?? job.displaced;
+      if (holder !== undefined && holder !== event.data.node && job.active === event.data.node) return { ...failed, phase: "in", phaseSince: event.at, phaseSeq: event.seq, active: holder, displaced: undefined };
       return job.active === event.data.node || job.active === null ? { ...failed, phase: "failed", phaseSince: event.at, active: null } : failed;
     }
     case "ResourceStarted":
