@@ -134,12 +134,12 @@ function evolveJob(job: JobView, event: Recorded): JobView | null {
       return job.active === event.data.node || job.active === null ? phase("out", null) : job;
     case "JobStartFailed": {
       const failed = { ...job, lastError: { node: event.data.node, resource: event.data.resource, error: event.data.error, at: event.at } };
-      // Refused because the other node holds the job's key: the witness says who may run it, and
-      // a request that reached this node late must not leave the job "failed" where it runs (sim
-      // seed 2872: a bring-in asked before a split reached the peer after this node took over).
-      // So with a run a late request displaced: nothing stopped it, and the start that was to take over did not happen (seed 3720).
-      const holder = event.data.heldBy ?? job.displaced;
-      if (holder !== undefined && holder !== event.data.node && job.active === event.data.node) return { ...failed, phase: "in", phaseSince: event.at, phaseSeq: event.seq, active: holder, displaced: undefined };
+      // A request that reached this node late, while the other ran the job, must not leave the job
+      // "failed" where it runs: nothing stopped that run, and the start that was to replace it did
+      // not happen (sim seeds 2872, 3720: a bring-in asked before a cut reached the peer after
+      // this node had taken the job over, and the witness refused the peer's start).
+      const displaced = job.displaced;
+      if (displaced !== undefined && displaced !== event.data.node && job.active === event.data.node) return { ...failed, phase: "in", phaseSince: event.at, phaseSeq: event.seq, active: displaced, displaced: undefined };
       return job.active === event.data.node || job.active === null ? { ...failed, phase: "failed", phaseSince: event.at, active: null } : failed;
     }
     case "ResourceStarted":
