@@ -99,7 +99,13 @@ function takeoverStage(state: ClusterState, job: JobView, now: number): Decision
       if (!witness.claim.won && membership.peerStatus === "suspected") return null; // asked again at claimRetryMs
       reasons.push(check("witness-key-won", witness.claim.won, claimFacts(witness.claim)));
       if (!witness.claim.won) return decline(witness.claim.error !== null ? "witness-unreachable" : "witness-held-by-peer");
-    } else if (verdict!.method !== "fence") {
+    }
+    // Under keep-running the peer may run the job past its lease while it heard this node; it
+    // brings the job out once it stops hearing it, so the key alone proves nothing until then: the
+    // wait of the ping path applies (sim seed 965: the peer lost etcd, then everything; the key
+    // was free at once and the job ran on both for 300 ms).
+    const keyIsProof = witness !== null && membership.witness?.unreachable !== "keep-running";
+    if (!keyIsProof && verdict!.method !== "fence") {
       const neededMs = peerReleasedAfterMs(membership.settings);
       // Never heard since this agent started: the silence began at its start, a deadtime before the loss.
       // After a decline because the peer's host still answered: it may have been cut off only just

@@ -49,6 +49,13 @@ describe("the standby's takeover with a witness", () => {
     expect(d!.reasons).toContainEqual({ name: "witness-key-won", ok: true, value: expect.objectContaining({ won: true, revision: 42 }) });
   });
 
+  it("under keep-running the key is not proof enough: the peer may run past its lease while it heard this node, so the self-fence wait applies too", () => {
+    const keep = [created, started("b"), lease("b", "granting"), lease("b", "held", T0 + 10_000, "keep-running"), peerSeen("b", "a"), broughtIn("a"), lost, confirmed, claim(true)];
+    const s = scene("b", ...keep);
+    expect(s.at(1)).toEqual([]);
+    expect(s.at(60_000)[0]).toMatchObject({ kind: "takeover" });
+  });
+
   it("declines while the peer holds the key, once; asks again when the peer's lease may have run out", () => {
     const held = scene("b", ...standby, claim(false, { holderTtlMs: 4000 }));
     const [d] = held.at(1);
