@@ -17,18 +17,33 @@ export function etcdGateway(spec: WitnessSpec["etcd"]): WitnessStore {
   let current = 0;
   let token: string | null = null;
 
+  /**
+   * One call within TIMEOUT_MS: a member that does not answer (refused, reset, silent) is left
+   * for the next one at once, while time remains; an answer of etcd's own (an error it states) is
+   * final. The member that answered is asked first next time.
+   */
   async function call(path: string, body: unknown, timeoutMs: number): Promise<Record<string, unknown>> {
-    const url = endpoints[current % endpoints.length]!;
-    try {
-      if (spec.auth && token === null) token = await authenticate(url, timeoutMs);
-      const answer = await post(url, path, body, timeoutMs, token, tls);
+    const deadline = Date.now() + timeoutMs;
+    let lastError: Error | null = null;
+    for (let tried = 0; tried < endpoints.length && Date.now() < deadline; tried++) {
+      const url = endpoints[current % endpoints.length]!;
+      const left = Math.max(1, deadline - Date.now());
+      // A single member gets the whole time; with several, a silent one costs at most its share.
+      const budget = endpoints.length === 1 ? left : Math.max(1, Math.min(left, Math.ceil(timeoutMs / 2)));
+      let answer: Record<string, unknown>;
+      try {
+        if (spec.auth && token === null) token = await authenticate(url, budget);
+        answer = await post(url, path, body, budget, token, tls);
+      } catch (error) {
+        lastError = error as Error;
+        current++; // not answered: the next member
+        continue;
+      }
       if (typeof answer.error === "string" && /auth token|token is invalid/i.test(answer.error)) token = null;
       if (typeof answer.error === "string") throw new Error(`etcd ${url.host}${path}: ${answer.error}`);
       return answer;
-    } catch (error) {
-      current++; // the next call asks the next member
-      throw error;
     }
+    throw lastError ?? new Error(`etcd${path}: no answer within ${timeoutMs} ms`);
   }
 
   async function authenticate(url: URL, timeoutMs: number): Promise<string> {
