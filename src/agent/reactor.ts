@@ -1,7 +1,7 @@
 import type { DuetEvent, EventOf } from "../events/catalogue.ts";
-import { verdictSinceLoss } from "../projections/membership.ts";
+import { peerGoneVerdict } from "../projections/membership.ts";
 import { witnessClaimNeeded } from "../policy/takeover.ts";
-import { claimRetryMs } from "../policy/witness.ts";
+import { claimRetryMs, claimSince } from "../policy/witness.ts";
 import type { ClusterState } from "../projections/cluster.ts";
 import { decide, tiebreakerNeeded } from "../policy/decide.ts";
 import { stallCheckNeeded } from "../policy/selffence.ts";
@@ -34,11 +34,16 @@ function sameAnswer(verdict: DuetEvent, before: ClusterState["membership"]["tieb
   return answered(verdict.data.peerOnNetwork) === answered(before.peerOnNetwork);
 }
 
-/** A refused claim that says what the one the policy counts said (same holder, or again no answer). */
-function sameClaim(fact: EventOf<"WitnessClaimed">, state: ClusterState, job: string): boolean {
-  const before = state.jobs.get(job)?.claim;
-  const verdict = verdictSinceLoss(state.membership);
-  if (fact.data.won || !before || before.won || before.purpose !== "takeover" || verdict === null || before.seq < verdict.seq) return false;
+/**
+ * A refused claim that says what the one the policy counts said (same holder, or again no
+ * answer): the policy's own reading (claimSince, since the verdict the takeover counts), so a
+ * repeat during a suspicion is not journaled either.
+ */
+function sameClaim(fact: EventOf<"WitnessClaimed">, state: ClusterState, job: string, now: number): boolean {
+  const view = state.jobs.get(job);
+  const verdict = peerGoneVerdict(state.membership);
+  const before = view && verdict ? claimSince(view, verdict.seq, now).claim : null;
+  if (fact.data.won || !before || before.won) return false;
   return before.holder === fact.data.holder && (before.error === null) === (fact.data.error === undefined);
 }
 
@@ -112,7 +117,7 @@ export function createReactor(host: ReactorHost) {
         .then((fact) => {
           nextClaimAt.set(job, host.now() + claimRetryMs(fact.data));
           const latest = host.state();
-          return sameClaim(fact, latest, job) ? undefined : host.record([fact]);
+          return sameClaim(fact, latest, job, host.now()) ? undefined : host.record([fact]);
         })
         .catch((error: Error) => host.log(`witness claim failed: ${error.message}`))
         .finally(() => {

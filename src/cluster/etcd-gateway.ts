@@ -100,7 +100,7 @@ function post(url: URL, path: string, body: unknown, timeoutMs: number, token: s
   const payload = JSON.stringify(body);
   return new Promise((resolve, reject) => {
     const req = send(
-      { host: url.hostname.replace(/^\[|\]$/g, ""), port: url.port, path, method: "POST", timeout: timeoutMs, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload), ...(token ? { authorization: token } : {}) }, ...tls },
+      { host: url.hostname.replace(/^\[|\]$/g, ""), port: url.port, path, method: "POST", headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload), ...(token ? { authorization: token } : {}) }, ...tls },
       (res) => {
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
@@ -118,7 +118,6 @@ function post(url: URL, path: string, body: unknown, timeoutMs: number, token: s
     // The deadline covers the whole call, not only the socket's idle time.
     const deadline = setTimeout(() => req.destroy(new Error(`etcd ${url.host}${path}: no answer within ${timeoutMs} ms`)), timeoutMs);
     req.on("close", () => clearTimeout(deadline));
-    req.on("timeout", () => req.destroy(new Error(`etcd ${url.host}${path}: no answer within ${timeoutMs} ms`)));
     req.on("error", reject);
     req.end(payload);
   });

@@ -119,10 +119,5 @@ export function createSimWitness(options: SimWitnessOptions) {
       if (down && !value) for (const lease of leases.values()) lease.expiresAt = clock.now() + lease.ttlMs;
       down = value;
     },
-    /** Who holds KEY now, as the server sees it (for the simulator's checks). */
-    holder(key: string): string | null {
-      expire();
-      return server.holder(key);
-    },
   };
 }
